@@ -1,0 +1,160 @@
+"""The streaming statistics pass: one forward pass of the decoder body per token block.
+
+Hooks on every layer's activation module (see :mod:`langneurons.hooks`) update an
+:class:`~langneurons.activations.statistics.ActivationStatistics` in place; no per-token
+activation is kept. Only counted tokens (not padding, not the BOS prepended to each block)
+enter the statistics.
+
+The pass is resumable: every ``checkpoint_every`` batches the partial statistics and the
+number of blocks done are written atomically to ``<output>.partial``; a restarted run with
+the same inputs continues from there without counting any block twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from langneurons.activations.sketch import SketchConfig, histogram_update
+from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
+from langneurons.artefacts import stable_hash
+from langneurons.corpus.packing import TokenBlocks
+from langneurons.errors import LangNeuronsError
+from langneurons.hooks import activation_hooks
+from langneurons.models.loading import LoadedModel
+from langneurons.progress import progress_bar
+
+
+class StatisticsAccumulator:
+    """Adds one layer's activations [..., neurons] (counted tokens only) to the statistics."""
+
+    def __init__(self, statistics: ActivationStatistics):
+        self.statistics = statistics
+        self.mask: torch.Tensor | None = None  # bool [tokens] flattened over the batch
+
+    def __call__(self, layer: int, activation: torch.Tensor) -> None:
+        stats = self.statistics
+        values = activation.detach().reshape(-1, activation.shape[-1])
+        if self.mask is not None:
+            values = values[self.mask.to(values.device)]
+        values = values.float()
+        device = stats.positive_count.device
+        if values.device != device:
+            values = values.to(device)
+        stats.positive_count[layer] += (values > 0).sum(0)
+        stats.activation_sum[layer] += values.sum(0, dtype=torch.float64)
+        stats.activation_sum_sq[layer] += (values * values).sum(0, dtype=torch.float64)
+        torch.minimum(stats.minimum[layer], values.amin(0), out=stats.minimum[layer])
+        torch.maximum(stats.maximum[layer], values.amax(0), out=stats.maximum[layer])
+        histogram_update(stats.histogram[layer], values, stats.sketch)
+        return None
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    batch_size: int = 4
+    sketch: SketchConfig = SketchConfig()
+    checkpoint_every: int = 50
+    device: str | None = None  # where statistics live (default: the model's first device)
+
+
+def statistics_meta(loaded: LoadedModel, language: str, blocks: TokenBlocks, config: CollectConfig) -> StatisticsMeta:
+    info = loaded.info
+    return StatisticsMeta(
+        model_id=info.model_id,
+        revision=info.revision,
+        architecture=info.architecture,
+        num_layers=info.num_layers,
+        neurons_per_layer=info.neurons_per_layer,
+        weights_fingerprint=info.weights_fingerprint,
+        language=language,
+        corpus_fingerprint=blocks.fingerprint(),
+        config={"block_length": blocks.input_ids.shape[1], "blocks": blocks.num_blocks, "sketch": config.sketch.to_dict()},
+    )
+
+
+def _input_hash(meta: StatisticsMeta) -> str:
+    return stable_hash(meta.weights_fingerprint, meta.language, meta.corpus_fingerprint, meta.config, meta.tool_version)
+
+
+def _read_checkpoint(path: Path, meta: StatisticsMeta) -> tuple[ActivationStatistics, int] | None:
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            extra = json.loads((handle.metadata() or {}).get("checkpoint", "{}"))
+        if extra.get("input_hash") != _input_hash(meta):
+            return None  # a checkpoint of other inputs: start over
+        return ActivationStatistics.load(path), int(extra["blocks_done"])
+    except (LangNeuronsError, KeyError, ValueError, OSError):
+        return None
+
+
+def _write_checkpoint(path: Path, stats: ActivationStatistics, blocks_done: int) -> None:
+    checkpoint = json.dumps({"input_hash": _input_hash(stats.meta), "blocks_done": blocks_done})
+    stats.save(path, extra_metadata={"checkpoint": checkpoint})
+
+
+def collect_statistics(
+    loaded: LoadedModel,
+    blocks: TokenBlocks,
+    config: CollectConfig = CollectConfig(),
+    output: str | Path | None = None,
+    progress: bool = True,
+    stop_after_batches: int | None = None,
+) -> ActivationStatistics:
+    """Run the statistics pass over ``blocks`` of one language.
+
+    With ``output``, the result is saved there (atomic), partial progress is checkpointed next
+    to it, and an existing complete file made from the same inputs is returned at once.
+    ``stop_after_batches`` ends the pass early (for tests of resumption) without writing output.
+    """
+    if blocks.num_blocks == 0 or blocks.token_count == 0:
+        raise LangNeuronsError(f"no tokens to collect statistics on for {blocks.language!r}")
+    meta = statistics_meta(loaded, blocks.language, blocks, config)
+    output = Path(output) if output else None
+    partial = output.with_name(output.name + ".partial") if output else None
+    if output is not None and output.exists():
+        try:
+            existing = ActivationStatistics.load(output)
+            if _input_hash(existing.meta) == _input_hash(meta):
+                return existing
+        except LangNeuronsError:
+            pass  # unreadable: recompute and replace
+    device = torch.device(config.device) if config.device else loaded.device
+    stats, start = ActivationStatistics.empty(meta, config.sketch, device=device), 0
+    if partial is not None and (resumed := _read_checkpoint(partial, meta)) is not None:
+        stats, start = resumed[0].to(device), resumed[1]
+    accumulator = StatisticsAccumulator(stats)
+    body = loaded.adapter.body()
+    model_device = loaded.device
+    batch_size = config.batch_size
+    starts = list(range(start, blocks.num_blocks, batch_size))
+    batches_run = 0
+    with activation_hooks(loaded.adapter, accumulator), torch.inference_mode():
+        for batch_start in progress_bar(starts, description=f"statistics {blocks.language}", enabled=progress,
+                                        total_done=start // batch_size, total=-(-blocks.num_blocks // batch_size)):
+            rows = slice(batch_start, batch_start + batch_size)
+            input_ids = blocks.input_ids[rows].to(model_device)
+            counted = blocks.counted[rows]
+            accumulator.mask = counted.reshape(-1)
+            body(input_ids=input_ids, use_cache=False)
+            stats.token_count += int(counted.sum())
+            batches_run += 1
+            done = min(batch_start + batch_size, blocks.num_blocks)
+            if partial is not None and batches_run % config.checkpoint_every == 0 and done < blocks.num_blocks:
+                _write_checkpoint(partial, stats, done)
+            if stop_after_batches is not None and batches_run >= stop_after_batches:
+                if partial is not None:
+                    _write_checkpoint(partial, stats, done)
+                return stats
+    stats = stats.to("cpu")
+    if output is not None:
+        stats.save(output)
+        if partial is not None and partial.exists():
+            partial.unlink()
+    return stats

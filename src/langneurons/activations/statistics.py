@@ -1,0 +1,264 @@
+"""Per-language activation statistics: sufficient statistics of every neuron's activation.
+
+For a model with L layers and N neurons per layer, one :class:`ActivationStatistics` holds
+
+* ``token_count``: number of real (non-padding) tokens seen,
+* ``positive_count`` [L, N] int64: tokens with activation > 0,
+* ``activation_sum`` / ``activation_sum_sq`` [L, N] float64: sums of a and a^2,
+* ``minimum`` / ``maximum`` [L, N] float32,
+* ``histogram`` [L, N, B] int32: the percentile sketch of :mod:`.sketch`.
+
+Memory is O(L x N x B) whatever the corpus size. Two statistics of the same model merge
+exactly (:meth:`ActivationStatistics.merge`): counts and histograms add, sums add.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from langneurons import __version__
+from langneurons.activations.sketch import (
+    SketchConfig,
+    histogram_probability_above,
+    histogram_quantile,
+)
+from langneurons.artefacts import atomic_save_safetensors
+from langneurons.errors import LangNeuronsError
+
+PERCENTILES: tuple[int, ...] = (5, 10, 25, 50, 75, 90, 95)
+"""Percentiles reported for every neuron (the paper's P5 ... P95)."""
+
+FORMAT = "langneurons.activation-statistics/1"
+
+
+class StatisticsMismatchError(LangNeuronsError):
+    pass
+
+
+@dataclass(frozen=True)
+class StatisticsMeta:
+    """Where a statistics object comes from; stored as safetensors metadata."""
+
+    model_id: str
+    revision: str
+    architecture: str
+    num_layers: int
+    neurons_per_layer: int
+    weights_fingerprint: str
+    language: str
+    corpus_fingerprint: str = ""
+    tool_version: str = __version__
+    config: dict = field(default_factory=dict)
+
+    def same_model(self, other: "StatisticsMeta") -> bool:
+        return (
+            self.architecture == other.architecture
+            and self.num_layers == other.num_layers
+            and self.neurons_per_layer == other.neurons_per_layer
+            and self.weights_fingerprint == other.weights_fingerprint
+        )
+
+
+@dataclass
+class ActivationStatistics:
+    meta: StatisticsMeta
+    sketch: SketchConfig
+    token_count: int
+    positive_count: torch.Tensor
+    activation_sum: torch.Tensor
+    activation_sum_sq: torch.Tensor
+    minimum: torch.Tensor
+    maximum: torch.Tensor
+    histogram: torch.Tensor
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def empty(cls, meta: StatisticsMeta, sketch: SketchConfig | None = None, device="cpu") -> "ActivationStatistics":
+        sketch = sketch or SketchConfig()
+        shape = (meta.num_layers, meta.neurons_per_layer)
+        return cls(
+            meta=meta,
+            sketch=sketch,
+            token_count=0,
+            positive_count=torch.zeros(shape, dtype=torch.int64, device=device),
+            activation_sum=torch.zeros(shape, dtype=torch.float64, device=device),
+            activation_sum_sq=torch.zeros(shape, dtype=torch.float64, device=device),
+            minimum=torch.full(shape, math.inf, dtype=torch.float32, device=device),
+            maximum=torch.full(shape, -math.inf, dtype=torch.float32, device=device),
+            histogram=torch.zeros((*shape, sketch.num_bins), dtype=torch.int32, device=device),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.meta.num_layers, self.meta.neurons_per_layer)
+
+    def to(self, device) -> "ActivationStatistics":
+        tensors = {name: getattr(self, name).to(device) for name in _TENSORS}
+        return replace(self, **tensors)
+
+    # ------------------------------------------------------------------ derived statistics
+    def _require_tokens(self) -> None:
+        if self.token_count <= 0:
+            raise LangNeuronsError(f"statistics for {self.meta.language!r} contain no tokens")
+
+    @property
+    def activation_probability(self) -> torch.Tensor:
+        """P(activation > 0) per neuron, float64 [L, N]."""
+        self._require_tokens()
+        return self.positive_count.double() / self.token_count
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """Mean activation per neuron, float64 [L, N]."""
+        self._require_tokens()
+        return self.activation_sum / self.token_count
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Population standard deviation per neuron, float64 [L, N]."""
+        mean = self.mean
+        variance = (self.activation_sum_sq / self.token_count - mean * mean).clamp_min(0.0)
+        return variance.sqrt()
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """Estimated q-quantile (0..1) per neuron, float32 [L, N]; error bound in :mod:`.sketch`."""
+        self._require_tokens()
+        return torch.stack(
+            [
+                histogram_quantile(self.histogram[layer], q, self.sketch, self.minimum[layer], self.maximum[layer])
+                for layer in range(self.meta.num_layers)
+            ]
+        )
+
+    def percentile(self, p: float) -> torch.Tensor:
+        """Estimated p-th percentile (0..100) per neuron, float32 [L, N]."""
+        return self.quantile(p / 100.0)
+
+    def percentiles(self) -> dict[str, torch.Tensor]:
+        return {f"p{p}": self.percentile(p) for p in PERCENTILES}
+
+    def statistic(self, name: str) -> torch.Tensor:
+        """A named per-neuron statistic [L, N]: ``mean``, ``std``, ``min``, ``max``, or ``pNN``."""
+        if name == "mean":
+            return self.mean.float()
+        if name == "std":
+            return self.std.float()
+        if name == "min":
+            return self.minimum.clone()
+        if name == "max":
+            return self.maximum.clone()
+        if name.startswith("p") and name[1:].replace(".", "", 1).isdigit() and 0 <= float(name[1:]) <= 100:
+            return self.percentile(float(name[1:]))
+        raise LangNeuronsError(f"unknown statistic {name!r}; use mean, std, min, max or p0..p100 (e.g. p90)")
+
+    def probability_above(self, threshold: torch.Tensor) -> torch.Tensor:
+        """Estimated P(activation > threshold[l, n]) per neuron, float64 [L, N]."""
+        self._require_tokens()
+        if threshold.shape != self.shape:
+            raise LangNeuronsError(f"threshold shape {tuple(threshold.shape)} != statistics shape {self.shape}")
+        return torch.stack(
+            [
+                histogram_probability_above(self.histogram[layer], threshold[layer], self.sketch)
+                for layer in range(self.meta.num_layers)
+            ]
+        )
+
+    # ------------------------------------------------------------------ merging
+    def check_compatible(self, other: "ActivationStatistics", same_language: bool = True) -> None:
+        if not self.meta.same_model(other.meta):
+            raise StatisticsMismatchError(
+                f"statistics come from different models ({self.meta.model_id} vs {other.meta.model_id})"
+            )
+        if self.sketch != other.sketch:
+            raise StatisticsMismatchError(f"histogram bins differ: {self.sketch} vs {other.sketch}")
+        if same_language and self.meta.language != other.meta.language:
+            raise StatisticsMismatchError(
+                f"statistics are for different languages ({self.meta.language} vs {other.meta.language})"
+            )
+
+    def merge(self, other: "ActivationStatistics", same_language: bool = True) -> "ActivationStatistics":
+        """Exact sum of two statistics of the same model (and language, unless pooling)."""
+        self.check_compatible(other, same_language=same_language)
+        histogram = self.histogram.to(torch.int64) + other.histogram.to(torch.int64)
+        if histogram.max() > torch.iinfo(torch.int32).max:
+            raise LangNeuronsError("histogram counts overflow int32; merge fewer tokens per file")
+        return replace(
+            self,
+            token_count=self.token_count + other.token_count,
+            positive_count=self.positive_count + other.positive_count,
+            activation_sum=self.activation_sum + other.activation_sum,
+            activation_sum_sq=self.activation_sum_sq + other.activation_sum_sq,
+            minimum=torch.minimum(self.minimum, other.minimum),
+            maximum=torch.maximum(self.maximum, other.maximum),
+            histogram=histogram.to(torch.int32),
+        )
+
+    @classmethod
+    def pooled(cls, statistics: list["ActivationStatistics"]) -> "ActivationStatistics":
+        """All languages together (sum of statistics), language ``+``-joined."""
+        if not statistics:
+            raise LangNeuronsError("no statistics to pool")
+        result = statistics[0]
+        for other in statistics[1:]:
+            result = result.merge(other, same_language=False)
+        languages = "+".join(s.meta.language for s in statistics)
+        return replace(result, meta=replace(result.meta, language=languages))
+
+    # ------------------------------------------------------------------ files
+    def save(self, path, extra_metadata: dict[str, str] | None = None) -> None:
+        """Write one safetensors file (atomic) with all tensors and the metadata."""
+        tensors = {name: getattr(self, name).contiguous().cpu() for name in _TENSORS}
+        metadata = {
+            "format": FORMAT,
+            "meta": json.dumps(asdict(self.meta), sort_keys=True),
+            "sketch": json.dumps(self.sketch.to_dict(), sort_keys=True),
+            "token_count": str(self.token_count),
+            "language": self.meta.language,
+            "model_id": self.meta.model_id,
+            **(extra_metadata or {}),
+        }
+        atomic_save_safetensors(tensors, path, metadata)
+
+    @classmethod
+    def load(cls, path, expected: StatisticsMeta | None = None) -> "ActivationStatistics":
+        """Read a statistics file; with ``expected``, check it was made with that model."""
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.exists():
+            raise LangNeuronsError(f"statistics file not found: {path}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise LangNeuronsError(f"corrupted or truncated statistics file {path}: {error}") from error
+        if metadata.get("format") != FORMAT:
+            raise LangNeuronsError(f"{path} is not a langneurons statistics file (format {metadata.get('format')!r})")
+        meta = StatisticsMeta(**json.loads(metadata["meta"]))
+        stats = cls(
+            meta=meta,
+            sketch=SketchConfig(**json.loads(metadata["sketch"])),
+            token_count=int(metadata["token_count"]),
+            **{name: tensors[name] for name in _TENSORS},
+        )
+        if tuple(stats.positive_count.shape) != stats.shape:
+            raise LangNeuronsError(f"{path}: tensor shapes do not match its metadata")
+        if expected is not None and not meta.same_model(expected):
+            raise StatisticsMismatchError(
+                f"{path} was recorded on {meta.model_id} ({meta.num_layers}x{meta.neurons_per_layer}, "
+                f"weights {meta.weights_fingerprint}), not on {expected.model_id} "
+                f"({expected.num_layers}x{expected.neurons_per_layer}, weights {expected.weights_fingerprint})"
+            )
+        return stats
+
+
+_TENSORS = ("positive_count", "activation_sum", "activation_sum_sq", "minimum", "maximum", "histogram")

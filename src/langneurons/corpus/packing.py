@@ -1,0 +1,142 @@
+"""Tokenise texts and pack them into fixed-length blocks (no padding needed).
+
+Documents are joined into one token stream, each wrapped as ``[BOS] doc [EOS]`` (whichever of
+the two the tokenizer has; once if they are the same token). The stream is cut into blocks of
+``block_length`` tokens. When the tokenizer has a BOS token, every block starts with BOS (as
+the model saw in training) and that position is marked as not counted: statistics and
+perplexities are computed on the text tokens only.
+
+Documents are split into an identification part and a held-out part *before* packing, by a
+seeded permutation of document indices, so no held-out text is ever used to identify neurons.
+For parallel corpora (FLORES) the same lines are held out in every language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from langneurons.artefacts import stable_hash
+from langneurons.errors import LangNeuronsError
+
+
+@dataclass
+class TokenBlocks:
+    """Packed token blocks of one language.
+
+    Attributes:
+        input_ids: int64 [blocks, block_length].
+        counted: bool [blocks, block_length]; False at positions that are not text (the BOS
+            prepended to each block).
+    """
+
+    language: str
+    input_ids: torch.Tensor
+    counted: torch.Tensor
+
+    @property
+    def token_count(self) -> int:
+        return int(self.counted.sum())
+
+    @property
+    def num_blocks(self) -> int:
+        return self.input_ids.shape[0]
+
+    def fingerprint(self) -> str:
+        return stable_hash(self.input_ids, self.counted)
+
+    def select(self, rows: slice | torch.Tensor) -> "TokenBlocks":
+        return TokenBlocks(self.language, self.input_ids[rows], self.counted[rows])
+
+
+def split_documents(texts: list[str], heldout_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Deterministic split into (identification, held-out) documents, original order kept.
+
+    The held-out part has ``round(len * fraction)`` documents (at least one when the fraction
+    is positive and there are two or more documents).
+    """
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise LangNeuronsError(f"held-out fraction must be in [0, 1), got {heldout_fraction}")
+    n = len(texts)
+    n_heldout = round(n * heldout_fraction)
+    if heldout_fraction > 0 and n >= 2:
+        n_heldout = max(1, n_heldout)
+    generator = torch.Generator().manual_seed(seed)
+    heldout = set(torch.randperm(n, generator=generator)[:n_heldout].tolist())
+    identification = [t for i, t in enumerate(texts) if i not in heldout]
+    held = [t for i, t in enumerate(texts) if i in heldout]
+    return identification, held
+
+
+def pack_blocks(
+    tokenizer,
+    texts: list[str],
+    language: str,
+    block_length: int = 512,
+    token_budget: int | None = None,
+    min_blocks: int = 1,
+) -> TokenBlocks:
+    """Tokenise ``texts`` and cut the stream into full blocks of ``block_length`` tokens.
+
+    ``token_budget`` caps the number of counted (text) tokens; the trailing partial block is
+    dropped. Raises if fewer than ``min_blocks`` blocks result (corpus too short).
+    """
+    if block_length < 2:
+        raise LangNeuronsError(f"block length must be >= 2, got {block_length}")
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    prefix = [bos] if bos is not None else []
+    suffix = [eos] if eos is not None and eos != bos else []
+    body_length = block_length - len(prefix)
+    needed = None if token_budget is None else token_budget
+    stream: list[int] = []
+    batch = 256
+    for start in range(0, len(texts), batch):
+        encoded = tokenizer(texts[start : start + batch], add_special_tokens=False)["input_ids"]
+        for ids in encoded:
+            stream.extend((prefix if stream else []) + list(ids) + suffix)
+        if needed is not None and len(stream) >= needed + body_length:
+            break
+    n_blocks = len(stream) // body_length
+    if needed is not None:
+        n_blocks = min(n_blocks, max(1, needed // body_length))
+    if n_blocks < min_blocks:
+        raise LangNeuronsError(
+            f"corpus for {language!r} is too short: {len(stream)} tokens give {n_blocks} block(s) of "
+            f"{block_length}, need {min_blocks}"
+        )
+    body = torch.tensor(stream[: n_blocks * body_length], dtype=torch.long).view(n_blocks, body_length)
+    counted = torch.ones((n_blocks, block_length), dtype=torch.bool)
+    if prefix:
+        body = torch.cat([torch.full((n_blocks, 1), bos, dtype=torch.long), body], dim=1)
+        counted[:, 0] = False
+    return TokenBlocks(language=language, input_ids=body, counted=counted)
+
+
+@dataclass
+class LanguageData:
+    """Identification and held-out blocks of one language."""
+
+    identification: TokenBlocks
+    heldout: TokenBlocks | None
+
+
+def prepare_language(
+    tokenizer,
+    texts: list[str],
+    language: str,
+    block_length: int = 512,
+    token_budget: int | None = None,
+    heldout_fraction: float = 0.1,
+    heldout_budget: int | None = None,
+    seed: int = 0,
+) -> LanguageData:
+    """Split documents, then pack each part (identification budget ``token_budget``)."""
+    if not texts:
+        raise LangNeuronsError(f"corpus for {language!r} is empty")
+    identification, heldout = split_documents(texts, heldout_fraction, seed)
+    ident_blocks = pack_blocks(tokenizer, identification, language, block_length, token_budget)
+    held_blocks = None
+    if heldout:
+        held_blocks = pack_blocks(tokenizer, heldout, language, block_length, heldout_budget)
+    return LanguageData(ident_blocks, held_blocks)

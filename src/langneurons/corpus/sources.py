@@ -1,0 +1,124 @@
+"""Corpus sources. A corpus is a mapping language -> list of texts (documents or sentences).
+
+* :func:`load_folder`: ``<dir>/<lang>.txt`` with one document per line (also the layout of
+  ``shared/data/flores200/devtest``); FLORES' own ``<code>.devtest`` names are accepted too.
+* :func:`load_hf`: Hugging Face datasets (``wikimedia/wikipedia``, ``openlanguagedata/flores_plus``)
+  from the hub or from a local copy with the same layout.
+* :func:`builtin_corpus`: the small sample corpus shipped with the package (for the demo).
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from langneurons.errors import LangNeuronsError
+from langneurons.languages import check_languages, flores_code
+
+Corpus = dict[str, list[str]]
+
+BUILTIN_LANGUAGES = ("en", "fr", "es", "zh", "hi", "bn", "ta", "ur")
+
+
+def _read_lines(path: Path, max_documents: int | None) -> list[str]:
+    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    texts = [t for t in texts if t]
+    return texts[:max_documents] if max_documents else texts
+
+
+def load_folder(directory, languages, max_documents: int | None = None) -> Corpus:
+    """Read ``<directory>/<lang>.txt`` (or FLORES ``<lang_Script>.devtest``/``.dev``) per language."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise LangNeuronsError(f"corpus folder not found: {directory}")
+    corpus: Corpus = {}
+    for language in check_languages(languages):
+        candidates = [directory / f"{language}.txt"] + [
+            directory / f"{flores_code(language)}{suffix}" for suffix in (".devtest", ".dev", ".txt")
+        ]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            raise LangNeuronsError(f"no text for language {language!r} in {directory} (expected {language}.txt)")
+        corpus[language] = _read_lines(path, max_documents)
+        if not corpus[language]:
+            raise LangNeuronsError(f"corpus file {path} is empty")
+    return corpus
+
+
+HF_SOURCES = {
+    # dataset -> (config for a language, text column, default split)
+    "wikimedia/wikipedia": (lambda lang: f"20231101.{lang}", "text", "train"),
+    "openlanguagedata/flores_plus": (lambda lang: flores_code(lang).replace("zho_Hans", "cmn_Hans"), "text", "devtest"),
+}
+
+
+def load_hf(
+    dataset: str,
+    languages,
+    max_documents: int | None = 1000,
+    split: str | None = None,
+    local_path: str | None = None,
+    streaming: bool = True,
+) -> Corpus:
+    """Load a corpus through ``datasets``.
+
+    Args:
+        dataset: ``wikimedia/wikipedia`` or ``openlanguagedata/flores_plus``.
+        local_path: a local copy with the hub's layout (one sub-folder per config, holding
+            parquet/json files); when given the hub is not contacted.
+        max_documents: documents per language (the first ones of the split).
+    """
+    import datasets
+
+    if dataset not in HF_SOURCES:
+        raise LangNeuronsError(f"unsupported dataset {dataset!r}; supported: {', '.join(HF_SOURCES)}")
+    config_for, column, default_split = HF_SOURCES[dataset]
+    split = split or default_split
+    corpus: Corpus = {}
+    for language in check_languages(languages):
+        config = config_for(language)
+        try:
+            if local_path is not None:
+                folder = Path(local_path) / config
+                if not folder.is_dir():
+                    raise LangNeuronsError(f"no folder {folder} for language {language!r}")
+                data_files = sorted(str(p) for p in folder.rglob("*") if p.suffix in (".parquet", ".json", ".jsonl"))
+                data_files = [f for f in data_files if split in Path(f).name or split in Path(f).parent.name] or data_files
+                builder = "parquet" if data_files and data_files[0].endswith(".parquet") else "json"
+                rows = datasets.load_dataset(builder, data_files=data_files, split="train", streaming=streaming)
+            else:
+                rows = datasets.load_dataset(dataset, config, split=split, streaming=streaming)
+        except (FileNotFoundError, ValueError, ConnectionError) as error:
+            raise LangNeuronsError(f"cannot load {dataset} for {language!r}: {str(error).splitlines()[0]}") from error
+        texts: list[str] = []
+        for row in rows:
+            text = (row.get(column) or "").strip()
+            if text:
+                texts.append(text.replace("\n", " "))
+            if max_documents and len(texts) >= max_documents:
+                break
+        if not texts:
+            raise LangNeuronsError(f"{dataset} gave no text for {language!r}")
+        corpus[language] = texts
+    return corpus
+
+
+def builtin_corpus(languages=BUILTIN_LANGUAGES) -> Corpus:
+    """The sample corpus shipped with the package (original text written for this project)."""
+    folder = Path(str(files("langneurons").joinpath("data", "corpus")))
+    missing = [lang for lang in languages if not (folder / f"{lang}.txt").exists()]
+    if missing:
+        raise LangNeuronsError(
+            f"the built-in corpus has no text for {missing}; it covers {', '.join(BUILTIN_LANGUAGES)}"
+        )
+    return load_folder(folder, languages)
+
+
+def load_corpus(source: str, languages, max_documents: int | None = None, **kwargs) -> Corpus:
+    """One entry point: ``builtin``, a folder path, or a supported HF dataset id."""
+    if source == "builtin":
+        corpus = builtin_corpus(check_languages(languages))
+        return {k: v[:max_documents] if max_documents else v for k, v in corpus.items()}
+    if source in HF_SOURCES:
+        return load_hf(source, languages, max_documents=max_documents or 1000, **kwargs)
+    return load_folder(source, languages, max_documents=max_documents)
