@@ -1,0 +1,161 @@
+import math
+
+import pytest
+import torch
+from torchmetrics.text import SQuAD
+
+from langneurons.errors import LangNeuronsError
+from langneurons.evaluate import metrics
+from langneurons.evaluate.metrics import (
+    ScoreSummary,
+    accuracy,
+    bootstrap_ci,
+    compare_accuracy,
+    correctness,
+    mcnemar,
+    paired_bootstrap,
+    squad_scores,
+    summarize,
+)
+
+# (prediction, gold answers, exact match, F1), F1 worked out by hand from the SQuAD v1.1
+# definition: normalise (lower-case, drop punctuation, drop a/an/the, split on whitespace),
+# F1 = 2PR/(P+R) over the token multisets, maximum over gold answers.
+SQUAD_CASES = [
+    ("The Eiffel Tower!", ["eiffel tower"], 100.0, 100.0),  # article + punctuation + case
+    ("PARIS", ["paris"], 100.0, 100.0),  # case
+    ("U.S.A.", ["USA"], 100.0, 100.0),  # punctuation inside a word
+    ("an apple", ["apple"], 100.0, 100.0),  # article removed as a word
+    ("anapple", ["apple"], 0.0, 0.0),  # ... but not inside a word
+    ("blue whale", ["whale", "the blue whale"], 100.0, 100.0),  # second gold answer matches
+    ("the big red barn", ["red barn door"], 0.0, 200.0 / 3.0),  # P = R = 2/3
+    ("go go go", ["go"], 0.0, 50.0),  # P = 1/3, R = 1: repeated tokens count once per gold token
+    ("red barn", ["red barn door", "barn"], 0.0, 80.0),  # max(0.8, 2/3)
+    ("", ["paris"], 0.0, 0.0),  # empty prediction
+    ("in 1976", ["1976", "in  1976."], 100.0, 100.0),  # whitespace collapsed
+]
+
+
+@pytest.mark.parametrize("prediction, golds, exact, f1", SQUAD_CASES)
+def test_squad_scores_follow_the_official_v1_1_definition(prediction, golds, exact, f1):
+    (score,) = squad_scores([prediction], [golds])
+    assert score[0] == pytest.approx(exact)
+    assert score[1] == pytest.approx(f1)
+
+
+def test_mean_of_per_example_squad_scores_equals_torchmetrics_aggregate():
+    predictions = [case[0] for case in SQUAD_CASES]
+    references = [case[1] for case in SQUAD_CASES]
+    scores = squad_scores(predictions, references)
+    metric = SQuAD()
+    metric.update(
+        [{"prediction_text": p, "id": str(i)} for i, p in enumerate(predictions)],
+        [{"answers": {"text": g, "answer_start": [0] * len(g)}, "id": str(i)} for i, g in enumerate(references)],
+    )
+    aggregate = metric.compute()
+    assert sum(s[0] for s in scores) / len(scores) == pytest.approx(aggregate["exact_match"].item())
+    assert sum(s[1] for s in scores) / len(scores) == pytest.approx(aggregate["f1"].item(), rel=1e-6)
+
+
+def test_squad_scores_reject_mismatched_or_empty_references():
+    with pytest.raises(LangNeuronsError, match="differ in length"):
+        squad_scores(["a"], [["a"], ["b"]])
+    with pytest.raises(LangNeuronsError, match="non-empty list"):
+        squad_scores(["a"], [[]])
+    with pytest.raises(LangNeuronsError, match="non-empty list"):
+        squad_scores(["a"], ["a"])
+    with pytest.raises(LangNeuronsError, match="must be strings"):
+        squad_scores([None], [["a"]])
+
+
+def test_accuracy_is_a_percentage_with_per_example_correctness():
+    predictions, labels = [0, 1, 2, 1], [0, 1, 1, 1]
+    assert correctness(predictions, labels).tolist() == [True, True, False, True]
+    assert accuracy(predictions, labels) == 75.0
+    assert accuracy(torch.tensor([2, 2]), torch.tensor([0, 1])) == 0.0
+    with pytest.raises(LangNeuronsError):
+        accuracy([0, 1], [0])
+
+
+def test_bootstrap_of_constant_values_has_zero_width():
+    assert bootstrap_ci([42.0] * 30) == (42.0, 42.0)
+
+
+def test_bootstrap_ci_of_a_fair_binomial_matches_the_normal_approximation():
+    # 200 correct of 400: mean 50%, standard error 100 * sqrt(0.25 / 400) = 2.5 points,
+    # so the 95% interval is about 50 -/+ 4.9.
+    values = torch.tensor([100.0, 0.0]).repeat(200)
+    low, high = bootstrap_ci(values, n_resamples=4000, seed=1)
+    assert low == pytest.approx(50 - 1.96 * 2.5, abs=0.6)
+    assert high == pytest.approx(50 + 1.96 * 2.5, abs=0.6)
+    assert bootstrap_ci(values, n_resamples=4000, seed=1) == (low, high)  # seeded
+    narrow_low, narrow_high = bootstrap_ci(values, n_resamples=4000, confidence=0.5, seed=1)
+    assert low < narrow_low < 50 < narrow_high < high
+
+
+def test_bootstrap_in_small_chunks_gives_the_same_kind_of_interval(monkeypatch):
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 1000)  # 2 resamples of 400 per chunk
+    values = torch.tensor([100.0, 0.0]).repeat(200)
+    low, high = bootstrap_ci(values, n_resamples=2001, seed=0)
+    assert low == pytest.approx(45.1, abs=0.8) and high == pytest.approx(54.9, abs=0.8)
+    assert len(metrics._bootstrap_means(values, 2001, seed=0)) == 2001
+
+
+def test_summarize_reports_mean_n_and_interval():
+    summary = summarize([100.0, 0.0, 100.0, 100.0], "accuracy", n_resamples=500)
+    assert isinstance(summary, ScoreSummary)
+    assert (summary.metric, summary.n, summary.score) == ("accuracy", 4, 75.0)
+    assert 0.0 <= summary.ci_low <= 75.0 <= summary.ci_high <= 100.0
+    with pytest.raises(LangNeuronsError):
+        summarize([], "accuracy")
+    with pytest.raises(LangNeuronsError, match="NaN"):
+        summarize([1.0, float("nan")], "f1")
+
+
+def test_paired_bootstrap_of_identical_systems_finds_no_difference():
+    scores = torch.rand(300, generator=torch.Generator().manual_seed(0)) * 100
+    comparison = paired_bootstrap(scores, scores.clone())
+    assert (comparison.delta, comparison.ci_low, comparison.ci_high) == (0.0, 0.0, 0.0)
+    assert comparison.p_value == 1.0
+
+
+def test_paired_bootstrap_of_a_clearly_better_system_has_a_tiny_p_value():
+    generator = torch.Generator().manual_seed(0)
+    a = (torch.rand(400, generator=generator) < 0.5).double() * 100  # ~50% correct
+    b = torch.full((400,), 100.0)  # always correct
+    comparison = paired_bootstrap(a, b, n_resamples=999)
+    assert comparison.delta == pytest.approx(100.0 - a.mean().item())
+    assert comparison.ci_low > 0
+    assert comparison.p_value == pytest.approx(1 / 1000)  # no resample reaches the null
+
+
+def test_paired_bootstrap_p_value_is_large_for_a_noisy_small_difference():
+    a = torch.tensor([100.0, 0.0] * 50)
+    b = torch.tensor([100.0, 0.0] * 49 + [100.0, 100.0])  # one extra correct of 100
+    comparison = paired_bootstrap(a, b, n_resamples=2000)
+    assert comparison.delta == pytest.approx(1.0)
+    assert comparison.p_value > 0.2
+
+
+def test_mcnemar_exact_p_value_on_a_hand_computed_case():
+    # 6 examples only B gets right, 1 only A gets right, 5 both right, 3 both wrong.
+    correct_a = [False] * 6 + [True] + [True] * 5 + [False] * 3
+    correct_b = [True] * 6 + [False] + [True] * 5 + [False] * 3
+    # two-sided exact binomial, n = 7, k = 1: 2 * (C(7,0) + C(7,1)) / 2^7 = 16 / 128
+    expected = 2 * (math.comb(7, 0) + math.comb(7, 1)) / 2**7
+    assert mcnemar(correct_a, correct_b) == pytest.approx(expected) == pytest.approx(0.125)
+    assert mcnemar(correct_b, correct_a) == pytest.approx(0.125)  # symmetric
+
+
+def test_mcnemar_without_discordant_pairs_is_one():
+    assert mcnemar([True, False, True], [True, False, True]) == 1.0
+
+
+def test_compare_accuracy_reports_points_of_b_minus_a_with_mcnemar():
+    correct_a = [False] * 6 + [True] + [True] * 5 + [False] * 3
+    correct_b = [True] * 6 + [False] + [True] * 5 + [False] * 3
+    comparison = compare_accuracy(correct_a, correct_b, n_resamples=500)
+    assert comparison.delta == pytest.approx(100.0 * (11 - 6) / 15)
+    assert comparison.p_value == pytest.approx(0.125)
+    assert comparison.test == "mcnemar exact"
+    assert comparison.ci_low <= comparison.delta <= comparison.ci_high
