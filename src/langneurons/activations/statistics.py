@@ -188,8 +188,15 @@ class ActivationStatistics:
         histogram = self.histogram.to(torch.int64) + other.histogram.to(torch.int64)
         if histogram.max() > torch.iinfo(torch.int32).max:
             raise LangNeuronsError("histogram counts overflow int32; merge fewer tokens per file")
+        meta = self.meta
+        if meta.corpus_fingerprint != other.meta.corpus_fingerprint:
+            from langneurons.artefacts import stable_hash
+
+            fingerprints = sorted([meta.corpus_fingerprint, other.meta.corpus_fingerprint])
+            meta = replace(meta, corpus_fingerprint=stable_hash("merged", fingerprints))
         return replace(
             self,
+            meta=meta,
             token_count=self.token_count + other.token_count,
             positive_count=self.positive_count + other.positive_count,
             activation_sum=self.activation_sum + other.activation_sum,

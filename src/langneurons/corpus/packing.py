@@ -140,3 +140,38 @@ def prepare_language(
     if heldout:
         held_blocks = pack_blocks(tokenizer, heldout, language, block_length, heldout_budget)
     return LanguageData(ident_blocks, held_blocks)
+
+
+BLOCKS_FORMAT = "langneurons.token-blocks/1"
+
+
+def save_blocks(blocks: TokenBlocks, path, metadata: dict | None = None) -> None:
+    """Write blocks to safetensors (atomic) with the language, fingerprint and extra metadata."""
+    import json
+
+    from langneurons.artefacts import atomic_save_safetensors
+
+    header = {"format": BLOCKS_FORMAT, "language": blocks.language, "fingerprint": blocks.fingerprint(),
+              "extra": json.dumps(metadata or {}, sort_keys=True)}
+    atomic_save_safetensors({"input_ids": blocks.input_ids.contiguous(), "counted": blocks.counted.contiguous()},
+                            path, header)
+
+
+def load_blocks(path) -> TokenBlocks:
+    """Read blocks written by :func:`save_blocks`; a missing or damaged file is a clear error."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise LangNeuronsError(f"token blocks file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            input_ids, counted = handle.get_tensor("input_ids"), handle.get_tensor("counted")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise LangNeuronsError(f"corrupted or truncated token blocks file {path}: {error}") from error
+    if header.get("format") != BLOCKS_FORMAT:
+        raise LangNeuronsError(f"{path} is not a langneurons token blocks file")
+    return TokenBlocks(header["language"], input_ids, counted)

@@ -114,11 +114,12 @@ def builtin_corpus(languages=BUILTIN_LANGUAGES) -> Corpus:
     return load_folder(folder, languages)
 
 
-def load_corpus(source: str, languages, max_documents: int | None = None, **kwargs) -> Corpus:
-    """One entry point: ``builtin``, a folder path, or a supported HF dataset id."""
+def load_corpus(source: str, languages, max_documents: int | None = None, local_path: str | None = None) -> Corpus:
+    """One entry point: ``builtin``, a folder path, or a supported HF dataset id (optionally
+    read from ``local_path``, a local copy with the hub's layout)."""
     if source == "builtin":
         corpus = builtin_corpus(check_languages(languages))
         return {k: v[:max_documents] if max_documents else v for k, v in corpus.items()}
     if source in HF_SOURCES:
-        return load_hf(source, languages, max_documents=max_documents or 1000, **kwargs)
+        return load_hf(source, languages, max_documents=max_documents or 1000, local_path=local_path)
     return load_folder(source, languages, max_documents=max_documents)

@@ -1,0 +1,37 @@
+# Two commands set up a fresh clone:  `make demo` (main job) and `make test` (test suite).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: the whole study, small, on the embedded default model (Gemma 3 270M).
+demo: install
+	$(BIN)/langneurons demo
+
+## The test suite, including one end-to-end run of the demo with a reduced budget.
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+## Everything but the end-to-end tests on the default model.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+## Speed and memory ratios (JSON + Markdown table in bench-results/).
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) runs demo-run bench-results .pytest_cache

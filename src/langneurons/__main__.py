@@ -1,0 +1,5 @@
+"""``python -m langneurons`` (used by ``torchrun -m langneurons collect ...``)."""
+
+from langneurons.cli import main
+
+main()

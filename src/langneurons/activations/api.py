@@ -1,0 +1,149 @@
+"""Stage API: corpus -> per-language statistics files (what ``langneurons collect`` calls).
+
+A statistics folder holds, per language, ``<lang>.safetensors`` (activation statistics of the
+identification part of the corpus) and ``<lang>.heldout.safetensors`` (held-out token blocks,
+never used for identification; the perplexity stage reads them), plus ``manifest.json``.
+
+Under torchrun (``WORLD_SIZE > 1``) :func:`collect` shards every language's blocks over the ranks
+and sums their statistics (:mod:`.distributed`); rank 0 writes the same files as one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from langneurons.activations.collect import CollectConfig, collect_statistics
+from langneurons.activations.distributed import distributed_session, place_model, world_size_from_env
+from langneurons.activations.sketch import SketchConfig
+from langneurons.activations.statistics import ActivationStatistics
+from langneurons.artefacts import write_json
+from langneurons.corpus.packing import load_blocks, prepare_language, save_blocks
+from langneurons.corpus.sources import load_corpus
+from langneurons.errors import LangNeuronsError
+from langneurons.languages import check_languages
+from langneurons.models.loading import LoadedModel
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    """What to read and how much of it.
+
+    token_budget: text tokens per language for identification; heldout_budget: for perplexity.
+    shard: ``(index, count)`` to process only every ``count``-th block starting at ``index``
+    (merge the shard files later with ``langneurons merge``).
+    backend: torch.distributed backend under torchrun (``gloo`` or ``nccl``; default nccl when
+    CUDA is available, or ``$LANGNEURONS_DIST_BACKEND``).
+    """
+
+    languages: tuple[str, ...]
+    corpus: str = "builtin"
+    corpus_path: str | None = None
+    max_documents: int | None = None
+    token_budget: int | None = 100_000
+    heldout_fraction: float = 0.1
+    heldout_budget: int | None = 20_000
+    block_length: int = 512
+    batch_size: int = 4
+    seed: int = 0
+    sketch: SketchConfig = field(default_factory=SketchConfig)
+    shard: tuple[int, int] | None = None
+    backend: str | None = None
+
+
+def statistics_path(directory, language: str, shard: tuple[int, int] | None = None) -> Path:
+    suffix = f".shard{shard[0]}of{shard[1]}" if shard else ""
+    return Path(directory) / f"{language}{suffix}.safetensors"
+
+
+def heldout_path(directory, language: str) -> Path:
+    return Path(directory) / f"{language}.heldout.safetensors"
+
+
+def collect(
+    loaded: LoadedModel, options: CollectOptions, out_dir, progress: bool = True
+) -> dict[str, ActivationStatistics]:
+    """Prepare each language's corpus and run the statistics pass; files land in ``out_dir``.
+
+    Under torchrun, joins the process group for the duration of the call (see :mod:`.distributed`).
+    """
+    languages = check_languages(options.languages)
+    if options.shard is not None and not 0 <= options.shard[0] < options.shard[1]:
+        raise LangNeuronsError(f"shard must be i/n with 0 <= i < n, got {options.shard[0]}/{options.shard[1]}")
+    if options.shard is not None and world_size_from_env() > 1:
+        raise LangNeuronsError("use either --shard i/n or torchrun, not both (torchrun shards the blocks itself)")
+    with distributed_session(options.backend) as context:
+        if context is not None:
+            place_model(loaded, context)
+        return _collect(loaded, options, languages, Path(out_dir), progress, context)
+
+
+def _collect(loaded, options, languages, out_dir: Path, progress: bool, context) -> dict[str, ActivationStatistics]:
+    main = context is None or context.is_main
+    corpus = load_corpus(options.corpus, languages, max_documents=options.max_documents, local_path=options.corpus_path)
+    results: dict[str, ActivationStatistics] = {}
+    config = CollectConfig(batch_size=options.batch_size, sketch=options.sketch)
+    for language in languages:
+        data = prepare_language(
+            loaded.tokenizer, corpus[language], language, options.block_length, options.token_budget,
+            options.heldout_fraction, options.heldout_budget, options.seed,
+        )
+        blocks = data.identification
+        if options.shard is not None:
+            index, count = options.shard
+            blocks = blocks.select(slice(index, None, count))
+        if data.heldout is not None and main and (options.shard is None or options.shard[0] == 0):
+            save_blocks(data.heldout, heldout_path(out_dir, language), {"model": loaded.info.model_id})
+        results[language] = collect_statistics(
+            loaded, blocks, config, output=statistics_path(out_dir, language, options.shard), progress=progress,
+            distributed=context,
+        )
+    manifest = {
+        "model": loaded.info.to_dict(),
+        "options": asdict(options),
+        "languages": languages,
+        "token_counts": {lang: stats.token_count for lang, stats in results.items()},
+    }
+    if main:
+        write_json(out_dir / ("manifest.json" if options.shard is None else f"manifest.shard{options.shard[0]}.json"),
+                   manifest)
+    return results
+
+
+def load_statistics_dir(directory, languages=None, expected=None) -> dict[str, ActivationStatistics]:
+    """Statistics of a folder written by :func:`collect` (all languages, or the chosen ones)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise LangNeuronsError(f"statistics folder not found: {directory}")
+    available = sorted(p.name[: -len(".safetensors")] for p in directory.glob("*.safetensors")
+                       if "." not in p.name[: -len(".safetensors")])
+    chosen = list(check_languages(languages)) if languages else available
+    missing = [lang for lang in chosen if lang not in available]
+    if missing:
+        raise LangNeuronsError(f"no statistics for {missing} in {directory} (available: {', '.join(available) or 'none'})")
+    return {lang: ActivationStatistics.load(statistics_path(directory, lang), expected=expected) for lang in chosen}
+
+
+def load_heldout(directory, language: str):
+    return load_blocks(heldout_path(directory, language))
+
+
+def merge_statistics(paths, output) -> ActivationStatistics:
+    """Add statistics files of the same model and language (e.g. shards); write the sum.
+
+    Refuses files of other models, languages or histogram bins, and the same blocks twice
+    (equal corpus fingerprints), which would count tokens twice.
+    """
+    if len(paths) < 1:
+        raise LangNeuronsError("nothing to merge")
+    merged = ActivationStatistics.load(paths[0])
+    seen = {merged.meta.corpus_fingerprint: paths[0]}
+    for path in paths[1:]:
+        part = ActivationStatistics.load(path)
+        if part.meta.corpus_fingerprint in seen:
+            raise LangNeuronsError(f"{path} and {seen[part.meta.corpus_fingerprint]} hold the same token blocks; "
+                                   "merging them would count every token twice")
+        seen[part.meta.corpus_fingerprint] = path
+        merged = merged.merge(part)
+    merged.save(output)
+    return merged

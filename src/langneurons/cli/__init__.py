@@ -1,0 +1,198 @@
+"""The ``langneurons`` command line: thin wrappers over the stage APIs.
+
+Every command exits non-zero with a one-line ``error: ...`` on bad input (a
+:class:`~langneurons.errors.LangNeuronsError`), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from langneurons.errors import LangNeuronsError
+
+app = typer.Typer(
+    name="langneurons",
+    help="Find, test and manipulate the language-specific neurons of multilingual decoder LLMs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'gemma3-270m' (embedded default).")]
+RevisionOption = Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag, commit).")]
+DtypeOption = Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto.")]
+DeviceMapOption = Annotated[Optional[str], typer.Option("--device-map", help="e.g. 'auto' to split a big model over GPUs.")]
+FourBitOption = Annotated[bool, typer.Option("--load-in-4bit", help="4-bit weights (bitsandbytes, CUDA only).")]
+GgufOption = Annotated[Optional[str], typer.Option("--gguf-file", help="GGUF file name inside --model.")]
+
+
+def _languages(value: str) -> tuple[str, ...]:
+    from langneurons.languages import check_languages
+
+    return tuple(check_languages(value.split(",")))
+
+
+def _load(model: str, revision, dtype, device_map, load_in_4bit, gguf_file):
+    from langneurons.models.loading import load_model
+
+    return load_model(model, revision=revision, dtype=dtype, device_map=device_map, load_in_4bit=load_in_4bit,
+                      gguf_file=gguf_file)
+
+
+@app.command()
+def architectures() -> None:
+    """List the supported model families and where their neurons are."""
+    from langneurons.models.architectures import ARCHITECTURES
+
+    table = Table("model_type", "layers", "activation (neuron output)", "gate", "up", "down")
+    for name, spec in sorted(ARCHITECTURES.items()):
+        prefix = f"{spec.mlp}." if spec.mlp else ""
+        table.add_row(name, " | ".join(spec.layers), prefix + spec.activation, spec.gate or "-", spec.up, spec.down)
+    console.print(table)
+
+
+@app.command()
+def collect(
+    languages: Annotated[str, typer.Option("--languages", "-l", help="Comma-separated ISO 639-1 codes.")] = "en,fr,es,zh,hi,bn,ta,ur",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <lang>.safetensors statistics.")] = Path("runs/statistics"),
+    corpus: Annotated[str, typer.Option(help="'builtin', a folder of <lang>.txt (e.g. ../shared/data/flores200/devtest), wikimedia/wikipedia or openlanguagedata/flores_plus.")] = "builtin",
+    corpus_path: Annotated[Optional[str], typer.Option(help="Local copy of a HF dataset (with --corpus wikimedia/wikipedia ...).")] = None,
+    max_documents: Annotated[Optional[int], typer.Option(help="Documents per language (default all; 1000 for HF datasets).")] = None,
+    token_budget: Annotated[int, typer.Option(help="Text tokens per language for identification.")] = 100_000,
+    heldout_fraction: Annotated[float, typer.Option(help="Fraction of documents held out for perplexity.")] = 0.1,
+    heldout_budget: Annotated[int, typer.Option(help="Held-out tokens per language.")] = 20_000,
+    block_length: Annotated[int, typer.Option(help="Tokens per packed block.")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
+    shard: Annotated[Optional[str], typer.Option(help="'i/n': only every n-th block from i (merge later).")] = None,
+    model: ModelOption = "gemma3-270m",
+    revision: RevisionOption = None,
+    dtype: DtypeOption = "float32",
+    device_map: DeviceMapOption = None,
+    load_in_4bit: FourBitOption = False,
+    gguf_file: GgufOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Record per-language activation statistics (one streaming pass per language).
+
+    Under torchrun (WORLD_SIZE > 1) the blocks are sharded over ranks and merged with all_reduce.
+    """
+    from langneurons.activations.api import CollectOptions, collect as run_collect
+
+    shard_pair = None
+    if shard:
+        try:
+            index, count = (int(x) for x in shard.split("/"))
+        except ValueError:
+            raise LangNeuronsError(f"--shard must look like i/n, got {shard!r}") from None
+        shard_pair = (index, count)
+    options = CollectOptions(
+        languages=_languages(languages), corpus=corpus, max_documents=max_documents, token_budget=token_budget,
+        heldout_fraction=heldout_fraction, heldout_budget=heldout_budget, block_length=block_length,
+        batch_size=batch_size, seed=seed, shard=shard_pair,
+        corpus_path=corpus_path,
+    )
+    loaded = _load(model, revision, dtype, device_map, load_in_4bit, gguf_file)
+    results = run_collect(loaded, options, out, progress=progress)
+    table = Table("language", "tokens", "mean P(act>0)", title=f"statistics of {loaded.info.model_id} in {out}")
+    for language, stats in results.items():
+        table.add_row(language, f"{stats.token_count:,}", f"{stats.activation_probability.mean():.3f}")
+    console.print(table)
+
+
+@app.command()
+def merge(
+    files: Annotated[list[Path], typer.Argument(help="Statistics files of the same model and language.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Merged statistics file.")],
+) -> None:
+    """Add statistics files (e.g. shards from --shard i/n) into one, checking they are compatible."""
+    from langneurons.activations.api import merge_statistics
+
+    merged = merge_statistics(files, out)
+    console.print(f"merged {len(files)} files: {merged.token_count:,} tokens of {merged.meta.language} -> {out}")
+
+
+def _print_summary(neuron_set) -> None:
+    from langneurons.identify.neuron_set import summarize
+
+    rows = summarize(neuron_set)
+    if not rows:
+        return
+    table = Table(*rows[0].keys(), title=f"{neuron_set.method} neurons of {neuron_set.source.get('model_id', '?')}")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+
+
+@app.command()
+def identify(
+    statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect'.")] = Path("runs/statistics"),
+    method: Annotated[str, typer.Option(help="lape, act-prob or random.")] = "lape",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Neuron set file (.json or .safetensors).")] = None,
+    languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Subset of languages (default all).")] = None,
+    top_rate: Annotated[Optional[float], typer.Option(help="LAPE: fraction of all neurons kept (0.01). act-prob: fraction per language (0.00125).")] = None,
+    filter_rate: Annotated[float, typer.Option(help="LAPE: probability bar as a quantile of all probabilities.")] = 0.95,
+    percentile: Annotated[float, typer.Option(help="act-prob: threshold percentile t.")] = 90.0,
+    threshold: Annotated[str, typer.Option(help="act-prob: 'pooled' (all languages) or 'own' (paper code).")] = "pooled",
+    like: Annotated[Optional[Path], typer.Option(help="random: neuron set whose per-layer counts to match.")] = None,
+    seed: Annotated[int, typer.Option(help="random: seed.")] = 0,
+    exclude_selected: Annotated[bool, typer.Option(help="random: avoid the neurons of --like.")] = False,
+    export_lape: Annotated[Optional[Path], typer.Option(help="Also write the LAPE release format (torch.save).")] = None,
+    venn: Annotated[Optional[str], typer.Option(help="2 or 3 languages for the Venn diagram.")] = None,
+    figures: Annotated[bool, typer.Option(help="Write figures next to the neuron set.")] = True,
+) -> None:
+    """Identify language-specific neurons; print a summary and write the set and its figures."""
+    from langneurons.identify.api import IdentifyOptions, identify as run_identify
+
+    out = out or statistics.parent / f"{method}.json"
+    options = IdentifyOptions(
+        method=method, languages=_languages(languages) if languages else None, top_rate=top_rate,
+        filter_rate=filter_rate, percentile=percentile, threshold=threshold, like=str(like) if like else None,
+        seed=seed, exclude_selected=exclude_selected,
+    )
+    result = run_identify(statistics, options, output=out, figures=figures,
+                          venn_languages=venn.split(",") if venn else None)
+    if export_lape:
+        result.neuron_set.export_lape(export_lape)
+    _print_summary(result.neuron_set)
+    console.print(f"neuron set: {out}" + (f"; figures: {out.with_name(out.stem + '_figures')}" if figures else ""))
+
+
+@app.command()
+def plot(
+    neuron_set: Annotated[Path, typer.Argument(help="Neuron set file (.json or .safetensors).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Figure folder (default next to the set).")] = None,
+    venn: Annotated[Optional[str], typer.Option(help="2 or 3 languages for the Venn diagram.")] = None,
+    entropy: Annotated[Optional[Path], typer.Option(help="LAPE entropy file for the entropy histogram.")] = None,
+) -> None:
+    """Draw the figures of an existing neuron set (counts, layers, overlap, Venn, entropy)."""
+    from langneurons.identify import NeuronSet, load_entropy
+    from langneurons.report.neuron_figures import write_neuron_figures
+
+    loaded_set = NeuronSet.load(neuron_set)
+    if entropy is None and neuron_set.with_name(neuron_set.stem + ".entropy.safetensors").exists():
+        entropy = neuron_set.with_name(neuron_set.stem + ".entropy.safetensors")
+    files = write_neuron_figures(
+        loaded_set, out or neuron_set.with_name(neuron_set.stem + "_figures"),
+        entropy=load_entropy(entropy) if entropy else None, venn_languages=venn.split(",") if venn else None,
+    )
+    _print_summary(loaded_set)
+    console.print(f"{len(files)} figure files in {files[0].parent if files else out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except LangNeuronsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted; completed files are kept, partial ones are not renamed into place", file=sys.stderr)
+        sys.exit(130)

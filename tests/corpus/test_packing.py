@@ -1,0 +1,59 @@
+"""Packing: fixed-length blocks, no padding, a BOS per block that is not counted, budgets,
+and a deterministic held-out split that never shares documents with identification."""
+
+import pytest
+import torch
+
+from langneurons.corpus.packing import load_blocks, pack_blocks, prepare_language, save_blocks, split_documents
+from langneurons.errors import LangNeuronsError
+
+DOCS = [f"document number {i} says the cat sat on the mat" for i in range(40)]
+
+
+def test_blocks_have_fixed_length_and_start_with_an_uncounted_bos(tokenizer):
+    blocks = pack_blocks(tokenizer, DOCS, "en", block_length=16)
+    assert blocks.input_ids.shape[1] == 16
+    assert torch.all(blocks.input_ids[:, 0] == tokenizer.bos_token_id)
+    assert not blocks.counted[:, 0].any() and blocks.counted[:, 1:].all()
+    assert blocks.token_count == blocks.num_blocks * 15
+    assert tokenizer.pad_token_id not in blocks.input_ids.tolist()
+
+
+def test_documents_are_separated_by_eos_then_bos(tokenizer):
+    blocks = pack_blocks(tokenizer, DOCS[:3], "en", block_length=8)
+    stream = blocks.input_ids[:, 1:].reshape(-1).tolist()
+    first_doc = tokenizer(DOCS[0], add_special_tokens=False)["input_ids"]
+    assert stream[: len(first_doc)] == first_doc
+    assert stream[len(first_doc) : len(first_doc) + 2] == [tokenizer.eos_token_id, tokenizer.bos_token_id]
+
+
+def test_token_budget_caps_the_counted_tokens(tokenizer):
+    blocks = pack_blocks(tokenizer, DOCS, "en", block_length=16, token_budget=60)
+    assert blocks.token_count == 60  # 4 blocks of 15 text tokens
+
+
+def test_a_too_short_corpus_is_a_clear_error(tokenizer):
+    with pytest.raises(LangNeuronsError, match="too short"):
+        pack_blocks(tokenizer, ["hi"], "en", block_length=64)
+
+
+def test_held_out_split_is_deterministic_disjoint_and_parallel_across_languages():
+    ident, held = split_documents(DOCS, 0.25, seed=3)
+    assert len(held) == 10 and not set(ident) & set(held)
+    assert split_documents(DOCS, 0.25, seed=3) == (ident, held)
+    other = [d.upper() for d in DOCS]  # a "parallel translation": same line positions
+    assert split_documents(other, 0.25, seed=3)[1] == [d.upper() for d in held]
+
+
+def test_prepare_language_never_puts_held_out_text_into_identification(tokenizer):
+    data = prepare_language(tokenizer, DOCS, "en", block_length=16, heldout_fraction=0.2, seed=1)
+    assert data.heldout is not None and data.heldout.num_blocks >= 1
+    assert data.identification.token_count > data.heldout.token_count
+
+
+def test_blocks_round_trip_through_safetensors(tokenizer, tmp_path):
+    blocks = pack_blocks(tokenizer, DOCS, "fr", block_length=16)
+    save_blocks(blocks, tmp_path / "fr.safetensors")
+    again = load_blocks(tmp_path / "fr.safetensors")
+    assert again.language == "fr" and torch.equal(again.input_ids, blocks.input_ids)
+    assert again.fingerprint() == blocks.fingerprint()
