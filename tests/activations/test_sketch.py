@@ -23,7 +23,7 @@ def _sketch(values: torch.Tensor, config: SketchConfig = CONFIG) -> torch.Tensor
 
 
 def _bound(true: torch.Tensor, config: SketchConfig) -> torch.Tensor:
-    return torch.clamp(config.relative_error * true.abs(), min=2 * config.zero_width) + 1e-6
+    return torch.clamp(config.relative_error * true.abs(), min=config.zero_width) + 1e-6
 
 
 def _activation_like(tokens: int, neurons: int, seed: int = 0) -> torch.Tensor:
@@ -33,12 +33,32 @@ def _activation_like(tokens: int, neurons: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.gelu(pre + shift, approximate="tanh")
 
 
-def test_bin_index_follows_the_documented_edges():
+def test_bin_index_follows_the_documented_edges_exactly():
     edges = CONFIG.edges()
-    values = torch.tensor([0.0, 5e-4, -5e-4, 1e-3, 1.5e-3, -1.5e-3, 1.0, -1.0, 1e6, -1e6])
+    P = CONFIG.bins_per_side
+    generator = torch.Generator().manual_seed(0)
+    values = torch.cat([
+        torch.randn(2000, generator=generator) * 10.0 ** torch.randint(-5, 4, (2000,), generator=generator),
+        edges[1:-1].float(), -edges[1:-1].float(), torch.tensor([0.0, -0.0, 1e9, -1e9, 1e-30, -1e-30]),
+    ])
+    for value, i in zip(values.double().tolist(), bin_index(values, CONFIG).tolist()):
+        low, high = edges[i].item(), edges[i + 1].item()
+        if i < P:
+            assert low < value <= high, (value, i)
+        elif i == P:
+            assert low < value <= 0.0, (value, i)
+        elif i == P + 1:
+            assert 0.0 < value < high, (value, i)
+        else:
+            assert low <= value < high, (value, i)
+
+
+def test_positive_values_and_non_positive_values_never_share_a_bin():
+    values = torch.tensor([0.0, -0.0, -1e-30, 1e-30, 5e-4, -5e-4])
     index = bin_index(values, CONFIG)
-    for value, i in zip(values.double(), index):
-        assert edges[i] <= value < edges[i + 1] or (value == edges[i + 1] and value < 0) or abs(value) < 1e-3
+    P = CONFIG.bins_per_side
+    assert index.tolist()[:3] == [P, P, P]
+    assert index[3] == P + 1 and index[4] == P + 1 and index[5] == P
 
 
 @pytest.mark.parametrize("q", [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95])
@@ -91,11 +111,24 @@ def test_probability_above_the_median_is_about_one_half():
 
 def test_invalid_sketch_configs_are_rejected():
     with pytest.raises(ValueError):
-        SketchConfig(relative_error=0.0)
+        SketchConfig(mantissa_bits=9)
     with pytest.raises(ValueError):
-        SketchConfig(bins_per_side=0)
+        SketchConfig(min_exponent=3, max_exponent=3)
 
 
-def test_default_range_is_documented():
-    assert CONFIG.num_bins == 243
-    assert math.isclose(CONFIG.max_exact_magnitude, 1e-3 * 1.1**120)
+def test_default_layout_is_the_documented_one():
+    assert CONFIG.num_bins == 290 and CONFIG.relative_error == 0.125
+    assert math.isclose(CONFIG.zero_width, 2**-10)
+    edges = CONFIG.positive_edges()
+    assert edges[0] == 2**-10 and edges[-1] == 2**8 and torch.all(edges[1:] / edges[:-1] <= 1.125 + 1e-12)
+
+
+def test_finer_mantissa_bits_tighten_the_estimate():
+    values = _activation_like(4000, 32, seed=5)
+    true = torch.quantile(values, 0.9, dim=0, interpolation="higher")
+    errors = []
+    for bits in (1, 3, 5):
+        config = SketchConfig(mantissa_bits=bits)
+        estimate = histogram_quantile(_sketch(values, config), 0.9, config, values.amin(0), values.amax(0))
+        errors.append((estimate - true).abs().max().item())
+    assert errors[0] > errors[2]
