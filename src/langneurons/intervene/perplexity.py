@@ -1,0 +1,111 @@
+"""Perplexity of packed token blocks, optionally under an intervention.
+
+Perplexity = exp(token-weighted mean NLL) over exactly the counted target tokens: the token at
+position t >= 1 of a block is a target iff ``blocks.counted[b, t]``; it is predicted from
+positions < t. Position 0 is never a target. Baseline and intervened runs over the same blocks
+therefore score exactly the same tokens. Never a mean of per-block perplexities.
+
+The loss is computed here from the decoder body's last hidden states: only the hidden states
+of target positions go through the LM head, in chunks of ``chunk_tokens`` rows, cast to
+float32 for ``cross_entropy(reduction="sum")``, so a 262k-token vocabulary never needs a
+[batch, seq, vocab] float32 tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from langneurons.corpus.packing import TokenBlocks
+from langneurons.errors import LangNeuronsError
+from langneurons.intervene.interventions import Intervention, Positions, intervene
+from langneurons.models.architectures import _unwrap
+from langneurons.progress import progress_bar
+
+LOGIT_ELEMENTS = 2**25
+"""Default bound on the logits materialised at once (float32 elements, 128 MiB)."""
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    """Summed NLL (nats) over ``token_count`` target tokens, its mean, and exp(mean)."""
+
+    nll_sum: float
+    token_count: int
+    mean_nll: float
+    perplexity: float
+
+    @classmethod
+    def from_sum(cls, nll_sum: float, token_count: int) -> "PerplexityResult":
+        if token_count <= 0:
+            raise LangNeuronsError("perplexity needs at least one target token")
+        mean = nll_sum / token_count
+        return cls(float(nll_sum), int(token_count), mean, math.exp(mean))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PerplexityResult":
+        return cls(float(data["nll_sum"]), int(data["token_count"]), float(data["mean_nll"]), float(data["perplexity"]))
+
+
+def target_count(blocks: TokenBlocks) -> int:
+    """Number of target tokens perplexity scores on ``blocks`` (counted positions >= 1)."""
+    return int(blocks.counted[:, 1:].sum())
+
+
+def logits_from_hidden(lm: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """float32 logits of the causal LM ``lm`` from its body's last hidden states [..., hidden]
+    (LM head, then the final logit soft-capping of Gemma 2/3 when configured)."""
+    logits = lm.get_output_embeddings()(hidden).float()
+    config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else lm.config
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def perplexity(
+    loaded,
+    blocks: TokenBlocks,
+    batch_size: int = 8,
+    intervention: Intervention | None = None,
+    progress: bool = True,
+    positions: Positions = "all",
+    chunk_tokens: int | None = None,
+) -> PerplexityResult:
+    """Perplexity of ``loaded`` (a LoadedModel) on ``blocks``, under ``intervention`` if given."""
+    if blocks.num_blocks == 0 or target_count(blocks) == 0:
+        raise LangNeuronsError(f"no held-out tokens to score for {blocks.language!r}")
+    if batch_size < 1:
+        raise LangNeuronsError(f"batch size must be >= 1, got {batch_size}")
+    lm = _unwrap(loaded.adapter.model)
+    body = loaded.adapter.body()
+    vocab = lm.get_output_embeddings().weight.shape[0]
+    chunk = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
+    device = loaded.device
+    nll_sum: torch.Tensor | None = None  # float64 on the LM head's device (no host sync per chunk)
+    tokens = 0
+    context = intervene(loaded, intervention, positions=positions) if intervention is not None else nullcontext()
+    starts = range(0, blocks.num_blocks, batch_size)
+    with context, torch.inference_mode():
+        for start in progress_bar(starts, f"perplexity {blocks.language}", enabled=progress):
+            input_ids = blocks.input_ids[start : start + batch_size]
+            is_target = blocks.counted[start : start + batch_size, 1:]
+            if not bool(is_target.any()):
+                continue
+            hidden = body(input_ids=input_ids.to(device), use_cache=False).last_hidden_state
+            predictors = hidden[:, :-1][is_target.to(hidden.device)]  # [targets, hidden]
+            targets = input_ids[:, 1:][is_target]
+            for first in range(0, len(targets), chunk):
+                logits = logits_from_hidden(lm, predictors[first : first + chunk])
+                loss = F.cross_entropy(logits, targets[first : first + chunk].to(logits.device), reduction="sum")
+                loss = loss.double()
+                nll_sum = loss if nll_sum is None else nll_sum + loss.to(nll_sum.device)
+            tokens += len(targets)
+    return PerplexityResult.from_sum(float(nll_sum.cpu()), tokens)

@@ -1,0 +1,312 @@
+"""The perplexity-change (PPXC) matrix: intervene on language i's neurons, score language j.
+
+For every intervened (row) language i and evaluated (column) language j, the perplexity of the
+held-out blocks of j is measured without intervention (baseline) and with i's neurons
+intervened (default: zeroed). Changes (intervened - baseline):
+
+* ``delta_nll`` (nats/token) = NLL_int - NLL_base = log(PPL_int / PPL_base),
+* ``delta_ppl`` = PPL_int - PPL_base,
+* ``relative_delta_nll`` = delta_nll / NLL_base, ``relative_delta_ppl`` = delta_ppl / PPL_base.
+
+With ``random_control``, a second set of rows intervenes on a random NeuronSet with the same
+number of neurons per language and layer (:func:`langneurons.identify.random_control`).
+
+Specificity of row language i (per set), with K languages and off-diagonal mean over j != i:
+
+* ``difference_i = delta_nll(i, i) - mean_{j != i} delta_nll(i, j)`` (nats/token; > 0 when i's
+  neurons matter more for i than for the other languages; equals the log of
+  (PPL ratio on i) / (geometric mean of the PPL ratios on the others)),
+* ``ratio_i = delta_nll(i, i) / mean_{j != i} delta_nll(i, j)`` (NaN when the denominator is 0
+  or K = 1).
+
+Results are cached in ``cache_dir`` under a hash of every input (model weights fingerprint,
+the interventions, which cover the neuron sets and values, held-out block fingerprints, token
+budget, seed); finished cells are checkpointed, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from langneurons.artefacts import stable_hash, write_json, write_text
+from langneurons.corpus.packing import TokenBlocks
+from langneurons.errors import LangNeuronsError
+from langneurons.intervene.interventions import Intervention
+from langneurons.intervene.perplexity import PerplexityResult, perplexity, target_count
+from langneurons.intervene.spec import InterventionFactory, intervention_factory
+from langneurons.progress import progress_bar
+
+LANGUAGE_SPECIFIC = "language-specific"
+RANDOM = "random"
+MEASURES = ("delta_nll", "delta_ppl", "relative_delta_nll", "relative_delta_ppl")
+FORMAT = "langneurons.ppxc/1"
+
+
+def change(baseline: PerplexityResult, intervened: PerplexityResult) -> dict[str, float]:
+    """All change measures of one cell (see the module docstring)."""
+    delta_nll = intervened.mean_nll - baseline.mean_nll
+    delta_ppl = intervened.perplexity - baseline.perplexity
+    return {
+        "delta_nll": delta_nll,
+        "delta_ppl": delta_ppl,
+        "relative_delta_nll": delta_nll / baseline.mean_nll if baseline.mean_nll else math.nan,
+        "relative_delta_ppl": delta_ppl / baseline.perplexity,
+    }
+
+
+@dataclass
+class PPXCResult:
+    """A PPXC matrix per neuron set.
+
+    Attributes:
+        languages: row (intervened) and column (evaluated) languages, in order.
+        baseline: evaluated language -> perplexity without intervention.
+        intervened: set name -> intervened language -> evaluated language -> perplexity.
+        neuron_counts: set name -> intervened language -> number of neurons intervened.
+        model: ModelInfo as a dict; method: the neuron set's method; intervention: its label.
+    """
+
+    languages: list[str]
+    baseline: dict[str, PerplexityResult]
+    intervened: dict[str, dict[str, dict[str, PerplexityResult]]]
+    neuron_counts: dict[str, dict[str, int]]
+    model: dict
+    method: str
+    intervention: str
+    key: str = ""
+    config: dict = field(default_factory=dict)
+
+    @property
+    def sets(self) -> list[str]:
+        return list(self.intervened)
+
+    def matrix(self, measure: str = "delta_nll", set_name: str = LANGUAGE_SPECIFIC) -> torch.Tensor:
+        """float64 [K, K]: rows intervened language, columns evaluated language. ``measure`` is one
+        of :data:`MEASURES` or ``baseline_ppl`` / ``intervened_ppl`` / ``intervened_nll``."""
+        if set_name not in self.intervened:
+            raise LangNeuronsError(f"no {set_name!r} rows in this PPXC result (it has {self.sets})")
+        rows = []
+        for row in self.languages:
+            values = []
+            for col in self.languages:
+                base, new = self.baseline[col], self.intervened[set_name][row][col]
+                extra = {"baseline_ppl": base.perplexity, "intervened_ppl": new.perplexity,
+                         "intervened_nll": new.mean_nll}
+                cell = {**change(base, new), **extra}
+                if measure not in cell:
+                    raise LangNeuronsError(f"unknown PPXC measure {measure!r}; use one of {sorted(cell)}")
+                values.append(cell[measure])
+            rows.append(values)
+        return torch.tensor(rows, dtype=torch.float64)
+
+    def specificity(self, set_name: str = LANGUAGE_SPECIFIC) -> dict[str, dict[str, float]]:
+        """Row language -> {"difference", "ratio"} (definitions in the module docstring)."""
+        delta = self.matrix("delta_nll", set_name)
+        result = {}
+        for i, language in enumerate(self.languages):
+            others = torch.cat([delta[i, :i], delta[i, i + 1 :]])
+            off = float(others.mean()) if len(others) else math.nan
+            diagonal = float(delta[i, i])
+            ratio = diagonal / off if len(others) and off != 0 else math.nan
+            result[language] = {"difference": diagonal - off, "ratio": ratio}
+        return result
+
+    def rows(self) -> list[dict]:
+        """One table row per (set, intervened language, evaluated language)."""
+        table = []
+        for set_name, by_row in self.intervened.items():
+            for row in self.languages:
+                for col in self.languages:
+                    base, new = self.baseline[col], by_row[row][col]
+                    table.append({
+                        "set": set_name, "intervened_language": row, "evaluated_language": col,
+                        "neurons": self.neuron_counts[set_name][row], "tokens": base.token_count,
+                        "baseline_nll": base.mean_nll, "baseline_ppl": base.perplexity,
+                        "intervened_nll": new.mean_nll, "intervened_ppl": new.perplexity,
+                        **change(base, new),
+                    })
+        return table
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT, "key": self.key, "model": self.model, "method": self.method,
+            "intervention": self.intervention, "languages": self.languages, "config": self.config,
+            "neuron_counts": self.neuron_counts,
+            "baseline": {language: result.to_dict() for language, result in self.baseline.items()},
+            "intervened": {s: {r: {c: v.to_dict() for c, v in cols.items()} for r, cols in rows.items()}
+                           for s, rows in self.intervened.items()},
+            "specificity": {s: {l: {k: _finite_or_none(v) for k, v in d.items()} for l, d in self.specificity(s).items()}
+                            for s in self.sets},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PPXCResult":
+        if data.get("format") != FORMAT:
+            raise LangNeuronsError(f"not a PPXC result (format {data.get('format')!r})")
+        return cls(
+            languages=list(data["languages"]),
+            baseline={l: PerplexityResult.from_dict(v) for l, v in data["baseline"].items()},
+            intervened={s: {r: {c: PerplexityResult.from_dict(v) for c, v in cols.items()} for r, cols in rows.items()}
+                        for s, rows in data["intervened"].items()},
+            neuron_counts=data["neuron_counts"], model=data["model"], method=data["method"],
+            intervention=data["intervention"], key=data.get("key", ""), config=data.get("config", {}),
+        )
+
+    @classmethod
+    def load(cls, path) -> "PPXCResult":
+        path = Path(path)
+        if not path.exists():
+            raise LangNeuronsError(f"PPXC result not found: {path}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise LangNeuronsError(f"corrupted PPXC result {path}: {error}") from error
+        return cls.from_dict(data)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def within_budget(blocks: TokenBlocks, token_budget: int | None) -> TokenBlocks:
+    """The fewest leading blocks holding at least ``token_budget`` target tokens (all if None)."""
+    if token_budget is None:
+        return blocks
+    if token_budget < 1:
+        raise LangNeuronsError(f"token budget must be >= 1, got {token_budget}")
+    cumulative = blocks.counted[:, 1:].sum(1).cumsum(0)
+    keep = int((cumulative < token_budget).sum()) + 1
+    return blocks.select(slice(0, min(keep, blocks.num_blocks)))
+
+
+def _check_inputs(neuron_set, heldout: Mapping[str, TokenBlocks], languages: Sequence[str]) -> None:
+    if not languages:
+        raise LangNeuronsError("the PPXC matrix needs at least one language")
+    if len(set(languages)) != len(languages):
+        raise LangNeuronsError(f"duplicate languages in {list(languages)}")
+    for language in languages:
+        if language not in neuron_set.languages:
+            raise LangNeuronsError(f"language {language!r} is not in the neuron set (it has {neuron_set.languages})")
+        if language not in heldout:
+            raise LangNeuronsError(f"no held-out text for {language!r} (have {sorted(heldout)})")
+        if heldout[language].num_blocks == 0 or target_count(heldout[language]) == 0:
+            raise LangNeuronsError(f"the held-out text for {language!r} is empty")
+
+
+def ppxc_matrix(
+    loaded,
+    neuron_set,
+    heldout: Mapping[str, TokenBlocks],
+    languages: Sequence[str] | None = None,
+    intervention_kind: str | InterventionFactory = "zero",
+    random_control: bool = True,
+    seed: int = 0,
+    token_budget: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    batch_size: int = 8,
+    statistics_by_language: Mapping | None = None,
+) -> PPXCResult:
+    """Compute the PPXC matrix of ``neuron_set`` on ``loaded`` (a LoadedModel).
+
+    Args:
+        heldout: language -> held-out TokenBlocks (never the identification text).
+        languages: rows and columns (default: the set's languages that have held-out blocks).
+        intervention_kind: an action string without language (``zero``, ``scale=0.5``,
+            ``stat=p10``: each row's own statistic; see :mod:`.spec`) or a factory
+            ``(language, neurons [k, 2]) -> Intervention``.
+        random_control: add rows intervening on a layer-matched random set drawn with ``seed``.
+        token_budget: score about this many target tokens per language (whole leading blocks).
+        statistics_by_language: ActivationStatistics for ``stat`` / ``add`` actions.
+    """
+    from langneurons.identify.random_control import random_control as draw_random_control
+
+    languages = list(languages) if languages is not None else [l for l in neuron_set.languages if l in heldout]
+    _check_inputs(neuron_set, heldout, languages)
+    neuron_set.check_model(loaded.info)
+    blocks = {language: within_budget(heldout[language], token_budget) for language in languages}
+    factory = intervention_factory(intervention_kind, loaded, statistics_by_language)
+    sets = {LANGUAGE_SPECIFIC: neuron_set}
+    if random_control:
+        sets[RANDOM] = draw_random_control(neuron_set, seed=seed)
+    interventions: dict[str, dict[str, Intervention]] = {
+        name: {row: factory(row, chosen.indices(row)) for row in languages} for name, chosen in sets.items()
+    }
+    label = next(iter(interventions[LANGUAGE_SPECIFIC].values())).label
+    config = {"token_budget": token_budget, "seed": seed, "random_control": random_control,
+              "heldout": {l: {"fingerprint": b.fingerprint(), "tokens": target_count(b)} for l, b in blocks.items()}}
+    key = stable_hash(FORMAT, loaded.info.to_dict(), neuron_set.method, languages, config,
+                      {name: {row: iv.key() for row, iv in rows.items()} for name, rows in interventions.items()})
+    final = partial = None
+    cells: dict[str, dict] = {}
+    if cache_dir is not None:
+        final = Path(cache_dir) / f"ppxc-{key}.json"
+        partial = Path(cache_dir) / f"ppxc-{key}.partial.json"
+        if final.exists():
+            try:
+                return PPXCResult.load(final)
+            except (LangNeuronsError, KeyError, TypeError):
+                pass  # unreadable: recompute and replace
+        if partial.exists():
+            try:
+                cells = json.loads(partial.read_text(encoding="utf-8"))
+            except ValueError:
+                cells = {}
+
+    jobs = [("baseline", None, col) for col in languages]
+    jobs += [(name, row, col) for name, rows in interventions.items() for row in languages
+             if rows[row].num_neurons > 0 for col in languages]
+    for name, row, col in progress_bar(jobs, "PPXC cells", enabled=progress):
+        cell = f"{name}/{row}/{col}"
+        if cell in cells:
+            continue
+        intervention = interventions[name][row] if row is not None else None
+        result = perplexity(loaded, blocks[col], batch_size=batch_size, intervention=intervention, progress=False)
+        cells[cell] = result.to_dict()
+        if partial is not None:
+            write_json(partial, cells)
+
+    baseline = {col: PerplexityResult.from_dict(cells[f"baseline/None/{col}"]) for col in languages}
+    intervened = {
+        name: {row: {col: (PerplexityResult.from_dict(cells[f"{name}/{row}/{col}"]) if rows[row].num_neurons
+                           else baseline[col])  # nothing intervened: exactly the baseline
+                     for col in languages} for row in languages}
+        for name, rows in interventions.items()
+    }
+    counts = {name: {row: iv.num_neurons for row, iv in rows.items()} for name, rows in interventions.items()}
+    result = PPXCResult(languages, baseline, intervened, counts, loaded.info.to_dict(), neuron_set.method, label,
+                        key, config)
+    if final is not None:
+        write_json(final, result.to_dict())
+        partial.unlink(missing_ok=True)
+    return result
+
+
+def write_ppxc(result: PPXCResult, directory: str | Path, stem: str = "ppxc") -> dict[str, Path]:
+    """Write ``<stem>.csv`` (one row per set x intervened x evaluated language), ``<stem>.json``
+    (everything, with specificity) and ``<stem>_specificity.csv``; all atomic."""
+    directory = Path(directory)
+    table = result.rows()
+    specificity = [{"set": s, "language": l, "neurons": result.neuron_counts[s][l], **values}
+                   for s in result.sets for l, values in result.specificity(s).items()]
+    return {
+        "csv": write_text(directory / f"{stem}.csv", _csv(table)),
+        "json": write_json(directory / f"{stem}.json", result.to_dict()),
+        "specificity_csv": write_text(directory / f"{stem}_specificity.csv", _csv(specificity)),
+    }
+
+
+def _csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

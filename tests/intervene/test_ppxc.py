@@ -1,0 +1,151 @@
+"""The PPXC matrix: cells are perplexity runs under each row language's intervention; empty sets
+change nothing; specificity follows its definition; results are cached and resumable."""
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+import langneurons.intervene.ppxc as ppxc_module
+from langneurons.corpus.packing import TokenBlocks
+from langneurons.errors import LangNeuronsError
+from langneurons.identify.random_control import random_control
+from langneurons.intervene import PerplexityResult, PPXCResult, build_intervention, perplexity, ppxc_matrix, write_ppxc
+from langneurons.intervene.ppxc import within_budget
+from langneurons.report.ppxc_figures import write_ppxc_figure
+
+NEURONS = {"en": [[0, 1], [0, 2], [1, 5], [1, 6], [1, 7]], "fr": [[0, 10], [1, 11], [1, 12]], "hi": [[0, 20], [1, 21]]}
+
+
+@pytest.fixture
+def neurons(llama, make_neuron_set):
+    return make_neuron_set(llama, NEURONS, method="lape")
+
+
+def _every_cell(result, set_name):
+    return [result.intervened[set_name][r][c] for r in result.languages for c in result.languages]
+
+
+def test_an_empty_neuron_set_gives_exactly_zero_change(llama, heldout, make_neuron_set):
+    empty = make_neuron_set(llama, {"en": [], "fr": [], "hi": []})
+    result = ppxc_matrix(llama, empty, heldout, progress=False)
+    for name in ("language-specific", "random"):
+        assert torch.equal(result.matrix("delta_nll", name), torch.zeros(3, 3))
+        assert result.neuron_counts[name] == {"en": 0, "fr": 0, "hi": 0}
+
+
+def test_an_identity_intervention_through_the_hooks_gives_exactly_zero_change(llama, heldout, neurons):
+    result = ppxc_matrix(llama, neurons, heldout, intervention_kind="scale=1", random_control=False, progress=False)
+    assert result.neuron_counts["language-specific"] == {"en": 5, "fr": 3, "hi": 2}
+    assert torch.equal(result.matrix("delta_ppl"), torch.zeros(3, 3))
+
+
+def test_cells_are_perplexity_runs_with_the_row_languages_neurons_zeroed(llama, heldout, neurons):
+    result = ppxc_matrix(llama, neurons, heldout, languages=["en", "fr"], seed=5, progress=False)
+    info = llama.info
+    control = random_control(neurons, seed=5)
+    for name, chosen in (("language-specific", neurons), ("random", control)):
+        zero_fr = build_intervention("zero", chosen.indices("fr"), info.num_layers, info.neurons_per_layer)
+        assert result.intervened[name]["fr"]["en"] == perplexity(llama, heldout["en"], intervention=zero_fr,
+                                                                 progress=False)
+    assert result.baseline["fr"] == perplexity(llama, heldout["fr"], progress=False)
+    assert result.neuron_counts["random"] == result.neuron_counts["language-specific"] == {"en": 5, "fr": 3}
+    assert not torch.equal(result.matrix("delta_nll"), torch.zeros(2, 2))
+    base, new = result.baseline["en"], result.intervened["language-specific"]["fr"]["en"]
+    assert result.matrix("relative_delta_ppl")[1, 0] == pytest.approx((new.perplexity - base.perplexity) / base.perplexity)
+
+
+def _hand_result(nll):
+    """A 3x3 result whose baseline NLL is 1 everywhere and intervened NLL is ``nll[i][j]``."""
+    languages = ["en", "fr", "hi"]
+    cell = lambda mean: PerplexityResult.from_sum(mean * 10, 10)
+    return PPXCResult(languages, {l: cell(1.0) for l in languages},
+                      {"language-specific": {r: {c: cell(nll[i][j]) for j, c in enumerate(languages)}
+                                             for i, r in enumerate(languages)}},
+                      {"language-specific": {l: 1 for l in languages}}, {"model_id": "m"}, "lape", "zero")
+
+
+def test_specificity_is_diagonal_minus_mean_off_diagonal_change_and_their_ratio():
+    result = _hand_result([[3.0, 1.5, 1.0], [1.0, 1.0, 1.0], [1.2, 1.4, 1.1]])
+    spec = result.specificity()
+    assert spec["en"]["difference"] == pytest.approx(2.0 - 0.25) and spec["en"]["ratio"] == pytest.approx(8.0)
+    assert spec["fr"]["difference"] == 0.0 and math.isnan(spec["fr"]["ratio"])
+    assert spec["hi"]["difference"] == pytest.approx(0.1 - 0.3) and spec["hi"]["ratio"] == pytest.approx(1 / 3)
+
+
+def test_a_rerun_with_the_same_inputs_is_read_from_the_cache(llama, heldout, neurons, tmp_path, monkeypatch):
+    first = ppxc_matrix(llama, neurons, heldout, cache_dir=tmp_path, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == [f"ppxc-{first.key}.json"]
+
+    def no_model_calls(*args, **kwargs):
+        raise AssertionError("recomputed a cached PPXC matrix")
+
+    monkeypatch.setattr(ppxc_module, "perplexity", no_model_calls)
+    again = ppxc_matrix(llama, neurons, heldout, cache_dir=tmp_path, progress=False)
+    assert again.to_dict() == first.to_dict()
+    with pytest.raises(AssertionError, match="recomputed"):  # another seed is another input
+        ppxc_matrix(llama, neurons, heldout, cache_dir=tmp_path, seed=1, progress=False)
+
+
+def test_an_interrupted_run_resumes_from_its_finished_cells(llama, heldout, neurons, tmp_path, monkeypatch):
+    calls = []
+
+    def failing_after_four(*args, **kwargs):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return perplexity(*args, **kwargs)
+
+    monkeypatch.setattr(ppxc_module, "perplexity", failing_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        ppxc_matrix(llama, neurons, heldout, random_control=False, cache_dir=tmp_path, progress=False)
+    assert len(json.loads(next(tmp_path.glob("*.partial.json")).read_text())) == 4
+    calls.clear()
+    monkeypatch.setattr(ppxc_module, "perplexity", lambda *a, **k: calls.append(1) or perplexity(*a, **k))
+    resumed = ppxc_matrix(llama, neurons, heldout, random_control=False, cache_dir=tmp_path, progress=False)
+    assert len(calls) == 3 + 9 - 4
+    monkeypatch.setattr(ppxc_module, "perplexity", perplexity)
+    fresh = ppxc_matrix(llama, neurons, heldout, random_control=False, progress=False)
+    assert resumed.rows() == fresh.rows()
+    assert not list(tmp_path.glob("*.partial.json"))
+
+
+def test_bad_inputs_are_refused(llama, heldout, neurons, make_loaded):
+    with pytest.raises(LangNeuronsError, match="not in the neuron set"):
+        ppxc_matrix(llama, neurons, heldout, languages=["en", "zh"], progress=False)
+    with pytest.raises(LangNeuronsError, match="no held-out text"):
+        ppxc_matrix(llama, neurons, {"en": heldout["en"]}, languages=["en", "fr"], progress=False)
+    empty = TokenBlocks("fr", torch.zeros(0, 10, dtype=torch.long), torch.zeros(0, 10, dtype=torch.bool))
+    with pytest.raises(LangNeuronsError, match="held-out text for 'fr' is empty"):
+        ppxc_matrix(llama, neurons, {**heldout, "fr": empty}, progress=False)
+    with pytest.raises(LangNeuronsError, match="weights"):
+        ppxc_matrix(make_loaded("llama", seed=3), neurons, heldout, progress=False)
+
+
+def test_token_budget_keeps_the_fewest_leading_blocks_that_reach_it(heldout):
+    blocks = heldout["en"]
+    per_block = int(blocks.counted[0, 1:].sum())
+    assert within_budget(blocks, per_block).num_blocks == 1
+    assert within_budget(blocks, per_block + 1).num_blocks == 2
+    assert within_budget(blocks, 10**9).num_blocks == blocks.num_blocks
+    assert within_budget(blocks, None) is blocks
+
+
+def test_tables_and_figures_are_written(llama, heldout, neurons, tmp_path):
+    result = ppxc_matrix(llama, neurons, heldout, progress=False)
+    paths = write_ppxc(result, tmp_path)
+    with open(paths["csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 3 * 3
+    assert {r["set"] for r in rows} == {"language-specific", "random"}
+    row = next(r for r in rows if r["set"] == "random" and r["intervened_language"] == "hi" and r["evaluated_language"] == "en")
+    assert float(row["intervened_ppl"]) == pytest.approx(result.intervened["random"]["hi"]["en"].perplexity)
+    assert PPXCResult.load(paths["json"]).rows() == result.rows()
+    with open(paths["specificity_csv"], newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 2 * 3
+    figures = write_ppxc_figure(result, tmp_path)
+    assert sorted(p.suffix for p in figures) == [".png", ".svg"]
+    assert all(p.stat().st_size > 1000 for p in figures)
+    assert "tiny-llama" in figures[1].read_text()  # the title names the model
