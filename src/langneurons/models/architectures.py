@@ -35,6 +35,8 @@ class ArchitectureSpec:
         down: path from ``mlp`` to the down projection (its input columns are the neurons).
         fused_gate_up: the gate and up projections are one Linear, gate rows first (Phi-3).
         weight_layout: ``linear`` (weight [out, in]) or ``conv1d`` (GPT-2 Conv1D, weight [in, out]).
+        attention: paths from a decoder layer to its attention projections (q/k/v/o, fused where
+            the family fuses them); used as LoRA targets.
     """
 
     family: str
@@ -46,13 +48,17 @@ class ArchitectureSpec:
     down: str
     fused_gate_up: bool = False
     weight_layout: Literal["linear", "conv1d"] = "linear"
+    attention: tuple[str, ...] = ()
 
     @property
     def gated(self) -> bool:
         return self.gate is not None
 
 
-_GATED_LLAMA_LIKE = dict(mlp="mlp", activation="act_fn", gate="gate_proj", up="up_proj", down="down_proj")
+_LLAMA_ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+_GATED_LLAMA_LIKE = dict(
+    mlp="mlp", activation="act_fn", gate="gate_proj", up="up_proj", down="down_proj", attention=_LLAMA_ATTENTION
+)
 
 ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "llama": ArchitectureSpec("llama", ("model.layers",), **_GATED_LLAMA_LIKE),
@@ -67,18 +73,19 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     ),
     "phi3": ArchitectureSpec(
         "phi3", ("model.layers",), mlp="mlp", activation="activation_fn", gate="gate_up_proj",
-        up="gate_up_proj", down="down_proj", fused_gate_up=True,
+        up="gate_up_proj", down="down_proj", fused_gate_up=True, attention=("self_attn.qkv_proj", "self_attn.o_proj"),
     ),
     "gpt2": ArchitectureSpec(
         "gpt2", ("transformer.h",), mlp="mlp", activation="act", gate=None, up="c_fc", down="c_proj",
-        weight_layout="conv1d",
+        weight_layout="conv1d", attention=("attn.c_attn", "attn.c_proj"),
     ),
     "bloom": ArchitectureSpec(
         "bloom", ("transformer.h",), mlp="mlp", activation="gelu_impl", gate=None, up="dense_h_to_4h",
-        down="dense_4h_to_h",
+        down="dense_4h_to_h", attention=("self_attention.query_key_value", "self_attention.dense"),
     ),
     "opt": ArchitectureSpec(
         "opt", ("model.decoder.layers",), mlp="", activation="activation_fn", gate=None, up="fc1", down="fc2",
+        attention=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"),
     ),
 }
 

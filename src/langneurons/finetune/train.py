@@ -1,0 +1,555 @@
+"""Fine-tuning loop (plain LoRA or neuron-specific LoRA), checkpoints, resume and loading.
+
+One explicit loop: AdamW + linear warm-up/decay (``transformers.get_linear_schedule_with_warmup``),
+gradient accumulation with the loss normalised by the number of target tokens of the whole
+optimizer step, gradient clipping, optional bf16 autocast. The data order is a function of
+``(seed, epoch)`` only, so a run resumed from a checkpoint (parameters, optimizer, scheduler, RNG
+state and step restored) ends with exactly the weights of an uninterrupted run.
+
+Output directory::
+
+    adapter_config.json, adapter_model.safetensors   PEFT adapter (masked factors baked in)
+    langneurons_finetune.json                        metadata (written last: marks a finished run)
+    training_neurons.json                            the neurons whose MLP weights could change
+    checkpoints/step-0000100/                        adapter + metadata + training_state.pt
+
+Every directory appears under its final name only once complete (staging dir + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from langneurons import __version__
+from langneurons.artefacts import atomic_torch_save, stable_hash, write_json
+from langneurons.errors import LangNeuronsError
+from langneurons.finetune.formatting import (
+    DEFAULT_MAX_LENGTH,
+    EncodedData,
+    check_task,
+    collate,
+    encode_examples,
+    nli_loss_sum,
+    pad_id,
+    qa_loss_sum,
+)
+from langneurons.finetune.neuron_lora import (
+    ADAPTER_NAME,
+    LoraModel,
+    ParameterCounts,
+    adapter_state_dict,
+    add_lora,
+    check_mlp_targets,
+    count_parameters,
+)
+from langneurons.identify.neuron_set import NeuronSet
+from langneurons.languages import check_languages
+from langneurons.models.architectures import adapter_for
+from langneurons.models.loading import DEFAULT_MODEL, DEFAULT_MODEL_ID, LoadedModel, ModelInfo, load_model
+
+METADATA = "langneurons_finetune.json"
+TRAINING_STATE = "training_state.pt"
+NEURONS_FILE = "training_neurons.json"
+FORMAT = "langneurons.finetune/1"
+NEURON_MODES = ("languages", "random", "all", "none")
+DEFAULT_RANK = {"xnli": 8, "xquad": 64}
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyper-parameters of one fine-tuning run.
+
+    neurons: ``languages`` (union of the given languages' neurons from a NeuronSet), ``random``
+        (layer-matched random neurons, as many per layer as that union), ``all`` MLP neurons, or
+        ``none`` (no MLP adapter: attention-only LoRA).
+    lora_r / lora_alpha / max_length: None picks the task default (r 8 for XNLI, 64 for XQuAD;
+        alpha = 2 r; 256 / 512 tokens).
+    attention_lora: plain LoRA on the attention projections; None = on only for ``none``.
+    attention_targets: subset of the architecture's attention paths (None: all of them).
+    mlp_targets: which neuron weights may change: gate rows, up rows, down columns.
+    max_steps: optimizer steps (overrides ``epochs``); warmup_ratio: fraction of the steps.
+    save_every: checkpoint every this many optimizer steps (0: none; the final adapter is always saved).
+    """
+
+    task: str
+    neurons: str = "none"
+    languages: tuple[str, ...] = ()
+    neuron_set_path: str | None = None
+    lora_r: int | None = None
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    attention_lora: bool | None = None
+    attention_targets: tuple[str, ...] | None = None
+    mlp_targets: tuple[str, ...] = ("gate",)
+    learning_rate: float = 2e-4
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accumulation: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    bf16: bool = False
+    max_length: int | None = None
+    save_every: int = 100
+    keep_checkpoints: int = 1
+
+    def resolved(self) -> "FinetuneConfig":
+        """A validated copy with the task defaults filled in."""
+        task = check_task(self.task)
+        if self.neurons not in NEURON_MODES:
+            raise LangNeuronsError(f"unknown neuron mode {self.neurons!r}; choose one of {', '.join(NEURON_MODES)}")
+        languages = tuple(check_languages(self.languages)) if self.neurons in ("languages", "random") else ()
+        attention = self.neurons == "none" if self.attention_lora is None else self.attention_lora
+        if self.neurons == "none" and not attention:
+            raise LangNeuronsError("neuron mode 'none' without attention LoRA leaves nothing to train")
+        if self.attention_targets is not None and not attention:
+            raise LangNeuronsError("attention targets given but attention LoRA is off")
+        r = self.lora_r or DEFAULT_RANK[task]
+        for name, value in (("batch_size", self.batch_size), ("grad_accumulation", self.grad_accumulation),
+                            ("epochs", self.epochs), ("keep_checkpoints", self.keep_checkpoints)):
+            if value < 1:
+                raise LangNeuronsError(f"{name} must be at least 1, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise LangNeuronsError(f"max_steps must be at least 1, got {self.max_steps}")
+        if not 0.0 <= self.warmup_ratio < 1.0 or self.weight_decay < 0 or self.learning_rate <= 0:
+            raise LangNeuronsError("need 0 <= warmup_ratio < 1, weight_decay >= 0 and learning_rate > 0")
+        return replace(
+            self, languages=languages, attention_lora=attention, lora_r=r,
+            lora_alpha=self.lora_alpha or 2.0 * r, mlp_targets=check_mlp_targets(self.mlp_targets),
+            attention_targets=None if self.attention_targets is None else tuple(self.attention_targets),
+            max_length=self.max_length or DEFAULT_MAX_LENGTH[task],
+        )
+
+    def run_key(self) -> dict:
+        """The fields that decide the trained weights (not bookkeeping such as save_every)."""
+        key = asdict(self)
+        for bookkeeping in ("save_every", "keep_checkpoints", "neuron_set_path"):
+            key.pop(bookkeeping)
+        return key
+
+
+@dataclass
+class FinetuneResult:
+    output_dir: Path
+    step: int
+    total_steps: int
+    final_loss: float
+    parameters: ParameterCounts
+    examples: int
+    skipped: int
+    truncated: int
+    trained_neurons: int
+    model: LoadedModel = field(repr=False)
+    metadata: dict = field(repr=False, default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- neurons
+
+
+def training_neurons(
+    config: FinetuneConfig, info: ModelInfo, neuron_set: NeuronSet | None
+) -> tuple[torch.Tensor | None, NeuronSet | None]:
+    """(bool [layers, neurons] mask of the neurons whose MLP weights may change, or None for
+    attention-only; the NeuronSet it came from (languages/random modes))."""
+    if config.neurons == "none":
+        return None, None
+    if config.neurons == "all":
+        return torch.ones(info.num_layers, info.neurons_per_layer, dtype=torch.bool), None
+    if neuron_set is None:
+        if not config.neuron_set_path:
+            raise LangNeuronsError(f"neuron mode {config.neurons!r} needs a neuron set (--neurons-file)")
+        neuron_set = NeuronSet.load(config.neuron_set_path)
+    neuron_set.check_model(info)
+    union = torch.zeros(neuron_set.num_layers, neuron_set.neurons_per_layer, dtype=torch.bool)
+    for language in config.languages:
+        union |= neuron_set.mask(language)
+    if not union.any():
+        raise LangNeuronsError(f"the neuron set has no neurons for {', '.join(config.languages)}")
+    chosen = NeuronSet.from_masks({"+".join(config.languages): union}, neuron_set.method,
+                                  neuron_set.parameters, neuron_set.source)
+    if config.neurons == "random":
+        from langneurons.identify.random_control import random_control
+
+        chosen = random_control(chosen, seed=config.seed)
+    return chosen.mask(chosen.languages[0]), chosen
+
+
+# ---------------------------------------------------------------------------------- loop
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class _Batches:
+    """Micro-batch ``m`` = slice ``m % per_epoch`` of the permutation of epoch ``m // per_epoch``."""
+
+    def __init__(self, data: EncodedData, batch_size: int, seed: int):
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.per_epoch = math.ceil(len(data.examples) / batch_size)
+        self._orders: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, m: int) -> list:
+        epoch, index = divmod(m, self.per_epoch)
+        if epoch not in self._orders:
+            self._orders = {epoch: _epoch_order(len(self.data.examples), self.seed, epoch)}
+        chosen = self._orders[epoch][index * self.batch_size : (index + 1) * self.batch_size]
+        return [self.data.examples[i] for i in chosen.tolist()]
+
+
+def batch_loss_sum(
+    model: nn.Module, batch: dict[str, torch.Tensor], label_token_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """Summed loss of a collated batch (QA: answer tokens + EOS; NLI: verbaliser 3-way CE)."""
+    if "labels" in batch:
+        return qa_loss_sum(model, batch)
+    return nli_loss_sum(model, batch, label_token_ids)
+
+
+def train_step(model: nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]], optimizer, scheduler=None,
+               label_token_ids: torch.Tensor | None = None, max_grad_norm: float = 1.0, bf16: bool = False) -> float:
+    """One optimizer step over ``micro_batches`` (already on the model's device); returns the
+    mean loss per target token of the step."""
+    device = next(model.parameters()).device
+    targets = sum(int((b["labels"] != -100).sum()) if "labels" in b else len(b["input_ids"]) for b in micro_batches)
+    total = 0.0
+    for batch in micro_batches:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = batch_loss_sum(model, batch, label_token_ids) / targets
+        loss.backward()
+        total += float(loss.detach())
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_adapter_dir(
+    target: Path, lora: LoraModel, metadata: dict, extra: Callable[[Path], None] | None = None
+) -> None:
+    """Write adapter + metadata (+ extra files) into a staging dir and rename it to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        lora.model.save_pretrained(str(staging), state_dict=adapter_state_dict(lora.model))
+        if extra is not None:
+            extra(staging)
+        write_json(staging / METADATA, metadata)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    folder = output_dir / "checkpoints"
+    found = [p for p in folder.glob("step-*") if (p / METADATA).is_file() and (p / TRAINING_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def _read_metadata(folder: Path) -> dict:
+    path = folder / METADATA
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise LangNeuronsError(f"cannot read fine-tuning metadata {path}: {error}") from error
+    if metadata.get("format") != FORMAT:
+        raise LangNeuronsError(f"{path} is not langneurons fine-tuning metadata")
+    return metadata
+
+
+def _versions() -> dict:
+    import peft
+    import transformers
+
+    return {"langneurons": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def finetune(
+    loaded: LoadedModel,
+    train_examples: Sequence,
+    config: FinetuneConfig,
+    output_dir: str | os.PathLike,
+    neuron_set: NeuronSet | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``loaded`` with LoRA on ``train_examples`` (NLIExample or QAExample).
+
+    ``loaded.model`` is wrapped in place (LoRA layers injected); the returned ``result.model`` is
+    the trained PEFT model. A run already finished in ``output_dir`` with the same base model,
+    data, neurons and hyper-parameters is not repeated; a matching checkpoint is resumed; a
+    different run in ``output_dir`` is an error. ``on_step(step, loss)`` is called after every
+    optimizer step (1-based step).
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    config = config.resolved()
+    output_dir = Path(output_dir)
+    if config.bf16 and loaded.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise LangNeuronsError("bf16 training needs a GPU with bfloat16 support")
+    neuron_mask, chosen_set = training_neurons(config, loaded.info, neuron_set)
+    data = encode_examples(loaded.tokenizer, config.task, train_examples, config.max_length)
+    data_hash = stable_hash([[e.input_ids, e.labels, e.class_label] for e in data.examples])
+    neuron_hash = stable_hash(neuron_mask) if neuron_mask is not None else ""
+    run_hash = stable_hash(loaded.info.weights_fingerprint, config.run_key(), data_hash, neuron_hash)
+
+    if (output_dir / METADATA).is_file():
+        finished = _read_metadata(output_dir)
+        if finished.get("run_hash") != run_hash:
+            raise LangNeuronsError(f"{output_dir} holds a different fine-tuning run; choose another output directory")
+        return _finished_result(output_dir, finished, loaded)
+    checkpoints = _checkpoints(output_dir)
+    if checkpoints and _read_metadata(checkpoints[-1]).get("run_hash") != run_hash:
+        raise LangNeuronsError(
+            f"checkpoint {checkpoints[-1]} belongs to a different fine-tuning run; choose another output directory"
+        )
+
+    torch.manual_seed(config.seed)
+    lora = add_lora(
+        loaded.adapter, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+        neuron_mask=neuron_mask, mlp_targets=config.mlp_targets, attention_lora=config.attention_lora,
+        attention_targets=config.attention_targets,
+    )
+    model = lora.model
+    counts = count_parameters(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    batches = _Batches(data, config.batch_size, config.seed)
+    micro_total = config.epochs * batches.per_epoch
+    total_steps = config.max_steps or math.ceil(micro_total / config.grad_accumulation)
+    if config.max_steps:
+        micro_total = config.max_steps * config.grad_accumulation
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+
+    metadata = _run_metadata(run_hash, loaded.info, config, neuron_mask, chosen_set, data, data_hash, neuron_hash,
+                             lora, counts, total_steps)
+    step, losses = _resume(checkpoints[-1], model, optimizer, scheduler) if checkpoints else (0, [])
+
+    def write_neurons(folder: Path) -> None:
+        if chosen_set is not None:
+            chosen_set.save(folder / NEURONS_FILE)
+
+    device = next(model.parameters()).device
+    label_ids = data.label_token_ids.to(device) if data.label_token_ids is not None else None
+    pad = pad_id(loaded.tokenizer)
+    model.train()
+    with _LossProgress(f"fine-tune {config.task}", total_steps, step, enabled=progress) as bar:
+        while step < total_steps:
+            micro = range(step * config.grad_accumulation, min((step + 1) * config.grad_accumulation, micro_total))
+            micro_batches = [{k: v.to(device) for k, v in collate(batches[m], pad).items()} for m in micro]
+            loss = train_step(model, micro_batches, optimizer, scheduler, label_ids, config.max_grad_norm, config.bf16)
+            step += 1
+            losses.append(loss)
+            bar.update(step, loss)
+            if config.save_every and step % config.save_every == 0 and step < total_steps:
+                _save_checkpoint(output_dir, step, lora, dict(metadata, step=step, final_loss=loss, complete=False),
+                                 optimizer, scheduler, losses, config.keep_checkpoints, write_neurons)
+            if on_step is not None:
+                on_step(step, loss)
+    model.eval()
+
+    final = dict(metadata, step=step, final_loss=losses[-1] if losses else float("nan"), losses=losses, complete=True)
+    staging = output_dir / ".final"
+    _save_adapter_dir(staging, lora, final, write_neurons)
+    for path in sorted(staging.iterdir(), key=lambda p: p.name == METADATA):  # metadata last
+        os.replace(path, output_dir / path.name)
+    staging.rmdir()
+    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    return FinetuneResult(
+        output_dir=output_dir, step=step, total_steps=total_steps, final_loss=final["final_loss"], parameters=counts,
+        examples=len(data.examples), skipped=data.skipped, truncated=data.truncated,
+        trained_neurons=metadata["neurons"]["count"],
+        model=_finetuned_loaded(loaded, model, _saved_adapter(output_dir), output_dir), metadata=final,
+    )
+
+
+def _run_metadata(run_hash: str, info: ModelInfo, config: FinetuneConfig, neuron_mask: torch.Tensor | None,
+                  chosen_set: NeuronSet | None, data: EncodedData, data_hash: str, neuron_hash: str, lora: LoraModel,
+                  counts: ParameterCounts, total_steps: int) -> dict:
+    return {
+        "format": FORMAT,
+        "run_hash": run_hash,
+        "base": info.to_dict(),
+        "task": config.task,
+        "neurons": {
+            "mode": config.neurons, "languages": list(config.languages), "neuron_set_path": config.neuron_set_path,
+            "hash": neuron_hash, "count": int(neuron_mask.sum()) if neuron_mask is not None else 0,
+            "per_layer": neuron_mask.sum(1).tolist() if neuron_mask is not None else [],
+            "method": chosen_set.method if chosen_set else None,
+            "source": chosen_set.source if chosen_set else None,
+        },
+        "data": {"hash": data_hash, "examples": len(data.examples), "skipped": data.skipped,
+                 "truncated": data.truncated},
+        "config": asdict(config),
+        "lora": {"target_modules": lora.target_modules, "masked_modules": sum(m.mask is not None for m in lora.plan)},
+        "parameters": asdict(counts),
+        "total_steps": total_steps,
+        "versions": _versions(),
+    }
+
+
+def _save_checkpoint(output_dir: Path, step: int, lora: LoraModel, metadata: dict, optimizer, scheduler,
+                     losses: list[float], keep: int, write_neurons: Callable[[Path], None]) -> None:
+    state = {
+        "step": step,
+        "parameters": {n: p.detach().cpu().clone() for n, p in lora.model.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(),
+        "losses": list(losses),
+    }
+
+    def extra(folder: Path) -> None:
+        atomic_torch_save(state, folder / TRAINING_STATE)
+        write_neurons(folder)
+
+    _save_adapter_dir(output_dir / "checkpoints" / f"step-{step:07d}", lora, metadata, extra)
+    for old in _checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _resume(checkpoint: Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[float]]:
+    """Restore trainable parameters, optimizer, scheduler and RNG; returns (step, losses so far)."""
+    state = torch.load(checkpoint / TRAINING_STATE, map_location="cpu", weights_only=False)
+    parameters = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(parameters) != set(state["parameters"]):
+        raise LangNeuronsError(f"checkpoint {checkpoint} does not match the model's trainable parameters")
+    with torch.no_grad():
+        for name, value in state["parameters"].items():
+            parameters[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["step"]), list(state["losses"])
+
+
+class _LossProgress:
+    """Rich progress bar over optimizer steps showing the latest loss (no-op when disabled)."""
+
+    def __init__(self, description: str, total: int, done: int, enabled: bool):
+        self.enabled, self.description, self.total, self.done = enabled, description, total, done
+
+    def __enter__(self) -> "_LossProgress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.description, total=self.total, completed=self.done, loss="-")
+        return self
+
+    def update(self, step: int, loss: float) -> None:
+        if self.enabled:
+            self.progress.update(self.task, completed=step, loss=f"{loss:.4f}")
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def _finetuned_loaded(base: LoadedModel, model: nn.Module, adapter_state: dict, path: Path) -> LoadedModel:
+    """LoadedModel of base + adapter: its own model id and weights fingerprint (base + adapter
+    tensors), so artefacts of the fine-tuned model are never mistaken for the base model's."""
+    tensors = [adapter_state[k].float() for k in sorted(adapter_state)]
+    fingerprint = stable_hash(base.info.weights_fingerprint, *tensors)
+    info = replace(base.info, model_id=f"{base.info.model_id}+lora:{path.name}", weights_fingerprint=fingerprint)
+    return LoadedModel(model=model, tokenizer=base.tokenizer, info=info, adapter=adapter_for(model))
+
+
+def _saved_adapter(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def _finished_result(output_dir: Path, metadata: dict, loaded: LoadedModel) -> FinetuneResult:
+    finetuned = load_finetuned(output_dir, base=loaded)
+    return FinetuneResult(
+        output_dir=output_dir, step=metadata["step"], total_steps=metadata["total_steps"],
+        final_loss=metadata["final_loss"], parameters=ParameterCounts(**metadata["parameters"]),
+        examples=metadata["data"]["examples"], skipped=metadata["data"]["skipped"],
+        truncated=metadata["data"]["truncated"], trained_neurons=metadata["neurons"]["count"],
+        model=finetuned, metadata=metadata,
+    )
+
+
+def read_finetune_metadata(path: str | os.PathLike) -> dict:
+    """The ``langneurons_finetune.json`` of a finished run (LangNeuronsError if absent/foreign)."""
+    path = Path(path)
+    if not (path / METADATA).is_file():
+        raise LangNeuronsError(f"{path} is not a finished langneurons fine-tuning run (no {METADATA})")
+    return _read_metadata(path)
+
+
+def load_finetuned(path: str | os.PathLike, base: LoadedModel | None = None, merge: bool = False) -> LoadedModel:
+    """Load a fine-tuned adapter onto its base model.
+
+    ``base`` None loads the base model named in the metadata; a given ``base`` must have the
+    weights fingerprint recorded at training time, and is wrapped in place. Every adapter weight
+    the config expects must be in the file and no other (never a silent partial load). The masked
+    factors were saved masked, so no masks are needed at inference. ``merge`` folds the adapter
+    into the base weights (a plain transformers model, same outputs up to rounding).
+    """
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+    path = Path(path)
+    metadata = read_finetune_metadata(path)
+    recorded = metadata["base"]
+    if base is None:
+        model_id = DEFAULT_MODEL if recorded["model_id"] == DEFAULT_MODEL_ID else recorded["model_id"]
+        base = load_model(model_id, revision=recorded.get("revision") or None)
+    if base.info.weights_fingerprint != recorded["weights_fingerprint"]:
+        raise LangNeuronsError(
+            f"adapter {path} was trained on {recorded['model_id']} (weights {recorded['weights_fingerprint']}), "
+            f"not on {base.info.model_id} (weights {base.info.weights_fingerprint})"
+        )
+    weights_file = path / "adapter_model.safetensors"
+    if not weights_file.is_file() or not (path / "adapter_config.json").is_file():
+        raise LangNeuronsError(f"{path} lacks adapter_config.json or adapter_model.safetensors")
+    config = LoraConfig.from_pretrained(str(path))
+    state = _saved_adapter(path)
+    model = get_peft_model(base.model, config, adapter_name=ADAPTER_NAME)
+    result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        problem = f"missing {missing[:3]}" if missing else f"unexpected {list(result.unexpected_keys)[:3]}"
+        raise LangNeuronsError(f"adapter {path} does not match its config: {problem} weights")
+    model.eval()
+    if merge:
+        model = model.merge_and_unload()
+    return _finetuned_loaded(base, model, state, path)
