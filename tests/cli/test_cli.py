@@ -4,16 +4,45 @@ local model, and bad input ends with a one-line error and a non-zero exit."""
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 from tiny import tiny_model, tiny_tokenizer
 
-COMMANDS = ["architectures", "collect", "merge", "identify", "plot"]
+COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune"]
 
 
-def langneurons(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "langneurons", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def langneurons(capsys, monkeypatch):
+    """Run ``langneurons ARGS`` in-process through the real entry point (``main``)."""
+    from langneurons.cli import main
+
+    def run(*args, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["langneurons", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def test_the_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "langneurons", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "collect" in result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +70,7 @@ def test_every_command_has_help():
         assert "Usage" in result.output
 
 
-def test_collect_identify_plot_end_to_end(workspace):
+def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
     stats = workspace / "stats"
     result = langneurons("collect", "--model", workspace / "model", "--corpus", workspace / "corpus", "-l", "en,fr,es",
                          "--token-budget", "400", "--heldout-budget", "40", "--block-length", "16", "--out", stats,
@@ -60,6 +89,22 @@ def test_collect_identify_plot_end_to_end(workspace):
     assert result.returncode == 0, result.stderr
     assert (workspace / "lape_figures" / "neuron_venn_en_fr.svg").exists()
 
+    result = langneurons("ppl-matrix", "--model", workspace / "model", "-n", workspace / "lape.json", "-s", stats,
+                         "--token-budget", "30", "--out", workspace / "ppxc", "--cache-dir", workspace / "cache",
+                         "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "specificity" in result.stdout
+    rows = (workspace / "ppxc" / "ppxc.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 3 * 3  # header + (language-specific, random) x 3 rows x 3 columns
+    assert (workspace / "ppxc" / "ppxc.png").exists()
+
+    result = langneurons("finetune", "--model", workspace / "model", "--task", "xnli", "--limit", "6", "--max-steps", "2",
+                         "--batch-size", "3", "--neurons", "languages", "-l", "fr", "--neurons-file",
+                         workspace / "lape.json", "-o", workspace / "adapter", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((workspace / "adapter" / "langneurons_finetune.json").read_text())
+    assert metadata["step"] == 2 and metadata["task"] == "xnli"
+
 
 @pytest.mark.parametrize(
     "args, message",
@@ -69,9 +114,11 @@ def test_collect_identify_plot_end_to_end(workspace):
         (["collect", "-l", "en", "--model", "./missing-model"], "model path not found"),
         (["identify", "--method", "magic"], "unknown method 'magic'"),
         (["plot", "missing.json"], "not found"),
+        (["finetune", "--task", "xnlx", "-o", "out", "--model", "./missing"], "model path not found"),
+        (["ppl-matrix", "-n", "missing.json", "--model", "./missing"], "model path not found"),
     ],
 )
-def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path):
+def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path, langneurons):
     result = langneurons(*args, cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr

@@ -187,6 +187,100 @@ def plot(
     console.print(f"{len(files)} figure files in {files[0].parent if files else out}")
 
 
+@app.command("ppl-matrix")
+def ppl_matrix(
+    neurons: Annotated[Path, typer.Option("--neurons", "-n", help="Neuron set file (.json or .safetensors).")],
+    statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect' (held-out text and statistics).")] = Path("runs/statistics"),
+    languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Rows and columns (default: the set's languages).")] = None,
+    action: Annotated[str, typer.Option("--action", help="What to do to row language i's neurons: zero, constant=V, scale=F, stat=p90[@lang], add=S@src>tgt.")] = "zero",
+    random_control: Annotated[bool, typer.Option(help="Add layer-matched random-neuron control rows.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random control.")] = 0,
+    token_budget: Annotated[int, typer.Option(help="Held-out target tokens per language.")] = 20_000,
+    batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 8,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ppxc.csv/json and the heatmap.")] = Path("runs/ppxc"),
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Result cache (default ~/.cache/langneurons/ppxc).")] = None,
+    model: ModelOption = "gemma3-270m",
+    revision: RevisionOption = None,
+    dtype: DtypeOption = "float32",
+    device_map: DeviceMapOption = None,
+    load_in_4bit: FourBitOption = False,
+    gguf_file: GgufOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Perplexity-change matrix: intervene on language i's neurons, measure perplexity on language j."""
+    from langneurons.intervene.api import PPXCOptions, ppl_matrix as run_ppl_matrix
+
+    options = PPXCOptions(languages=_languages(languages) if languages else None, action=action,
+                          random_control=random_control, seed=seed, token_budget=token_budget, batch_size=batch_size)
+    loaded = _load(model, revision, dtype, device_map, load_in_4bit, gguf_file)
+    result, files = run_ppl_matrix(loaded, neurons, statistics, options, out_dir=out, cache_dir=cache_dir,
+                                   progress=progress)
+    table = Table("set", "language", "neurons", "diag dNLL - mean off-diag", "ratio", title=f"PPXC specificity ({action})")
+    for set_name in result.sets:
+        for language, values in result.specificity(set_name).items():
+            table.add_row(set_name, language, str(result.neuron_counts[set_name][language]),
+                          f"{values['difference']:+.4f}", f"{values['ratio']:.2f}")
+    console.print(table)
+    console.print(f"PPXC tables and heatmap in {out}")
+
+
+@app.command()
+def finetune(
+    task: Annotated[str, typer.Option(help="xnli or xquad.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Adapter folder (PEFT adapter + langneurons_finetune.json).")],
+    train_language: Annotated[str, typer.Option(help="Language of the training data.")] = "en",
+    data: Annotated[str, typer.Option(help="'builtin', 'hub' or a local path (XNLI folder/JSONL/TSV, XQuAD JSON/folder).")] = "builtin",
+    limit: Annotated[Optional[int], typer.Option(help="Training examples (seeded subsample).")] = None,
+    eval_fraction: Annotated[float, typer.Option(help="XQuAD: fraction of articles held out for evaluation.")] = 0.5,
+    neurons: Annotated[str, typer.Option(help="Which MLP neurons may change: languages, random, all, none (attention-only LoRA).")] = "none",
+    languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="With --neurons languages/random: whose neurons.")] = None,
+    neurons_file: Annotated[Optional[Path], typer.Option(help="Neuron set file for --neurons languages/random.")] = None,
+    mlp_targets: Annotated[str, typer.Option(help="Neuron weights that may change: gate[,up,down].")] = "gate",
+    attention_lora: Annotated[Optional[bool], typer.Option("--attention-lora/--no-attention-lora", help="LoRA on attention too (default: only with --neurons none).")] = None,
+    rank: Annotated[Optional[int], typer.Option(help="LoRA rank (default 8 for xnli, 64 for xquad).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
+    dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 2e-4,
+    epochs: Annotated[int, typer.Option(help="Epochs (ignored with --max-steps).")] = 1,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (smoke runs).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per micro-batch.")] = 8,
+    grad_accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    warmup_ratio: Annotated[float, typer.Option(help="Linear warmup as a fraction of the steps.")] = 0.03,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.01,
+    max_length: Annotated[Optional[int], typer.Option(help="Tokens per example (contexts are cut, answers never).")] = None,
+    bf16: Annotated[bool, typer.Option(help="bfloat16 autocast where supported.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of data order, LoRA init and random neurons.")] = 0,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (resume by rerunning).")] = 100,
+    model: ModelOption = "gemma3-270m",
+    revision: RevisionOption = None,
+    dtype: DtypeOption = "float32",
+    device_map: DeviceMapOption = None,
+    load_in_4bit: FourBitOption = False,
+    gguf_file: GgufOption = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Fine-tune with plain LoRA or neuron-specific LoRA; rerun the same command to resume."""
+    from langneurons.finetune.api import TrainingData, finetune_task
+    from langneurons.finetune.train import FinetuneConfig
+
+    config = FinetuneConfig(
+        task=task, neurons=neurons, languages=_languages(languages) if languages else (),
+        neuron_set_path=str(neurons_file) if neurons_file else None, lora_r=rank, lora_alpha=alpha,
+        lora_dropout=dropout, attention_lora=attention_lora, mlp_targets=tuple(mlp_targets.split(",")),
+        learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        grad_accumulation=grad_accumulation, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
+        bf16=bf16, max_length=max_length, save_every=save_every,
+    )
+    spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction, seed=seed)
+    loaded = _load(model, revision, dtype, device_map, load_in_4bit, gguf_file)
+    result = finetune_task(loaded, spec, config, output, neuron_set_path=neurons_file, progress=progress)
+    console.print(
+        f"step {result.step}/{result.total_steps}, final loss {result.final_loss:.4f}, trainable parameters "
+        f"{result.parameters.trainable:,}, neurons trained {result.trained_neurons:,}, skipped {result.skipped}, "
+        f"truncated {result.truncated} -> {result.output_dir}"
+    )
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,58 @@
+"""Stage API: neuron set + held-out text -> PPXC matrix, tables and heatmap (``langneurons ppl-matrix``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from langneurons.activations.api import load_heldout, load_statistics_dir
+from langneurons.errors import LangNeuronsError
+from langneurons.identify.neuron_set import NeuronSet
+from langneurons.intervene.ppxc import PPXCResult, ppxc_matrix, write_ppxc
+from langneurons.intervene.spec import parse_action
+from langneurons.languages import check_languages
+from langneurons.models.loading import LoadedModel, cache_root
+
+
+@dataclass(frozen=True)
+class PPXCOptions:
+    """action: what is done to row language i's neurons (``zero``, ``scale=0.5``, ``stat=p10``, ...).
+    token_budget: target tokens per evaluated language (whole leading held-out blocks)."""
+
+    languages: tuple[str, ...] | None = None
+    action: str = "zero"
+    random_control: bool = True
+    seed: int = 0
+    token_budget: int | None = 20_000
+    batch_size: int = 8
+
+
+def ppl_matrix(loaded: LoadedModel, neuron_set_path, statistics_dir, options: PPXCOptions, out_dir=None,
+               cache_dir=None, progress: bool = True) -> tuple[PPXCResult, list[Path]]:
+    """Compute the PPXC matrix on the held-out blocks saved by ``collect`` in ``statistics_dir``."""
+    neuron_set = NeuronSet.load(neuron_set_path)
+    neuron_set.check_model(loaded.info)
+    languages = list(check_languages(options.languages)) if options.languages else neuron_set.languages
+    missing = [lang for lang in languages if lang not in neuron_set.languages]
+    if missing:
+        raise LangNeuronsError(f"languages {missing} are not in the neuron set ({', '.join(neuron_set.languages)})")
+    heldout = {language: load_heldout(statistics_dir, language) for language in languages}
+    empty = [lang for lang, blocks in heldout.items() if blocks.token_count == 0]
+    if empty:
+        raise LangNeuronsError(f"no held-out text for {empty}")
+    statistics = None
+    if parse_action(options.action)["kind"] in ("stat", "add"):
+        statistics = load_statistics_dir(statistics_dir, expected=None)
+    result = ppxc_matrix(
+        loaded, neuron_set, heldout, languages, intervention_kind=options.action,
+        random_control=options.random_control, seed=options.seed, token_budget=options.token_budget,
+        cache_dir=cache_dir or cache_root() / "ppxc", progress=progress, batch_size=options.batch_size,
+        statistics_by_language=statistics,
+    )
+    files: list[Path] = []
+    if out_dir is not None:
+        from langneurons.report.ppxc_figures import write_ppxc_figure
+
+        files += list(write_ppxc(result, out_dir).values())
+        files += write_ppxc_figure(result, out_dir)
+    return result, files
