@@ -118,3 +118,22 @@ def test_named_statistics_are_the_right_tensors(loaded_llama, blocks):
     assert torch.all(stats.statistic("p10") <= stats.statistic("p90"))
     with pytest.raises(LangNeuronsError, match="unknown statistic"):
         stats.statistic("median")
+
+
+def test_recorded_statistics_live_in_the_activation_functions_range(loaded_llama, blocks):
+    """Statistics are recorded on act_fn(gate x), the tensor interventions write to: for SiLU no
+    recorded value may fall below SiLU's minimum (about -0.2785), unlike gate pre-activations."""
+    with torch.no_grad():
+        for layer in loaded_llama.adapter.layers:
+            layer.gate.weight.mul_(200.0)  # gate pre-activations now reach far below -1
+    gate_inputs = []
+    with torch.no_grad(), activation_hooks(loaded_llama.adapter, lambda i, a: None):
+        handle = loaded_llama.adapter.layers[0].gate.register_forward_hook(lambda m, i, out: gate_inputs.append(out))
+        loaded_llama.adapter.body()(input_ids=blocks.input_ids[:2])
+        handle.remove()
+    assert gate_inputs[0].min() < -1.0
+    stats = collect_statistics(loaded_llama, blocks, progress=False)
+    silu_minimum = -0.2785
+    assert stats.minimum.min() >= silu_minimum
+    for name in ("mean", "p5", "p50", "p95"):
+        assert stats.statistic(name).min() >= silu_minimum

@@ -132,3 +132,16 @@ def test_finer_mantissa_bits_tighten_the_estimate():
         estimate = histogram_quantile(_sketch(values, config), 0.9, config, values.amin(0), values.amax(0))
         errors.append((estimate - true).abs().max().item())
     assert errors[0] > errors[2]
+
+
+def test_per_batch_quantiles_averaged_are_biased_but_the_streaming_sketch_is_not():
+    """The paper code's estimator: torch.quantile per batch, then the mean over batches."""
+    generator = torch.Generator().manual_seed(7)
+    quiet = torch.randn(2000, 4, generator=generator).abs() * 0.1  # the neuron is nearly silent in one document
+    loud = 2.0 + torch.randn(2000, 4, generator=generator).abs()  # and strongly active in another
+    values = torch.cat([quiet, loud])
+    true = torch.quantile(values, 0.9, dim=0)
+    averaged = torch.stack([torch.quantile(batch, 0.9, dim=0) for batch in (quiet, loud)]).mean(0)
+    sketched = histogram_quantile(_sketch(values), 0.9, CONFIG, values.amin(0), values.amax(0))
+    assert torch.all((averaged - true).abs() > 0.5)
+    assert torch.all((sketched - true).abs() <= _bound(true, CONFIG))
