@@ -1,9 +1,13 @@
 """Statistics over several processes equal those of one process.
 
-* ``torchrun --nproc_per_node=2 -m langneurons collect`` (gloo, CPU) writes files equal to the
-  single-process ones: counts, histograms, minima and maxima exactly, sums to float tolerance,
-  and the same corpus fingerprint;
-* a rank that fails makes the run fail (non-zero exit, no hang) and no file is put in place;
+Two gloo ranks on CPU are forked from the test process with torchrun's environment (``WORLD_SIZE``,
+``RANK``, ``MASTER_ADDR`` ...), so they need no fresh import of torch; one slow test runs the real
+``torchrun --nproc_per_node=2 -m langneurons collect`` command.
+
+* two ranks write files equal to the single-process ones: counts, histograms, minima and maxima
+  exactly, sums to float tolerance, and the same metadata (corpus fingerprint of the whole set);
+* a rank that fails makes every rank fail (no hang) and no statistics file is put in place;
+* each rank resumes from its own checkpoint without counting a block twice;
 * ``--shard i/n`` files merge into the single-process statistics; files of another model,
   language, histogram layout, or the same shard twice are refused.
 """

@@ -140,6 +140,7 @@ def merge_statistics(paths, output) -> ActivationStatistics:
     seen = {merged.meta.corpus_fingerprint: paths[0]}
     for path in paths[1:]:
         part = ActivationStatistics.load(path)
+        merged.check_compatible(part)
         if part.meta.corpus_fingerprint in seen:
             raise LangNeuronsError(f"{path} and {seen[part.meta.corpus_fingerprint]} hold the same token blocks; "
                                    "merging them would count every token twice")

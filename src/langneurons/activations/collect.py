@@ -8,6 +8,11 @@ enter the statistics.
 The pass is resumable: every ``checkpoint_every`` batches the partial statistics and the
 number of blocks done are written atomically to ``<output>.partial``; a restarted run with
 the same inputs continues from there without counting any block twice.
+
+Under torchrun (``distributed=`` a :class:`~langneurons.activations.distributed.DistributedContext`)
+each rank runs its share of the blocks, the statistics are summed over ranks and rank 0 writes
+the file; checkpoints are per rank (``<output>.rank<r>of<N>.partial``), valid for a restart with
+the same number of ranks.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from langneurons.activations import distributed as dist_stats
+from langneurons.activations.distributed import DistributedContext
 from langneurons.activations.sketch import SketchConfig, histogram_update
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.artefacts import stable_hash
@@ -81,21 +88,21 @@ def _input_hash(meta: StatisticsMeta) -> str:
     return stable_hash(meta.weights_fingerprint, meta.language, meta.corpus_fingerprint, meta.config, meta.tool_version)
 
 
-def _read_checkpoint(path: Path, meta: StatisticsMeta) -> tuple[ActivationStatistics, int] | None:
+def _read_checkpoint(path: Path, key: str) -> tuple[ActivationStatistics, int] | None:
     if not path.exists():
         return None
     try:
         with safe_open(str(path), framework="pt") as handle:
             extra = json.loads((handle.metadata() or {}).get("checkpoint", "{}"))
-        if extra.get("input_hash") != _input_hash(meta):
+        if extra.get("input_hash") != key:
             return None  # a checkpoint of other inputs: start over
         return ActivationStatistics.load(path), int(extra["blocks_done"])
     except (LangNeuronsError, KeyError, ValueError, OSError):
         return None
 
 
-def _write_checkpoint(path: Path, stats: ActivationStatistics, blocks_done: int) -> None:
-    checkpoint = json.dumps({"input_hash": _input_hash(stats.meta), "blocks_done": blocks_done})
+def _write_checkpoint(path: Path, stats: ActivationStatistics, blocks_done: int, key: str) -> None:
+    checkpoint = json.dumps({"input_hash": key, "blocks_done": blocks_done})
     stats.save(path, extra_metadata={"checkpoint": checkpoint})
 
 
@@ -106,28 +113,42 @@ def collect_statistics(
     output: str | Path | None = None,
     progress: bool = True,
     stop_after_batches: int | None = None,
+    distributed: DistributedContext | None = None,
 ) -> ActivationStatistics:
     """Run the statistics pass over ``blocks`` of one language.
 
     With ``output``, the result is saved there (atomic), partial progress is checkpointed next
     to it, and an existing complete file made from the same inputs is returned at once.
     ``stop_after_batches`` ends the pass early (for tests of resumption) without writing output.
+    With ``distributed``, this rank runs blocks ``rank, rank + N, ...``; every rank returns the
+    statistics of all blocks and only rank 0 writes ``output``.
     """
     if blocks.num_blocks == 0 or blocks.token_count == 0:
         raise LangNeuronsError(f"no tokens to collect statistics on for {blocks.language!r}")
-    meta = statistics_meta(loaded, blocks.language, blocks, config)
+    meta = statistics_meta(loaded, blocks.language, blocks, config)  # of the whole block set, also under torchrun
     output = Path(output) if output else None
-    partial = output.with_name(output.name + ".partial") if output else None
-    if output is not None and output.exists():
+    key, suffix = _input_hash(meta), ".partial"
+    if distributed is not None:
+        key = stable_hash(key, distributed.rank, distributed.world_size)
+        suffix = f".rank{distributed.rank}of{distributed.world_size}.partial"
+        progress = progress and distributed.is_main
+    partial = output.with_name(output.name + suffix) if output else None
+    existing = None
+    if output is not None and output.exists() and (distributed is None or distributed.is_main):
         try:
             existing = ActivationStatistics.load(output)
-            if _input_hash(existing.meta) == _input_hash(meta):
-                return existing
+            existing = existing if _input_hash(existing.meta) == _input_hash(meta) else None
         except LangNeuronsError:
-            pass  # unreadable: recompute and replace
+            existing = None  # unreadable: recompute and replace
+    if distributed is not None:
+        existing = dist_stats.share_from_main(existing, meta, config.sketch, distributed)
+    if existing is not None:
+        return existing
+    if distributed is not None:
+        blocks = distributed.shard(blocks)
     device = torch.device(config.device) if config.device else loaded.device
     stats, start = ActivationStatistics.empty(meta, config.sketch, device=device), 0
-    if partial is not None and (resumed := _read_checkpoint(partial, meta)) is not None:
+    if partial is not None and (resumed := _read_checkpoint(partial, key)) is not None:
         stats, start = resumed[0].to(device), resumed[1]
     accumulator = StatisticsAccumulator(stats)
     body = loaded.adapter.body()
@@ -145,16 +166,22 @@ def collect_statistics(
             body(input_ids=input_ids, use_cache=False)
             stats.token_count += int(counted.sum())
             batches_run += 1
+            if distributed is not None:
+                dist_stats.inject_fault(distributed, batches_run)
             done = min(batch_start + batch_size, blocks.num_blocks)
             if partial is not None and batches_run % config.checkpoint_every == 0 and done < blocks.num_blocks:
-                _write_checkpoint(partial, stats, done)
+                _write_checkpoint(partial, stats, done, key)
             if stop_after_batches is not None and batches_run >= stop_after_batches:
                 if partial is not None:
-                    _write_checkpoint(partial, stats, done)
+                    _write_checkpoint(partial, stats, done, key)
                 return stats
+    if distributed is not None:
+        stats = dist_stats.all_reduce_statistics(stats, distributed)
     stats = stats.to("cpu")
-    if output is not None:
+    if output is not None and (distributed is None or distributed.is_main):
         stats.save(output)
-        if partial is not None and partial.exists():
-            partial.unlink()
+    if distributed is not None:
+        dist_stats.barrier(distributed)  # the file is in place before any rank drops its checkpoint
+    if partial is not None and partial.exists():
+        partial.unlink()
     return stats
