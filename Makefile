@@ -21,13 +21,14 @@ install: $(STAMP)
 demo: install
 	$(BIN)/langneurons demo
 
-## The test suite, including one end-to-end run of the demo with a reduced budget.
+## The test suite (two processes), then the end-to-end run of the demo with a reduced budget.
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 ## Everything but the end-to-end tests on the default model.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 ## Speed and memory ratios (JSON + Markdown table in bench-results/).
 bench: install

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pytest
 from tiny import tiny_model, tiny_tokenizer
 
-COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune"]
+COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
+            "evaluate"]
 
 
 @dataclass

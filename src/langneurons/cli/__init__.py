@@ -281,6 +281,12 @@ def finetune(
     )
 
 
+# run, report, demo and evaluate live in cli/experiment.py; they join the top-level commands.
+from langneurons.cli.experiment import experiment_app  # noqa: E402
+
+app.registered_commands.extend(experiment_app.registered_commands)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,144 @@
+"""CLI commands of the experiment layer: ``run``, ``report``, ``demo`` and ``evaluate``.
+
+Defined on :data:`experiment_app`; the main CLI registers them (thin wrappers, errors are
+LangNeuronsError and become one-line messages there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+experiment_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _print_stages(result) -> None:
+    table = Table("stage", "status", "seconds", title=f"run {result.run_dir}")
+    for name, record in result.stages.items():
+        table.add_row(name, record.status, f"{record.seconds:.1f}")
+    console.print(table)
+
+
+@experiment_app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML); see 'langneurons demo' for an example.")],
+    run_dir: Annotated[Optional[Path], typer.Option("--run-dir", "-o", help="Run directory (default runs/<config name>).")] = None,
+    force: Annotated[bool, typer.Option(help="Accept a run directory of another tool version (recomputes everything).")] = False,
+    report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run every stage of an experiment; finished stages with unchanged inputs are reused."""
+    from langneurons.runner import run_experiment
+
+    result = run_experiment(config, run_dir or Path("runs") / config.stem, force=force, progress=progress, report=report)
+    _print_stages(result)
+    if result.report:
+        console.print(f"report: {result.report[1]}")
+
+
+@experiment_app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by 'langneurons run'.")],
+) -> None:
+    """Write report/report.md and the self-contained report/report.html of a run directory."""
+    from langneurons.report.report import write_report
+
+    markdown, page = write_report(run_dir)
+    console.print(f"report: {page} (Markdown: {markdown})")
+
+
+@experiment_app.command("demo")
+def demo_command(
+    run_dir: Annotated[Path, typer.Option("--run-dir", "-o", help="Run directory.")] = Path("demo-run"),
+    budget: Annotated[str, typer.Option(help="'full' (under 10 min on 2 CPU cores) or 'ci' (smaller).")] = "full",
+    force: Annotated[bool, typer.Option(help="Accept a run directory of another tool version.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """The whole study, small, on the embedded default model and the built-in data; prints the report path."""
+    from langneurons.runner import run_demo
+
+    run_demo(run_dir, budget=budget, force=force, progress=progress)
+
+
+@experiment_app.command("evaluate")
+def evaluate_command(
+    languages: Annotated[str, typer.Option("--languages", "-l", help="Comma-separated languages to evaluate.")] = "en,fr,hi",
+    tasks: Annotated[str, typer.Option("--tasks", help="xnli, xquad or both (comma-separated).")] = "xnli,xquad",
+    model: Annotated[str, typer.Option("--model", "-m", help="Base model: hub id, folder, .gguf or 'gemma3-270m'.")] = "gemma3-270m",
+    adapter: Annotated[Optional[Path], typer.Option(help="Fine-tuned adapter folder ('langneurons finetune' output).")] = None,
+    xnli_source: Annotated[str, typer.Option(help="'builtin', 'hub' or a folder/file (e.g. ../shared/data/xnli).")] = "builtin",
+    xquad_source: Annotated[str, typer.Option(help="'builtin', 'hub' or a folder/file (e.g. ../shared/data/xquad).")] = "builtin",
+    limit: Annotated[Optional[int], typer.Option(help="Examples per task and language (seeded; XNLI class-balanced).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subsample and of the bootstrap.")] = 0,
+    neurons: Annotated[Optional[list[Path]], typer.Option("--neurons", help="Neuron set file; repeat for several (grid rows).")] = None,
+    action: Annotated[Optional[list[str]], typer.Option("--action", help="zero, scale=F, constant=V, stat=p90, stat=mean@en ...; repeatable.")] = None,
+    statistics: Annotated[Optional[Path], typer.Option(help="Statistics folder (for stat/add actions).")] = None,
+    positions: Annotated[str, typer.Option(help="'all' tokens or 'prompt' only (generated tokens untouched).")] = "all",
+    max_length: Annotated[Optional[int], typer.Option(help="Prompt budget in tokens (default 256 XNLI, 512 XQuAD).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="XQuAD answer budget in tokens.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Examples per forward pass / generation batch.")] = 8,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for CIs and paired tests.")] = 1000,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (scores.csv/json, predictions.jsonl).")] = Path("runs/evaluation"),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Evaluate a base model or a fine-tuned adapter on XNLI/XQuAD, under every --neurons x --action.
+
+    Each intervention acts on the evaluated language's own neurons of the set; every score has a
+    95% bootstrap CI and every intervention a paired test against the unintervened baseline.
+    """
+    from langneurons.activations.api import load_statistics_dir
+    from langneurons.evaluate.evaluation import evaluate_grid
+    from langneurons.identify.neuron_set import NeuronSet
+    from langneurons.languages import check_languages
+    from langneurons.models.loading import load_model
+    from langneurons.report.delta_figures import write_delta_figure
+    from langneurons.tasks import load_xnli, load_xquad
+
+    chosen_languages = check_languages(_split(languages))
+    base = load_model(model)
+    loaded = base
+    if adapter is not None:
+        from langneurons.finetune import load_finetuned
+
+        loaded = load_finetuned(adapter, base=base)
+    data: dict = {}
+    for task in _split(tasks):
+        if task == "xnli":
+            data[task] = {l: load_xnli(xnli_source, l, "test", limit, seed, balanced=limit is not None)
+                          for l in chosen_languages}
+        elif task == "xquad":
+            data[task] = {l: load_xquad(xquad_source, l, limit, seed) for l in chosen_languages}
+        else:
+            from langneurons.errors import LangNeuronsError
+
+            raise LangNeuronsError(f"unknown task {task!r}; use xnli and/or xquad")
+    # a set is named by its file, or by its folder for runner outputs (identify/<name>/neurons.json)
+    sets = {(p.parent.name if p.stem == "neurons" else p.stem): NeuronSet.load(p) for p in map(Path, neurons or [])}
+    result = evaluate_grid(
+        loaded, data, neuron_sets=sets, actions=tuple(action or ["zero"]),
+        statistics=load_statistics_dir(statistics, chosen_languages) if statistics else None, positions=positions,
+        batch_size=batch_size, max_length=max_length, max_new_tokens=max_new_tokens, n_resamples=bootstrap,
+        seed=seed, model_name=adapter.name if adapter else loaded.info.model_id, neurons_model_info=base.info,
+        progress=progress,
+    )
+    files = result.write(out)
+    if any(row["delta"] is not None for row in result.rows):
+        write_delta_figure(result.rows, out)
+    table = Table("task", "language", "condition", "metric", "n", "score [95% CI]", "Δ [95% CI]", "p",
+                  title=f"{result.model} ({out})")
+    for row in result.rows:
+        delta = "" if row["delta"] is None else f"{row['delta']:+.1f} [{row['delta_ci_low']:+.1f}, {row['delta_ci_high']:+.1f}]"
+        table.add_row(row["task"], row["language"], row["condition"], row["metric"], str(row["n"]),
+                      f"{row['score']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]", delta,
+                      "" if row["p_value"] is None else f"{row['p_value']:.3g}")
+    console.print(table)
+    console.print(f"scores: {files['scores_csv']}; predictions: {files['predictions']}")

@@ -1,0 +1,290 @@
+"""The report of a run directory: Markdown (figures linked) and self-contained HTML (figures
+inlined as base64 PNG), built from the files the runner wrote, nothing recomputed.
+
+Sections: run summary, language-specific neurons (per set: counts table and figures),
+perplexity change (PPXC heatmaps and specificity), fine-tuning runs, evaluation (scores with 95 %
+CIs, intervention deltas with paired tests and their figure, fine-tuned model comparisons),
+stages (cached or computed, timings) and how to reproduce.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+from langneurons.artefacts import write_text
+from langneurons.errors import LangNeuronsError
+
+Block = tuple
+NEURON_FIGURES = (("neuron_counts", "neurons per language"), ("neuron_layers", "neurons per layer"),
+                  ("neuron_overlap", "overlap between languages"), ("lape_entropy", "LAPE entropy"))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise LangNeuronsError(f"cannot read {path}: {error}") from error
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(value, digits: int = 1) -> str:
+    if value is None or value == "":
+        return "–"
+    return f"{float(value):.{digits}f}"
+
+
+def _signed(value, digits: int = 1) -> str:
+    return "–" if value is None or value == "" else f"{float(value):+.{digits}f}"
+
+
+def _p(value) -> str:
+    if value is None or value == "":
+        return "–"
+    value = float(value)
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _interval(score, low, high, signed: bool = False) -> str:
+    fmt = _signed if signed else _number
+    return f"{fmt(score)} [{fmt(low)}, {fmt(high)}]"
+
+
+# ---------------------------------------------------------------------------------- sections
+
+
+def _summary(run_dir: Path, manifest: dict) -> list[Block]:
+    config = manifest.get("config", {})
+    model = manifest.get("model") or {}
+    stages = manifest.get("stages", {})
+    compute = sum(record.get("compute_seconds", 0.0) for record in stages.values())
+    last = manifest.get("last_run", {})
+    lines = [
+        f"Model: `{model.get('model_id', config.get('model', {}).get('name', '?'))}` "
+        f"({model.get('architecture', '?')}, {model.get('num_layers', '?')} layers x "
+        f"{model.get('neurons_per_layer', '?')} neurons, weights {model.get('weights_fingerprint', '?')}).",
+        f"Languages: {', '.join(config.get('languages', []))}.",
+        f"langneurons {manifest.get('tool_version')}; last run {last.get('finished', '?')} took "
+        f"{last.get('seconds', 0.0):.0f} s (all stages' compute time: {compute:.0f} s).",
+    ]
+    blocks: list[Block] = [("h1", f"langneurons report: {config.get('name', run_dir.name)}"), ("p", " ".join(lines))]
+    uses_builtin = config.get("statistics", {}).get("corpus") == "builtin" or any(
+        (section or {}).get("source") == "builtin" for section in config.get("tasks", {}).values())
+    if uses_builtin:
+        blocks.append(("p", "**Built-in sample data.** The corpus and task samples shipped with langneurons are "
+                            "tiny and hand-made: the numbers below show that the pipeline runs end to end, they are "
+                            "not research results."))
+    return blocks
+
+
+def _neurons(run_dir: Path) -> list[Block]:
+    from langneurons.identify.neuron_set import NeuronSet, summarize
+
+    folders = sorted(p.parent for p in (run_dir / "identify").glob("*/neurons.json"))
+    if not folders:
+        return []
+    blocks: list[Block] = [("h2", "Language-specific neurons")]
+    for folder in folders:
+        neuron_set = NeuronSet.load(folder / "neurons.json")
+        total = neuron_set.num_layers * neuron_set.neurons_per_layer
+        blocks.append(("h3", f"{folder.name} ({neuron_set.method})"))
+        blocks.append(("p", f"{len(neuron_set.union())} distinct neurons of {total} "
+                            f"({neuron_set.num_layers} layers x {neuron_set.neurons_per_layer}); "
+                            f"parameters: `{json.dumps(neuron_set.parameters, sort_keys=True)}`."))
+        rows = summarize(neuron_set)
+        blocks.append(("table", list(rows[0]), [[str(v) for v in row.values()] for row in rows]))
+        figures = folder / "neurons_figures"
+        for name, caption in NEURON_FIGURES:
+            if (figures / f"{name}.png").exists():
+                blocks.append(("image", figures / f"{name}.png", f"{folder.name}: {caption}"))
+        for venn in sorted(figures.glob("neuron_venn_*.png")):
+            languages = venn.stem.removeprefix("neuron_venn_").replace("_", ", ")
+            blocks.append(("image", venn, f"{folder.name}: shared neurons of {languages}"))
+    return blocks
+
+
+def _ppxc(run_dir: Path) -> list[Block]:
+    folders = sorted(p.parent for p in (run_dir / "ppxc").glob("*/ppxc.json"))
+    if not folders:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Perplexity change (PPXC)"),
+        ("p", "Rows: the language whose neurons are intervened; columns: the language whose held-out text is "
+              "scored. Specificity of row language i: Δ NLL on i minus the mean Δ NLL on the other languages "
+              "(nats/token; > 0 when the neurons matter more for their own language)."),
+    ]
+    for folder in folders:
+        data = _read_json(folder / "ppxc.json")
+        blocks.append(("h3", f"{folder.name} neurons, {data.get('intervention', '')}"))
+        if (folder / "ppxc.png").exists():
+            blocks.append(("image", folder / "ppxc.png", f"PPXC of the {folder.name} neurons"))
+        rows = _read_csv(folder / "ppxc_specificity.csv") if (folder / "ppxc_specificity.csv").exists() else []
+        if rows:
+            blocks.append(("table", ["set", "language", "neurons", "difference (nats/token)", "ratio"],
+                           [[r["set"], r["language"], r["neurons"], _number(r["difference"], 4),
+                             _number(r["ratio"], 2) if r["ratio"] not in ("", "nan") else "–"] for r in rows]))
+    return blocks
+
+
+def _finetune(run_dir: Path) -> list[Block]:
+    folders = sorted(p.parent for p in (run_dir / "finetune").glob("*/langneurons_finetune.json"))
+    if not folders:
+        return []
+    rows = []
+    for folder in folders:
+        meta = _read_json(folder / "langneurons_finetune.json")
+        neurons = meta.get("neurons", {})
+        params = meta.get("parameters", {})
+        rows.append([folder.name, meta.get("task", ""), neurons.get("mode", ""),
+                     ",".join(neurons.get("languages", [])) or "–", str(neurons.get("count", 0)),
+                     f"{params.get('trainable', '?'):,}" if isinstance(params.get("trainable"), int) else "?",
+                     f"{meta.get('step')}/{meta.get('total_steps')}", _number(meta.get("final_loss"), 4),
+                     str(meta.get("data", {}).get("examples", "?"))])
+    return [("h2", "Fine-tuning"),
+            ("table", ["run", "task", "neurons", "languages", "trained neurons", "trainable parameters", "steps",
+                       "final loss", "examples"], rows)]
+
+
+def _evaluation(run_dir: Path) -> list[Block]:
+    results = run_dir / "results"
+    if not (results / "scores.json").exists():
+        return []
+    rows = _read_json(results / "scores.json")
+    blocks: list[Block] = [
+        ("h2", "Evaluation"),
+        ("p", "Scores in percent with 95% bootstrap confidence intervals. Per-example predictions: "
+              "`evaluate/<model>/predictions.jsonl`; all scores: `results/scores.csv`."),
+        ("h3", "Scores"),
+        ("table", ["model", "task", "language", "condition", "metric", "n", "score [95% CI]"],
+         [[r["model"], r["task"], r["language"], r["condition"], r["metric"], str(r["n"]),
+           _interval(r["score"], r["ci_low"], r["ci_high"])] for r in rows]),
+    ]
+    deltas = [r for r in rows if r.get("delta") is not None]
+    if deltas:
+        blocks += [
+            ("h3", "Interventions vs baseline"),
+            ("p", "Δ = intervened minus unintervened score of the same model on the same examples (points); "
+                  "accuracy: exact McNemar test, EM/F1: paired bootstrap."),
+            ("table", ["model", "task", "language", "condition", "neurons", "metric", "Δ [95% CI]", "p", "test"],
+             [[r["model"], r["task"], r["language"], r["condition"], str(r["neurons"]), r["metric"],
+               _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True), _p(r["p_value"]),
+               r["test"]] for r in deltas]),
+        ]
+        if (results / "intervention_deltas.png").exists():
+            blocks.append(("image", results / "intervention_deltas.png", "intervention deltas per language"))
+    comparisons_path = results / "model_comparisons.json"
+    comparisons = _read_json(comparisons_path) if comparisons_path.exists() else []
+    if comparisons:
+        blocks += [
+            ("h3", "Fine-tuned models compared"),
+            ("p", "Δ = model minus reference on the same examples, no intervention."),
+            ("table", ["task", "language", "metric", "model", "reference", "score", "reference score",
+                       "Δ [95% CI]", "p", "test"],
+             [[c["task"], c["language"], c["metric"], c["model"], c["reference"], _number(c["score"]),
+               _number(c["reference_score"]), _interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True),
+               _p(c["p_value"]), c["test"]] for c in comparisons]),
+        ]
+    return blocks
+
+
+def _stages(manifest: dict) -> list[Block]:
+    stages = manifest.get("stages", {})
+    order = [name for name in manifest.get("stage_order", []) if name in stages]
+    stages = {name: stages[name] for name in order + sorted(set(stages) - set(order))}
+    versions = manifest.get("versions", {})
+    return [
+        ("h2", "Stages"),
+        ("table", ["stage", "last run", "seconds (last run)", "compute seconds", "compute CPU seconds"],
+         [[name, record["status"], _number(record["seconds"]), _number(record["compute_seconds"]),
+           _number(record.get("cpu_seconds"))] for name, record in stages.items()]),
+        ("h2", "Reproduce"),
+        ("p", f"Config hash `{manifest.get('config_hash')}`; the full config is `config.yaml` and `manifest.json` "
+              "records every stage's inputs and output hashes. Rerun with `langneurons run config.yaml --run-dir "
+              "<this folder>`: finished stages are reused."),
+        ("p", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."),
+    ]
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+
+def _markdown(blocks: list[Block], report_dir: Path) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + block[1])
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            out.append("\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                                 + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+                                    for row in rows]))
+        elif kind == "image":
+            relative = Path("..") / block[1].relative_to(report_dir.parent)
+            out.append(f"![{block[2]}]({relative.as_posix()})")
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """HTML of a paragraph: escaped, with `code` and **bold** spans."""
+    parts = html.escape(text).split("`")
+    text = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;
+text-align:left}th{background:#f2f2f2}img{max-width:100%;margin:0.5em 0}figure{margin:1em 0}
+figcaption{font-size:0.85em;color:#555}code{background:#f5f5f5;padding:0 3px}"""
+
+
+def _html(blocks: list[Block], title: str) -> str:
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{_STYLE}</style></head><body>"]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block[2])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "image":
+            data = base64.b64encode(block[1].read_bytes()).decode("ascii")
+            out.append(f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>"
+                       f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def report_blocks(run_dir: str | Path) -> list[Block]:
+    """The report's content as blocks (``h1``/``h2``/``h3``, ``p``, ``table``, ``image``)."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
+    manifest = _read_json(manifest_path)
+    return (_summary(run_dir, manifest) + _neurons(run_dir) + _ppxc(run_dir) + _finetune(run_dir)
+            + _evaluation(run_dir) + _stages(manifest))
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report/report.md`` and the self-contained ``report/report.html``; return both paths."""
+    run_dir = Path(run_dir)
+    blocks = report_blocks(run_dir)
+    report_dir = run_dir / "report"
+    markdown = write_text(report_dir / "report.md", _markdown(blocks, report_dir))
+    page = write_text(report_dir / "report.html", _html(blocks, blocks[0][1]))
+    return markdown, page

@@ -1,0 +1,465 @@
+"""Experiment configuration: typed dataclasses parsed from YAML (or a dict), validated up front.
+
+Every key is checked: an unknown key, a wrong type, an unknown language or a reference to a
+neuron set / fine-tuning run that is not defined is a :class:`LangNeuronsError` naming it (with
+its path, e.g. ``evaluation.neuron_sets[1]``). A file may start from another with
+``extends: other.yaml`` (path relative to the file): mappings are merged key by key, anything
+else (lists, scalars) replaces the inherited value.
+
+Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
+
+    name, model, languages, statistics, identification[], ppxc, tasks, finetune, evaluation
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from langneurons.errors import LangNeuronsError
+from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
+from langneurons.identify.api import METHODS
+from langneurons.languages import check_language
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What :func:`langneurons.models.loading.load_model` gets; ``device`` moves the model after loading."""
+
+    name: str = "gemma3-270m"
+    revision: str | None = None
+    dtype: str = "float32"
+    device_map: str | None = None
+    load_in_4bit: bool = False
+    gguf_file: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class StatisticsConfig:
+    """Corpus and budgets of the statistics pass (:class:`langneurons.activations.api.CollectOptions`)."""
+
+    corpus: str = "builtin"
+    corpus_path: str | None = None
+    max_documents: int | None = None
+    token_budget: int | None = 100_000
+    heldout_fraction: float = 0.1
+    heldout_budget: int | None = 20_000
+    block_length: int = 512
+    batch_size: int = 4
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class IdentifyConfig:
+    """One neuron set: ``name`` (referred to elsewhere), ``method`` and its options
+    (:class:`langneurons.identify.api.IdentifyOptions`); ``like`` names an earlier set (random);
+    ``figures`` draws the set's figures (counts, layers, overlap, Venn, entropy)."""
+
+    name: str
+    method: str = "lape"
+    top_rate: float | None = None
+    filter_rate: float = 0.95
+    percentile: float = 90.0
+    threshold: str = "pooled"
+    like: str | None = None
+    seed: int = 0
+    exclude_selected: bool = False
+    figures: bool = True
+
+
+@dataclass(frozen=True)
+class PPXCConfig:
+    """Perplexity-change matrices of ``neuron_sets`` on ``languages`` (default: all)."""
+
+    neuron_sets: tuple[str, ...] = ("lape",)
+    languages: tuple[str, ...] | None = None
+    action: str = "zero"
+    random_control: bool = True
+    token_budget: int | None = None
+    batch_size: int = 8
+    measure: str = "relative_delta_ppl"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class XNLIConfig:
+    """XNLI data: ``source`` (builtin, hub or a folder) for the test split, ``train_source`` for the
+    training split (default: ``source``); seeded, optionally class-balanced subsamples.
+    ``languages`` (optional) replaces ``evaluation.languages`` for this task."""
+
+    source: str = "builtin"
+    train_source: str | None = None
+    eval_limit: int | None = None
+    train_limit: int | None = None
+    balanced: bool = True
+    max_length: int = 256
+    seed: int = 0
+    languages: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class XQuADConfig:
+    """XQuAD data. ``train``: ``file`` (a separate training file, e.g. builtin ``train.en.json``)
+    or ``by_article`` (train on the source language's training articles, evaluate every
+    language on the held-out articles only, :func:`langneurons.tasks.split_by_article`).
+    ``languages`` (optional) replaces ``evaluation.languages`` for this task."""
+
+    source: str = "builtin"
+    train_source: str | None = None
+    train: str = "file"
+    eval_fraction: float = 0.5
+    eval_limit: int | None = None
+    train_limit: int | None = None
+    max_length: int = 512
+    max_new_tokens: int = 32
+    seed: int = 0
+    languages: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    xnli: XNLIConfig | None = field(default_factory=XNLIConfig)
+    xquad: XQuADConfig | None = field(default_factory=XQuADConfig)
+
+
+@dataclass(frozen=True)
+class FinetuneRunConfig:
+    """One fine-tuning run: its ``name``, the training language, the neuron set its neuron modes
+    read (``languages``/``random``), and the hyper-parameters of :class:`FinetuneConfig`."""
+
+    name: str
+    source_language: str = "en"
+    neuron_set: str | None = None
+    options: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="xnli"))
+
+    @property
+    def task(self) -> str:
+        return self.options.task
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluation grid: ``models`` (``base`` = zero-shot base model, or fine-tuning run names)
+    x {``neuron_sets`` x ``actions``} x ``languages``; the base model is scored on ``tasks``, a
+    fine-tuned model on its own task. ``intervene_models`` (default: all) get the intervention
+    conditions, the others the baseline only. Fine-tuned runs are compared with ``reference``
+    (default: the first run of the same task)."""
+
+    languages: tuple[str, ...]
+    models: tuple[str, ...] = ("base",)
+    tasks: tuple[str, ...] = ("xnli", "xquad")
+    neuron_sets: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ("zero",)
+    intervene_models: tuple[str, ...] | None = None
+    positions: str = "all"
+    reference: str | None = None
+    batch_size: int = 8
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    languages: tuple[str, ...]
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    identification: tuple[IdentifyConfig, ...] = (IdentifyConfig("lape"),)
+    ppxc: PPXCConfig | None = None
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    finetune: tuple[FinetuneRunConfig, ...] = ()
+    evaluation: EvaluationConfig | None = None
+
+    def to_dict(self) -> dict:
+        return _plain(asdict(self))
+
+    def neuron_set(self, name: str) -> IdentifyConfig:
+        return next(entry for entry in self.identification if entry.name == name)
+
+    def run(self, name: str) -> FinetuneRunConfig:
+        return next(run for run in self.finetune if run.name == name)
+
+    def evaluation_languages(self, task: str) -> tuple[str, ...]:
+        """The languages ``task`` is evaluated on (the task's own list, else ``evaluation.languages``)."""
+        return getattr(self.tasks, task).languages or self.evaluation.languages
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load_config(source: str | Path | Mapping) -> ExperimentConfig:
+    """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`."""
+    if isinstance(source, Mapping):
+        data, origin = dict(source), "config"
+    else:
+        path = Path(source)
+        data, origin = _read_yaml(path), path.name
+    try:
+        config = _parse(data)
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"{origin}: {error}") from None
+    try:
+        validate(config)
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"{origin}: {error}") from None
+    return config
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise LangNeuronsError(f"experiment config not found: {path}")
+    if path.resolve() in seen:
+        raise LangNeuronsError(f"{path}: 'extends' loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(data, dict):
+        raise LangNeuronsError(f"{path}: an experiment config must be a mapping of sections")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = _read_yaml((path.parent / str(parent)), seen + (path.resolve(),))
+    return merge(base, data)
+
+
+def merge(base: Mapping, override: Mapping) -> dict:
+    """``override`` on top of ``base``: nested mappings merged, other values replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse(data: dict) -> ExperimentConfig:
+    data = dict(data)
+    if isinstance(data.get("model"), str):
+        data["model"] = {"name": data["model"]}
+    finetune = data.pop("finetune", None)
+    config = _build(ExperimentConfig, data, "")
+    runs = _finetune_runs(finetune) if finetune is not None else ()
+    return ExperimentConfig(**{**{f.name: getattr(config, f.name) for f in fields(config)}, "finetune": runs})
+
+
+_RUN_KEYS = ("name", "source_language", "neuron_set")
+_FINETUNE_EXCLUDED = ("neuron_set_path",)  # the runner passes the neuron set itself
+
+
+def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
+    """``finetune: {defaults: {...}, runs: [{name, source_language, neuron_set, <FinetuneConfig fields>}]}``."""
+    if not isinstance(section, Mapping):
+        raise LangNeuronsError("finetune must be a mapping with 'runs' (and optional 'defaults')")
+    unknown = sorted(set(section) - {"defaults", "runs"})
+    if unknown:
+        raise LangNeuronsError(f"unknown key finetune.{unknown[0]}; allowed: defaults, runs")
+    defaults = section.get("defaults") or {}
+    runs = section.get("runs") or []
+    if not isinstance(defaults, Mapping) or not isinstance(runs, list):
+        raise LangNeuronsError("finetune.defaults must be a mapping and finetune.runs a list")
+    option_fields = {f.name for f in fields(FinetuneConfig)} - set(_FINETUNE_EXCLUDED)
+    parsed = []
+    for i, run in enumerate(runs):
+        path = f"finetune.runs[{i}]"
+        if not isinstance(run, Mapping):
+            raise LangNeuronsError(f"{path} must be a mapping")
+        merged = {**defaults, **run}
+        unknown = sorted(set(merged) - option_fields - set(_RUN_KEYS))
+        if unknown:
+            raise LangNeuronsError(f"unknown key {path}.{unknown[0]}; allowed: "
+                                   f"{', '.join(sorted(option_fields | set(_RUN_KEYS)))}")
+        if "name" not in merged:
+            raise LangNeuronsError(f"{path} needs a name")
+        options = _build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
+        parsed.append(FinetuneRunConfig(
+            name=_convert(str, merged["name"], f"{path}.name"),
+            source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
+            neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
+            options=options,
+        ))
+    return tuple(parsed)
+
+
+def _build(cls, data: Any, path: str):
+    """An instance of dataclass ``cls`` from a mapping, every key and type checked."""
+    where = path or "the config"
+    if not isinstance(data, Mapping):
+        raise LangNeuronsError(f"{where} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls) if f.init and not f.name.startswith("_")]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise LangNeuronsError(f"unknown key {_join(path, unknown[0])}; allowed: {', '.join(known)}")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], _join(path, f.name))
+        elif f.init and f.default is MISSING and f.default_factory is MISSING:
+            raise LangNeuronsError(f"missing key {_join(path, f.name)}")
+    try:
+        return cls(**kwargs)
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"{where}: {error}") from None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _convert(hint, value: Any, path: str):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, path)
+            except LangNeuronsError as error:
+                errors.append(error)
+        raise errors[0]
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise LangNeuronsError(f"{path} must be a list, got {type(value).__name__}")
+        return tuple(_convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
+    if is_dataclass(hint):
+        return _build(hint, value, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise LangNeuronsError(f"{path} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LangNeuronsError(f"{path} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LangNeuronsError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise LangNeuronsError(f"{path} must be a string, got {value!r}")
+        return str(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            raise LangNeuronsError(f"{path} must be a mapping")
+        return dict(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------- validation
+
+
+def _languages(values, path: str, allowed: tuple[str, ...] | None = None) -> None:
+    if len(set(values)) != len(values):
+        raise LangNeuronsError(f"{path} lists a language twice: {list(values)}")
+    for i, language in enumerate(values):
+        try:
+            check_language(language)
+        except LangNeuronsError:
+            raise LangNeuronsError(f"unknown language {language!r} in {path}[{i}]; use ISO 639-1 codes "
+                                   "such as en, fr, hi, zh") from None
+        if allowed is not None and language not in allowed:
+            raise LangNeuronsError(f"{path}[{i}]: language {language!r} is not among the experiment's languages "
+                                   f"({', '.join(allowed)})")
+
+
+def _names(values, path: str, defined: list[str], what: str) -> None:
+    for i, name in enumerate(values):
+        if name not in defined:
+            raise LangNeuronsError(f"{path}[{i}]: no {what} named {name!r} (defined: {', '.join(defined) or 'none'})")
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Cross-references and languages (the types were checked by the parser)."""
+    if not config.languages:
+        raise LangNeuronsError("languages: at least one language is needed")
+    _languages(config.languages, "languages")
+    languages = config.languages
+    sets: list[str] = []
+    for i, entry in enumerate(config.identification):
+        path = f"identification[{i}]"
+        if entry.method not in METHODS:
+            raise LangNeuronsError(f"{path}.method: unknown method {entry.method!r}; use one of {', '.join(METHODS)}")
+        if entry.name in sets:
+            raise LangNeuronsError(f"{path}.name: neuron set {entry.name!r} is defined twice")
+        if entry.method == "random":
+            if entry.like is None:
+                raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
+            _names([entry.like], f"{path}.like", sets, "earlier neuron set")
+        sets.append(entry.name)
+    if config.ppxc is not None:
+        _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
+        if config.ppxc.languages is not None:
+            _languages(config.ppxc.languages, "ppxc.languages", languages)
+    runs: list[str] = []
+    for i, run in enumerate(config.finetune):
+        path = f"finetune.runs[{i}]"
+        if run.name in runs or run.name == "base":
+            raise LangNeuronsError(f"{path}.name: {run.name!r} is reserved or defined twice")
+        runs.append(run.name)
+        _languages([run.source_language], f"{path}.source_language")
+        try:
+            options = run.options.resolved()
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"{path}: {error}") from None
+        if getattr(config.tasks, options.task) is None:
+            raise LangNeuronsError(f"{path}: task {options.task!r} has no data section under tasks")
+        if options.neurons in ("languages", "random"):
+            if run.neuron_set is None:
+                raise LangNeuronsError(f"{path}: neurons {options.neurons!r} needs neuron_set (one of {sets})")
+            _names([run.neuron_set], f"{path}.neuron_set", sets, "neuron set")
+            _languages(options.languages, f"{path}.languages", languages)
+        elif options.neurons not in NEURON_MODES:
+            raise LangNeuronsError(f"{path}.neurons: unknown mode {options.neurons!r}")
+    evaluation = config.evaluation
+    if evaluation is not None:
+        allowed = languages if evaluation.neuron_sets else None
+        _languages(evaluation.languages, "evaluation.languages", allowed)
+        for task in ("xnli", "xquad"):
+            section = getattr(config.tasks, task)
+            if section is not None and section.languages is not None:
+                _languages(section.languages, f"tasks.{task}.languages", allowed)
+        _names(evaluation.models, "evaluation.models", ["base"] + runs, "model ('base' or a fine-tuning run)")
+        _names(evaluation.neuron_sets, "evaluation.neuron_sets", sets, "neuron set")
+        _names(evaluation.intervene_models or (), "evaluation.intervene_models", list(evaluation.models), "model")
+        if evaluation.reference is not None:
+            _names([evaluation.reference], "evaluation.reference", list(evaluation.models), "model")
+        for i, task in enumerate(evaluation.tasks):
+            if task not in ("xnli", "xquad"):
+                raise LangNeuronsError(f"evaluation.tasks[{i}]: unknown task {task!r}; use xnli or xquad")
+            if getattr(config.tasks, task) is None:
+                raise LangNeuronsError(f"evaluation.tasks[{i}]: task {task!r} has no data section under tasks")
+        if evaluation.positions not in ("all", "prompt"):
+            raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {evaluation.positions!r}")
+        from langneurons.intervene.spec import parse_action
+
+        for i, action in enumerate(evaluation.actions):
+            try:
+                parse_action(action)
+            except LangNeuronsError as error:
+                raise LangNeuronsError(f"evaluation.actions[{i}]: {error}") from None
+    if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
+        raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {config.tasks.xquad.train!r}")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively (JSON/YAML friendly)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,526 @@
+"""The experiment runner: every stage of the study from one config, cached, with a manifest.
+
+Stages (each in its own folder of the run directory)::
+
+    statistics/             activation statistics + held-out blocks per language
+    identify/<set>/         neurons.json (+ entropy, figures) per identification entry
+    ppxc/<set>/             perplexity-change matrix, tables and heatmap per neuron set
+    finetune/<run>/         LoRA / neuron-LoRA adapter per fine-tuning run
+    evaluate/<model>/       scores.csv/json + predictions.jsonl per evaluated model (the grid)
+    results/                all scores, model comparisons, intervention-delta figure
+    report/                 report.md + report.html (written by :mod:`langneurons.report.report`)
+    manifest.json           config, versions, model, per-stage keys/timings/outputs
+
+Caching: a stage's key is ``stable_hash`` of the tool version, its options and the content
+hashes of the upstream outputs it reads ("products": the neuron set file, not its figures). A
+stage is skipped only when its ``stage.json`` has the same key and every output file it
+recorded is still there with the same SHA-256; otherwise its folder is cleared and it is
+recomputed (a changed option reruns the stage and whatever reads its products; a deleted or
+edited output reruns that stage). A stage interrupted with the same key keeps its folder, so
+the stage APIs resume (statistics and PPXC checkpoints, fine-tuning checkpoints, each guarded by
+its own input hash). The statistics folder is never cleared: its per-language files are reused by
+:func:`langneurons.activations.collect_statistics` only when their recorded input hash matches.
+
+The model is loaded only when a stage has to run; its weights fingerprint must match the one in
+the manifest (LangNeuronsError otherwise; pin ``model.revision`` for hub models). A run directory
+written by another tool version is refused unless ``force`` (then every stage reruns: the
+version is in every key).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import hashlib
+import json
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from langneurons import __version__
+from langneurons.artefacts import stable_hash, write_json, write_text
+from langneurons.errors import LangNeuronsError
+from langneurons.models.architectures import adapter_for
+from langneurons.models.loading import LoadedModel
+from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
+
+FORMAT = "langneurons.run/1"
+MANIFEST = "manifest.json"
+STAGE_RECORD = "stage.json"
+ModelLoader = Callable[[ModelConfig], LoadedModel]
+_PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "torchmetrics", "matplotlib",
+             "numpy", "scipy", "pyyaml")
+
+
+@dataclass
+class StageRecord:
+    """One stage of one invocation: ``status`` is ``computed`` or ``cached``; ``seconds`` the wall
+    time it took now, ``compute_seconds`` / ``cpu_seconds`` the wall / process CPU time its outputs
+    took to compute; ``outputs`` maps file paths (relative to the run directory) to SHA-256;
+    ``product`` hashes the outputs downstream reads."""
+
+    name: str
+    key: str
+    status: str
+    seconds: float
+    compute_seconds: float
+    cpu_seconds: float
+    product: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    manifest: Path
+    stages: dict[str, StageRecord]
+    seconds: float
+    report: tuple[Path, Path] | None = None
+
+    @property
+    def computed(self) -> list[str]:
+        return [name for name, record in self.stages.items() if record.status == "computed"]
+
+    @property
+    def cached(self) -> list[str]:
+        return [name for name, record in self.stages.items() if record.status == "cached"]
+
+
+def default_loader(spec: ModelConfig) -> LoadedModel:
+    """Load the configured model with :func:`langneurons.models.loading.load_model`."""
+    from langneurons.models.loading import load_model
+
+    loaded = load_model(spec.name, revision=spec.revision, dtype=spec.dtype, device_map=spec.device_map,
+                        load_in_4bit=spec.load_in_4bit, gguf_file=spec.gguf_file)
+    if spec.device:
+        loaded.model.to(spec.device)
+    return loaded
+
+
+def run_experiment(
+    config: str | Path | Mapping | ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    loader: ModelLoader | None = None,
+    loaded: LoadedModel | None = None,
+    force: bool = False,
+    progress: bool = True,
+    report: bool = True,
+) -> RunResult:
+    """Run (or resume) the experiment ``config`` (YAML path, dict or ExperimentConfig) in ``run_dir``.
+
+    ``loaded`` (an already loaded model) or ``loader`` (``ModelConfig -> LoadedModel``) replace
+    :func:`default_loader`; either way the model is loaded only if some stage must run.
+    ``force`` accepts a run directory of another tool version (every stage is recomputed).
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = load_config(config)
+    if loaded is not None:
+        loader = lambda spec: loaded  # noqa: E731
+    return _Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
+
+
+# ---------------------------------------------------------------------------------- task data
+
+
+def task_examples(tasks, task: str, language: str, split: str) -> list:
+    """Examples of ``task`` in ``language`` for ``split`` (``eval`` or ``train``) as configured in
+    ``tasks`` (a :class:`langneurons.runner.config.TasksConfig`)."""
+    from langneurons.tasks import load_xnli, load_xquad, split_by_article, subsample
+
+    options = getattr(tasks, task)
+    if options is None:
+        raise LangNeuronsError(f"task {task!r} has no data section under tasks")
+    if task == "xnli":
+        if split == "train":
+            return load_xnli(options.train_source or options.source, language, "train", options.train_limit,
+                             options.seed, options.balanced)
+        return load_xnli(options.source, language, "test", options.eval_limit, options.seed, options.balanced)
+    if options.train == "by_article":
+        source = (options.train_source or options.source) if split == "train" else options.source
+        train, held_out = split_by_article(load_xquad(source, language), options.eval_fraction, options.seed)
+        chosen = train if split == "train" else held_out
+        return subsample(chosen, options.train_limit if split == "train" else options.eval_limit, options.seed)
+    if split == "train":
+        return load_xquad(options.train_source or options.source, language, options.train_limit, options.seed, "train")
+    return load_xquad(options.source, language, options.eval_limit, options.seed)
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version(), "langneurons": __version__}
+    for name in _PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+class _Experiment:
+    def __init__(self, config: ExperimentConfig, run_dir: Path, loader: ModelLoader, force: bool, progress: bool):
+        self.config, self.run_dir, self.loader, self.force, self.progress = config, run_dir, loader, force, progress
+        self.records: dict[str, StageRecord] = {}
+        self._loaded: LoadedModel | None = None
+        self._prepared: dict = {}
+        self.manifest: dict = {}
+
+    # ------------------------------------------------------------------ model
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            self._log("loading model " + self.config.model.name)
+            self._loaded = self.loader(self.config.model)
+            recorded = (self.manifest.get("model") or {}).get("weights_fingerprint")
+            if recorded and recorded != self._loaded.info.weights_fingerprint:  # cached stages would be stale
+                raise LangNeuronsError(
+                    f"{self.run_dir / MANIFEST}: this run was made with model weights {recorded}, "
+                    f"{self._loaded.info.model_id} now has {self._loaded.info.weights_fingerprint}; "
+                    "use a new run directory")
+            self.manifest["model"] = self._loaded.info.to_dict()
+            self._save_manifest()
+        return self._loaded
+
+    def fresh_base(self) -> LoadedModel:
+        """A private copy of the base model (fine-tuning and adapter loading wrap it in place): a deep
+        copy of a model on one device, a fresh load of one dispatched over devices (``device_map``)."""
+        base = self.loaded
+        if getattr(base.model, "hf_device_map", None):
+            return self.loader(self.config.model)
+        model = copy.deepcopy(base.model)
+        return LoadedModel(model=model, tokenizer=base.tokenizer, info=base.info, adapter=adapter_for(model))
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _log(self, message: str) -> None:
+        if self.progress:
+            print(f"[langneurons] {message}", file=sys.stderr, flush=True)
+
+    def _check_run_dir(self) -> None:
+        path = self.run_dir / MANIFEST
+        if path.exists():
+            try:
+                manifest = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                manifest = {}
+            if manifest.get("format") != FORMAT and not self.force:
+                raise LangNeuronsError(f"{path} is not a langneurons run manifest; "
+                                       "use another run directory or --force")
+            if manifest.get("tool_version") != __version__ and not self.force:
+                raise LangNeuronsError(
+                    f"{path} was written by langneurons {manifest.get('tool_version')}, this is {__version__}; "
+                    "use a new run directory or --force (everything is recomputed)")
+            self.manifest = manifest if manifest.get("format") == FORMAT else {}
+        elif self.run_dir.exists() and any(self.run_dir.iterdir()) and not self.force:
+            raise LangNeuronsError(f"{self.run_dir} is not empty and has no {MANIFEST}: not a langneurons run "
+                                   "directory (choose another or use --force)")
+        if self.force and self.manifest.get("tool_version") != __version__:
+            self.manifest.pop("model", None)
+
+    def _save_manifest(self) -> None:
+        self.manifest.update({
+            "format": FORMAT, "tool_version": __version__, "config": self.config.to_dict(),
+            "config_hash": stable_hash(self.config.to_dict()), "versions": package_versions(),
+            "stages": {name: record.to_dict() for name, record in self.records.items()},
+            "stage_order": list(self.records),
+            "outputs": sorted(p for record in self.records.values() for p in record.outputs),
+        })
+        self.manifest.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        self.manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(self.run_dir / MANIFEST, self.manifest)
+
+    def _intact(self, outputs: Mapping[str, str]) -> bool:
+        for relative, digest in outputs.items():
+            path = self.run_dir / relative
+            if not path.is_file() or _sha256(path) != digest:
+                return False
+        return bool(outputs)
+
+    def stage(self, name: str, inputs: dict, compute: Callable[[Path], None], product: tuple[str, ...] = ("*",),
+              clear: bool = True) -> StageRecord:
+        """Run ``compute(directory)`` unless its outputs for ``inputs`` are cached (module docstring)."""
+        key = stable_hash(FORMAT, __version__, name, inputs)
+        directory = self.run_dir / name
+        record_path = directory / STAGE_RECORD
+        try:
+            previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
+        except ValueError:
+            previous = {}
+        start, cpu_start = time.perf_counter(), time.process_time()
+        if previous.get("key") == key and previous.get("status") == "complete" and self._intact(previous["outputs"]):
+            record = StageRecord(name, key, "cached", time.perf_counter() - start, previous["compute_seconds"],
+                                 previous["cpu_seconds"], previous["product"], previous["outputs"], inputs)
+            self._log(f"{name}: cached")
+        else:
+            resumable = previous.get("key") == key and previous.get("status") == "running"
+            if directory.exists() and clear and not resumable:
+                shutil.rmtree(directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            write_json(record_path, {"key": key, "status": "running"})
+            self._log(f"{name}: computing")
+            compute(directory)
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != STAGE_RECORD
+                           and not p.name.startswith("."))
+            outputs = {str(p.relative_to(self.run_dir)): _sha256(p) for p in files}
+            chosen = sorted(p for pattern in product for p in directory.glob(pattern) if p.is_file()
+                            and p.name != STAGE_RECORD)
+            product_hash = stable_hash([[str(p.relative_to(directory)), outputs[str(p.relative_to(self.run_dir))]]
+                                        for p in chosen])
+            record = StageRecord(name, key, "computed", seconds, seconds, cpu_seconds, product_hash, outputs, inputs)
+            write_json(record_path, {"key": key, "status": "complete", "compute_seconds": seconds,
+                                     "cpu_seconds": cpu_seconds, "product": product_hash, "outputs": outputs,
+                                     "inputs": inputs})
+            self._log(f"{name}: done in {seconds:.1f} s")
+        self.records[name] = record
+        self._save_manifest()
+        return record
+
+    # ------------------------------------------------------------------ stages
+    def statistics(self) -> StageRecord:
+        from langneurons.activations.api import CollectOptions, collect
+
+        config = self.config
+        options = CollectOptions(languages=tuple(config.languages), **asdict(config.statistics))
+
+        def compute(directory: Path) -> None:
+            collect(self.loaded, options, directory, progress=self.progress)
+            for path in directory.glob("*.safetensors*"):  # files of languages no longer configured
+                if path.name.split(".")[0] not in config.languages:
+                    path.unlink()
+
+        inputs = {"model": asdict(config.model), "languages": list(config.languages),
+                  "statistics": asdict(config.statistics)}
+        return self.stage("statistics", inputs, compute, product=("*.safetensors",), clear=False)
+
+    def identify(self, entry, statistics: StageRecord) -> StageRecord:
+        from langneurons.identify.api import IdentifyOptions, identify
+
+        like = self.records[f"identify/{entry.like}"] if entry.like else None
+        options = IdentifyOptions(
+            method=entry.method, languages=tuple(self.config.languages), top_rate=entry.top_rate,
+            filter_rate=entry.filter_rate, percentile=entry.percentile, threshold=entry.threshold,
+            like=str(self.run_dir / "identify" / entry.like / "neurons.json") if entry.like else None,
+            seed=entry.seed, exclude_selected=entry.exclude_selected,
+        )
+
+        def compute(directory: Path) -> None:
+            identify(self.run_dir / "statistics", options, output=directory / "neurons.json", figures=entry.figures)
+
+        inputs = {"options": asdict(entry), "languages": list(self.config.languages),
+                  "statistics": statistics.product if entry.method != "random" else None,
+                  "like": like.product if like else None}
+        return self.stage(f"identify/{entry.name}", inputs, compute, product=("neurons.json",))
+
+    def _neuron_set(self, name: str):
+        from langneurons.identify.neuron_set import NeuronSet
+
+        return NeuronSet.load(self.run_dir / "identify" / name / "neurons.json")
+
+    def _statistics_for(self, languages) -> dict:
+        from langneurons.activations.api import load_statistics_dir
+
+        return load_statistics_dir(self.run_dir / "statistics", list(languages))
+
+    def ppxc(self, set_name: str, statistics: StageRecord) -> StageRecord:
+        from langneurons.activations.api import load_heldout
+        from langneurons.intervene import ppxc_matrix, write_ppxc
+        from langneurons.report.ppxc_figures import write_ppxc_figure
+
+        options = self.config.ppxc
+        languages = list(options.languages or self.config.languages)
+
+        def compute(directory: Path) -> None:
+            heldout = {language: load_heldout(self.run_dir / "statistics", language) for language in languages}
+            needs_statistics = options.action.split("=")[0] in ("stat", "add")
+            result = ppxc_matrix(
+                self.loaded, self._neuron_set(set_name), heldout, languages, intervention_kind=options.action,
+                random_control=options.random_control, seed=options.seed, token_budget=options.token_budget,
+                cache_dir=directory / "cells", progress=self.progress, batch_size=options.batch_size,
+                statistics_by_language=self._statistics_for(self.config.languages) if needs_statistics else None,
+            )
+            write_ppxc(result, directory)
+            write_ppxc_figure(result, directory, name="ppxc", measure=options.measure)
+
+        inputs = {"options": asdict(options), "languages": languages, "statistics": statistics.product,
+                  "neurons": self.records[f"identify/{set_name}"].product}
+        return self.stage(f"ppxc/{set_name}", inputs, compute, product=("ppxc.json",))
+
+    def finetune(self, run) -> StageRecord:
+        from langneurons.finetune import finetune
+
+        tasks = self.config.tasks
+        neuron_record = self.records[f"identify/{run.neuron_set}"] if run.neuron_set else None
+        uses_set = run.options.neurons in ("languages", "random")
+
+        def compute(directory: Path) -> None:
+            examples = task_examples(tasks, run.task, run.source_language, "train")
+            base = self.fresh_base()
+            neuron_set = self._neuron_set(run.neuron_set) if uses_set else None
+            finetune(base, examples, run.options, directory, neuron_set=neuron_set, progress=self.progress)
+            del base
+            gc.collect()
+
+        inputs = {"model": asdict(self.config.model), "run": asdict(run), "data": asdict(getattr(tasks, run.task)),
+                  "neurons": neuron_record.product if (neuron_record and uses_set) else None}
+        return self.stage(f"finetune/{run.name}", inputs, compute,
+                          product=("adapter_model.safetensors", "adapter_config.json"))
+
+    def _prepared_task(self, task: str, language: str):
+        from langneurons.evaluate.evaluation import prepare_task
+
+        key = (task, language)
+        if key not in self._prepared:
+            options = getattr(self.config.tasks, task)
+            examples = task_examples(self.config.tasks, task, language, "eval")
+            self._prepared[key] = prepare_task(self.loaded.tokenizer, task, language, examples, options.max_length,
+                                               getattr(options, "max_new_tokens", 0))
+        return self._prepared[key]
+
+    def evaluate(self, model_name: str, statistics: StageRecord) -> StageRecord:
+        from langneurons.evaluate.evaluation import evaluate_grid
+        from langneurons.finetune import load_finetuned
+
+        evaluation = self.config.evaluation
+        tasks = list(evaluation.tasks) if model_name == "base" else [self.config.run(model_name).task]
+        intervene = evaluation.intervene_models is None or model_name in evaluation.intervene_models
+        sets = list(evaluation.neuron_sets) if intervene else []
+        needs_statistics = bool(sets) and any(a.split("=")[0] in ("stat", "add") for a in evaluation.actions)
+
+        def compute(directory: Path) -> None:
+            if model_name == "base":
+                model = self.loaded
+            else:
+                model = load_finetuned(self.run_dir / "finetune" / model_name, base=self.fresh_base())
+            data = {task: {language: self._prepared_task(task, language)
+                           for language in self.config.evaluation_languages(task)} for task in tasks}
+            result = evaluate_grid(
+                model, data, neuron_sets={name: self._neuron_set(name) for name in sets},
+                actions=evaluation.actions if sets else (),
+                statistics=self._statistics_for(self.config.languages) if needs_statistics else None,
+                positions=evaluation.positions, batch_size=evaluation.batch_size,
+                n_resamples=evaluation.bootstrap_resamples, confidence=evaluation.confidence, seed=evaluation.seed,
+                model_name=model_name, neurons_model_info=self.loaded.info, progress=self.progress,
+            )
+            result.write(directory)
+
+        model_input = ({"base": asdict(self.config.model)} if model_name == "base"
+                       else {"adapter": self.records[f"finetune/{model_name}"].product})
+        inputs = {
+            "model": model_input, "tasks": {task: asdict(getattr(self.config.tasks, task)) for task in tasks},
+            "languages": {task: list(self.config.evaluation_languages(task)) for task in tasks},
+            "positions": evaluation.positions,
+            "neuron_sets": {name: self.records[f"identify/{name}"].product for name in sets},
+            "actions": list(evaluation.actions) if sets else [],
+            "statistics": statistics.product if needs_statistics else None,
+            "options": {k: getattr(evaluation, k) for k in ("batch_size", "bootstrap_resamples", "confidence", "seed")},
+        }
+        return self.stage(f"evaluate/{model_name}", inputs, compute, product=("scores.json", "predictions.jsonl"))
+
+    def results(self) -> StageRecord:
+        from langneurons.report.delta_figures import write_delta_figure
+
+        evaluation = self.config.evaluation
+
+        def compute(directory: Path) -> None:
+            from langneurons.evaluate.evaluation import ROW_FIELDS, GridResult, rows_to_csv
+
+            grids = {name: GridResult.load(self.run_dir / "evaluate" / name) for name in evaluation.models}
+            rows = [row for grid in grids.values() for row in grid.rows]
+            write_text(directory / "scores.csv", rows_to_csv(rows, ROW_FIELDS))
+            write_json(directory / "scores.json", rows)
+            comparisons = self._model_comparisons(grids)
+            write_text(directory / "model_comparisons.csv", rows_to_csv(comparisons, COMPARISON_FIELDS))
+            write_json(directory / "model_comparisons.json", comparisons)
+            if any(row["delta"] is not None for row in rows):
+                write_delta_figure(rows, directory, name="intervention_deltas")
+
+        inputs = {"evaluations": {name: self.records[f"evaluate/{name}"].product for name in evaluation.models},
+                  "reference": evaluation.reference, "options": [evaluation.bootstrap_resamples,
+                                                                 evaluation.confidence, evaluation.seed]}
+        return self.stage("results", inputs, compute, product=("scores.json", "model_comparisons.json"))
+
+    def _model_comparisons(self, grids) -> list[dict]:
+        """Each fine-tuned model vs its reference run and vs the base model, on the unintervened
+        baseline, per task, language and metric (paired on the same examples)."""
+        from langneurons.evaluate.evaluation import compare_records, score_rows
+
+        evaluation = self.config.evaluation
+        finetuned = [name for name in evaluation.models if name != "base"]
+        rows = []
+        for name in finetuned:
+            task = self.config.run(name).task
+            same_task = [other for other in finetuned if self.config.run(other).task == task]
+            reference = evaluation.reference if evaluation.reference in same_task else same_task[0]
+            references = [r for r in dict.fromkeys([reference, "base"]) if r != name and r in grids
+                          and (r != "base" or task in evaluation.tasks)]
+            for ref in references:
+                for language in self.config.evaluation_languages(task):
+                    mine, theirs = grids[name].records(task, language), grids[ref].records(task, language)
+                    args = (evaluation.bootstrap_resamples, evaluation.confidence, evaluation.seed)
+                    scores, ref_scores = score_rows(task, mine, *args), score_rows(task, theirs, *args)
+                    for metric, comparison in compare_records(task, theirs, mine, *args).items():
+                        rows.append({"task": task, "language": language, "metric": metric, "model": name,
+                                     "reference": ref, "n": scores[metric]["n"], "score": scores[metric]["score"],
+                                     "reference_score": ref_scores[metric]["score"], **comparison})
+        return rows
+
+    # ------------------------------------------------------------------ everything
+    def run(self, report: bool) -> RunResult:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        config = self.config
+        self._check_run_dir()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
+        self._save_manifest()
+        statistics = self.statistics()
+        for entry in config.identification:
+            self.identify(entry, statistics)
+        if config.ppxc is not None:
+            for name in config.ppxc.neuron_sets:
+                self.ppxc(name, statistics)
+        for run in config.finetune:
+            self.finetune(run)
+        if config.evaluation is not None:
+            for name in config.evaluation.models:
+                self.evaluate(name, statistics)
+            self.results()
+        seconds = time.perf_counter() - start
+        self.manifest["last_run"] = {"seconds": seconds, "cpu_seconds": time.process_time() - cpu_start,
+                                     "computed": [n for n, r in self.records.items()
+                                                                      if r.status == "computed"],
+                                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self._save_manifest()
+        paths = None
+        if report:
+            from langneurons.report.report import write_report
+
+            paths = write_report(self.run_dir)
+            self._log(f"report: {paths[1]}")
+        return RunResult(self.run_dir, self.run_dir / MANIFEST, dict(self.records), time.perf_counter() - start, paths)
+
+
+COMPARISON_FIELDS = ("task", "language", "metric", "model", "reference", "n", "score", "reference_score", "delta",
+                     "delta_ci_low", "delta_ci_high", "p_value", "test")

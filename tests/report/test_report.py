@@ -1,0 +1,95 @@
+"""The report of a run directory (Markdown + self-contained HTML) and the intervention-delta figure."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from langneurons.errors import LangNeuronsError
+from langneurons.identify.neuron_set import NeuronSet
+from langneurons.report.delta_figures import write_delta_figure
+from langneurons.report.report import write_report
+
+
+def score_row(model, language, condition, score, delta=None, metric="accuracy", task="xnli"):
+    row = {"model": model, "task": task, "language": language, "condition": condition,
+           "method": condition.split(":")[0] if delta is not None else "none",
+           "action": condition.split(":")[-1], "neurons": 4 if delta is not None else 0, "metric": metric, "n": 24,
+           "skipped": 0, "score": score, "ci_low": score - 10.0, "ci_high": score + 10.0,
+           "delta": None, "delta_ci_low": None, "delta_ci_high": None, "p_value": None, "test": None}
+    if delta is not None:
+        row.update(delta=delta, delta_ci_low=delta - 5.0, delta_ci_high=delta + 5.0, p_value=0.0312,
+                   test="mcnemar exact")
+    return row
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A hand-made run directory: manifest, one neuron set, results with deltas and comparisons."""
+    run = tmp_path / "run"
+    manifest = {
+        "format": "langneurons.run/1", "tool_version": "0.1.0", "config_hash": "abc123",
+        "config": {"name": "handmade", "languages": ["en", "hi"], "statistics": {"corpus": "builtin"}, "tasks": {}},
+        "model": {"model_id": "tiny", "architecture": "llama", "num_layers": 2, "neurons_per_layer": 8,
+                  "weights_fingerprint": "f00"},
+        "stages": {"statistics": {"status": "cached", "seconds": 0.01, "compute_seconds": 12.5, "cpu_seconds": 20.0}},
+        "versions": {"python": "3.11", "torch": "2.x"},
+        "last_run": {"seconds": 3.0, "finished": "2026-01-01T00:00:00+00:00"},
+    }
+    (run / "results").mkdir(parents=True)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    masks = {"en": torch.zeros(2, 8, dtype=torch.bool), "hi": torch.zeros(2, 8, dtype=torch.bool)}
+    masks["en"][0, 1] = masks["hi"][1, [2, 3]] = True
+    NeuronSet.from_masks(masks, "lape", {"top_rate": 0.1}, {}).save(run / "identify" / "lape" / "neurons.json")
+    rows = [score_row("base", "en", "baseline", 61.5), score_row("base", "en", "lape:zero", 50.0, delta=-11.5),
+            score_row("base", "hi", "baseline", 40.0), score_row("base", "hi", "lape:zero", 41.0, delta=1.0)]
+    (run / "results" / "scores.json").write_text(json.dumps(rows))
+    comparison = {"task": "xnli", "language": "hi", "metric": "accuracy", "model": "lape-lora",
+                  "reference": "attention-lora", "n": 24, "score": 45.0, "reference_score": 40.0, "delta": 5.0,
+                  "delta_ci_low": -2.0, "delta_ci_high": 12.0, "p_value": 0.0004, "test": "mcnemar exact"}
+    (run / "results" / "model_comparisons.json").write_text(json.dumps([comparison]))
+    write_delta_figure(rows, run / "results")
+    return run
+
+
+def test_report_has_every_section_with_scores_cis_deltas_and_p_values(run_dir):
+    markdown_path, html_path = write_report(run_dir)
+    assert markdown_path == run_dir / "report" / "report.md" and html_path == run_dir / "report" / "report.html"
+    markdown = markdown_path.read_text()
+    for heading in ("# langneurons report: handmade", "## Language-specific neurons", "### lape (lape)",
+                    "## Evaluation", "### Scores", "### Interventions vs baseline", "### Fine-tuned models compared",
+                    "## Stages", "## Reproduce"):
+        assert heading in markdown
+    assert "| base | xnli | en | baseline | accuracy | 24 | 61.5 [51.5, 71.5] |" in markdown
+    assert "| base | xnli | en | lape:zero | 4 | accuracy | -11.5 [-16.5, -6.5] | 0.031 | mcnemar exact |" in markdown
+    assert "| +5.0 [-2.0, +12.0] | <0.001 |" in markdown
+    assert "| en | 1 | 1 | 0 |" in markdown  # neuron counts: total, layer thirds
+    assert "Built-in sample data" in markdown
+    assert "| statistics | cached | 0.0 | 12.5 | 20.0 |" in markdown
+
+
+def test_markdown_links_figures_and_html_inlines_them(run_dir):
+    markdown_path, html_path = write_report(run_dir)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown_path.read_text())
+    assert links == ["../results/intervention_deltas.png"]
+    assert all((markdown_path.parent / link).resolve().is_file() for link in links)
+    html = html_path.read_text()
+    images = re.findall(r"<img [^>]*src='([^']+)'", html)
+    assert len(images) == 1 and images[0].startswith("data:image/png;base64,iVBOR")  # PNG signature
+    assert "<h2>Evaluation</h2>" in html and "<table>" in html
+
+
+def test_a_folder_without_manifest_is_not_a_run(tmp_path):
+    with pytest.raises(LangNeuronsError, match="not a langneurons run directory"):
+        write_report(tmp_path)
+
+
+def test_delta_figure_needs_deltas_and_writes_png_and_svg(tmp_path):
+    rows = [score_row("base", "en", "baseline", 50.0)]
+    with pytest.raises(LangNeuronsError, match="no intervention deltas"):
+        write_delta_figure(rows, tmp_path)
+    rows += [score_row("base", "en", "lape:zero", 40.0, delta=-10.0),
+             score_row("base", "en", "lape:zero", 30.0, delta=-8.0, metric="f1", task="xquad")]
+    paths = write_delta_figure(rows, tmp_path, name="deltas")
+    assert [p.name for p in paths] == ["deltas.png", "deltas.svg"] and all(p.stat().st_size > 0 for p in paths)

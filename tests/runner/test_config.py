@@ -1,0 +1,101 @@
+"""Experiment configs: typed parsing, errors that name the bad key or language, 'extends'."""
+
+import pytest
+import yaml
+
+from langneurons.errors import LangNeuronsError
+from langneurons.runner.config import ExperimentConfig, load_config
+from langneurons.runner.demo import builtin_config
+
+
+@pytest.fixture
+def config_with(make_config):
+    def changed(change) -> dict:
+        config = make_config()
+        change(config)
+        return config
+
+    return changed
+
+
+def test_a_valid_config_parses_into_typed_dataclasses(make_config):
+    config = load_config(make_config())
+    assert isinstance(config, ExperimentConfig)
+    assert config.model.name == "tiny-test" and config.languages == ("en", "fr", "hi")
+    assert config.statistics.block_length == 16 and config.identification[2].like == "lape"
+    run = config.run("lape-neurons")
+    assert run.options.neurons == "languages" and run.options.languages == ("fr",)
+    assert run.options.max_steps == 2 and run.options.lora_r == 4  # from finetune.defaults
+    assert config.evaluation.actions == ("zero",) and config.evaluation.intervene_models == ("base",)
+    assert config.to_dict()["finetune"][0]["options"]["task"] == "xnli"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(evalution={}), "unknown key evalution"),
+    (lambda c: c["evaluation"].update(langs=["en"]), "unknown key evaluation.langs"),
+    (lambda c: c["statistics"].update(token_budgt=5), "unknown key statistics.token_budgt"),
+    (lambda c: c["finetune"]["runs"][1].update(lr=0.1), r"unknown key finetune.runs\[1\].lr"),
+    (lambda c: c["identification"][0].update(rate=0.1), r"unknown key identification\[0\].rate"),
+    (lambda c: c["tasks"].update(xquadd={}), "unknown key tasks.xquadd"),
+])
+def test_an_unknown_key_is_an_error_naming_it(config_with, change, message):
+    with pytest.raises(LangNeuronsError, match=message):
+        load_config(config_with(change))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(languages=["en", "xx"]), r"unknown language 'xx' in languages\[1\]"),
+    (lambda c: c["ppxc"].update(languages=["en", "de"]), r"ppxc.languages\[1\]: language 'de' is not among"),
+    (lambda c: c["evaluation"].update(languages=["en", "qq"]), "unknown language 'qq' in evaluation.languages"),
+    (lambda c: c["finetune"]["runs"][1].update(languages=["ta"]), r"finetune.runs\[1\].languages\[0\]: language 'ta'"),
+    (lambda c: c["finetune"]["runs"][0].update(source_language="english"), "unknown language 'english'"),
+])
+def test_an_unknown_or_unavailable_language_is_an_error_naming_it(config_with, change, message):
+    with pytest.raises(LangNeuronsError, match=message):
+        load_config(config_with(change))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["evaluation"].update(neuron_sets=["lapee"]), "no neuron set named 'lapee'"),
+    (lambda c: c["evaluation"].update(models=["base", "attn"]), "no model .* named 'attn'"),
+    (lambda c: c["identification"][2].update(like="nothing"), "no earlier neuron set named 'nothing'"),
+    (lambda c: c["finetune"]["runs"][1].pop("neuron_set"), "needs neuron_set"),
+    (lambda c: c["statistics"].update(token_budget="many"), "statistics.token_budget must be an integer"),
+    (lambda c: c["evaluation"].update(actions=["explode"]), r"evaluation.actions\[0\]: unknown intervention kind"),
+    (lambda c: c["identification"][0].update(method="magic"), "unknown method 'magic'"),
+    (lambda c: c["finetune"]["runs"][0].update(name="base"), "reserved"),
+])
+def test_inconsistent_references_and_bad_values_are_clear_errors(config_with, change, message):
+    with pytest.raises(LangNeuronsError, match=message):
+        load_config(config_with(change))
+
+
+def test_a_config_file_can_extend_another_merging_mappings_and_replacing_lists(tmp_path, make_config):
+    base = make_config(tmp_path)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({
+        "extends": "base.yaml", "languages": ["en", "fr"], "statistics": {"token_budget": 99},
+        "ppxc": {"languages": ["fr"]}}))
+    child = load_config(tmp_path / "child.yaml")
+    assert child.languages == ("en", "fr")
+    assert child.statistics.token_budget == 99 and child.statistics.block_length == 16  # merged
+    assert child.ppxc.languages == ("fr",) and child.ppxc.token_budget == 30
+
+
+def test_file_errors_name_the_file(tmp_path, make_config):
+    (tmp_path / "broken.yaml").write_text("languages: [en\n")
+    with pytest.raises(LangNeuronsError, match="broken.yaml: not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+    bad = make_config(tmp_path)
+    bad["evaluation"]["langs"] = ["en"]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(LangNeuronsError, match="bad.yaml: unknown key evaluation.langs"):
+        load_config(tmp_path / "bad.yaml")
+    with pytest.raises(LangNeuronsError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["demo", "demo-ci", "paper"])
+def test_the_built_in_configs_are_valid(name):
+    config = load_config(builtin_config(name))
+    assert config.evaluation is not None and config.finetune and config.ppxc is not None

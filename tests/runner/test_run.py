@@ -1,0 +1,130 @@
+"""The experiment runner end to end on a tiny model: artefacts, manifest, caching, invalidation."""
+
+import json
+import shutil
+
+import pytest
+
+from langneurons import __version__
+from langneurons.errors import LangNeuronsError
+from langneurons.runner.run import MANIFEST, run_experiment
+
+ALL_STAGES = ["statistics", "identify/lape", "identify/act-prob", "identify/random", "ppxc/lape",
+              "finetune/attention", "finetune/lape-neurons", "evaluate/base", "evaluate/attention",
+              "evaluate/lape-neurons", "results"]
+
+
+def copy_run(tiny_run, tmp_path):
+    """A private copy of the finished tiny run (the fixture's own directory is shared)."""
+    root, config, run_dir, _, _ = tiny_run
+    target = tmp_path / "run"
+    shutil.copytree(run_dir, target)
+    return json.loads(json.dumps(config)), target
+
+
+@pytest.fixture
+def rerun(make_loader):
+    """``rerun(config, run_dir, seed=0, **run_experiment options)`` -> (result, loader)."""
+
+    def run(config, run_dir, seed=0, **kwargs):
+        loader = make_loader(seed)
+        return run_experiment(config, run_dir, loader=loader, progress=False, **kwargs), loader
+
+    return run
+
+
+def test_a_tiny_experiment_runs_every_stage_and_records_it_in_the_manifest(tiny_run):
+    _, config, run_dir, result, loader = tiny_run
+    assert result.computed == ALL_STAGES and loader.calls == 1
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    assert manifest["tool_version"] == __version__ and manifest["config"]["name"] == "tiny"
+    assert manifest["model"]["model_id"] == "tiny-test" and manifest["model"]["weights_fingerprint"]
+    assert {"torch", "transformers", "peft", "python"} <= set(manifest["versions"])
+    for name in ALL_STAGES:
+        stage = manifest["stages"][name]
+        assert stage["status"] == "computed" and stage["compute_seconds"] > 0 and len(stage["key"]) == 16
+        assert stage["outputs"] and all((run_dir / path).is_file() for path in stage["outputs"])
+    for path in ["statistics/en.safetensors", "statistics/fr.heldout.safetensors", "identify/lape/neurons.json",
+                 "ppxc/lape/ppxc.json", "ppxc/lape/ppxc.png", "finetune/lape-neurons/adapter_model.safetensors",
+                 "evaluate/base/predictions.jsonl", "results/scores.csv", "results/model_comparisons.csv",
+                 "results/intervention_deltas.png", "results/intervention_deltas.svg", "config.yaml"]:
+        assert (run_dir / path).is_file(), path
+    scores = json.loads((run_dir / "results" / "scores.json").read_text())
+    # base: 2 languages x (baseline + lape:zero + random:zero) x (xnli accuracy + xquad EM, F1); others: baseline xnli
+    assert len([r for r in scores if r["model"] == "base"]) == 2 * 3 * 3
+    assert {(r["model"], r["condition"]) for r in scores if r["model"] != "base"} == {
+        ("attention", "baseline"), ("lape-neurons", "baseline")}
+    comparisons = json.loads((run_dir / "results" / "model_comparisons.json").read_text())
+    assert {(c["model"], c["reference"]) for c in comparisons} == {
+        ("lape-neurons", "attention"), ("lape-neurons", "base"), ("attention", "base")}
+    html = result.report[1].read_text()
+    for section in ("Language-specific neurons", "Perplexity change (PPXC)", "Fine-tuning", "Evaluation",
+                    "Interventions vs baseline", "Stages"):
+        assert f">{section}<" in html
+    assert html.count("data:image/png;base64,") == 2  # PPXC heatmap + intervention deltas
+
+
+def test_a_second_run_reuses_every_stage_without_loading_the_model(tiny_run, tmp_path, rerun):
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    result, loader = rerun(config, run_dir)
+    assert result.computed == [] and result.cached == ALL_STAGES
+    assert loader.calls == 0
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    assert {stage["status"] for stage in manifest["stages"].values()} == {"cached"}
+
+
+def test_a_changed_option_reruns_only_the_stages_that_depend_on_it(tiny_run, tmp_path, rerun):
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    config["evaluation"]["actions"] = ["zero", "scale=0.5"]
+    result, _ = rerun(config, run_dir)
+    assert result.computed == ["evaluate/base", "results"]
+    scores = json.loads((run_dir / "results" / "scores.json").read_text())
+    assert {r["condition"] for r in scores} >= {"lape:scale=0.5", "random:scale=0.5"}
+
+    config["identification"][0]["filter_rate"] = 0.6  # LAPE, and everything that reads the LAPE set
+    result, _ = rerun(config, run_dir)
+    assert result.computed == ["identify/lape", "identify/random", "ppxc/lape", "finetune/lape-neurons",
+                               "evaluate/base", "evaluate/lape-neurons", "results"]
+    assert json.loads((run_dir / "identify" / "lape" / "neurons.json").read_text())["parameters"]["filter_rate"] == 0.6
+
+
+def test_deleted_or_edited_outputs_are_recomputed_never_reused(tiny_run, tmp_path, rerun):
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    predictions = run_dir / "evaluate" / "attention" / "predictions.jsonl"
+    original = predictions.read_text()
+    predictions.unlink()
+    (run_dir / "identify" / "lape" / "neurons.json").write_text("{}")
+    result, _ = rerun(config, run_dir)
+    # both stages rerun; their products come out identical, so nothing downstream reruns
+    assert result.computed == ["identify/lape", "evaluate/attention"]
+    assert predictions.read_text() == original
+    assert json.loads((run_dir / "identify" / "lape" / "neurons.json").read_text())["method"] == "lape"
+
+
+def test_a_run_directory_of_another_tool_version_is_refused_unless_forced(tiny_run, tmp_path, make_config, rerun,
+                                                                         monkeypatch):
+    config = make_config(tiny_run[0])
+    for section in ("ppxc", "finetune", "evaluation"):
+        config.pop(section)
+    config["identification"] = config["identification"][:1]
+    run_dir = tmp_path / "small"
+    rerun(config, run_dir)
+    monkeypatch.setattr("langneurons.runner.run.__version__", "9.9.9")  # a newer langneurons reads the folder
+    message = rf"manifest.json was written by langneurons {__version__}, this is 9.9.9"
+    with pytest.raises(LangNeuronsError, match=message):
+        rerun(config, run_dir)
+    result, _ = rerun(config, run_dir, force=True)
+    assert result.computed == ["statistics", "identify/lape"]  # the version is part of every cache key
+    assert json.loads((run_dir / MANIFEST).read_text())["tool_version"] == "9.9.9"
+
+
+def test_other_model_weights_or_a_foreign_directory_are_refused(tiny_run, tmp_path, rerun):
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    config["ppxc"]["token_budget"] = 20  # PPXC must run, so the model is loaded
+    with pytest.raises(LangNeuronsError, match="made with model weights"):
+        rerun(config, run_dir, seed=1)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(LangNeuronsError, match="not a langneurons run directory"):
+        rerun(config, foreign)

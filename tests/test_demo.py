@@ -1,0 +1,29 @@
+"""The embedded demo, end to end on the default model with the reduced ``ci`` budget (slow; CI runs it)."""
+
+import json
+
+import pytest
+
+SECTIONS = ("Language-specific neurons", "Perplexity change (PPXC)", "Fine-tuning", "Evaluation", "Scores",
+            "Interventions vs baseline", "Fine-tuned models compared", "Stages", "Reproduce")
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_writes_a_complete_report(tmp_path, capsys):
+    from langneurons.runner import run_demo
+
+    result = run_demo(tmp_path / "demo", budget="ci", progress=False)
+    markdown_path, html_path = result.report
+    assert str(html_path) in capsys.readouterr().out  # the demo ends by printing its report's path
+    markdown, html = markdown_path.read_text(), html_path.read_text()
+    for section in SECTIONS:
+        assert f" {section}\n" in markdown and f">{section}<" in html
+    assert "google/gemma-3-270m" in markdown
+    # neuron figures, PPXC heatmap and intervention deltas, all inlined
+    assert html.count("data:image/png;base64,") >= 6 and "src='../" not in html
+    scores = json.loads((tmp_path / "demo" / "results" / "scores.json").read_text())
+    assert {row["model"] for row in scores} == {"base", "attention-lora", "lape-neuron-lora"}
+    assert all(row["ci_low"] <= row["score"] <= row["ci_high"] for row in scores)
+    assert any(row["p_value"] is not None for row in scores)
+    predictions = (tmp_path / "demo" / "evaluate" / "base" / "predictions.jsonl").read_text().splitlines()
+    assert predictions and all(json.loads(line)["id"] for line in predictions)
