@@ -8,6 +8,17 @@ SECTIONS = ("Language-specific neurons", "Perplexity change (PPXC)", "Fine-tunin
             "Interventions vs baseline", "Fine-tuned models compared", "Stages", "Reproduce")
 
 
+@pytest.fixture(autouse=True)
+def all_cores():
+    """The real model wants both cores (the rest of the suite runs tiny models on one thread)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_a_complete_report(tmp_path, capsys):
     from langneurons.runner import run_demo
