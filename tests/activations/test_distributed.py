@@ -134,7 +134,8 @@ def test_a_failing_rank_fails_the_run_without_hanging_or_writing_a_file(model_di
     exitcodes = _run_two_ranks(model_dir, out, LANGNEURONS_TEST_FAULT="1:1", LANGNEURONS_DIST_TIMEOUT_S="20")
     assert exitcodes == [1, 1]  # no launcher here: rank 0 notices the dead peer by itself (None = hung)
     assert "injected fault on rank 1" in (out / "rank1.error").read_text()
-    assert "Connection closed by peer" in (out / "rank0.error").read_text()  # gloo's report of the dead rank
+    rank0 = (out / "rank0.error").read_text()
+    assert "gloo" in rank0 and "injected" not in rank0  # rank 0 fails on the dead peer's connection
     assert not [p for p in out.glob("*.safetensors") if "heldout" not in p.name]
 
 
