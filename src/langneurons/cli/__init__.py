@@ -6,6 +6,7 @@ Every command exits non-zero with a one-line ``error: ...`` on bad input (a
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -99,8 +100,13 @@ def collect(
         batch_size=batch_size, seed=seed, shard=shard_pair,
         corpus_path=corpus_path,
     )
-    loaded = _load(model, revision, dtype, device_map, load_in_4bit, gguf_file)
+    from langneurons.activations.distributed import rank_device_map
+
+    # under torchrun with CUDA each rank loads straight onto its own GPU
+    loaded = _load(model, revision, dtype, device_map or rank_device_map(), load_in_4bit, gguf_file)
     results = run_collect(loaded, options, out, progress=progress)
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports
     table = Table("language", "tokens", "mean P(act>0)", title=f"statistics of {loaded.info.model_id} in {out}")
     for language, stats in results.items():
         table.add_row(language, f"{stats.token_count:,}", f"{stats.activation_probability.mean():.3f}")
