@@ -60,7 +60,7 @@ def test_statistics_of_shards_merge_exactly_into_one_pass(loaded_llama, blocks):
     assert merged.token_count == whole.token_count
     assert torch.equal(merged.positive_count, whole.positive_count)
     assert torch.equal(merged.histogram, whole.histogram)
-    torch.testing.assert_close(merged.activation_sum, whole.activation_sum)
+    torch.testing.assert_close(merged.activation_sum, whole.activation_sum, rtol=1e-5, atol=1e-6)  # float32 within a batch
 
 
 def test_a_killed_run_resumes_without_double_counting(loaded_llama, blocks, tmp_path):

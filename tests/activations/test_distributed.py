@@ -74,8 +74,9 @@ def _assert_same_statistics(actual: ActivationStatistics, expected: ActivationSt
     assert actual.token_count == expected.token_count
     for name in ("positive_count", "histogram", "minimum", "maximum"):
         assert torch.equal(getattr(actual, name), getattr(expected, name)), name
-    torch.testing.assert_close(actual.activation_sum, expected.activation_sum, rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(actual.activation_sum_sq, expected.activation_sum_sq, rtol=1e-9, atol=1e-9)
+    # sums are float32 within a batch and float64 across batches: equal to float32 rounding
+    torch.testing.assert_close(actual.activation_sum, expected.activation_sum, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(actual.activation_sum_sq, expected.activation_sum_sq, rtol=1e-5, atol=1e-6)
 
 
 def _collect_as_rank(rank: int, model_dir, out) -> None:

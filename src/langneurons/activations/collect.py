@@ -42,6 +42,13 @@ class StatisticsAccumulator:
     def __init__(self, statistics: ActivationStatistics):
         self.statistics = statistics
         self.mask: torch.Tensor | None = None  # bool [tokens] flattened over the batch
+        self._ones: dict[tuple, torch.Tensor] = {}
+
+    def _row_of_ones(self, tokens: int, device: torch.device) -> torch.Tensor:
+        key = (tokens, device)
+        if key not in self._ones:
+            self._ones = {key: torch.ones(1, tokens, device=device)}
+        return self._ones[key]
 
     def __call__(self, layer: int, activation: torch.Tensor) -> None:
         stats = self.statistics
@@ -52,11 +59,14 @@ class StatisticsAccumulator:
         device = stats.positive_count.device
         if values.device != device:
             values = values.to(device)
+        ones = self._row_of_ones(values.shape[0], device)
+        # sums over tokens as matrix-vector products (float32 within a batch, float64 across batches)
+        stats.activation_sum[layer] += (ones @ values)[0]
+        stats.activation_sum_sq[layer] += (ones @ (values * values))[0]
         stats.positive_count[layer] += (values > 0).sum(0)
-        stats.activation_sum[layer] += values.sum(0, dtype=torch.float64)
-        stats.activation_sum_sq[layer] += (values * values).sum(0, dtype=torch.float64)
-        torch.minimum(stats.minimum[layer], values.amin(0), out=stats.minimum[layer])
-        torch.maximum(stats.maximum[layer], values.amax(0), out=stats.maximum[layer])
+        low, high = torch.aminmax(values, dim=0)
+        torch.minimum(stats.minimum[layer], low, out=stats.minimum[layer])
+        torch.maximum(stats.maximum[layer], high, out=stats.maximum[layer])
         histogram_update(stats.histogram[layer], values, stats.sketch)
         return None
 

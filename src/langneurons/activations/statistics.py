@@ -4,7 +4,8 @@ For a model with L layers and N neurons per layer, one :class:`ActivationStatist
 
 * ``token_count``: number of real (non-padding) tokens seen,
 * ``positive_count`` [L, N] int64: tokens with activation > 0,
-* ``activation_sum`` / ``activation_sum_sq`` [L, N] float64: sums of a and a^2,
+* ``activation_sum`` / ``activation_sum_sq`` [L, N] float64: sums of a and a^2 (float32 within a
+  batch, float64 across batches),
 * ``minimum`` / ``maximum`` [L, N] float32,
 * ``histogram`` [L, N, B] int32: the percentile sketch of :mod:`.sketch`.
 
