@@ -33,7 +33,10 @@ def run_dir(tmp_path):
         "config": {"name": "handmade", "languages": ["en", "hi"], "statistics": {"corpus": "builtin"}, "tasks": {}},
         "model": {"model_id": "tiny", "architecture": "llama", "num_layers": 2, "neurons_per_layer": 8,
                   "weights_fingerprint": "f00"},
-        "stages": {"statistics": {"status": "cached", "seconds": 0.01, "compute_seconds": 12.5, "cpu_seconds": 20.0}},
+        "stages": {"statistics": {"status": "cached", "seconds": 0.01, "compute_seconds": 12.5, "cpu_seconds": 20.0},
+                   "identify/lape": {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0},
+                   "results": {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}},
+        "stage_order": ["statistics", "identify/lape", "results"],
         "versions": {"python": "3.11", "torch": "2.x"},
         "last_run": {"seconds": 3.0, "finished": "2026-01-01T00:00:00+00:00"},
     }
@@ -42,6 +45,8 @@ def run_dir(tmp_path):
     masks = {"en": torch.zeros(2, 8, dtype=torch.bool), "hi": torch.zeros(2, 8, dtype=torch.bool)}
     masks["en"][0, 1] = masks["hi"][1, [2, 3]] = True
     NeuronSet.from_masks(masks, "lape", {"top_rate": 0.1}, {}).save(run / "identify" / "lape" / "neurons.json")
+    # a set from an earlier config, no longer a stage of the run: not reported
+    NeuronSet.from_masks(masks, "act-prob", {}, {}).save(run / "identify" / "old" / "neurons.json")
     rows = [score_row("base", "en", "baseline", 61.5), score_row("base", "en", "lape:zero", 50.0, delta=-11.5),
             score_row("base", "hi", "baseline", 40.0), score_row("base", "hi", "lape:zero", 41.0, delta=1.0)]
     (run / "results" / "scores.json").write_text(json.dumps(rows))
@@ -67,6 +72,7 @@ def test_report_has_every_section_with_scores_cis_deltas_and_p_values(run_dir):
     assert "| en | 1 | 1 | 0 |" in markdown  # neuron counts: total, layer thirds
     assert "Built-in sample data" in markdown
     assert "| statistics | cached | 0.0 | 12.5 | 20.0 |" in markdown
+    assert "### old" not in markdown and "act-prob" not in markdown
 
 
 def test_markdown_links_figures_and_html_inlines_them(run_dir):

@@ -128,3 +128,13 @@ def test_other_model_weights_or_a_foreign_directory_are_refused(tiny_run, tmp_pa
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(LangNeuronsError, match="not a langneurons run directory"):
         rerun(config, foreign)
+
+
+def test_a_removed_run_disappears_from_results_and_report(tiny_run, tmp_path, rerun):
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    config["finetune"]["runs"] = config["finetune"]["runs"][:1]
+    config["evaluation"]["models"] = ["base", "attention"]
+    result, _ = rerun(config, run_dir)
+    assert result.computed == ["results"]
+    assert "lape-neurons" not in (run_dir / "results" / "scores.csv").read_text()
+    assert "lape-neurons" not in result.report[0].read_text()  # its folders remain, unreported

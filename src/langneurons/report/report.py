@@ -84,10 +84,17 @@ def _summary(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
-def _neurons(run_dir: Path) -> list[Block]:
+def _stage_folders(run_dir: Path, manifest: dict, prefix: str, marker: str) -> list[Path]:
+    """Folders of the run's current ``prefix/<name>`` stages holding ``marker`` (folders of stages no
+    longer in the config are left out)."""
+    names = manifest.get("stage_order") or list(manifest.get("stages", {}))
+    return [run_dir / name for name in names if name.startswith(prefix + "/") and (run_dir / name / marker).exists()]
+
+
+def _neurons(run_dir: Path, manifest: dict) -> list[Block]:
     from langneurons.identify.neuron_set import NeuronSet, summarize
 
-    folders = sorted(p.parent for p in (run_dir / "identify").glob("*/neurons.json"))
+    folders = _stage_folders(run_dir, manifest, "identify", "neurons.json")
     if not folders:
         return []
     blocks: list[Block] = [("h2", "Language-specific neurons")]
@@ -110,8 +117,8 @@ def _neurons(run_dir: Path) -> list[Block]:
     return blocks
 
 
-def _ppxc(run_dir: Path) -> list[Block]:
-    folders = sorted(p.parent for p in (run_dir / "ppxc").glob("*/ppxc.json"))
+def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
+    folders = _stage_folders(run_dir, manifest, "ppxc", "ppxc.json")
     if not folders:
         return []
     blocks: list[Block] = [
@@ -133,8 +140,8 @@ def _ppxc(run_dir: Path) -> list[Block]:
     return blocks
 
 
-def _finetune(run_dir: Path) -> list[Block]:
-    folders = sorted(p.parent for p in (run_dir / "finetune").glob("*/langneurons_finetune.json"))
+def _finetune(run_dir: Path, manifest: dict) -> list[Block]:
+    folders = _stage_folders(run_dir, manifest, "finetune", "langneurons_finetune.json")
     if not folders:
         return []
     rows = []
@@ -152,9 +159,9 @@ def _finetune(run_dir: Path) -> list[Block]:
                        "final loss", "examples"], rows)]
 
 
-def _evaluation(run_dir: Path) -> list[Block]:
+def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
     results = run_dir / "results"
-    if not (results / "scores.json").exists():
+    if "results" not in manifest.get("stages", {}) or not (results / "scores.json").exists():
         return []
     rows = _read_json(results / "scores.json")
     blocks: list[Block] = [
@@ -276,8 +283,8 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
     if not manifest_path.exists():
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
     manifest = _read_json(manifest_path)
-    return (_summary(run_dir, manifest) + _neurons(run_dir) + _ppxc(run_dir) + _finetune(run_dir)
-            + _evaluation(run_dir) + _stages(manifest))
+    return (_summary(run_dir, manifest) + _neurons(run_dir, manifest) + _ppxc(run_dir, manifest)
+            + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _stages(manifest))
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

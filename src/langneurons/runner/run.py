@@ -271,7 +271,7 @@ class _Experiment:
         start, cpu_start = time.perf_counter(), time.process_time()
         if previous.get("key") == key and previous.get("status") == "complete" and self._intact(previous["outputs"]):
             record = StageRecord(name, key, "cached", time.perf_counter() - start, previous["compute_seconds"],
-                                 previous["cpu_seconds"], previous["product"], previous["outputs"], inputs)
+                                 previous.get("cpu_seconds", 0.0), previous["product"], previous["outputs"], inputs)
             self._log(f"{name}: cached")
         else:
             resumable = previous.get("key") == key and previous.get("status") == "running"
