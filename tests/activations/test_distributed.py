@@ -13,9 +13,6 @@ Two gloo ranks on CPU are forked from the test process with torchrun's environme
 """
 
 import json
-import multiprocessing
-import os
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ranks import free_port, launcher_env, rank_errors, run_ranks
 from tiny import tiny_model, tiny_tokenizer
 
 from langneurons.activations.collect import CollectConfig, collect_statistics
@@ -38,7 +36,6 @@ from langneurons.models.loading import describe, load_model
 LANGUAGES = ("en", "fr")
 CLI_OPTIONS = ["--token-budget", "285", "--heldout-budget", "40", "--block-length", "16", "--batch-size", "3"]
 OPTIONS = CollectOptions(languages=LANGUAGES, token_budget=285, heldout_budget=40, block_length=16, batch_size=3)
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +54,6 @@ def single_process(model_dir, tmp_path_factory):
     return out
 
 
-def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env.update(PYTHONPATH=SRC + os.pathsep + env.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
-               LANGNEURONS_DIST_BACKEND="gloo", **extra)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _assert_same_statistics(actual: ActivationStatistics, expected: ActivationStatistics) -> None:
     assert actual.token_count == expected.token_count
     for name in ("positive_count", "histogram", "minimum", "maximum"):
@@ -84,40 +68,14 @@ def _collect_as_rank(rank: int, model_dir, out) -> None:
     collect(load_model(str(model_dir)), OPTIONS, out, progress=False)
 
 
-def _rank_main(target, rank: int, port: int, model_dir, out, extra_env: dict) -> None:
-    """One rank, forked from the test process (no re-import of torch), with torchrun's environment."""
-    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), LANGNEURONS_DIST_BACKEND="gloo", **extra_env)
-    torch.set_num_threads(1)
-    try:
-        target(rank, model_dir, out)
-    except BaseException as error:  # noqa: BLE001 - report any failure through the exit code
-        (Path(out) / f"rank{rank}.error").write_text(repr(error))
-        os._exit(1)
-    os._exit(0)
-
-
 def _run_two_ranks(model_dir, out, target=_collect_as_rank, timeout=90, **extra_env) -> list[int | None]:
-    """Exit codes of two forked ranks (None: still running after ``timeout`` s, i.e. hung)."""
-    out.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    context = multiprocessing.get_context("fork")
-    ranks = [context.Process(target=_rank_main, args=(target, rank, port, model_dir, out, extra_env))
-             for rank in range(2)]
-    for process in ranks:
-        process.start()
-    for process in ranks:
-        process.join(timeout)
-    exitcodes = [process.exitcode for process in ranks]
-    for process in ranks:
-        if process.is_alive():
-            process.kill()
-    return exitcodes
+    """Exit codes of two forked ranks running ``target(rank, model_dir, out)`` (None: hung)."""
+    return run_ranks(target, (model_dir, out), out, world_size=2, timeout=timeout, **extra_env)
 
 
 def test_two_gloo_ranks_write_the_single_process_files(model_dir, single_process, tmp_path):
     out = tmp_path / "two-ranks"
-    assert _run_two_ranks(model_dir, out) == [0, 0], [p.read_text() for p in out.glob("*.error")]
+    assert _run_two_ranks(model_dir, out) == [0, 0], rank_errors(out)
     for language in LANGUAGES:
         expected = ActivationStatistics.load(statistics_path(single_process, language))
         actual = ActivationStatistics.load(statistics_path(out, language))
@@ -161,7 +119,7 @@ def _stop_then_resume_as_rank(rank: int, model_dir, out) -> None:
 
 def test_each_rank_resumes_from_its_own_checkpoint_without_double_counting(model_dir, tmp_path):
     assert _run_two_ranks(model_dir, tmp_path, target=_stop_then_resume_as_rank) == [0, 0], \
-        [p.read_text() for p in tmp_path.glob("*.error")]
+        rank_errors(tmp_path)
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
     for report in reports:
         assert report["checkpoint_written"]
@@ -174,10 +132,10 @@ def test_each_rank_resumes_from_its_own_checkpoint_without_double_counting(model
 @pytest.mark.slow
 def test_torchrun_command_with_two_gloo_ranks_writes_the_single_process_files(model_dir, single_process, tmp_path):
     out = tmp_path / "torchrun"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(free_port()),
                "-m", "langneurons", "collect", "--model", str(model_dir), "--languages", ",".join(LANGUAGES),
                "--out", str(out), "--no-progress", *CLI_OPTIONS]
-    run = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=180)
+    run = subprocess.run(command, env=launcher_env(), capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     for language in LANGUAGES:
         expected = ActivationStatistics.load(statistics_path(single_process, language))
