@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from langneurons.cli.options import ModelChoice, model_options
 from langneurons.errors import LangNeuronsError
 
 app = typer.Typer(
@@ -26,25 +27,12 @@ app = typer.Typer(
 )
 console = Console()
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, .gguf file, or 'gemma3-270m' (embedded default).")]
-RevisionOption = Annotated[Optional[str], typer.Option(help="Hub revision (branch, tag, commit).")]
-DtypeOption = Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto.")]
-DeviceMapOption = Annotated[Optional[str], typer.Option("--device-map", help="e.g. 'auto' to split a big model over GPUs.")]
-FourBitOption = Annotated[bool, typer.Option("--load-in-4bit", help="4-bit weights (bitsandbytes, CUDA only).")]
-GgufOption = Annotated[Optional[str], typer.Option("--gguf-file", help="GGUF file name inside --model.")]
 
 
 def _languages(value: str) -> tuple[str, ...]:
     from langneurons.languages import check_languages
 
     return tuple(check_languages(value.split(",")))
-
-
-def _load(model: str, revision, dtype, device_map, load_in_4bit, gguf_file):
-    from langneurons.models.loading import load_model
-
-    return load_model(model, revision=revision, dtype=dtype, device_map=device_map, load_in_4bit=load_in_4bit,
-                      gguf_file=gguf_file)
 
 
 @app.command()
@@ -60,6 +48,7 @@ def architectures() -> None:
 
 
 @app.command()
+@model_options
 def collect(
     languages: Annotated[str, typer.Option("--languages", "-l", help="Comma-separated ISO 639-1 codes.")] = "en,fr,es,zh,hi,bn,ta,ur",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <lang>.safetensors statistics.")] = Path("runs/statistics"),
@@ -73,12 +62,7 @@ def collect(
     batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
     shard: Annotated[Optional[str], typer.Option(help="'i/n': only every n-th block from i (merge later).")] = None,
-    model: ModelOption = "gemma3-270m",
-    revision: RevisionOption = None,
-    dtype: DtypeOption = "float32",
-    device_map: DeviceMapOption = None,
-    load_in_4bit: FourBitOption = False,
-    gguf_file: GgufOption = None,
+    model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Record per-language activation statistics (one streaming pass per language).
@@ -100,10 +84,7 @@ def collect(
         batch_size=batch_size, seed=seed, shard=shard_pair,
         corpus_path=corpus_path,
     )
-    from langneurons.activations.distributed import rank_device_map
-
-    # under torchrun with CUDA each rank loads straight onto its own GPU
-    loaded = _load(model, revision, dtype, device_map or rank_device_map(), load_in_4bit, gguf_file)
+    loaded = model.load(per_process=True)  # under torchrun with GPUs: each rank onto its own GPU
     results = run_collect(loaded, options, out, progress=progress)
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports
@@ -194,6 +175,7 @@ def plot(
 
 
 @app.command("ppl-matrix")
+@model_options
 def ppl_matrix(
     neurons: Annotated[Path, typer.Option("--neurons", "-n", help="Neuron set file (.json or .safetensors).")],
     statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect' (held-out text and statistics).")] = Path("runs/statistics"),
@@ -205,12 +187,7 @@ def ppl_matrix(
     batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 8,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ppxc.csv/json and the heatmap.")] = Path("runs/ppxc"),
     cache_dir: Annotated[Optional[Path], typer.Option(help="Result cache (default ~/.cache/langneurons/ppxc).")] = None,
-    model: ModelOption = "gemma3-270m",
-    revision: RevisionOption = None,
-    dtype: DtypeOption = "float32",
-    device_map: DeviceMapOption = None,
-    load_in_4bit: FourBitOption = False,
-    gguf_file: GgufOption = None,
+    model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Perplexity-change matrix: intervene on language i's neurons, measure perplexity on language j."""
@@ -218,7 +195,7 @@ def ppl_matrix(
 
     options = PPXCOptions(languages=_languages(languages) if languages else None, action=action,
                           random_control=random_control, seed=seed, token_budget=token_budget, batch_size=batch_size)
-    loaded = _load(model, revision, dtype, device_map, load_in_4bit, gguf_file)
+    loaded = model.load()
     result, files = run_ppl_matrix(loaded, neurons, statistics, options, out_dir=out, cache_dir=cache_dir,
                                    progress=progress)
     table = Table("set", "language", "neurons", "diag dNLL - mean off-diag", "ratio", title=f"PPXC specificity ({action})")
@@ -231,6 +208,7 @@ def ppl_matrix(
 
 
 @app.command()
+@model_options
 def finetune(
     task: Annotated[str, typer.Option(help="xnli or xquad.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Adapter folder (PEFT adapter + langneurons_finetune.json).")],
@@ -257,15 +235,15 @@ def finetune(
     bf16: Annotated[bool, typer.Option(help="bfloat16 autocast where supported.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of data order, LoRA init and random neurons.")] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (resume by rerunning).")] = 100,
-    model: ModelOption = "gemma3-270m",
-    revision: RevisionOption = None,
-    dtype: DtypeOption = "float32",
-    device_map: DeviceMapOption = None,
-    load_in_4bit: FourBitOption = False,
-    gguf_file: GgufOption = None,
+    model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Fine-tune with plain LoRA or neuron-specific LoRA; rerun the same command to resume."""
+    """Fine-tune with plain LoRA or neuron-specific LoRA; rerun the same command to resume.
+
+    Under ``accelerate launch`` or ``torchrun`` the same command trains data-parallel: --batch-size
+    stays the global micro-batch, split over the processes, and the adapter equals the one-process
+    adapter.
+    """
     from langneurons.finetune.api import TrainingData, finetune_task
     from langneurons.finetune.train import FinetuneConfig
 
@@ -278,8 +256,10 @@ def finetune(
         bf16=bf16, max_length=max_length, save_every=save_every,
     )
     spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction, seed=seed)
-    loaded = _load(model, revision, dtype, device_map, load_in_4bit, gguf_file)
+    loaded = model.load(per_process=True)  # under accelerate launch / torchrun: each process onto its own GPU
     result = finetune_task(loaded, spec, config, output, neuron_set_path=neurons_file, progress=progress)
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 reports
     console.print(
         f"step {result.step}/{result.total_steps}, final loss {result.final_loss:.4f}, trainable parameters "
         f"{result.parameters.trainable:,}, neurons trained {result.trained_neurons:,}, skipped {result.skipped}, "

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from langneurons.cli.options import ModelChoice, model_options
+
 experiment_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 console = Console()
 
@@ -70,10 +72,11 @@ def demo_command(
 
 
 @experiment_app.command("evaluate")
+@model_options
 def evaluate_command(
     languages: Annotated[str, typer.Option("--languages", "-l", help="Comma-separated languages to evaluate.")] = "en,fr,hi",
     tasks: Annotated[str, typer.Option("--tasks", help="xnli, xquad or both (comma-separated).")] = "xnli,xquad",
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model: hub id, folder, .gguf or 'gemma3-270m'.")] = "gemma3-270m",
+    model: ModelChoice = ModelChoice(),
     adapter: Annotated[Optional[Path], typer.Option(help="Fine-tuned adapter folder ('langneurons finetune' output).")] = None,
     xnli_source: Annotated[str, typer.Option(help="'builtin', 'hub' or a folder/file (e.g. ../shared/data/xnli).")] = "builtin",
     xquad_source: Annotated[str, typer.Option(help="'builtin', 'hub' or a folder/file (e.g. ../shared/data/xquad).")] = "builtin",
@@ -99,12 +102,11 @@ def evaluate_command(
     from langneurons.evaluate.evaluation import evaluate_grid
     from langneurons.identify.neuron_set import NeuronSet
     from langneurons.languages import check_languages
-    from langneurons.models.loading import load_model
     from langneurons.report.delta_figures import write_delta_figure
     from langneurons.tasks import load_xnli, load_xquad
 
     chosen_languages = check_languages(_split(languages))
-    base = load_model(model)
+    base = model.load()
     loaded = base
     if adapter is not None:
         from langneurons.finetune import load_finetuned
