@@ -4,7 +4,10 @@ One explicit loop: AdamW + linear warm-up/decay (``transformers.get_linear_sched
 gradient accumulation with the loss normalised by the number of target tokens of the whole
 optimizer step, gradient clipping, optional bf16 autocast. The data order is a function of
 ``(seed, epoch)`` only, so a run resumed from a checkpoint (parameters, optimizer, scheduler, RNG
-state and step restored) ends with exactly the weights of an uninterrupted run.
+state and step restored) ends with exactly the weights of an uninterrupted run. Under
+``accelerate launch`` / ``torchrun`` the same loop runs data-parallel (:mod:`.parallel`): each
+process takes its share of every micro-batch and the gradients are summed once per step, so the
+result does not depend on the number of processes.
 
 Output directory::
 
@@ -43,6 +46,7 @@ from langneurons.finetune.formatting import (
     pad_id,
     qa_loss_sum,
 )
+from langneurons.finetune.parallel import DataParallel, data_parallel
 from langneurons.finetune.neuron_lora import (
     ADAPTER_NAME,
     LoraModel,
@@ -219,19 +223,30 @@ def batch_loss_sum(
 
 
 def train_step(model: nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]], optimizer, scheduler=None,
-               label_token_ids: torch.Tensor | None = None, max_grad_norm: float = 1.0, bf16: bool = False) -> float:
+               label_token_ids: torch.Tensor | None = None, max_grad_norm: float = 1.0, bf16: bool = False,
+               targets: int | None = None, parallel: DataParallel | None = None) -> float:
     """One optimizer step over ``micro_batches`` (already on the model's device); returns the
-    mean loss per target token of the step."""
+    mean loss per target token of the step.
+
+    targets: target tokens of the whole step (all processes); None counts those of ``micro_batches``.
+    parallel: sum the gradients (and the loss) over the processes before clipping and stepping.
+    """
     device = next(model.parameters()).device
-    targets = sum(int((b["labels"] != -100).sum()) if "labels" in b else len(b["input_ids"]) for b in micro_batches)
+    if targets is None:
+        targets = sum(int((b["labels"] != -100).sum()) if "labels" in b else len(b["input_ids"])
+                      for b in micro_batches)
     total = 0.0
     for batch in micro_batches:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = batch_loss_sum(model, batch, label_token_ids) / targets
         loss.backward()
         total += float(loss.detach())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if parallel is not None:
+        parallel.sum_gradients(trainable)
+        total = parallel.sum(total)
     if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
@@ -335,12 +350,16 @@ def finetune(
             f"checkpoint {checkpoints[-1]} belongs to a different fine-tuning run; choose another output directory"
         )
 
-    torch.manual_seed(config.seed)
+    parallel = data_parallel(loaded.model)
+    main = parallel is None or parallel.is_main
+    torch.manual_seed(config.seed)  # the same LoRA initialisation in every process
     lora = add_lora(
         loaded.adapter, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
         neuron_mask=neuron_mask, mlp_targets=config.mlp_targets, attention_lora=config.attention_lora,
         attention_targets=config.attention_targets,
     )
+    if parallel is not None:  # but each process its own dropout masks
+        torch.manual_seed(config.seed * 1_000_003 + 7919 * (parallel.rank + 1))
     model = lora.model
     counts = count_parameters(model)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -354,7 +373,7 @@ def finetune(
 
     metadata = _run_metadata(run_hash, loaded.info, config, neuron_mask, chosen_set, data, data_hash, neuron_hash,
                              lora, counts, total_steps)
-    step, losses = _resume(checkpoints[-1], model, optimizer, scheduler) if checkpoints else (0, [])
+    step, losses = _resume(checkpoints[-1], model, optimizer, scheduler, parallel) if checkpoints else (0, [])
 
     def write_neurons(folder: Path) -> None:
         if chosen_set is not None:
@@ -364,28 +383,40 @@ def finetune(
     label_ids = data.label_token_ids.to(device) if data.label_token_ids is not None else None
     pad = pad_id(loaded.tokenizer)
     model.train()
-    with _LossProgress(f"fine-tune {config.task}", total_steps, step, enabled=progress) as bar:
+    with _LossProgress(f"fine-tune {config.task}", total_steps, step, enabled=progress and main) as bar:
         while step < total_steps:
             micro = range(step * config.grad_accumulation, min((step + 1) * config.grad_accumulation, micro_total))
-            micro_batches = [{k: v.to(device) for k, v in collate(batches[m], pad).items()} for m in micro]
-            loss = train_step(model, micro_batches, optimizer, scheduler, label_ids, config.max_grad_norm, config.bf16)
+            step_examples = [batches[m] for m in micro]
+            targets = sum(e.target_count for examples in step_examples for e in examples)
+            if parallel is not None:
+                step_examples = [share for share in map(parallel.share, step_examples) if share]
+            micro_batches = [{k: v.to(device) for k, v in collate(examples, pad).items()} for examples in step_examples]
+            loss = train_step(model, micro_batches, optimizer, scheduler, label_ids, config.max_grad_norm, config.bf16,
+                              targets=targets, parallel=parallel)
             step += 1
             losses.append(loss)
             bar.update(step, loss)
             if config.save_every and step % config.save_every == 0 and step < total_steps:
-                _save_checkpoint(output_dir, step, lora, dict(metadata, step=step, final_loss=loss, complete=False),
-                                 optimizer, scheduler, losses, config.keep_checkpoints, write_neurons)
+                rng = parallel.gather(_rng_state()) if parallel is not None else _rng_state()
+                if main:
+                    _save_checkpoint(output_dir, step, lora, dict(metadata, step=step, final_loss=loss, complete=False),
+                                     optimizer, scheduler, losses, rng, config.keep_checkpoints, write_neurons)
+                if parallel is not None:
+                    parallel.wait()
             if on_step is not None:
                 on_step(step, loss)
     model.eval()
 
     final = dict(metadata, step=step, final_loss=losses[-1] if losses else float("nan"), losses=losses, complete=True)
-    staging = output_dir / ".final"
-    _save_adapter_dir(staging, lora, final, write_neurons)
-    for path in sorted(staging.iterdir(), key=lambda p: p.name == METADATA):  # metadata last
-        os.replace(path, output_dir / path.name)
-    staging.rmdir()
-    shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    if main:
+        staging = output_dir / ".final"
+        _save_adapter_dir(staging, lora, final, write_neurons)
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == METADATA):  # metadata last
+            os.replace(path, output_dir / path.name)
+        staging.rmdir()
+        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+    if parallel is not None:
+        parallel.wait()  # the adapter is on disk for every process
     return FinetuneResult(
         output_dir=output_dir, step=step, total_steps=total_steps, final_loss=final["final_loss"], parameters=counts,
         examples=len(data.examples), skipped=data.skipped, truncated=data.truncated,
@@ -420,13 +451,15 @@ def _run_metadata(run_hash: str, info: ModelInfo, config: FinetuneConfig, neuron
 
 
 def _save_checkpoint(output_dir: Path, step: int, lora: LoraModel, metadata: dict, optimizer, scheduler,
-                     losses: list[float], keep: int, write_neurons: Callable[[Path], None]) -> None:
+                     losses: list[float], rng: dict | list[dict], keep: int,
+                     write_neurons: Callable[[Path], None]) -> None:
+    """rng: this process's RNG state, or (data-parallel) one per process in rank order."""
     state = {
         "step": step,
         "parameters": {n: p.detach().cpu().clone() for n, p in lora.model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": _rng_state(),
+        "rng": rng,
         "losses": list(losses),
     }
 
@@ -439,8 +472,13 @@ def _save_checkpoint(output_dir: Path, step: int, lora: LoraModel, metadata: dic
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _resume(checkpoint: Path, model: nn.Module, optimizer, scheduler) -> tuple[int, list[float]]:
-    """Restore trainable parameters, optimizer, scheduler and RNG; returns (step, losses so far)."""
+def _resume(checkpoint: Path, model: nn.Module, optimizer, scheduler,
+            parallel: DataParallel | None = None) -> tuple[int, list[float]]:
+    """Restore trainable parameters, optimizer, scheduler and RNG; returns (step, losses so far).
+
+    A checkpoint of a data-parallel run holds one RNG state per process: each process restores
+    its own; with another number of processes, RNG states are restored where ranks match (only
+    the dropout masks depend on them)."""
     state = torch.load(checkpoint / TRAINING_STATE, map_location="cpu", weights_only=False)
     parameters = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(parameters) != set(state["parameters"]):
@@ -450,7 +488,12 @@ def _resume(checkpoint: Path, model: nn.Module, optimizer, scheduler) -> tuple[i
             parameters[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    rng = state["rng"]
+    if isinstance(rng, list):
+        rank = parallel.rank if parallel is not None else 0
+        rng = rng[rank] if rank < len(rng) else None
+    if rng is not None:
+        _set_rng_state(rng)
     return int(state["step"]), list(state["losses"])
 
 
