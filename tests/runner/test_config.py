@@ -22,12 +22,22 @@ def test_a_valid_config_parses_into_typed_dataclasses(make_config):
     config = load_config(make_config())
     assert isinstance(config, ExperimentConfig)
     assert config.model.name == "tiny-test" and config.languages == ("en", "fr", "hi")
-    assert config.statistics.block_length == 16 and config.identification[2].like == "lape"
+    assert config.statistics.block_length == 16 and config.identification[2].options.like == "lape"
     run = config.run("lape-neurons")
     assert run.options.neurons == "languages" and run.options.languages == ("fr",)
     assert run.options.max_steps == 2 and run.options.lora_r == 4  # from finetune.defaults
     assert config.evaluation.actions == ("zero",) and config.evaluation.intervene_models == ("base",)
-    assert config.to_dict()["finetune"][0]["options"]["task"] == "xnli"
+    assert config.statistics.languages == config.languages  # one list of languages for every stage
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "demo-ci", "paper"])
+def test_to_dict_reads_back_into_an_equal_config(name, make_config, tmp_path):
+    """A run directory's config.yaml (written from ``to_dict``) reruns the same experiment."""
+    config = load_config(make_config() if name == "tiny" else builtin_config(name))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    assert load_config(path) == config
+    assert config.to_dict()["finetune"]["runs"][0]["task"] == config.finetune[0].task
 
 
 @pytest.mark.parametrize("change, message", [

@@ -16,15 +16,16 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
+from langneurons.activations.api import CollectOptions
 from langneurons.errors import LangNeuronsError
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
-from langneurons.identify.api import METHODS
+from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.languages import check_language
 
 
@@ -41,37 +42,27 @@ class ModelConfig:
     device: str | None = None
 
 
-@dataclass(frozen=True)
-class StatisticsConfig:
-    """Corpus and budgets of the statistics pass (:class:`langneurons.activations.api.CollectOptions`)."""
+STATISTICS_EXCLUDED = ("languages", "shard", "backend")
+""":class:`CollectOptions` fields a config does not set in ``statistics:`` (the experiment's
+``languages`` apply; sharding and the distributed backend are launch-time choices)."""
 
-    corpus: str = "builtin"
-    corpus_path: str | None = None
-    max_documents: int | None = None
-    token_budget: int | None = 100_000
-    heldout_fraction: float = 0.1
-    heldout_budget: int | None = 20_000
-    block_length: int = 512
-    batch_size: int = 4
-    seed: int = 0
+IDENTIFY_EXCLUDED = ("languages",)
+"""The experiment's ``languages`` apply to every neuron set."""
 
 
 @dataclass(frozen=True)
 class IdentifyConfig:
-    """One neuron set: ``name`` (referred to elsewhere), ``method`` and its options
-    (:class:`langneurons.identify.api.IdentifyOptions`); ``like`` names an earlier set (random);
-    ``figures`` draws the set's figures (counts, layers, overlap, Venn, entropy)."""
+    """One neuron set: ``name`` (referred to elsewhere), the method and its options
+    (:class:`IdentifyOptions`; ``like`` names an earlier set of this config, for ``random``),
+    and ``figures`` (draw the set's counts, layers, overlap, Venn and entropy figures)."""
 
     name: str
-    method: str = "lape"
-    top_rate: float | None = None
-    filter_rate: float = 0.95
-    percentile: float = 90.0
-    threshold: str = "pooled"
-    like: str | None = None
-    seed: int = 0
-    exclude_selected: bool = False
+    options: IdentifyOptions = field(default_factory=IdentifyOptions)
     figures: bool = True
+
+    @property
+    def method(self) -> str:
+        return self.options.method
 
 
 @dataclass(frozen=True)
@@ -171,15 +162,32 @@ class ExperimentConfig:
     languages: tuple[str, ...]
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
-    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    statistics: CollectOptions = field(default_factory=lambda: CollectOptions(languages=()))
     identification: tuple[IdentifyConfig, ...] = (IdentifyConfig("lape"),)
     ppxc: PPXCConfig | None = None
     tasks: TasksConfig = field(default_factory=TasksConfig)
     finetune: tuple[FinetuneRunConfig, ...] = ()
     evaluation: EvaluationConfig | None = None
 
+    def __post_init__(self):
+        if self.statistics.languages != tuple(self.languages):  # one list of languages for every stage
+            object.__setattr__(self, "statistics", replace(self.statistics, languages=tuple(self.languages)))
+
     def to_dict(self) -> dict:
-        return _plain(asdict(self))
+        """The config as YAML-ready data that :func:`load_config` reads back into an equal config."""
+        data = _plain(asdict(self))
+        data["statistics"] = {k: v for k, v in data["statistics"].items() if k not in STATISTICS_EXCLUDED}
+        data["identification"] = [
+            {"name": entry["name"], **{k: v for k, v in entry["options"].items() if k not in IDENTIFY_EXCLUDED},
+             "figures": entry["figures"]}
+            for entry in data["identification"]
+        ]
+        data["finetune"] = {"runs": [
+            {**{key: run[key] for key in _RUN_KEYS},
+             **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
+            for run in data["finetune"]
+        ]}
+        return data
 
     def neuron_set(self, name: str) -> IdentifyConfig:
         return next(entry for entry in self.identification if entry.name == name)
@@ -243,13 +251,41 @@ def merge(base: Mapping, override: Mapping) -> dict:
 
 
 def _parse(data: dict) -> ExperimentConfig:
+    """Sections whose types are stage option dataclasses (statistics: CollectOptions,
+    identification: IdentifyOptions, finetune: FinetuneConfig) are read with the experiment-wide
+    fields left out; everything else is read field by field from the config dataclasses."""
     data = dict(data)
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
-    finetune = data.pop("finetune", None)
+    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune") if key in data}
     config = _build(ExperimentConfig, data, "")
-    runs = _finetune_runs(finetune) if finetune is not None else ()
-    return ExperimentConfig(**{**{f.name: getattr(config, f.name) for f in fields(config)}, "finetune": runs})
+    languages = config.languages
+    statistics = _build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
+                        fixed={"languages": languages})
+    identification = (_identification(own["identification"]) if "identification" in own
+                      else config.identification)
+    runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
+    return replace(config, statistics=statistics, identification=identification, finetune=runs)
+
+
+def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
+    """``identification: [{name, figures, <IdentifyOptions fields but languages>}]``."""
+    if not isinstance(section, list):
+        raise LangNeuronsError("identification must be a list of neuron sets")
+    parsed = []
+    for i, entry in enumerate(section):
+        path = f"identification[{i}]"
+        if not isinstance(entry, Mapping):
+            raise LangNeuronsError(f"{path} must be a mapping")
+        if "name" not in entry:
+            raise LangNeuronsError(f"missing key {path}.name")
+        options = {k: v for k, v in entry.items() if k not in ("name", "figures")}
+        parsed.append(IdentifyConfig(
+            name=_convert(str, entry["name"], f"{path}.name"),
+            options=_build(IdentifyOptions, options, path, excluded=IDENTIFY_EXCLUDED, extra=("name", "figures")),
+            figures=_convert(bool, entry.get("figures", True), f"{path}.figures"),
+        ))
+    return tuple(parsed)
 
 
 _RUN_KEYS = ("name", "source_language", "neuron_set")
@@ -290,21 +326,26 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
     return tuple(parsed)
 
 
-def _build(cls, data: Any, path: str):
-    """An instance of dataclass ``cls`` from a mapping, every key and type checked."""
+def _build(cls, data: Any, path: str, excluded: tuple[str, ...] = (), fixed: Mapping | None = None,
+           extra: tuple[str, ...] = ()):
+    """An instance of dataclass ``cls`` from a mapping, every key and type checked.
+
+    excluded: fields the mapping may not set (``fixed`` values or the defaults apply);
+    extra: further keys the section allows, read elsewhere (named in the error message only).
+    """
     where = path or "the config"
     if not isinstance(data, Mapping):
         raise LangNeuronsError(f"{where} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls) if f.init and not f.name.startswith("_")]
+    known = [f.name for f in fields(cls) if f.init and not f.name.startswith("_") and f.name not in excluded]
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise LangNeuronsError(f"unknown key {_join(path, unknown[0])}; allowed: {', '.join(known)}")
-    kwargs = {}
+        raise LangNeuronsError(f"unknown key {_join(path, unknown[0])}; allowed: {', '.join(sorted(known + list(extra)))}")
+    kwargs = dict(fixed or {})
     for f in fields(cls):
         if f.name in data:
             kwargs[f.name] = _convert(hints[f.name], data[f.name], _join(path, f.name))
-        elif f.init and f.default is MISSING and f.default_factory is MISSING:
+        elif f.init and f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
             raise LangNeuronsError(f"missing key {_join(path, f.name)}")
     try:
         return cls(**kwargs)
@@ -397,9 +438,9 @@ def validate(config: ExperimentConfig) -> None:
         if entry.name in sets:
             raise LangNeuronsError(f"{path}.name: neuron set {entry.name!r} is defined twice")
         if entry.method == "random":
-            if entry.like is None:
+            if entry.options.like is None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
-            _names([entry.like], f"{path}.like", sets, "earlier neuron set")
+            _names([entry.options.like], f"{path}.like", sets, "earlier neuron set")
         sets.append(entry.name)
     if config.ppxc is not None:
         _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")

@@ -38,7 +38,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -300,10 +300,10 @@ class _Experiment:
 
     # ------------------------------------------------------------------ stages
     def statistics(self) -> StageRecord:
-        from langneurons.activations.api import CollectOptions, collect
+        from langneurons.activations.api import collect
 
         config = self.config
-        options = CollectOptions(languages=tuple(config.languages), **asdict(config.statistics))
+        options = config.statistics
 
         def compute(directory: Path) -> None:
             collect(self.loaded, options, directory, progress=self.progress)
@@ -311,25 +311,21 @@ class _Experiment:
                 if path.name.split(".")[0] not in config.languages:
                     path.unlink()
 
-        inputs = {"model": asdict(config.model), "languages": list(config.languages),
-                  "statistics": asdict(config.statistics)}
+        inputs = {"model": asdict(config.model), "statistics": asdict(options)}
         return self.stage("statistics", inputs, compute, product=("*.safetensors",), clear=False)
 
     def identify(self, entry, statistics: StageRecord) -> StageRecord:
-        from langneurons.identify.api import IdentifyOptions, identify
+        from langneurons.identify.api import identify
 
-        like = self.records[f"identify/{entry.like}"] if entry.like else None
-        options = IdentifyOptions(
-            method=entry.method, languages=tuple(self.config.languages), top_rate=entry.top_rate,
-            filter_rate=entry.filter_rate, percentile=entry.percentile, threshold=entry.threshold,
-            like=str(self.run_dir / "identify" / entry.like / "neurons.json") if entry.like else None,
-            seed=entry.seed, exclude_selected=entry.exclude_selected,
-        )
+        like_name = entry.options.like
+        like = self.records[f"identify/{like_name}"] if like_name else None
+        options = replace(entry.options, languages=tuple(self.config.languages),
+                          like=str(self.run_dir / "identify" / like_name / "neurons.json") if like_name else None)
 
         def compute(directory: Path) -> None:
             identify(self.run_dir / "statistics", options, output=directory / "neurons.json", figures=entry.figures)
 
-        inputs = {"options": asdict(entry), "languages": list(self.config.languages),
+        inputs = {"options": asdict(replace(options, like=like_name)), "figures": entry.figures,
                   "statistics": statistics.product if entry.method != "random" else None,
                   "like": like.product if like else None}
         return self.stage(f"identify/{entry.name}", inputs, compute, product=("neurons.json",))
