@@ -5,15 +5,14 @@ Both models get LoRA of the same rank on the same MLP modules and run the same
 batch; the only difference is the neuron masks (1% of the neurons of every layer). Target: at
 most 1.2x.
 
-    python -m benchmarks.bench_finetune --model gemma3-270m --threads 1
+    python -m benchmarks.bench_finetune --model gemma3-270m --threads 1   (the suite's options)
     python -m benchmarks.bench_finetune --model tiny --repeats 9
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
 import copy
-import json
 
 import torch
 
@@ -22,7 +21,7 @@ from langneurons.finetune.formatting import IGNORE_INDEX
 from langneurons.finetune.neuron_lora import add_lora
 from langneurons.finetune.train import train_step
 from langneurons.models.architectures import adapter_for
-from langneurons.models.loading import LoadedModel, describe, load_model
+from langneurons.models.loading import LoadedModel
 
 
 def _batch(vocab: int, batch_size: int, length: int, answer_tokens: int) -> dict[str, torch.Tensor]:
@@ -71,30 +70,7 @@ def run(loaded: LoadedModel, repeats: int = 5, batch_size: int = 2, length: int 
     return results
 
 
-def _tiny() -> LoadedModel:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1024, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=512)
-    return describe(LlamaForCausalLM(config).eval(), model_id="tiny-llama-bench")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gemma3-270m", help="model id/path, or 'tiny' for a small random Llama")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--rank", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    loaded = _tiny() if args.model == "tiny" else load_model(args.model)
-    for result in run(loaded, args.repeats, args.batch_size, args.length, r=args.rank):
-        print(json.dumps(result.to_dict()))
-
-
 if __name__ == "__main__":
-    main()
+    from benchmarks.run import main
+
+    main(["--only", "finetune", *sys.argv[1:]])

@@ -7,14 +7,13 @@ against the bare forward pass:
 * the paper code's approach: a hook looping over the layer's neurons in Python, one in-place
   ``index_fill_`` per neuron, each with a fresh host-to-device index tensor.
 
-Run: ``python -m benchmarks.bench_interventions`` (small random Llama) or
-``python -m benchmarks.bench_interventions --model gemma3-270m`` (the default model).
+Run: ``python -m benchmarks.bench_interventions --model tiny`` (small random Llama) or
+``python -m benchmarks.bench_interventions`` (the default model); it takes the suite's options.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import sys
 import time
 
 import torch
@@ -97,41 +96,7 @@ def run(loaded: LoadedModel, blocks_or_input_ids: TokenBlocks | torch.Tensor, re
     return results
 
 
-def _small_random_model() -> LoadedModel:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from langneurons.models.loading import describe
-
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=1024, max_position_embeddings=1024)
-    return describe(LlamaForCausalLM(config).eval(), model_id="random-llama-small")
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model to load (e.g. gemma3-270m); default: small random Llama")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default=None, help="move the model to this device (e.g. cuda)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.model:
-        from langneurons.models.loading import load_model
-
-        loaded = load_model(args.model)
-    else:
-        loaded = _small_random_model()
-    if args.device:
-        loaded.model.to(args.device)
-    vocab = loaded.model.get_input_embeddings().weight.shape[0]
-    input_ids = torch.randint(3, vocab, (args.batch, args.length), generator=torch.Generator().manual_seed(0))
-    for result in run(loaded, input_ids, repeats=args.repeats):
-        print(json.dumps(result.to_dict()))
-
-
 if __name__ == "__main__":
-    main()
+    from benchmarks.run import main
+
+    main(["--only", "interventions", *sys.argv[1:]])
