@@ -26,7 +26,7 @@ from safetensors import safe_open
 
 from langneurons.activations import distributed as dist_stats
 from langneurons.activations.distributed import DistributedContext
-from langneurons.activations.sketch import SketchConfig, histogram_update
+from langneurons.activations.sketch import HistogramWorkspace, SketchConfig, histogram_update
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.artefacts import stable_hash
 from langneurons.corpus.packing import TokenBlocks
@@ -42,12 +42,16 @@ class StatisticsAccumulator:
     def __init__(self, statistics: ActivationStatistics):
         self.statistics = statistics
         self.mask: torch.Tensor | None = None  # bool [tokens] flattened over the batch
-        self._ones: dict[tuple, torch.Tensor] = {}
+        self._ones: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._workspace = HistogramWorkspace()
 
-    def _row_of_ones(self, tokens: int, device: torch.device) -> torch.Tensor:
-        key = (tokens, device)
+    def _scratch(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row of ones [1, tokens], float32 and bool buffers shaped like ``values``), kept
+        between calls of the same shape (fresh multi-MB temporaries per layer cost page faults)."""
+        key = (tuple(values.shape), values.device)
         if key not in self._ones:
-            self._ones = {key: torch.ones(1, tokens, device=device)}
+            self._ones = {key: (torch.ones(1, values.shape[0], device=values.device),
+                                torch.empty_like(values), torch.empty_like(values, dtype=torch.bool))}
         return self._ones[key]
 
     def __call__(self, layer: int, activation: torch.Tensor) -> None:
@@ -59,15 +63,15 @@ class StatisticsAccumulator:
         device = stats.positive_count.device
         if values.device != device:
             values = values.to(device)
-        ones = self._row_of_ones(values.shape[0], device)
+        ones, squares, positive = self._scratch(values)
         # sums over tokens as matrix-vector products (float32 within a batch, float64 across batches)
         stats.activation_sum[layer] += (ones @ values)[0]
-        stats.activation_sum_sq[layer] += (ones @ (values * values))[0]
-        stats.positive_count[layer] += (values > 0).sum(0)
+        stats.activation_sum_sq[layer] += (ones @ torch.mul(values, values, out=squares))[0]
+        stats.positive_count[layer] += torch.gt(values, 0, out=positive).sum(0)
         low, high = torch.aminmax(values, dim=0)
         torch.minimum(stats.minimum[layer], low, out=stats.minimum[layer])
         torch.maximum(stats.maximum[layer], high, out=stats.maximum[layer])
-        histogram_update(stats.histogram[layer], values, stats.sketch)
+        histogram_update(stats.histogram[layer], values, stats.sketch, self._workspace)
         return None
 
 

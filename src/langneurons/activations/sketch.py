@@ -100,20 +100,63 @@ def _lookup_table(config: SketchConfig) -> torch.Tensor:
     return table.to(torch.int32)
 
 
+def _key_shift_and_mask(config: SketchConfig) -> tuple[int, int]:
+    """A float32's top ``9 + m`` bits as ``(bits >> shift) & mask``: the lookup table's key."""
+    return 23 - config.mantissa_bits, (1 << (9 + config.mantissa_bits)) - 1
+
+
 def bin_index(values: torch.Tensor, config: SketchConfig) -> torch.Tensor:
     """Bin of every value (converted to float32): int32 tensor of the same shape."""
-    bits = values.float().contiguous().view(torch.int32)
-    key = (bits >> (23 - config.mantissa_bits)) & ((1 << (9 + config.mantissa_bits)) - 1)
+    shift, mask = _key_shift_and_mask(config)
+    key = (values.float().contiguous().view(torch.int32) >> shift) & mask
     return _lookup_table(config).to(values.device)[key]
 
 
-def histogram_update(histogram: torch.Tensor, values: torch.Tensor, config: SketchConfig) -> None:
-    """Add the values [tokens, neurons] to ``histogram`` [neurons, num_bins] (in place)."""
-    neurons, bins = values.shape[-1], config.num_bins
-    index = bin_index(values, config)
-    index += torch.arange(neurons, device=index.device, dtype=torch.int32) * bins
-    flat = histogram.view(-1)
-    flat.index_add_(0, index.view(-1), torch.ones((), dtype=flat.dtype, device=flat.device).expand(index.numel()))
+class HistogramWorkspace:
+    """Scratch buffers reused by :func:`histogram_update` across calls of the same shape.
+
+    The update is memory-bound; fresh multi-MB temporaries on every call (page faults, cache
+    misses) cost more than the arithmetic, so the buffers are kept (about 16 bytes per value of
+    one call: a float32 copy reused for the keys, and int64 bin indices).
+    """
+
+    def __init__(self):
+        self._shape: tuple | None = None
+
+    def buffers(self, neurons: int, tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (neurons, tokens, device)
+        if self._shape != shape:
+            self.transposed = torch.empty(neurons, tokens, device=device)
+            self.index = torch.empty(neurons * tokens, dtype=torch.int64, device=device)
+            self.ones = torch.ones((), dtype=torch.int32, device=device).expand(neurons, tokens)
+            self._shape = shape
+        return self.transposed, self.index
+
+
+def histogram_update(histogram: torch.Tensor, values: torch.Tensor, config: SketchConfig,
+                     workspace: HistogramWorkspace | None = None) -> None:
+    """Add the values [tokens, neurons] to ``histogram`` [neurons, num_bins] (int32, in place).
+
+    Works neuron-major: values are copied transposed to [neurons, tokens] (float32), turned into
+    lookup keys in place, mapped to bins, and counted with one ``scatter_add_`` along the bins
+    of each neuron's row. ``workspace`` keeps the scratch buffers between calls.
+    """
+    tokens, neurons = values.shape
+    if tokens == 0:
+        return
+    workspace = workspace or HistogramWorkspace()
+    transposed, index = workspace.buffers(neurons, tokens, values.device)
+    transposed.copy_(values.T)
+    key = transposed.view(torch.int32)
+    shift, mask = _key_shift_and_mask(config)
+    torch.bitwise_right_shift(key, shift, out=key).bitwise_and_(mask)
+    torch.index_select(_lookup_table_int64(config, values.device), 0, key.view(-1), out=index)
+    histogram.scatter_add_(1, index.view(neurons, tokens), workspace.ones.to(histogram.dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup_table_int64(config: SketchConfig, device: torch.device) -> torch.Tensor:
+    return _lookup_table(config).to(device=device, dtype=torch.int64)
 
 
 def histogram_quantile(
