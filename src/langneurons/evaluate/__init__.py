@@ -1,4 +1,7 @@
-"""Evaluation: task metrics (percent), bootstrap confidence intervals and paired tests."""
+"""Evaluation: the grid {model} x {neuron set x intervention} x {language} (:func:`evaluate_grid`),
+task metrics (percent), bootstrap confidence intervals and paired tests."""
+
+from langneurons.evaluate.evaluation import GridResult, PreparedTask, evaluate_grid, predict, prepare_task
 
 from langneurons.evaluate.metrics import (
     PairedComparison,
@@ -14,6 +17,11 @@ from langneurons.evaluate.metrics import (
 )
 
 __all__ = [
+    "GridResult",
+    "PreparedTask",
+    "evaluate_grid",
+    "predict",
+    "prepare_task",
     "PairedComparison",
     "ScoreSummary",
     "accuracy",
