@@ -2,7 +2,8 @@
 
 Also measures the approach of the paper's released code: per batch, ``torch.quantile`` over the
 batch's tokens for 9 quantiles per layer, kept per batch (to be averaged later), plus the
-same counts. Reports ratios to the bare forward pass.
+same counts. Reports ratios to the bare forward pass. As in a real pass, the first token of
+every block (the BOS) is left out of langneurons' statistics (the paper's code counts it).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def run(loaded: LoadedModel, input_ids: torch.Tensor, repeats: int = 5) -> list[
     body = loaded.adapter.body()
     stats = ActivationStatistics.empty(_meta(loaded), device=loaded.device)
     accumulator = StatisticsAccumulator(stats)
+    counted = torch.ones_like(input_ids, dtype=torch.bool)
+    counted[:, 0] = False  # as in a real pass: each block's BOS is not counted
+    accumulator.mask = counted.reshape(-1)
     paper_quantiles = PAPER_QUANTILES.to(loaded.device)
     per_batch: list[torch.Tensor] = []
 

@@ -37,32 +37,57 @@ from langneurons.progress import progress_bar
 
 
 class StatisticsAccumulator:
-    """Adds one layer's activations [..., neurons] (counted tokens only) to the statistics."""
+    """Adds one layer's activations [..., neurons] (counted tokens only) to the statistics.
+
+    Set :attr:`mask` (bool [tokens] flattened over the batch) before each forward pass to
+    leave tokens out (the BOS of every block); None counts every token.
+    """
 
     def __init__(self, statistics: ActivationStatistics):
         self.statistics = statistics
-        self.mask: torch.Tensor | None = None  # bool [tokens] flattened over the batch
+        self._mask: torch.Tensor | None = None
+        self._rows: torch.Tensor | None = None  # int64 positions of the counted tokens
         self._ones: dict[tuple, tuple[torch.Tensor, ...]] = {}
         self._workspace = HistogramWorkspace()
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, mask: torch.Tensor | None) -> None:
+        self._mask = mask
+        device = self.statistics.positive_count.device
+        self._rows = None if mask is None or bool(mask.all()) else mask.nonzero().squeeze(1).to(device)
+        self._ones = {key: value for key, value in self._ones.items() if key[0] != "counted" or
+                      (self._rows is not None and key[1] == self._rows.numel())}  # keep one buffer size
+
+    def _counted(self, values: torch.Tensor) -> torch.Tensor:
+        """The rows of counted tokens, gathered into a reused buffer (a row copy, not a boolean index)."""
+        if self._rows is None:
+            return values
+        key = ("counted", self._rows.numel(), values.shape[1], values.dtype, values.device)
+        if key not in self._ones:
+            self._ones[key] = (values.new_empty(self._rows.numel(), values.shape[1]),)
+        (buffer,) = self._ones[key]
+        return torch.index_select(values, 0, self._rows.to(values.device), out=buffer)
 
     def _scratch(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(row of ones [1, tokens], float32 and bool buffers shaped like ``values``), kept
         between calls of the same shape (fresh multi-MB temporaries per layer cost page faults)."""
         key = (tuple(values.shape), values.device)
         if key not in self._ones:
-            self._ones = {key: (torch.ones(1, values.shape[0], device=values.device),
-                                torch.empty_like(values), torch.empty_like(values, dtype=torch.bool))}
+            self._ones[key] = (torch.ones(1, values.shape[0], device=values.device),
+                               torch.empty_like(values), torch.empty_like(values, dtype=torch.bool))
         return self._ones[key]
 
     def __call__(self, layer: int, activation: torch.Tensor) -> None:
         stats = self.statistics
-        values = activation.detach().reshape(-1, activation.shape[-1])
-        if self.mask is not None:
-            values = values[self.mask.to(values.device)]
-        values = values.float()
+        values = self._counted(activation.detach().reshape(-1, activation.shape[-1]))
         device = stats.positive_count.device
         if values.device != device:
             values = values.to(device)
+        values = values.float()
         ones, squares, positive = self._scratch(values)
         # sums over tokens as matrix-vector products (float32 within a batch, float64 across batches)
         stats.activation_sum[layer] += (ones @ values)[0]
