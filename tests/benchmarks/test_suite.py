@@ -1,0 +1,37 @@
+"""`make bench` keeps working: every benchmark module runs in the suite on a tiny model and
+writes a table. (Only that the suite runs and reports ratios; speed is measured, not tested.)"""
+
+import json
+
+import pytest
+
+from benchmarks import run as suite
+
+
+@pytest.fixture(scope="module")
+def rows():
+    loaded = suite.load_benchmark_model("tiny")
+    modules = [m for m in suite.discover() if not m.endswith("memory")]  # memory starts fresh processes
+    return suite.run_suite(loaded, repeats=1, batch_size=2, length=128, modules=modules)
+
+
+def test_every_module_reports_ratios_without_errors(rows):
+    assert not [row for row in rows if "error" in row], [row.get("error") for row in rows]
+    assert {row["module"] for row in rows} == {"benchmarks.bench_statistics", "benchmarks.bench_interventions",
+                                              "benchmarks.bench_generation", "benchmarks.bench_finetune"}
+    for row in rows:
+        assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"] and row["ratio_median"] > 0
+
+
+def test_generation_decoders_agree_on_the_suite_workload(rows):
+    generation = next(row for row in rows if row["module"] == "benchmarks.bench_generation")
+    assert generation["extra"]["identical_outputs"] == 1.0  # batched KV-cached == batch-1 uncached
+    assert generation["extra"]["prompts"] == 4 and generation["extra"]["new_tokens"] == 8
+
+
+def test_the_table_is_written_as_json_and_markdown(rows, tmp_path):
+    header = {"model": "tiny", "device": "cpu", "threads": 1, "input": "2x128 tokens", "repeats": 1}
+    table = suite.markdown_table(rows + [{"name": "broken", "error": "ValueError: boom"}], header)
+    assert table.count("\n| ") == len(rows) + 3  # header, separator, one row per result, the failed module
+    assert "**failed**: ValueError: boom" in table
+    json.dumps(rows)  # every row is JSON-serialisable
