@@ -12,24 +12,16 @@ import torch
 
 from benchmarks.common import BenchResult, compare
 from langneurons.activations.collect import StatisticsAccumulator
-from langneurons.activations.statistics import ActivationStatistics
+from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.hooks import activation_hooks
 from langneurons.models.loading import LoadedModel
 
 PAPER_QUANTILES = torch.tensor([0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95])
 
 
-def _meta(loaded: LoadedModel):
-    from langneurons.activations.statistics import StatisticsMeta
-
-    info = loaded.info
-    return StatisticsMeta(info.model_id, info.revision, info.architecture, info.num_layers, info.neurons_per_layer,
-                          info.weights_fingerprint, "bench")
-
-
 def run(loaded: LoadedModel, input_ids: torch.Tensor, repeats: int = 5) -> list[BenchResult]:
     body = loaded.adapter.body()
-    stats = ActivationStatistics.empty(_meta(loaded), device=loaded.device)
+    stats = ActivationStatistics.empty(StatisticsMeta.for_model(loaded.info, "bench"), device=loaded.device)
     accumulator = StatisticsAccumulator(stats)
     counted = torch.ones_like(input_ids, dtype=torch.bool)
     counted[:, 0] = False  # as in a real pass: each block's BOS is not counted

@@ -109,16 +109,8 @@ class CollectConfig:
 
 
 def statistics_meta(loaded: LoadedModel, language: str, blocks: TokenBlocks, config: CollectConfig) -> StatisticsMeta:
-    info = loaded.info
-    return StatisticsMeta(
-        model_id=info.model_id,
-        revision=info.revision,
-        architecture=info.architecture,
-        num_layers=info.num_layers,
-        neurons_per_layer=info.neurons_per_layer,
-        weights_fingerprint=info.weights_fingerprint,
-        language=language,
-        corpus_fingerprint=blocks.fingerprint(),
+    return StatisticsMeta.for_model(
+        loaded.info, language, corpus_fingerprint=blocks.fingerprint(),
         config={"block_length": blocks.input_ids.shape[1], "blocks": blocks.num_blocks, "sketch": config.sketch.to_dict()},
     )
 

@@ -57,6 +57,12 @@ class StatisticsMeta:
     tool_version: str = __version__
     config: dict = field(default_factory=dict)
 
+    @classmethod
+    def for_model(cls, info, language: str, **fields) -> "StatisticsMeta":
+        """Metadata of statistics recorded on the model described by ``info`` (a
+        :class:`~langneurons.models.loading.ModelInfo`): its identifying fields, copied."""
+        return cls(**info.to_dict(), language=language, **fields)
+
     def same_model(self, other: "StatisticsMeta") -> bool:
         return (
             self.architecture == other.architecture
