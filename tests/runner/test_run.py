@@ -138,3 +138,10 @@ def test_a_removed_run_disappears_from_results_and_report(tiny_run, tmp_path, re
     assert result.computed == ["results"]
     assert "lape-neurons" not in (run_dir / "results" / "scores.csv").read_text()
     assert "lape-neurons" not in result.report[0].read_text()  # its folders remain, unreported
+
+
+def test_the_runner_refuses_to_start_under_a_multi_process_launcher(make_config, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LangNeuronsError, match="launch 'collect' or 'finetune'"):
+        run_experiment(make_config(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

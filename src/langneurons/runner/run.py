@@ -123,7 +123,14 @@ def run_experiment(
     ``loaded`` (an already loaded model) or ``loader`` (``ModelConfig -> LoadedModel``) replace
     :func:`default_loader`; either way the model is loaded only if some stage must run.
     ``force`` accepts a run directory of another tool version (every stage is recomputed).
+    The runner is one process: under torchrun / accelerate launch it refuses to start (launch
+    the stage commands ``collect`` and ``finetune`` instead; docs/scaling.md).
     """
+    from langneurons.activations.distributed import world_size_from_env
+
+    if world_size_from_env() > 1:
+        raise LangNeuronsError("langneurons run is one process; launch 'collect' or 'finetune' with torchrun / "
+                               "accelerate launch instead (see docs/scaling.md)")
     if not isinstance(config, ExperimentConfig):
         config = load_config(config)
     if loaded is not None:
