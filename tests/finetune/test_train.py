@@ -1,6 +1,7 @@
 """Training loop, checkpoints, resume, adapter loading and bad input."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -188,3 +189,27 @@ def test_saved_run_changes_only_the_chosen_neurons_weights(tmp_path, make_loaded
         views.append((base.adapter.down_neuron_weight(layer), merged.adapter.down_neuron_weight(layer)))
         for before, after in views:
             assert torch.equal((before != after).any(dim=1), chosen[layer])
+
+
+def test_activation_checkpointing_recomputes_layers_and_trains_the_same_weights(
+    tmp_path, make_loaded, make_neuron_set, qa_data
+):
+    from safetensors.torch import load_file as load_adapter
+
+    from langneurons.hooks import hooks
+
+    config = FinetuneConfig("xquad", neurons="languages", languages=("en",), max_steps=2, attention_lora=True,
+                            **dict(QUICK, lora_dropout=0.1))
+    adapters, mlp_calls = {}, {}
+    for checkpointing in (False, True):
+        loaded = make_loaded("llama")
+        calls = []
+        with hooks([(loaded.adapter.layers[0].activation, lambda module, inputs, output: calls.append(1))]):
+            finetune(loaded, qa_data(), replace(config, activation_checkpointing=checkpointing),
+                     tmp_path / str(checkpointing), neuron_set=make_neuron_set(loaded), progress=False)
+        adapters[checkpointing] = load_adapter(str(tmp_path / str(checkpointing) / "adapter_model.safetensors"))
+        mlp_calls[checkpointing] = len(calls)
+        assert not loaded.model.is_activation_checkpointing  # switched off again after training
+    assert mlp_calls[True] == 2 * mlp_calls[False]  # every layer's forward is run again in the backward
+    for name, weight in adapters[False].items():  # dropout included: the RNG state is replayed
+        torch.testing.assert_close(adapters[True][name], weight, rtol=1e-6, atol=1e-7)

@@ -235,6 +235,7 @@ def finetune(
     bf16: Annotated[bool, typer.Option(help="bfloat16 autocast where supported.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of data order, LoRA init and random neurons.")] = 0,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (resume by rerunning).")] = 100,
+    activation_checkpointing: Annotated[bool, typer.Option(help="Recompute layer activations in the backward pass: less memory, ~1 more forward of time, same weights.")] = False,
     model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -253,7 +254,7 @@ def finetune(
         lora_dropout=dropout, attention_lora=attention_lora, mlp_targets=tuple(mlp_targets.split(",")),
         learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         grad_accumulation=grad_accumulation, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
-        bf16=bf16, max_length=max_length, save_every=save_every,
+        bf16=bf16, max_length=max_length, save_every=save_every, activation_checkpointing=activation_checkpointing,
     )
     spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction, seed=seed)
     loaded = model.load(per_process=True)  # under accelerate launch / torchrun: each process onto its own GPU

@@ -83,6 +83,9 @@ class FinetuneConfig:
     mlp_targets: which neuron weights may change: gate rows, up rows, down columns.
     max_steps: optimizer steps (overrides ``epochs``); warmup_ratio: fraction of the steps.
     save_every: checkpoint every this many optimizer steps (0: none; the final adapter is always saved).
+    activation_checkpointing: recompute each decoder layer's activations in the backward pass
+        instead of keeping them (transformers' activation checkpointing): less memory for long
+        XQuAD contexts and big models, about one more forward pass of time, the same weights.
     """
 
     task: str
@@ -108,6 +111,7 @@ class FinetuneConfig:
     max_length: int | None = None
     save_every: int = 100
     keep_checkpoints: int = 1
+    activation_checkpointing: bool = False
 
     def resolved(self) -> "FinetuneConfig":
         """A validated copy with the task defaults filled in."""
@@ -139,7 +143,7 @@ class FinetuneConfig:
     def run_key(self) -> dict:
         """The fields that decide the trained weights (not bookkeeping such as save_every)."""
         key = asdict(self)
-        for bookkeeping in ("save_every", "keep_checkpoints", "neuron_set_path"):
+        for bookkeeping in ("save_every", "keep_checkpoints", "neuron_set_path", "activation_checkpointing"):
             key.pop(bookkeeping)
         return key
 
@@ -254,6 +258,13 @@ def train_step(model: nn.Module, micro_batches: Sequence[dict[str, torch.Tensor]
     return total
 
 
+def _enable_activation_checkpointing(model: nn.Module) -> None:
+    """transformers' activation checkpointing (non-reentrant, so LoRA layers need no input grads)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise LangNeuronsError(f"{type(model).__name__} does not support activation checkpointing")
+    model.activation_checkpointing_enable({"use_reentrant": False})
+
+
 def _rng_state() -> dict:
     state = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -352,6 +363,8 @@ def finetune(
 
     parallel = data_parallel(loaded.model)
     main = parallel is None or parallel.is_main
+    if config.activation_checkpointing:
+        _enable_activation_checkpointing(loaded.model)
     torch.manual_seed(config.seed)  # the same LoRA initialisation in every process
     lora = add_lora(
         loaded.adapter, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
@@ -406,6 +419,9 @@ def finetune(
             if on_step is not None:
                 on_step(step, loss)
     model.eval()
+    if config.activation_checkpointing:
+        loaded.model.activation_checkpointing_disable()
+        loaded.model.disable_input_require_grads()
 
     final = dict(metadata, step=step, final_loss=losses[-1] if losses else float("nan"), losses=losses, complete=True)
     if main:
