@@ -25,14 +25,6 @@ NEVER = lambda token: False  # noqa: E731
 TEXTS = ["the cat sat", "le chat est sur le tapis et le", "el", "猫在垫子上 the mat", "बिल्ली चटाई"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def loaded_tiny(family="llama", seed=0, tokenizer=None):
     loaded = describe(tiny_model(family, seed=seed), model_id=f"tiny-{family}")
     loaded.tokenizer = tokenizer or tiny_tokenizer()

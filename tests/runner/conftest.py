@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 CORPUS = {
     "en": ["the cat sat on the mat", "a cat and a mat", "the mat is red", "the cat is on the mat today",
@@ -85,14 +84,6 @@ class TinyLoader:
         loaded = describe(tiny_model("llama", seed=self.seed), model_id="tiny-test")
         loaded.tokenizer = tiny_tokenizer()
         return loaded
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
