@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from langneurons.activations.collect import CollectConfig, collect_statistics
-from langneurons.activations.distributed import distributed_session, place_model, world_size_from_env
+from langneurons.activations.distributed import distributed_session, place_model
+from langneurons.launch import world_size_from_env
 from langneurons.activations.sketch import SketchConfig
 from langneurons.activations.statistics import ActivationStatistics
 from langneurons.artefacts import write_json

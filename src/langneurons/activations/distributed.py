@@ -30,9 +30,8 @@ from langneurons.activations.sketch import SketchConfig
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.corpus.packing import TokenBlocks
 from langneurons.errors import LangNeuronsError
+from langneurons.launch import default_backend, world_size_from_env
 
-ENV_BACKEND = "LANGNEURONS_DIST_BACKEND"
-"""Backend when none is given: ``gloo`` (CPU) or ``nccl`` (GPU); default nccl if CUDA is available."""
 ENV_TIMEOUT = "LANGNEURONS_DIST_TIMEOUT_S"
 """Seconds a collective waits for the other ranks before failing (default 1800)."""
 ENV_FAULT = "LANGNEURONS_TEST_FAULT"
@@ -62,24 +61,6 @@ class DistributedContext:
     def shard(self, blocks: TokenBlocks) -> TokenBlocks:
         """This rank's blocks: ``rank, rank + world_size, ...`` (may be empty)."""
         return blocks.select(slice(self.rank, None, self.world_size))
-
-
-def world_size_from_env() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def default_backend() -> str:
-    return os.environ.get(ENV_BACKEND) or ("nccl" if torch.cuda.is_available() else "gloo")
-
-
-def rank_device_map() -> dict[str, int] | None:
-    """``device_map`` that puts the whole model on this rank's GPU under torchrun with CUDA, else None.
-
-    Pass it to :func:`~langneurons.models.loading.load_model` (needed for 4-bit models, which
-    cannot be moved after loading)."""
-    if world_size_from_env() > 1 and default_backend() == "nccl":
-        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    return None
 
 
 @contextmanager
@@ -123,7 +104,7 @@ def place_model(loaded, context: DistributedContext) -> None:
     if getattr(loaded.model, "is_quantized", False):
         raise LangNeuronsError(
             f"rank {context.rank}: the quantised model is on {devices.pop()}, not {context.device}; "
-            f"load it with device_map={{'': {context.local_rank}}} (see rank_device_map)"
+            f"load it with device_map={{'': {context.local_rank}}} (see langneurons.launch.rank_device_map)"
         )
     loaded.model.to(context.device)
 
@@ -192,6 +173,6 @@ def statistics_bytes(num_layers: int, neurons_per_layer: int, sketch: SketchConf
 
 
 __all__ = [
-    "DistributedContext", "all_reduce_statistics", "barrier", "default_backend", "distributed_session",
-    "inject_fault", "place_model", "rank_device_map", "share_from_main", "statistics_bytes", "world_size_from_env",
+    "DistributedContext", "all_reduce_statistics", "barrier", "distributed_session",
+    "inject_fault", "place_model", "share_from_main", "statistics_bytes",
 ]

@@ -30,7 +30,7 @@ class ModelChoice:
     def load(self, per_process: bool = False):
         """The loaded model. ``per_process``: under torchrun / accelerate launch with GPUs and no
         ``--device-map``, each process loads the whole model onto its own GPU."""
-        from langneurons.activations.distributed import rank_device_map
+        from langneurons.launch import rank_device_map
         from langneurons.models.loading import load_model
 
         device_map = self.device_map or (rank_device_map() if per_process else None)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from langneurons.activations.distributed import world_size_from_env
+from langneurons.launch import world_size_from_env
 from langneurons.errors import LangNeuronsError
 
 

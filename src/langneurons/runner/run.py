@@ -126,7 +126,7 @@ def run_experiment(
     The runner is one process: under torchrun / accelerate launch it refuses to start (launch
     the stage commands ``collect`` and ``finetune`` instead; docs/scaling.md).
     """
-    from langneurons.activations.distributed import world_size_from_env
+    from langneurons.launch import world_size_from_env
 
     if world_size_from_env() > 1:
         raise LangNeuronsError("langneurons run is one process; launch 'collect' or 'finetune' with torchrun / "
