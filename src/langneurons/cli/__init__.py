@@ -241,9 +241,8 @@ def finetune(
 ) -> None:
     """Fine-tune with plain LoRA or neuron-specific LoRA; rerun the same command to resume.
 
-    Under ``accelerate launch`` or ``torchrun`` the same command trains data-parallel: --batch-size
-    stays the global micro-batch, split over the processes, and the adapter equals the one-process
-    adapter.
+    Under accelerate launch or torchrun the same command trains data-parallel (docs/scaling.md).
+    --batch-size stays the global micro-batch; the adapter equals the one-process adapter.
     """
     from langneurons.finetune.api import TrainingData, finetune_task
     from langneurons.finetune.train import FinetuneConfig
