@@ -25,7 +25,7 @@ def run(loaded: LoadedModel, input_ids: torch.Tensor, repeats: int = 5) -> list[
     accumulator = StatisticsAccumulator(stats)
     counted = torch.ones_like(input_ids, dtype=torch.bool)
     counted[:, 0] = False  # as in a real pass: each block's BOS is not counted
-    accumulator.mask = counted.reshape(-1)
+    accumulator.set_counted(counted.reshape(-1))
     paper_quantiles = PAPER_QUANTILES.to(loaded.device)
     per_batch: list[torch.Tensor] = []
 

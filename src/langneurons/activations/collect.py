@@ -26,7 +26,8 @@ from safetensors import safe_open
 
 from langneurons.activations import distributed as dist_stats
 from langneurons.activations.distributed import DistributedContext
-from langneurons.activations.sketch import HistogramWorkspace, SketchConfig, histogram_update
+from langneurons.activations.scratch import ScratchBuffers
+from langneurons.activations.sketch import SketchConfig, histogram_update
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.artefacts import stable_hash
 from langneurons.corpus.packing import TokenBlocks
@@ -39,56 +40,34 @@ from langneurons.progress import progress_bar
 class StatisticsAccumulator:
     """Adds one layer's activations [..., neurons] (counted tokens only) to the statistics.
 
-    Set :attr:`mask` (bool [tokens] flattened over the batch) before each forward pass to
-    leave tokens out (the BOS of every block); None counts every token.
+    Call :meth:`set_counted` before each forward pass to leave tokens out (the BOS of every
+    block); by default every token counts.
     """
 
     def __init__(self, statistics: ActivationStatistics):
         self.statistics = statistics
-        self._mask: torch.Tensor | None = None
-        self._rows: torch.Tensor | None = None  # int64 positions of the counted tokens
-        self._ones: dict[tuple, tuple[torch.Tensor, ...]] = {}
-        self._workspace = HistogramWorkspace()
+        self._rows: torch.Tensor | None = None  # int64 positions of the counted tokens (None: all)
+        self._scratch = ScratchBuffers()
 
-    @property
-    def mask(self) -> torch.Tensor | None:
-        return self._mask
-
-    @mask.setter
-    def mask(self, mask: torch.Tensor | None) -> None:
-        self._mask = mask
-        device = self.statistics.positive_count.device
-        self._rows = None if mask is None or bool(mask.all()) else mask.nonzero().squeeze(1).to(device)
-        self._ones = {key: value for key, value in self._ones.items() if key[0] != "counted" or
-                      (self._rows is not None and key[1] == self._rows.numel())}  # keep one buffer size
-
-    def _counted(self, values: torch.Tensor) -> torch.Tensor:
-        """The rows of counted tokens, gathered into a reused buffer (a row copy, not a boolean index)."""
-        if self._rows is None:
-            return values
-        key = ("counted", self._rows.numel(), values.shape[1], values.dtype, values.device)
-        if key not in self._ones:
-            self._ones[key] = (values.new_empty(self._rows.numel(), values.shape[1]),)
-        (buffer,) = self._ones[key]
-        return torch.index_select(values, 0, self._rows.to(values.device), out=buffer)
-
-    def _scratch(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(row of ones [1, tokens], float32 and bool buffers shaped like ``values``), kept
-        between calls of the same shape (fresh multi-MB temporaries per layer cost page faults)."""
-        key = (tuple(values.shape), values.device)
-        if key not in self._ones:
-            self._ones[key] = (torch.ones(1, values.shape[0], device=values.device),
-                               torch.empty_like(values), torch.empty_like(values, dtype=torch.bool))
-        return self._ones[key]
+    def set_counted(self, mask: torch.Tensor | None) -> None:
+        """bool [tokens] flattened over the batch: the tokens the next forward pass counts (None: all)."""
+        all_counted = mask is None or bool(mask.all())
+        self._rows = None if all_counted else mask.nonzero().squeeze(1).to(self.statistics.positive_count.device)
 
     def __call__(self, layer: int, activation: torch.Tensor) -> None:
-        stats = self.statistics
-        values = self._counted(activation.detach().reshape(-1, activation.shape[-1]))
+        stats, scratch = self.statistics, self._scratch
+        values = activation.detach().reshape(-1, activation.shape[-1])
+        if self._rows is not None:  # a row copy into a kept buffer, not a boolean index
+            counted = scratch.get("counted", (self._rows.numel(), values.shape[1]), values.dtype, values.device)
+            values = torch.index_select(values, 0, self._rows.to(values.device), out=counted)
         device = stats.positive_count.device
         if values.device != device:
             values = values.to(device)
         values = values.float()
-        ones, squares, positive = self._scratch(values)
+        tokens = values.shape[0]
+        ones = scratch.get("ones", (1, tokens), torch.float32, device, fill=1.0)
+        squares = scratch.get("squares", values.shape, torch.float32, device)
+        positive = scratch.get("positive", values.shape, torch.bool, device)
         # sums over tokens as matrix-vector products (float32 within a batch, float64 across batches)
         stats.activation_sum[layer] += (ones @ values)[0]
         stats.activation_sum_sq[layer] += (ones @ torch.mul(values, values, out=squares))[0]
@@ -96,7 +75,7 @@ class StatisticsAccumulator:
         low, high = torch.aminmax(values, dim=0)
         torch.minimum(stats.minimum[layer], low, out=stats.minimum[layer])
         torch.maximum(stats.maximum[layer], high, out=stats.maximum[layer])
-        histogram_update(stats.histogram[layer], values, stats.sketch, self._workspace)
+        histogram_update(stats.histogram[layer], values, stats.sketch, scratch)
         return None
 
 
@@ -193,7 +172,7 @@ def collect_statistics(
             rows = slice(batch_start, batch_start + batch_size)
             input_ids = blocks.input_ids[rows].to(model_device)
             counted = blocks.counted[rows]
-            accumulator.mask = counted.reshape(-1)
+            accumulator.set_counted(counted.reshape(-1))
             body(input_ids=input_ids, use_cache=False)
             stats.token_count += int(counted.sum())
             batches_run += 1

@@ -38,6 +38,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from langneurons.activations.scratch import ScratchBuffers
+
 
 @dataclass(frozen=True)
 class SketchConfig:
@@ -112,46 +114,28 @@ def bin_index(values: torch.Tensor, config: SketchConfig) -> torch.Tensor:
     return _lookup_table(config).to(values.device)[key]
 
 
-class HistogramWorkspace:
-    """Scratch buffers reused by :func:`histogram_update` across calls of the same shape.
-
-    The update is memory-bound; fresh multi-MB temporaries on every call (page faults, cache
-    misses) cost more than the arithmetic, so the buffers are kept (about 16 bytes per value of
-    one call: a float32 copy reused for the keys, and int64 bin indices).
-    """
-
-    def __init__(self):
-        self._shape: tuple | None = None
-
-    def buffers(self, neurons: int, tokens: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (neurons, tokens, device)
-        if self._shape != shape:
-            self.transposed = torch.empty(neurons, tokens, device=device)
-            self.index = torch.empty(neurons * tokens, dtype=torch.int64, device=device)
-            self.ones = torch.ones((), dtype=torch.int32, device=device).expand(neurons, tokens)
-            self._shape = shape
-        return self.transposed, self.index
-
-
 def histogram_update(histogram: torch.Tensor, values: torch.Tensor, config: SketchConfig,
-                     workspace: HistogramWorkspace | None = None) -> None:
+                     scratch: ScratchBuffers | None = None) -> None:
     """Add the values [tokens, neurons] to ``histogram`` [neurons, num_bins] (int32, in place).
 
     Works neuron-major: values are copied transposed to [neurons, tokens] (float32), turned into
     lookup keys in place, mapped to bins, and counted with one ``scatter_add_`` along the bins
-    of each neuron's row. ``workspace`` keeps the scratch buffers between calls.
+    of each neuron's row. ``scratch`` keeps the two work buffers (about 12 bytes per value)
+    between calls.
     """
     tokens, neurons = values.shape
     if tokens == 0:
         return
-    workspace = workspace or HistogramWorkspace()
-    transposed, index = workspace.buffers(neurons, tokens, values.device)
+    scratch = scratch or ScratchBuffers()
+    transposed = scratch.get("histogram.transposed", (neurons, tokens), torch.float32, values.device)
+    index = scratch.get("histogram.index", (neurons * tokens,), torch.int64, values.device)
     transposed.copy_(values.T)
     key = transposed.view(torch.int32)
     shift, mask = _key_shift_and_mask(config)
     torch.bitwise_right_shift(key, shift, out=key).bitwise_and_(mask)
     torch.index_select(_lookup_table_int64(config, values.device), 0, key.view(-1), out=index)
-    histogram.scatter_add_(1, index.view(neurons, tokens), workspace.ones.to(histogram.dtype))
+    ones = torch.ones((), dtype=histogram.dtype, device=histogram.device).expand(neurons, tokens)
+    histogram.scatter_add_(1, index.view(neurons, tokens), ones)
 
 
 @functools.lru_cache(maxsize=16)
