@@ -8,7 +8,7 @@
 Both generate exactly ``max_new_tokens`` tokens per prompt (no early stop), so they do the same
 amount of decoding. Target: the batched decoder at least 5x faster (ratio <= 0.2).
 
-Run: ``python -m benchmarks.bench_generation`` (small random Llama) or
+Run: ``python -m benchmarks.bench_generation`` (the suite's tiny random Llama) or
 ``python -m benchmarks.bench_generation --model gemma3-270m`` (the default model; built-in XQuAD prompts).
 """
 
@@ -62,35 +62,24 @@ def run(loaded: LoadedModel, repeats: int = 3, prompts: list[list[int]] | None =
     return [result]
 
 
-def _small_random_model() -> LoadedModel:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from langneurons.models.loading import describe
-
-    torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=32000, max_position_embeddings=1024)
-    return describe(LlamaForCausalLM(config).eval(), model_id="random-llama-small")
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model to load (e.g. gemma3-270m); default: small random Llama")
+    parser.add_argument("--model", default=None, help="model to load (e.g. gemma3-270m); default: the suite's tiny random Llama")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default=None, help="move the model to this device (e.g. cuda)")
     args = parser.parse_args(argv)
-    if args.model:
-        from langneurons.models.loading import load_model
+    from benchmarks.run import load_benchmark_model
 
-        loaded = load_model(args.model)
+    loaded = load_benchmark_model(args.model or "tiny")
+    if args.model:
         prompts = builtin_prompts(loaded.tokenizer, count=args.prompts)
-    else:
-        loaded = _small_random_model()
+    else:  # random prompts of 60-140 tokens: the tiny model's text would be meaningless anyway
+        vocab = loaded.model.get_input_embeddings().weight.shape[0]
         generator = torch.Generator().manual_seed(0)
-        prompts = [torch.randint(3, 32000, (int(n),), generator=generator).tolist()
+        prompts = [torch.randint(3, vocab, (int(n),), generator=generator).tolist()
                    for n in torch.randint(60, 140, (args.prompts,), generator=generator)]
     if args.device:
         loaded.model.to(args.device)

@@ -10,6 +10,8 @@ import os
 
 import torch
 
+from langneurons.errors import LangNeuronsError
+
 ENV_BACKEND = "LANGNEURONS_DIST_BACKEND"
 """Backend when none is given: ``gloo`` (CPU) or ``nccl`` (GPU); default nccl if CUDA is available."""
 
@@ -32,3 +34,18 @@ def rank_device_map() -> dict[str, int] | None:
     if world_size_from_env() > 1 and default_backend() == "nccl":
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}
     return None
+
+
+def move_to_process_device(model: torch.nn.Module, device: torch.device, rank: int) -> None:
+    """Move a model that sits on one device onto this process's ``device``; a model split over
+    several devices (``--device-map``) is left as it is. A quantised model cannot be moved: a
+    clear error says to load it onto the right device instead (:func:`rank_device_map`)."""
+    devices = {p.device for p in model.parameters()}
+    if devices == {device} or len(devices) > 1:
+        return
+    if getattr(model, "is_quantized", False):
+        raise LangNeuronsError(
+            f"process {rank}: the quantised model is on {devices.pop()}, not {device}; load it with "
+            f"device_map={{'': LOCAL_RANK}} (langneurons.launch.rank_device_map does so)"
+        )
+    model.to(device)

@@ -30,7 +30,7 @@ from langneurons.activations.sketch import SketchConfig
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.corpus.packing import TokenBlocks
 from langneurons.errors import LangNeuronsError
-from langneurons.launch import default_backend, world_size_from_env
+from langneurons.launch import default_backend, move_to_process_device, world_size_from_env
 
 ENV_TIMEOUT = "LANGNEURONS_DIST_TIMEOUT_S"
 """Seconds a collective waits for the other ranks before failing (default 1800)."""
@@ -96,17 +96,8 @@ def distributed_session(
 def place_model(loaded, context: DistributedContext) -> None:
     """Move a model that sits on one device onto this rank's GPU (nccl); leave CPU runs and
     models split over several devices (``--device-map``) alone."""
-    if context.device.type != "cuda":
-        return
-    devices = {p.device for p in loaded.model.parameters()}
-    if devices == {context.device} or len(devices) > 1:
-        return
-    if getattr(loaded.model, "is_quantized", False):
-        raise LangNeuronsError(
-            f"rank {context.rank}: the quantised model is on {devices.pop()}, not {context.device}; "
-            f"load it with device_map={{'': {context.local_rank}}} (see langneurons.launch.rank_device_map)"
-        )
-    loaded.model.to(context.device)
+    if context.device.type == "cuda":
+        move_to_process_device(loaded.model, context.device, context.rank)
 
 
 def all_reduce_statistics(stats: ActivationStatistics, context: DistributedContext) -> ActivationStatistics:

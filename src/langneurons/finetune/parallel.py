@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from langneurons.launch import world_size_from_env
+from langneurons.launch import move_to_process_device, world_size_from_env
 from langneurons.errors import LangNeuronsError
 
 
@@ -99,11 +99,5 @@ def data_parallel(model: torch.nn.Module) -> DataParallel | None:
             "data-parallel fine-tuning needs the whole model in every process; drop --device-map "
             f"(the model is split over {', '.join(sorted(map(str, devices)))})"
         )
-    if devices != {parallel.device}:
-        if getattr(model, "is_quantized", False):
-            raise LangNeuronsError(
-                f"process {parallel.rank}: the quantised model is on {devices.pop()}, not {parallel.device}; "
-                f"load it onto this process's device (langneurons does so under a launcher)"
-            )
-        model.to(parallel.device)
+    move_to_process_device(model, parallel.device, parallel.rank)
     return parallel
