@@ -35,6 +35,18 @@ def test_perplexity_is_token_weighted_not_a_mean_of_per_block_perplexities(make_
     assert result.nll_sum == pytest.approx(sum(row_sums), rel=1e-5)
     assert result.perplexity == pytest.approx(expected, rel=1e-5)
     assert result.perplexity != pytest.approx(mean_of_rows, rel=1e-3)  # the two definitions differ here
+    assert result.block_tokens == (3, 8)
+    assert result.block_nll == pytest.approx(row_sums, rel=1e-5)
+
+
+def test_per_block_sums_skip_blocks_without_targets_and_do_not_depend_on_the_batch_size(make_loaded):
+    loaded = make_loaded("llama")
+    blocks = _blocks([[1, 2], [], [3, 4, 5]])
+    one, three = (perplexity(loaded, blocks, batch_size=b, progress=False) for b in (1, 3))
+    assert one.block_tokens == three.block_tokens == (2, 3)
+    assert one.block_nll == pytest.approx(three.block_nll, rel=1e-6)
+    assert sum(one.block_nll) == pytest.approx(one.nll_sum, rel=1e-12)
+    assert type(one).from_dict(one.to_dict()) == one
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gemma3_text", "gemma3", "phi3", "gpt2", "bloom", "opt"])

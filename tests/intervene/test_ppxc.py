@@ -149,3 +149,68 @@ def test_tables_and_figures_are_written(llama, heldout, neurons, tmp_path):
     assert sorted(p.suffix for p in figures) == [".png", ".svg"]
     assert all(p.stat().st_size > 1000 for p in figures)
     assert "tiny-llama" in figures[1].read_text()  # the title names the model
+
+
+def _blocked(block_nll, block_tokens):
+    return PerplexityResult.from_sum(sum(block_nll), sum(block_tokens), block_nll, block_tokens)
+
+
+def _blocked_result(baseline_blocks, shift, resampling=(400, 0.95, 0)):
+    """en/fr with 4 blocks of 10 tokens each; intervened = baseline + ``shift[i][j]`` nats per token
+    in every block (a constant paired difference) except where a list of per-block shifts is given."""
+    languages = ["en", "fr"]
+    tokens = [10, 10, 10, 10]
+    base = {l: _blocked([10 * v for v in baseline_blocks[l]], tokens) for l in languages}
+
+    def cell(i, j):
+        per_block = shift[i][j] if isinstance(shift[i][j], list) else [shift[i][j]] * 4
+        col = languages[j]
+        return _blocked([10 * (v + d) for v, d in zip(baseline_blocks[col], per_block)], tokens)
+
+    intervened = {"language-specific": {r: {c: cell(i, j) for j, c in enumerate(languages)}
+                                        for i, r in enumerate(languages)}}
+    return PPXCResult(languages, base, intervened, {"language-specific": {"en": 1, "fr": 1}}, {"model_id": "m"},
+                      "lape", "zero", resampling=resampling)
+
+
+def test_intervals_are_of_the_paired_difference_a_constant_shift_has_a_point_interval():
+    # baselines vary a lot between blocks; the intervention adds exactly 0.5 nats to every token
+    result = _blocked_result({"en": [1.0, 3.0, 0.2, 6.0], "fr": [2.0, 2.5, 9.0, 0.1]}, [[0.5, 0.0], [0.0, 0.5]])
+    intervals = result.intervals()
+    assert intervals["delta_nll"]["language-specific"]["en"]["en"] == pytest.approx((0.5, 0.5))
+    assert intervals["delta_nll"]["language-specific"]["en"]["fr"] == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert intervals["difference"]["language-specific"]["fr"] == pytest.approx((0.5, 0.5))
+    row = next(r for r in result.rows() if r["intervened_language"] == "en" and r["evaluated_language"] == "en")
+    assert row["relative_delta_ppl_ci_low"] == pytest.approx(math.expm1(0.5))
+    assert row["blocks"] == 4
+
+
+def test_intervals_cover_the_point_estimate_and_narrow_with_agreeing_blocks():
+    base = {"en": [1.0, 1.0, 1.0, 1.0], "fr": [1.0, 1.0, 1.0, 1.0]}
+    spread = _blocked_result(base, [[[0.0, 0.2, 0.4, 1.4], 0.0], [0.0, 0.0]])
+    low, high = spread.intervals()["delta_nll"]["language-specific"]["en"]["en"]
+    assert low < 0.5 < high  # the point estimate is the mean shift, 0.5
+    assert low >= 0.0 and high <= 1.4  # a bootstrap mean lies between the smallest and largest block
+    narrow = _blocked_result(base, [[[0.45, 0.5, 0.5, 0.55], 0.0], [0.0, 0.0]])
+    n_low, n_high = narrow.intervals()["delta_nll"]["language-specific"]["en"]["en"]
+    assert n_high - n_low < (high - low) / 5
+
+
+def test_intervals_are_seeded_and_survive_a_round_trip_through_json(tmp_path):
+    base = {"en": [1.0, 2.0, 1.5, 1.0], "fr": [1.0, 1.3, 1.1, 1.0]}
+    make = lambda seed: _blocked_result(base, [[[0.0, 0.2, 0.4, 1.4], 0.1], [0.3, [0.1, 0.0, 0.9, 0.2]]],
+                                        resampling=(300, 0.9, seed))
+    assert make(3).intervals() == make(3).intervals() != make(4).intervals()
+    result = make(3)
+    write_ppxc(result, tmp_path)
+    loaded = PPXCResult.load(tmp_path / "ppxc.json")
+    assert loaded.resampling == (300, 0.9, 3) and loaded.intervals() == result.intervals()
+    with open(tmp_path / "ppxc_specificity.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"difference_ci_low", "difference_ci_high"} <= set(rows[0])
+
+
+def test_results_without_per_block_sums_have_no_intervals():
+    result = _hand_result([[3.0, 1.5, 1.0], [1.0, 1.0, 1.0], [1.2, 1.4, 1.1]])
+    assert result.intervals() is None
+    assert math.isnan(result.rows()[0]["delta_nll_ci_low"])

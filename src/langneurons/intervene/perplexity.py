@@ -32,26 +32,43 @@ LOGIT_ELEMENTS = 2**25
 
 @dataclass(frozen=True)
 class PerplexityResult:
-    """Summed NLL (nats) over ``token_count`` target tokens, its mean, and exp(mean)."""
+    """Summed NLL (nats) over ``token_count`` target tokens, its mean, and exp(mean).
+
+    ``block_nll`` / ``block_tokens`` (optional, one entry per scored block in block order): the
+    summed NLL and target-token count of each block, so that intervals can resample blocks
+    (:func:`langneurons.intervene.ppxc.PPXCResult.intervals`). They add up to the totals.
+    """
 
     nll_sum: float
     token_count: int
     mean_nll: float
     perplexity: float
+    block_nll: tuple[float, ...] | None = None
+    block_tokens: tuple[int, ...] | None = None
 
     @classmethod
-    def from_sum(cls, nll_sum: float, token_count: int) -> "PerplexityResult":
+    def from_sum(cls, nll_sum: float, token_count: int, block_nll=None, block_tokens=None) -> "PerplexityResult":
         if token_count <= 0:
             raise LangNeuronsError("perplexity needs at least one target token")
         mean = nll_sum / token_count
-        return cls(float(nll_sum), int(token_count), mean, math.exp(mean))
+        blocks = (tuple(float(v) for v in block_nll), tuple(int(v) for v in block_tokens)) \
+            if block_nll is not None else (None, None)
+        return cls(float(nll_sum), int(token_count), mean, math.exp(mean), *blocks)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.block_nll is None:
+            del data["block_nll"], data["block_tokens"]
+        else:
+            data["block_nll"], data["block_tokens"] = list(self.block_nll), list(self.block_tokens)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "PerplexityResult":
-        return cls(float(data["nll_sum"]), int(data["token_count"]), float(data["mean_nll"]), float(data["perplexity"]))
+        blocks = data.get("block_nll")
+        return cls(float(data["nll_sum"]), int(data["token_count"]), float(data["mean_nll"]), float(data["perplexity"]),
+                   tuple(float(v) for v in blocks) if blocks is not None else None,
+                   tuple(int(v) for v in data["block_tokens"]) if blocks is not None else None)
 
 
 def target_count(blocks: TokenBlocks) -> int:
@@ -89,8 +106,9 @@ def perplexity(
     vocab = lm.get_output_embeddings().weight.shape[0]
     chunk = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)
     device = loaded.device
-    nll_sum: torch.Tensor | None = None  # float64 on the LM head's device (no host sync per chunk)
-    tokens = 0
+    head_device = lm.get_output_embeddings().weight.device
+    block_nll = torch.zeros(blocks.num_blocks, dtype=torch.float64, device=head_device)  # nats per block
+    block_tokens = blocks.counted[:, 1:].sum(1)  # target tokens per block
     context = intervene(loaded, intervention, positions=positions) if intervention is not None else nullcontext()
     starts = range(0, blocks.num_blocks, batch_size)
     with context, torch.inference_mode():
@@ -102,10 +120,12 @@ def perplexity(
             hidden = body(input_ids=input_ids.to(device), use_cache=False).last_hidden_state
             predictors = hidden[:, :-1][is_target.to(hidden.device)]  # [targets, hidden]
             targets = input_ids[:, 1:][is_target]
+            block_of_target = (start + is_target.nonzero()[:, 0]).to(head_device)  # row-major, like the mask
             for first in range(0, len(targets), chunk):
                 logits = logits_from_hidden(lm, predictors[first : first + chunk])
-                loss = F.cross_entropy(logits, targets[first : first + chunk].to(logits.device), reduction="sum")
-                loss = loss.double()
-                nll_sum = loss if nll_sum is None else nll_sum + loss.to(nll_sum.device)
-            tokens += len(targets)
-    return PerplexityResult.from_sum(float(nll_sum.cpu()), tokens)
+                losses = F.cross_entropy(logits, targets[first : first + chunk].to(logits.device), reduction="none")
+                block_nll.index_add_(0, block_of_target[first : first + chunk], losses.double().to(head_device))
+    scored = block_tokens > 0
+    block_nll = block_nll.cpu()
+    return PerplexityResult.from_sum(float(block_nll.sum()), int(block_tokens.sum()),
+                                     block_nll[scored].tolist(), block_tokens[scored].tolist())

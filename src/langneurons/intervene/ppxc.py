@@ -19,6 +19,12 @@ Specificity of row language i (per set), with K languages and off-diagonal mean 
 * ``ratio_i = delta_nll(i, i) / mean_{j != i} delta_nll(i, j)`` (NaN when the denominator is 0
   or K = 1).
 
+Intervals (:meth:`PPXCResult.intervals`): a percentile bootstrap over the held-out blocks of
+each evaluated language; baseline and intervened perplexities of a cell use the same resampled
+blocks, so the interval is that of the paired difference ``delta_nll``. The interval of
+``relative_delta_ppl`` is ``exp(interval of delta_nll) - 1`` (a monotone map). Specificity
+intervals take each language's block resamples independently.
+
 Results are cached in ``cache_dir`` under a hash of every input (model weights fingerprint,
 the interventions, which cover the neuron sets and values, held-out block fingerprints, token
 budget, seed); finished cells are checkpointed, so an interrupted run resumes.
@@ -83,10 +89,61 @@ class PPXCResult:
     intervention: str
     key: str = ""
     config: dict = field(default_factory=dict)
+    resampling: tuple[int, float, int] = (1000, 0.95, 0)
+    """(bootstrap resamples, confidence, seed) of :meth:`intervals`."""
 
     @property
     def sets(self) -> list[str]:
         return list(self.intervened)
+
+    def intervals(self) -> dict | None:
+        """Bootstrap intervals over held-out blocks (module docstring), or None when a cell lacks
+        per-block NLLs (results of older versions).
+
+        Returns ``{"delta_nll": {set: {row: {col: (low, high)}}}, "difference": {set: {row: (low, high)}}}``
+        (nats/token).
+        """
+        cached = getattr(self, "_intervals", None)
+        if cached is None or cached[0] != self.resampling:
+            self._intervals = (self.resampling, self._bootstrap())
+        return self._intervals[1]
+
+    def _bootstrap(self) -> dict | None:
+        n_resamples, confidence, seed = self.resampling
+        cells = [self.baseline[c] for c in self.languages]
+        cells += [v for rows in self.intervened.values() for cols in rows.values() for v in cols.values()]
+        if n_resamples < 1 or any(cell.block_nll is None for cell in cells):
+            return None
+        alpha = (1.0 - confidence) / 2
+
+        def bounds(values: torch.Tensor) -> tuple[float, float]:
+            return float(torch.quantile(values, alpha)), float(torch.quantile(values, 1 - alpha))
+
+        deltas: dict[str, dict[str, dict[str, torch.Tensor]]] = {s: {r: {} for r in self.languages} for s in self.sets}
+        for index, col in enumerate(self.languages):
+            base = self.baseline[col]
+            tokens = torch.tensor(base.block_tokens, dtype=torch.float64)
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+            picks = torch.randint(len(tokens), (n_resamples, len(tokens)), generator=generator)
+            denominator = tokens[picks].sum(1)
+            base_mean = torch.tensor(base.block_nll, dtype=torch.float64)[picks].sum(1) / denominator
+            for set_name, rows in self.intervened.items():
+                for row, cols in rows.items():
+                    cell = cols[col]
+                    if cell.block_tokens != base.block_tokens:
+                        raise LangNeuronsError(f"PPXC cell {set_name}/{row}/{col} scored other blocks than its baseline")
+                    mean = torch.tensor(cell.block_nll, dtype=torch.float64)[picks].sum(1) / denominator
+                    deltas[set_name][row][col] = mean - base_mean
+        result: dict = {"delta_nll": {}, "difference": {}}
+        for set_name, rows in deltas.items():
+            result["delta_nll"][set_name] = {r: {c: bounds(d) for c, d in cols.items()} for r, cols in rows.items()}
+            result["difference"][set_name] = {}
+            for row, cols in rows.items():
+                others = [cols[c] for c in self.languages if c != row]
+                if others:
+                    difference = cols[row] - torch.stack(others).mean(0)
+                    result["difference"][set_name][row] = bounds(difference)
+        return result
 
     def matrix(self, measure: str = "delta_nll", set_name: str = LANGUAGE_SPECIFIC) -> torch.Tensor:
         """float64 [K, K]: rows intervened language, columns evaluated language. ``measure`` is one
@@ -122,17 +179,34 @@ class PPXCResult:
     def rows(self) -> list[dict]:
         """One table row per (set, intervened language, evaluated language)."""
         table = []
+        intervals = self.intervals()
         for set_name, by_row in self.intervened.items():
             for row in self.languages:
                 for col in self.languages:
                     base, new = self.baseline[col], by_row[row][col]
+                    low, high = intervals["delta_nll"][set_name][row][col] if intervals else (math.nan, math.nan)
                     table.append({
                         "set": set_name, "intervened_language": row, "evaluated_language": col,
                         "neurons": self.neuron_counts[set_name][row], "tokens": base.token_count,
+                        "blocks": len(base.block_tokens) if base.block_tokens else None,
                         "baseline_nll": base.mean_nll, "baseline_ppl": base.perplexity,
                         "intervened_nll": new.mean_nll, "intervened_ppl": new.perplexity,
                         **change(base, new),
+                        "delta_nll_ci_low": low, "delta_nll_ci_high": high,
+                        "relative_delta_ppl_ci_low": math.expm1(low), "relative_delta_ppl_ci_high": math.expm1(high),
                     })
+        return table
+
+    def specificity_rows(self) -> list[dict]:
+        """One table row per (set, row language): specificity with the interval of ``difference``."""
+        intervals = self.intervals()
+        table = []
+        for set_name in self.sets:
+            for language, values in self.specificity(set_name).items():
+                low, high = (intervals["difference"][set_name].get(language, (math.nan, math.nan)) if intervals
+                             else (math.nan, math.nan))
+                table.append({"set": set_name, "language": language, "neurons": self.neuron_counts[set_name][language],
+                              **values, "difference_ci_low": low, "difference_ci_high": high})
         return table
 
     def to_dict(self) -> dict:
@@ -145,6 +219,9 @@ class PPXCResult:
                            for s, rows in self.intervened.items()},
             "specificity": {s: {l: {k: _finite_or_none(v) for k, v in d.items()} for l, d in self.specificity(s).items()}
                             for s in self.sets},
+            "resampling": {"n_resamples": self.resampling[0], "confidence": self.resampling[1],
+                           "seed": self.resampling[2], "unit": "held-out blocks"},
+            "intervals": self.intervals(),
         }
 
     @classmethod
@@ -158,6 +235,8 @@ class PPXCResult:
                         for s, rows in data["intervened"].items()},
             neuron_counts=data["neuron_counts"], model=data["model"], method=data["method"],
             intervention=data["intervention"], key=data.get("key", ""), config=data.get("config", {}),
+            resampling=tuple(data["resampling"][k] for k in ("n_resamples", "confidence", "seed"))
+            if "resampling" in data else (1000, 0.95, 0),
         )
 
     @classmethod
@@ -214,6 +293,8 @@ def ppxc_matrix(
     progress: bool = True,
     batch_size: int = 8,
     statistics_by_language: Mapping | None = None,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
 ) -> PPXCResult:
     """Compute the PPXC matrix of ``neuron_set`` on ``loaded`` (a LoadedModel).
 
@@ -226,6 +307,7 @@ def ppxc_matrix(
         random_control: add rows intervening on a layer-matched random set drawn with ``seed``.
         token_budget: score about this many target tokens per language (whole leading blocks).
         statistics_by_language: ActivationStatistics for ``stat`` / ``add`` actions.
+        n_resamples, confidence: block bootstrap of the intervals (seeded with ``seed``; 0: none).
     """
     from langneurons.identify.random_control import random_control as draw_random_control
 
@@ -252,7 +334,9 @@ def ppxc_matrix(
         partial = Path(cache_dir) / f"ppxc-{key}.partial.json"
         if final.exists():
             try:
-                return PPXCResult.load(final)
+                cached = PPXCResult.load(final)
+                cached.resampling = (n_resamples, confidence, seed)
+                return cached
             except (LangNeuronsError, KeyError, TypeError):
                 pass  # unreadable: recompute and replace
         if partial.exists():
@@ -283,7 +367,7 @@ def ppxc_matrix(
     }
     counts = {name: {row: iv.num_neurons for row, iv in rows.items()} for name, rows in interventions.items()}
     result = PPXCResult(languages, baseline, intervened, counts, loaded.info.to_dict(), neuron_set.method, label,
-                        key, config)
+                        key, config, (n_resamples, confidence, seed))
     if final is not None:
         write_json(final, result.to_dict())
         partial.unlink(missing_ok=True)
@@ -295,8 +379,7 @@ def write_ppxc(result: PPXCResult, directory: str | Path, stem: str = "ppxc") ->
     (everything, with specificity) and ``<stem>_specificity.csv``; all atomic."""
     directory = Path(directory)
     table = result.rows()
-    specificity = [{"set": s, "language": l, "neurons": result.neuron_counts[s][l], **values}
-                   for s in result.sets for l, values in result.specificity(s).items()]
+    specificity = result.specificity_rows()
     return {
         "csv": write_text(directory / f"{stem}.csv", _csv(table)),
         "json": write_json(directory / f"{stem}.json", result.to_dict()),

@@ -2,6 +2,11 @@
 
 One panel per neuron set (language-specific, and the random control when present), sharing one
 symmetric colour scale so the control reads directly against the real set. PNG + SVG, atomic.
+
+The default colour is the change in NLL (nats/token, the log of the perplexity ratio), so one
+huge cell (a +20,000 % perplexity change) does not paint every other cell white; each cell is
+annotated with both the NLL change and the relative perplexity change, and a cell whose 95 %
+block-bootstrap interval of the NLL change contains 0 is printed in grey italics.
 """
 
 from __future__ import annotations
@@ -23,7 +28,14 @@ _LABELS = {
 }
 
 
-def ppxc_figure(result: PPXCResult, measure: str = "relative_delta_ppl", title: str | None = None) -> Figure:
+def _cell_text(result: PPXCResult, measure: str, set_name: str, i: int, j: int, value: float) -> str:
+    if measure == "delta_nll":
+        relative = 100.0 * float(result.matrix("relative_delta_ppl", set_name)[i, j])
+        return f"{value:+.2f}\n{relative:+,.0f}%"
+    return f"{value:+.1f}" if measure.startswith("relative") or abs(value) >= 10 else f"{value:+.3g}"
+
+
+def ppxc_figure(result: PPXCResult, measure: str = "delta_nll", title: str | None = None) -> Figure:
     """The heatmap figure of ``measure`` (one of :data:`MEASURES`); relative measures in %."""
     if measure not in MEASURES:
         raise LangNeuronsError(f"unknown PPXC measure {measure!r}; use one of {', '.join(MEASURES)}")
@@ -33,6 +45,7 @@ def ppxc_figure(result: PPXCResult, measure: str = "relative_delta_ppl", title: 
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
     languages = result.languages
     size = max(3.5, 0.6 * len(languages) + 2)
+    intervals = result.intervals() if measure == "delta_nll" else None
     figure = Figure(figsize=(size * len(matrices) + 1.5, size + 0.6), layout="constrained")
     axes = figure.subplots(1, len(matrices), squeeze=False)[0]
     image = None
@@ -46,9 +59,12 @@ def ppxc_figure(result: PPXCResult, measure: str = "relative_delta_ppl", title: 
         for i in range(len(languages)):
             for j in range(len(languages)):
                 value = float(values[i, j])
-                text = f"{value:+.1f}" if scale != 1.0 or abs(value) >= 10 else f"{value:+.3g}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if abs(value) > 0.6 * bound else "black")
+                low, high = (intervals["delta_nll"][name][languages[i]][languages[j]] if intervals
+                             else (1.0, 1.0))
+                uncertain = low <= 0.0 <= high
+                ax.text(j, i, _cell_text(result, measure, name, i, j, value), ha="center", va="center", fontsize=7,
+                        color="dimgray" if uncertain else ("white" if abs(value) > 0.6 * bound else "black"),
+                        style="italic" if uncertain else "normal")
     figure.colorbar(image, ax=list(axes), label=_LABELS[measure], shrink=0.8)
     model = result.model.get("model_id", "model")
     figure.suptitle(title or f"PPXC: {model}, {result.method} neurons, {result.intervention}")
@@ -56,6 +72,6 @@ def ppxc_figure(result: PPXCResult, measure: str = "relative_delta_ppl", title: 
 
 
 def write_ppxc_figure(result: PPXCResult, out_dir: str | Path, name: str = "ppxc",
-                      measure: str = "relative_delta_ppl", title: str | None = None) -> list[Path]:
+                      measure: str = "delta_nll", title: str | None = None) -> list[Path]:
     """Write ``name.png`` and ``name.svg`` into ``out_dir``; returns the paths."""
     return save_figure(ppxc_figure(result, measure, title), Path(out_dir), name)

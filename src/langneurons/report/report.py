@@ -124,8 +124,10 @@ def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Perplexity change (PPXC)"),
         ("p", "Rows: the language whose neurons are intervened; columns: the language whose held-out text is "
-              "scored. Specificity of row language i: Δ NLL on i minus the mean Δ NLL on the other languages "
-              "(nats/token; > 0 when the neurons matter more for their own language)."),
+              "scored. Colour: Δ NLL (nats/token, the log of the perplexity ratio); each cell shows Δ NLL and the "
+              "relative perplexity change; grey italics: the 95% block-bootstrap interval of Δ NLL contains 0. "
+              "Specificity of row language i: Δ NLL on i minus the mean Δ NLL on the other languages "
+              "(nats/token; > 0 when the neurons matter more for their own language), with its 95% interval."),
     ]
     for folder in folders:
         data = _read_json(folder / "ppxc.json")
@@ -134,8 +136,9 @@ def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
             blocks.append(("image", folder / "ppxc.png", f"PPXC of the {folder.name} neurons"))
         rows = _read_csv(folder / "ppxc_specificity.csv") if (folder / "ppxc_specificity.csv").exists() else []
         if rows:
-            blocks.append(("table", ["set", "language", "neurons", "difference (nats/token)", "ratio"],
+            blocks.append(("table", ["set", "language", "neurons", "difference (nats/token)", "95% CI", "ratio"],
                            [[r["set"], r["language"], r["neurons"], _number(r["difference"], 4),
+                             f"[{_signed(r.get('difference_ci_low'), 3)}, {_signed(r.get('difference_ci_high'), 3)}]",
                              _number(r["ratio"], 2) if r["ratio"] not in ("", "nan") else "–"] for r in rows]))
     return blocks
 

@@ -75,8 +75,10 @@ class PPXCConfig:
     random_control: bool = True
     token_budget: int | None = None
     batch_size: int = 8
-    measure: str = "relative_delta_ppl"
+    measure: str = "delta_nll"
     seed: int = 0
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
 
 
 @dataclass(frozen=True)

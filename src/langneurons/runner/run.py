@@ -363,6 +363,7 @@ class _Experiment:
                 random_control=options.random_control, seed=options.seed, token_budget=options.token_budget,
                 cache_dir=directory / "cells", progress=self.progress, batch_size=options.batch_size,
                 statistics_by_language=self._statistics_for(self.config.languages) if needs_statistics else None,
+                n_resamples=options.bootstrap_resamples, confidence=options.confidence,
             )
             write_ppxc(result, directory)
             write_ppxc_figure(result, directory, name="ppxc", measure=options.measure)
