@@ -213,3 +213,38 @@ def test_activation_checkpointing_recomputes_layers_and_trains_the_same_weights(
     assert mlp_calls[True] == 2 * mlp_calls[False]  # every layer's forward is run again in the backward
     for name, weight in adapters[False].items():  # dropout included: the RNG state is replayed
         torch.testing.assert_close(adapters[True][name], weight, rtol=1e-6, atol=1e-7)
+
+
+def test_smoothed_loss_is_a_trailing_moving_average():
+    from langneurons.finetune.train import smoothed
+
+    assert smoothed([4.0, 2.0, 0.0, 6.0], window=2) == [4.0, 3.0, 1.0, 3.0]
+    assert smoothed([1.0, 2.0, 3.0], window=10) == [1.0, 1.5, 2.0]
+    assert smoothed([]) == []
+
+
+def test_learning_curve_scores_the_dev_set_at_step_zero_every_k_steps_and_the_end(tmp_path, make_loaded, nli_data):
+    from langneurons.evaluate.evaluation import predict, prepare_task
+
+    dev = nli_data(6)
+    loaded = make_loaded("llama")
+    prepared = prepare_task(loaded.tokenizer, "xnli", "en", dev, 256)
+    untrained = [r["correct"] for r in predict(loaded, prepared)]
+    config = FinetuneConfig("xnli", neurons="all", max_steps=5, batch_size=3, learning_rate=2e-2, lora_dropout=0.0,
+                            warmup_ratio=0.0, eval_every=2)
+    result = finetune(loaded, nli_data(3), config, tmp_path, progress=False, dev_examples=dev)
+    curve = result.metadata["curve"]
+    assert [point["step"] for point in curve] == [0, 2, 4, 5]
+    assert {point["dev_n"] for point in curve} == {6} and curve[0]["dev_metric"] == "accuracy"
+    assert curve[0]["dev_score"] == pytest.approx(100.0 * sum(untrained) / 6)
+    result.model.model.eval()
+    trained = [r["correct"] for r in predict(result.model, prepared)]
+    assert curve[-1]["dev_score"] == pytest.approx(100.0 * sum(trained) / 6)
+    assert len(result.metadata["smoothed_loss"]) == 5
+    # bookkeeping only: the same weights as a run without a learning curve
+    plain = finetune(make_loaded("llama"), nli_data(3), replace(config, eval_every=0), tmp_path / "plain",
+                     progress=False)
+    assert plain.metadata["curve"] == []
+    trained_weights = load_file(str(tmp_path / "adapter_model.safetensors"))
+    plain_weights = load_file(str(tmp_path / "plain" / "adapter_model.safetensors"))
+    assert all(torch.equal(trained_weights[k], plain_weights[k]) for k in trained_weights)

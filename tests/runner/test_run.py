@@ -61,7 +61,7 @@ def test_a_tiny_experiment_runs_every_stage_and_records_it_in_the_manifest(tiny_
     for section in ("Language-specific neurons", "Perplexity change (PPXC)", "Fine-tuning", "Evaluation",
                     "Interventions vs baseline", "Stages"):
         assert f">{section}<" in html
-    assert html.count("data:image/png;base64,") == 2  # PPXC heatmap + intervention deltas
+    assert html.count("data:image/png;base64,") == 4  # PPXC heatmap, intervention deltas, 2 learning curves
 
 
 def test_a_second_run_reuses_every_stage_without_loading_the_model(tiny_run, tmp_path, rerun):

@@ -86,6 +86,8 @@ class FinetuneConfig:
     activation_checkpointing: recompute each decoder layer's activations in the backward pass
         instead of keeping them (transformers' activation checkpointing): less memory for long
         XQuAD contexts and big models, about one more forward pass of time, the same weights.
+    eval_every: score the held-out ``dev_examples`` of :func:`finetune` before the first step and
+        every this many optimizer steps (0: never); the learning curve lands in the metadata.
     """
 
     task: str
@@ -112,6 +114,7 @@ class FinetuneConfig:
     save_every: int = 100
     keep_checkpoints: int = 1
     activation_checkpointing: bool = False
+    eval_every: int = 0
 
     def resolved(self) -> "FinetuneConfig":
         """A validated copy with the task defaults filled in."""
@@ -129,6 +132,8 @@ class FinetuneConfig:
                             ("epochs", self.epochs), ("keep_checkpoints", self.keep_checkpoints)):
             if value < 1:
                 raise LangNeuronsError(f"{name} must be at least 1, got {value}")
+        if self.eval_every < 0:
+            raise LangNeuronsError(f"eval_every must be >= 0, got {self.eval_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise LangNeuronsError(f"max_steps must be at least 1, got {self.max_steps}")
         if not 0.0 <= self.warmup_ratio < 1.0 or self.weight_decay < 0 or self.learning_rate <= 0:
@@ -143,7 +148,8 @@ class FinetuneConfig:
     def run_key(self) -> dict:
         """The fields that decide the trained weights (not bookkeeping such as save_every)."""
         key = asdict(self)
-        for bookkeeping in ("save_every", "keep_checkpoints", "neuron_set_path", "activation_checkpointing"):
+        for bookkeeping in ("save_every", "keep_checkpoints", "neuron_set_path", "activation_checkpointing",
+                            "eval_every"):
             key.pop(bookkeeping)
         return key
 
@@ -329,6 +335,8 @@ def finetune(
     neuron_set: NeuronSet | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
+    dev_examples: Sequence | None = None,
+    dev_language: str = "en",
 ) -> FinetuneResult:
     """Fine-tune ``loaded`` with LoRA on ``train_examples`` (NLIExample or QAExample).
 
@@ -336,7 +344,9 @@ def finetune(
     the trained PEFT model. A run already finished in ``output_dir`` with the same base model,
     data, neurons and hyper-parameters is not repeated; a matching checkpoint is resumed; a
     different run in ``output_dir`` is an error. ``on_step(step, loss)`` is called after every
-    optimizer step (1-based step).
+    optimizer step (1-based step). With ``dev_examples`` (held out from training) and
+    ``config.eval_every``, the metadata's ``curve`` holds the dev score (XNLI accuracy, XQuAD F1,
+    percent) at step 0 and every ``eval_every`` steps and at the last step.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -387,6 +397,8 @@ def finetune(
     metadata = _run_metadata(run_hash, loaded.info, config, neuron_mask, chosen_set, data, data_hash, neuron_hash,
                              lora, counts, total_steps)
     step, losses = _resume(checkpoints[-1], model, optimizer, scheduler, parallel) if checkpoints else (0, [])
+    curve = list(_read_metadata(checkpoints[-1]).get("curve", [])) if checkpoints else []
+    dev_score = _dev_scorer(loaded, model, config, dev_examples, dev_language) if main else None
 
     def write_neurons(folder: Path) -> None:
         if chosen_set is not None:
@@ -395,6 +407,8 @@ def finetune(
     device = next(model.parameters()).device
     label_ids = data.label_token_ids.to(device) if data.label_token_ids is not None else None
     pad = pad_id(loaded.tokenizer)
+    if dev_score is not None and step == 0:
+        curve.append({"step": 0, **dev_score()})
     model.train()
     with _LossProgress(f"fine-tune {config.task}", total_steps, step, enabled=progress and main) as bar:
         while step < total_steps:
@@ -409,10 +423,13 @@ def finetune(
             step += 1
             losses.append(loss)
             bar.update(step, loss)
+            if dev_score is not None and (step % config.eval_every == 0 or step == total_steps):
+                curve.append({"step": step, **dev_score()})
             if config.save_every and step % config.save_every == 0 and step < total_steps:
                 rng = parallel.gather(_rng_state()) if parallel is not None else _rng_state()
                 if main:
-                    _save_checkpoint(output_dir, step, lora, dict(metadata, step=step, final_loss=loss, complete=False),
+                    _save_checkpoint(output_dir, step, lora,
+                                     dict(metadata, step=step, final_loss=loss, complete=False, curve=curve),
                                      optimizer, scheduler, losses, rng, config.keep_checkpoints, write_neurons)
                 if parallel is not None:
                     parallel.wait()
@@ -423,7 +440,8 @@ def finetune(
         loaded.model.activation_checkpointing_disable()
         loaded.model.disable_input_require_grads()
 
-    final = dict(metadata, step=step, final_loss=losses[-1] if losses else float("nan"), losses=losses, complete=True)
+    final = dict(metadata, step=step, final_loss=losses[-1] if losses else float("nan"), losses=losses, complete=True,
+                 curve=curve, smoothed_loss=smoothed(losses))
     if main:
         staging = output_dir / ".final"
         _save_adapter_dir(staging, lora, final, write_neurons)
@@ -439,6 +457,43 @@ def finetune(
         trained_neurons=metadata["neurons"]["count"],
         model=_finetuned_loaded(loaded, model, _saved_adapter(output_dir), output_dir), metadata=final,
     )
+
+
+def smoothed(losses: Sequence[float], window: int = 20) -> list[float]:
+    """Trailing moving average of per-step losses (nats per target token) over ``window`` steps
+    (fewer at the start): a one-batch loss says little about where training stands."""
+    values = torch.tensor(list(losses), dtype=torch.float64)
+    if not len(values):
+        return []
+    sums = torch.cat([torch.zeros(1, dtype=torch.float64), values.cumsum(0)])
+    ends = torch.arange(1, len(values) + 1)
+    starts = (ends - window).clamp(min=0)
+    return ((sums[ends] - sums[starts]) / (ends - starts)).tolist()
+
+
+def _dev_scorer(loaded: LoadedModel, model: nn.Module, config: FinetuneConfig,
+                dev_examples: Sequence | None, language: str) -> Callable[[], dict] | None:
+    """A function scoring the model being trained on ``dev_examples`` (eval mode, then back to
+    train): ``{"dev_metric": ..., "dev_score": percent, "dev_n": n}``; None when not asked for."""
+    if not dev_examples or not config.eval_every:
+        return None
+    from langneurons.evaluate.evaluation import predict, prepare_task
+
+    prepared = prepare_task(loaded.tokenizer, config.task, language, dev_examples, config.max_length,
+                            32 if config.task == "xquad" else 0)
+    current = LoadedModel(model=model, tokenizer=loaded.tokenizer, info=loaded.info, adapter=loaded.adapter)
+    metric = "correct" if config.task == "xnli" else "f1"
+
+    def score() -> dict:
+        model.eval()
+        with torch.no_grad():
+            records = predict(current, prepared, batch_size=config.batch_size)
+        model.train()
+        values = [float(r[metric]) * (100.0 if metric == "correct" else 1.0) for r in records]
+        return {"dev_metric": "accuracy" if metric == "correct" else "f1", "dev_score": sum(values) / len(values),
+                "dev_n": len(values)}
+
+    return score
 
 
 def _run_metadata(run_hash: str, info: ModelInfo, config: FinetuneConfig, neuron_mask: torch.Tensor | None,

@@ -155,11 +155,26 @@ def _finetune(run_dir: Path, manifest: dict) -> list[Block]:
         rows.append([folder.name, meta.get("task", ""), neurons.get("mode", ""),
                      ",".join(neurons.get("languages", [])) or "–", str(neurons.get("count", 0)),
                      f"{params.get('trainable', '?'):,}" if isinstance(params.get("trainable"), int) else "?",
-                     f"{meta.get('step')}/{meta.get('total_steps')}", _number(meta.get("final_loss"), 4),
+                     f"{meta.get('step')}/{meta.get('total_steps')}",
+                     _number((meta.get("smoothed_loss") or [meta.get("final_loss")])[-1], 4),
+                     _dev_scores(meta.get("curve", [])),
                      str(meta.get("data", {}).get("examples", "?"))])
-    return [("h2", "Fine-tuning"),
-            ("table", ["run", "task", "neurons", "languages", "trained neurons", "trainable parameters", "steps",
-                       "final loss", "examples"], rows)]
+    blocks: list[Block] = [
+        ("h2", "Fine-tuning"),
+        ("p", "Final loss: moving average of the last 20 steps' training loss (nats per target token). "
+              "Dev: the held-out development score (%) before training → at the end."),
+        ("table", ["run", "task", "neurons", "languages", "trained neurons", "trainable parameters", "steps",
+                   "final loss", "dev", "examples"], rows)]
+    for folder in folders:
+        if (folder / "learning_curve.png").exists():
+            blocks.append(("image", folder / "learning_curve.png", f"{folder.name}: learning curve"))
+    return blocks
+
+
+def _dev_scores(curve: list) -> str:
+    if not curve:
+        return "–"
+    return f"{curve[0]['dev_score']:.1f} → {curve[-1]['dev_score']:.1f} (n={curve[-1]['dev_n']})"
 
 
 def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:

@@ -85,12 +85,15 @@ class PPXCConfig:
 class XNLIConfig:
     """XNLI data: ``source`` (builtin, hub or a folder) for the test split, ``train_source`` for the
     training split (default: ``source``); seeded, optionally class-balanced subsamples.
+    ``dev_limit``: a development sample of the training split, disjoint from the training
+    examples, scored during fine-tuning for the learning curve (None: no curve).
     ``languages`` (optional) replaces ``evaluation.languages`` for this task."""
 
     source: str = "builtin"
     train_source: str | None = None
     eval_limit: int | None = None
     train_limit: int | None = None
+    dev_limit: int | None = None
     balanced: bool = True
     max_length: int = 256
     seed: int = 0
@@ -102,6 +105,7 @@ class XQuADConfig:
     """XQuAD data. ``train``: ``file`` (a separate training file, e.g. builtin ``train.en.json``)
     or ``by_article`` (train on the source language's training articles, evaluate every
     language on the held-out articles only, :func:`langneurons.tasks.split_by_article`).
+    ``dev_limit``: as for XNLI, from the training examples left out of ``train_limit``.
     ``languages`` (optional) replaces ``evaluation.languages`` for this task."""
 
     source: str = "builtin"
@@ -110,6 +114,7 @@ class XQuADConfig:
     eval_fraction: float = 0.5
     eval_limit: int | None = None
     train_limit: int | None = None
+    dev_limit: int | None = None
     max_length: int = 512
     max_new_tokens: int = 32
     seed: int = 0

@@ -142,13 +142,22 @@ def run_experiment(
 
 
 def task_examples(tasks, task: str, language: str, split: str) -> list:
-    """Examples of ``task`` in ``language`` for ``split`` (``eval`` or ``train``) as configured in
-    ``tasks`` (a :class:`langneurons.runner.config.TasksConfig`)."""
+    """Examples of ``task`` in ``language`` for ``split`` as configured in ``tasks`` (a
+    :class:`langneurons.runner.config.TasksConfig`): ``eval``, ``train``, or ``dev`` (``dev_limit``
+    examples of the training data that the ``train`` sample does not contain)."""
     from langneurons.tasks import load_xnli, load_xquad, split_by_article, subsample
 
     options = getattr(tasks, task)
     if options is None:
         raise LangNeuronsError(f"task {task!r} has no data section under tasks")
+    if split == "dev":
+        every = task_examples(replace(tasks, **{task: replace(options, train_limit=None)}), task, language, "train")
+        training = {example.id for example in task_examples(tasks, task, language, "train")}
+        unused = [example for example in every if example.id not in training]
+        if not unused:
+            raise LangNeuronsError(f"{task}: no training examples are left for a development sample "
+                                   f"(lower train_limit or drop dev_limit)")
+        return subsample(unused, options.dev_limit, options.seed + 1)
     if task == "xnli":
         if split == "train":
             return load_xnli(options.train_source or options.source, language, "train", options.train_limit,
@@ -380,11 +389,17 @@ class _Experiment:
         uses_set = run.options.neurons in ("languages", "random")
 
         def compute(directory: Path) -> None:
+            from langneurons.report.finetune_figures import write_learning_curve
+
             examples = task_examples(tasks, run.task, run.source_language, "train")
+            dev = (task_examples(tasks, run.task, run.source_language, "dev")
+                   if getattr(tasks, run.task).dev_limit and run.options.eval_every else None)
             base = self.fresh_base()
             neuron_set = self._neuron_set(run.neuron_set) if uses_set else None
-            finetune(base, examples, run.options, directory, neuron_set=neuron_set, progress=self.progress)
-            del base
+            result = finetune(base, examples, run.options, directory, neuron_set=neuron_set, progress=self.progress,
+                              dev_examples=dev, dev_language=run.source_language)
+            write_learning_curve(result.metadata, directory, title=f"{run.name}: learning curve")
+            del base, result
             gc.collect()
 
         inputs = {"model": asdict(self.config.model), "run": asdict(run), "data": asdict(getattr(tasks, run.task)),

@@ -1,0 +1,28 @@
+"""Learning curves: rows per step with the dev score where it was measured; PNG + SVG + CSV."""
+
+import csv
+
+import pytest
+
+from langneurons.errors import LangNeuronsError
+from langneurons.report.finetune_figures import curve_rows, write_learning_curve
+
+METADATA = {"task": "xnli", "losses": [1.2, 1.0, 0.8], "smoothed_loss": [1.2, 1.1, 1.0],
+            "curve": [{"step": 0, "dev_metric": "accuracy", "dev_score": 33.0, "dev_n": 9},
+                      {"step": 2, "dev_metric": "accuracy", "dev_score": 50.0, "dev_n": 9}]}
+
+
+def test_rows_carry_the_dev_score_only_where_it_was_measured():
+    rows = curve_rows(METADATA)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert [r["dev_score"] for r in rows] == [33.0, "", 50.0, ""]
+    assert rows[3]["loss"] == 0.8 and rows[3]["smoothed_loss"] == 1.0
+
+
+def test_figure_and_table_are_written(tmp_path):
+    paths = write_learning_curve(METADATA, tmp_path)
+    assert sorted(p.name for p in paths) == ["learning_curve.csv", "learning_curve.png", "learning_curve.svg"]
+    with open(tmp_path / "learning_curve.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+    with pytest.raises(LangNeuronsError, match="no losses"):
+        write_learning_curve({"losses": []}, tmp_path)
