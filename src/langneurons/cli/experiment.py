@@ -37,11 +37,25 @@ def run_command(
     force: Annotated[bool, typer.Option(help="Accept a run directory of another tool version (recomputes everything).")] = False,
     report: Annotated[bool, typer.Option(help="Write the report at the end.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    data: Annotated[Optional[str], typer.Option(help="Folder of local data copies: the value of ${data} in the config "
+                                                     "(same as --var data=PATH).")] = None,
+    var: Annotated[Optional[list[str]], typer.Option("--var", help="NAME=VALUE for ${NAME} in the config "
+                                                                   "(repeatable; overrides its vars: section).")] = None,
 ) -> None:
     """Run every stage of an experiment; finished stages with unchanged inputs are reused."""
+    from langneurons.errors import LangNeuronsError
     from langneurons.runner import run_experiment
 
-    result = run_experiment(config, run_dir or Path("runs") / config.stem, force=force, progress=progress, report=report)
+    variables = {}
+    for item in var or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise LangNeuronsError(f"--var takes NAME=VALUE, got {item!r}")
+        variables[name.strip()] = value
+    if data is not None:
+        variables["data"] = data
+    result = run_experiment(config, run_dir or Path("runs") / config.stem, force=force, progress=progress,
+                            report=report, variables=variables)
     _print_stages(result)
     if result.report:
         console.print(f"report: {result.report[1]}")

@@ -103,22 +103,37 @@ class PPXCResult:
         Returns ``{"delta_nll": {set: {row: {col: (low, high)}}}, "difference": {set: {row: (low, high)}}}``
         (nats/token).
         """
-        cached = getattr(self, "_intervals", None)
+        resampled = self.resampled_delta_nll()
+        if resampled is None:
+            return None
+        confidence = self.resampling[1]
+        result: dict = {"delta_nll": {}, "difference": {}}
+        for set_name, rows in resampled.items():
+            result["delta_nll"][set_name] = {r: {c: percentile_interval(d, confidence) for c, d in cols.items()}
+                                             for r, cols in rows.items()}
+            result["difference"][set_name] = {}
+            for row, cols in rows.items():
+                others = [cols[c] for c in self.languages if c != row]
+                if others:
+                    difference = cols[row] - torch.stack(others).mean(0)
+                    result["difference"][set_name][row] = percentile_interval(difference, confidence)
+        return result
+
+    def resampled_delta_nll(self) -> dict[str, dict[str, dict[str, torch.Tensor]]] | None:
+        """set -> row -> col -> float64 [n_resamples]: ``delta_nll`` of the cell on each bootstrap
+        resample of col's held-out blocks (the same resamples for every row and set, so any
+        statistic of several cells can be bootstrapped from these). None without per-block NLLs."""
+        cached = getattr(self, "_resampled", None)
         if cached is None or cached[0] != self.resampling:
-            self._intervals = (self.resampling, self._bootstrap())
-        return self._intervals[1]
+            self._resampled = (self.resampling, self._bootstrap())
+        return self._resampled[1]
 
     def _bootstrap(self) -> dict | None:
-        n_resamples, confidence, seed = self.resampling
+        n_resamples, _, seed = self.resampling
         cells = [self.baseline[c] for c in self.languages]
         cells += [v for rows in self.intervened.values() for cols in rows.values() for v in cols.values()]
         if n_resamples < 1 or any(cell.block_nll is None for cell in cells):
             return None
-        alpha = (1.0 - confidence) / 2
-
-        def bounds(values: torch.Tensor) -> tuple[float, float]:
-            return float(torch.quantile(values, alpha)), float(torch.quantile(values, 1 - alpha))
-
         deltas: dict[str, dict[str, dict[str, torch.Tensor]]] = {s: {r: {} for r in self.languages} for s in self.sets}
         for index, col in enumerate(self.languages):
             base = self.baseline[col]
@@ -134,16 +149,7 @@ class PPXCResult:
                         raise LangNeuronsError(f"PPXC cell {set_name}/{row}/{col} scored other blocks than its baseline")
                     mean = torch.tensor(cell.block_nll, dtype=torch.float64)[picks].sum(1) / denominator
                     deltas[set_name][row][col] = mean - base_mean
-        result: dict = {"delta_nll": {}, "difference": {}}
-        for set_name, rows in deltas.items():
-            result["delta_nll"][set_name] = {r: {c: bounds(d) for c, d in cols.items()} for r, cols in rows.items()}
-            result["difference"][set_name] = {}
-            for row, cols in rows.items():
-                others = [cols[c] for c in self.languages if c != row]
-                if others:
-                    difference = cols[row] - torch.stack(others).mean(0)
-                    result["difference"][set_name][row] = bounds(difference)
-        return result
+        return deltas
 
     def matrix(self, measure: str = "delta_nll", set_name: str = LANGUAGE_SPECIFIC) -> torch.Tensor:
         """float64 [K, K]: rows intervened language, columns evaluated language. ``measure`` is one
@@ -249,6 +255,12 @@ class PPXCResult:
         except ValueError as error:
             raise LangNeuronsError(f"corrupted PPXC result {path}: {error}") from error
         return cls.from_dict(data)
+
+
+def percentile_interval(values: torch.Tensor, confidence: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed percentile interval of bootstrap ``values`` [n_resamples]."""
+    alpha = (1.0 - confidence) / 2
+    return float(torch.quantile(values, alpha)), float(torch.quantile(values, 1 - alpha))
 
 
 def _finite_or_none(value: float) -> float | None:

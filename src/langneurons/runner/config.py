@@ -13,6 +13,7 @@ Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -210,14 +211,20 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------- loading
 
 
-def load_config(source: str | Path | Mapping) -> ExperimentConfig:
-    """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`."""
+def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | None = None) -> ExperimentConfig:
+    """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`.
+
+    ``${name}`` inside any string value is replaced by ``variables[name]``, else by the config's
+    own ``vars: {name: default}`` section (e.g. ``${data}`` for the folder of local data copies);
+    a name with neither is an error. The parsed config holds only the substituted values.
+    """
     if isinstance(source, Mapping):
         data, origin = dict(source), "config"
     else:
         path = Path(source)
         data, origin = _read_yaml(path), path.name
     try:
+        data = substitute_variables(data, variables)
         config = _parse(data)
     except LangNeuronsError as error:
         raise LangNeuronsError(f"{origin}: {error}") from None
@@ -244,6 +251,37 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return data
     base = _read_yaml((path.parent / str(parent)), seen + (path.resolve(),))
     return merge(base, data)
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute_variables(data: dict, variables: Mapping[str, str] | None = None) -> dict:
+    """``data`` without its ``vars`` section, with every ``${name}`` in its strings replaced
+    (``variables`` first, then ``vars``)."""
+    data = dict(data)
+    defaults = data.pop("vars", None) or {}
+    if not isinstance(defaults, Mapping):
+        raise LangNeuronsError("vars must be a mapping of names to strings")
+    values = {str(k): str(v) for k, v in {**defaults, **(variables or {})}.items()}
+
+    def replace_in(value: Any, path: str) -> Any:
+        if isinstance(value, str):
+            def lookup(match: re.Match) -> str:
+                name = match.group(1)
+                if name not in values:
+                    raise LangNeuronsError(f"{path} uses ${{{name}}} but no value is given "
+                                           f"(add it under vars: or pass --var {name}=VALUE)")
+                return values[name]
+
+            return _VARIABLE.sub(lookup, value)
+        if isinstance(value, Mapping):
+            return {k: replace_in(v, _join(path, str(k))) for k, v in value.items()}
+        if isinstance(value, list):
+            return [replace_in(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    return replace_in(data, "")
 
 
 def merge(base: Mapping, override: Mapping) -> dict:

@@ -117,6 +117,7 @@ def run_experiment(
     force: bool = False,
     progress: bool = True,
     report: bool = True,
+    variables: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run (or resume) the experiment ``config`` (YAML path, dict or ExperimentConfig) in ``run_dir``.
 
@@ -132,7 +133,7 @@ def run_experiment(
         raise LangNeuronsError("langneurons run is one process; launch 'collect' or 'finetune' with torchrun / "
                                "accelerate launch instead (see docs/scaling.md)")
     if not isinstance(config, ExperimentConfig):
-        config = load_config(config)
+        config = load_config(config, variables)
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
     return _Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
