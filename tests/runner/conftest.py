@@ -46,7 +46,7 @@ def write_fixtures(root):
 
 def tiny_config(root) -> dict:
     quick = {"task": "xnli", "max_steps": 2, "batch_size": 3, "lora_r": 4, "learning_rate": 0.005,
-             "lora_dropout": 0.0, "max_length": 120}
+             "lora_dropout": 0.0, "max_length": 120, "eval_every": 1}
     return {
         "name": "tiny",
         "model": "tiny-test",
@@ -57,7 +57,7 @@ def tiny_config(root) -> dict:
                            {"name": "act-prob", "method": "act-prob", "top_rate": 0.02, "figures": False},
                            {"name": "random", "method": "random", "like": "lape", "seed": 1, "figures": False}],
         "ppxc": {"neuron_sets": ["lape"], "languages": ["en", "fr"], "token_budget": 30, "batch_size": 4},
-        "tasks": {"xnli": {"source": str(root / "xnli"), "max_length": 120},
+        "tasks": {"xnli": {"source": str(root / "xnli"), "max_length": 120, "train_limit": 6, "dev_limit": 3},
                   "xquad": {"source": str(root / "xquad"), "max_length": 120, "max_new_tokens": 3}},
         "finetune": {"defaults": quick, "runs": [
             {"name": "attention", "neurons": "none"},
@@ -65,6 +65,7 @@ def tiny_config(root) -> dict:
         "evaluation": {"languages": ["en", "fr"], "models": ["base", "attention", "lape-neurons"],
                        "neuron_sets": ["lape", "random"], "actions": ["zero"], "intervene_models": ["base"],
                        "batch_size": 4, "bootstrap_resamples": 100},
+        "claims": {"bootstrap_resamples": 200, "related_pairs": []},
     }
 
 

@@ -11,7 +11,7 @@ from langneurons.runner.run import MANIFEST, run_experiment
 
 ALL_STAGES = ["statistics", "identify/lape", "identify/act-prob", "identify/random", "ppxc/lape",
               "finetune/attention", "finetune/lape-neurons", "evaluate/base", "evaluate/attention",
-              "evaluate/lape-neurons", "results"]
+              "evaluate/lape-neurons", "results", "claims"]
 
 
 def copy_run(tiny_run, tmp_path):
@@ -77,14 +77,14 @@ def test_a_changed_option_reruns_only_the_stages_that_depend_on_it(tiny_run, tmp
     config, run_dir = copy_run(tiny_run, tmp_path)
     config["evaluation"]["actions"] = ["zero", "scale=0.5"]
     result, _ = rerun(config, run_dir)
-    assert result.computed == ["evaluate/base", "results"]
+    assert result.computed == ["evaluate/base", "results", "claims"]
     scores = json.loads((run_dir / "results" / "scores.json").read_text())
     assert {r["condition"] for r in scores} >= {"lape:scale=0.5", "random:scale=0.5"}
 
     config["identification"][0]["filter_rate"] = 0.6  # LAPE, and everything that reads the LAPE set
     result, _ = rerun(config, run_dir)
     assert result.computed == ["identify/lape", "identify/random", "ppxc/lape", "finetune/lape-neurons",
-                               "evaluate/base", "evaluate/lape-neurons", "results"]
+                               "evaluate/base", "evaluate/lape-neurons", "results", "claims"]
     assert json.loads((run_dir / "identify" / "lape" / "neurons.json").read_text())["parameters"]["filter_rate"] == 0.6
 
 
@@ -114,7 +114,7 @@ def test_a_run_directory_of_another_tool_version_is_refused_unless_forced(tiny_r
     with pytest.raises(LangNeuronsError, match=message):
         rerun(config, run_dir)
     result, _ = rerun(config, run_dir, force=True)
-    assert result.computed == ["statistics", "identify/lape"]  # the version is part of every cache key
+    assert result.computed == ["statistics", "identify/lape", "claims"]  # the version is part of every key
     assert json.loads((run_dir / MANIFEST).read_text())["tool_version"] == "9.9.9"
 
 
@@ -135,7 +135,7 @@ def test_a_removed_run_disappears_from_results_and_report(tiny_run, tmp_path, re
     config["finetune"]["runs"] = config["finetune"]["runs"][:1]
     config["evaluation"]["models"] = ["base", "attention"]
     result, _ = rerun(config, run_dir)
-    assert result.computed == ["results"]
+    assert result.computed == ["results", "claims"]
     assert "lape-neurons" not in (run_dir / "results" / "scores.csv").read_text()
     assert "lape-neurons" not in result.report[0].read_text()  # its folders remain, unreported
 

@@ -143,6 +143,25 @@ def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
+def _claims(run_dir: Path, manifest: dict) -> list[Block]:
+    path = run_dir / "claims" / "claims.json"
+    if "claims" not in manifest.get("stages", {}) or not path.exists():
+        return []
+    claims = _read_json(path)
+
+    def value(number) -> str:
+        return "–" if number is None else (f"{number:+.3f}" if abs(number) < 10 else f"{number:+.1f}")
+
+    rows = [[f"{c['claim']} ({c['source']})", c["measure"],
+             f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
+                                          else "") + f" {c['unit']}",
+             c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]] for c in claims]
+    return [("h2", "Claims of the literature, tested"),
+            ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
+                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise."),
+            ("table", ["claim (source)", "measured", "estimate [95% CI]", "n", "p", "verdict"], rows)]
+
+
 def _finetune(run_dir: Path, manifest: dict) -> list[Block]:
     folders = _stage_folders(run_dir, manifest, "finetune", "langneurons_finetune.json")
     if not folders:
@@ -301,7 +320,8 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
     if not manifest_path.exists():
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
     manifest = _read_json(manifest_path)
-    return (_summary(run_dir, manifest) + _neurons(run_dir, manifest) + _ppxc(run_dir, manifest)
+    return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
+            + _ppxc(run_dir, manifest)
             + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _stages(manifest))
 
 

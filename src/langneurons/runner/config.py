@@ -8,7 +8,9 @@ else (lists, scalars) replaces the inherited value.
 
 Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
 
-    name, model, languages, statistics, identification[], ppxc, tasks, finetune, evaluation
+    name, model, languages, statistics, identification[], ppxc, tasks, finetune, evaluation, claims
+
+String values may use ``${name}`` variables (``vars:`` section, ``--var``/``--data``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from langneurons.errors import LangNeuronsError
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.languages import check_language
+from langneurons.report.claims import ClaimsConfig
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ class ExperimentConfig:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     finetune: tuple[FinetuneRunConfig, ...] = ()
     evaluation: EvaluationConfig | None = None
+    claims: ClaimsConfig | None = None
 
     def __post_init__(self):
         if self.statistics.languages != tuple(self.languages):  # one list of languages for every stage
@@ -538,6 +542,16 @@ def validate(config: ExperimentConfig) -> None:
                 parse_action(action)
             except LangNeuronsError as error:
                 raise LangNeuronsError(f"evaluation.actions[{i}]: {error}") from None
+    if config.claims is not None:
+        claims = config.claims
+        if not 0 < claims.alpha < 1 or claims.practical_points < 0 or not 0 < claims.outer_fraction <= 0.5:
+            raise LangNeuronsError("claims: need 0 < alpha < 1, practical_points >= 0, 0 < outer_fraction <= 0.5")
+        if claims.bootstrap_resamples < 1:
+            raise LangNeuronsError("claims.bootstrap_resamples must be >= 1")
+        for i, pair in enumerate(claims.related_pairs):
+            if len(pair) != 2:
+                raise LangNeuronsError(f"claims.related_pairs[{i}] must name two languages, got {list(pair)}")
+            _languages(pair, f"claims.related_pairs[{i}]", languages)
     if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
         raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {config.tasks.xquad.train!r}")
 

@@ -8,6 +8,7 @@ Stages (each in its own folder of the run directory)::
     finetune/<run>/         LoRA / neuron-LoRA adapter per fine-tuning run
     evaluate/<model>/       scores.csv/json + predictions.jsonl per evaluated model (the grid)
     results/                all scores, model comparisons, intervention-delta figure
+    claims/                 the literature's claims tested on the run's artefacts (claims.md/csv/json)
     report/                 report.md + report.html (written by :mod:`langneurons.report.report`)
     manifest.json           config, versions, model, per-stage keys/timings/outputs
 
@@ -482,6 +483,21 @@ class _Experiment:
                                                                  evaluation.confidence, evaluation.seed]}
         return self.stage("results", inputs, compute, product=("scores.json", "model_comparisons.json"))
 
+    def claims(self) -> StageRecord:
+        from langneurons.report.claims import evaluate_claims, write_claims
+
+        config = self.config
+        models = list(config.evaluation.models) if config.evaluation is not None else []
+        runs = {run.name: (run.task, run.options.neurons) for run in config.finetune}
+
+        def compute(directory: Path) -> None:
+            write_claims(evaluate_claims(self.run_dir, config.claims, runs, models), directory)
+
+        upstream = {name: record.product for name, record in self.records.items()
+                    if name.startswith(("identify/", "ppxc/", "evaluate/"))}
+        inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "upstream": upstream}
+        return self.stage("claims", inputs, compute, product=("claims.json",))
+
     def _model_comparisons(self, grids) -> list[dict]:
         """Each fine-tuned model vs its reference run and vs the base model, on the unintervened
         baseline, per task, language and metric (paired on the same examples)."""
@@ -527,6 +543,8 @@ class _Experiment:
             for name in config.evaluation.models:
                 self.evaluate(name, statistics)
             self.results()
+        if config.claims is not None:
+            self.claims()
         seconds = time.perf_counter() - start
         self.manifest["last_run"] = {"seconds": seconds, "cpu_seconds": time.process_time() - cpu_start,
                                      "computed": [n for n, r in self.records.items()

@@ -1,0 +1,508 @@
+"""The literature's claims about language neurons, each tested on a run's own artefacts.
+
+:func:`evaluate_claims` reads a run directory (neuron sets, PPXC results with their per-block
+NLLs, per-example evaluation records) and returns one :class:`ClaimResult` per claim whose
+artefacts the run has: what was measured (estimate, 95 % interval, n), the test, its p-value and
+a verdict decided by the rule stated with the claim (thresholds from :class:`ClaimsConfig`):
+
+* ``supported`` / ``contradicted`` -- the interval (or test) settles the claim at ``alpha``;
+* ``inconclusive`` -- it does not, at this sample size.
+
+Pooling: where a per-language test is underpowered the claim pools the languages (the
+per-example differences of all target languages together, paired by example; or the mean over
+languages of a PPXC statistic, bootstrapped over every language's held-out blocks at once). The
+per-language numbers are in ``details``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from langneurons.errors import LangNeuronsError
+from langneurons.languages import flores_code
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+
+
+@dataclass(frozen=True)
+class ClaimsConfig:
+    """Thresholds and choices of :func:`evaluate_claims`.
+
+    alpha: significance level (intervals are 1 - alpha). practical_points: the largest gain (points)
+    that counts as "no gain" (Mondal et al.: 1 point). outer_fraction: the first and the last this
+    fraction of layers are "outer". related_pairs: language pairs expected to share neurons.
+    lape_set / own_set / pooled_set: the run's neuron-set names for LAPE and act-prob with the
+    ``own`` and ``pooled`` thresholds. source_language: the fine-tuning language (not a target).
+    """
+
+    alpha: float = 0.05
+    practical_points: float = 1.0
+    outer_fraction: float = 0.25
+    related_pairs: tuple[tuple[str, ...], ...] = (("fr", "es"), ("hi", "ur"))
+    lape_set: str = "lape"
+    pooled_set: str = "act-prob"
+    own_set: str = "act-prob-own"
+    source_language: str = "en"
+    bootstrap_resamples: int = 2000
+    seed: int = 0
+
+
+@dataclass
+class ClaimResult:
+    """One tested claim: ``estimate`` with its interval ``[ci_low, ci_high]`` in ``unit``."""
+
+    id: str
+    claim: str
+    source: str
+    measure: str
+    estimate: float
+    ci_low: float | None
+    ci_high: float | None
+    unit: str
+    n: str
+    test: str
+    p_value: float | None
+    verdict: str
+    rule: str
+    details: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (fractions in [0, 1])."""
+    if n <= 0:
+        raise LangNeuronsError("a proportion of zero trials has no interval")
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def permutation_p_value(group: Sequence[float], rest: Sequence[float]) -> float:
+    """Exact one-sided permutation p-value of mean(group) - mean(rest) >= the observed value, over
+    every split of the pooled values into groups of the same sizes."""
+    values = list(group) + list(rest)
+    k = len(group)
+    observed = sum(group) / k - sum(rest) / len(rest)
+    total = hits = 0
+    for chosen in itertools.combinations(range(len(values)), k):
+        inside = [values[i] for i in chosen]
+        outside = [values[i] for i in range(len(values)) if i not in chosen]
+        total += 1
+        hits += sum(inside) / k - sum(outside) / len(outside) >= observed - 1e-12
+    return hits / total
+
+
+def script(language: str) -> str:
+    """ISO 15924 script of ``language`` in FLORES-200 (e.g. ``Latn``, ``Deva``)."""
+    return flores_code(language).split("_")[1]
+
+
+def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Jaccard index of two boolean masks (0 when both are empty)."""
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 0.0
+
+
+def _interval_verdict(low: float, high: float, above: float, below: float) -> str:
+    """``supported`` when the interval lies below ``below``, ``contradicted`` when it lies above ``above``."""
+    if high < below:
+        return SUPPORTED
+    if low > above:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+# ---------------------------------------------------------------------------------- neuron sets
+
+
+def layer_concentration(neuron_set, config: ClaimsConfig) -> ClaimResult:
+    """Tang et al. 2024: LAPE neurons sit mostly in the first and last layers."""
+    layers = neuron_set.num_layers
+    k = max(1, round(layers * config.outer_fraction))
+    outer = list(range(k)) + list(range(layers - k, layers))
+    union = neuron_set.union()
+    per_layer = torch.bincount(union[:, 0], minlength=layers) if len(union) else torch.zeros(layers, dtype=torch.long)
+    n, in_outer = int(per_layer.sum()), int(per_layer[outer].sum())
+    if n == 0:
+        raise LangNeuronsError("the LAPE set is empty")
+    from scipy.stats import binomtest
+
+    expected = len(outer) / layers
+    low, high = wilson_interval(in_outer, n, 1 - config.alpha)
+    p_more = binomtest(in_outer, n, expected, alternative="greater").pvalue
+    p_less = binomtest(in_outer, n, expected, alternative="less").pvalue
+    verdict = SUPPORTED if p_more < config.alpha else CONTRADICTED if p_less < config.alpha else INCONCLUSIVE
+    return ClaimResult(
+        id="layers", claim="LAPE neurons concentrate in the first and last layers", source="Tang et al. 2024",
+        measure=f"share of LAPE neurons in the first and last {k} of {layers} layers "
+                f"(uniform layers: {100 * expected:.1f}%)",
+        estimate=100.0 * in_outer / n, ci_low=100.0 * low, ci_high=100.0 * high, unit="%", n=f"{n} neurons",
+        test="exact binomial test against the uniform share (neurons counted as independent); Wilson interval",
+        p_value=float(p_more), verdict=verdict,
+        rule="supported: share significantly above the uniform share; contradicted: significantly below",
+        details=[{"layer": layer, "neurons": int(count)} for layer, count in enumerate(per_layer.tolist())],
+    )
+
+
+def script_counts(neuron_set, config: ClaimsConfig) -> ClaimResult | None:
+    """Gurgurov et al. 2025: non-Latin-script languages get more specific neurons."""
+    counts = {language: int(len(neuron_set.indices(language))) for language in neuron_set.languages}
+    latin = {l: c for l, c in counts.items() if script(l) == "Latn"}
+    other = {l: c for l, c in counts.items() if script(l) != "Latn"}
+    if not latin or not other:
+        return None
+    latin_mean, other_mean = sum(latin.values()) / len(latin), sum(other.values()) / len(other)
+    p_more = permutation_p_value(list(other.values()), list(latin.values()))
+    p_less = permutation_p_value(list(latin.values()), list(other.values()))
+    verdict = SUPPORTED if p_more < config.alpha else CONTRADICTED if p_less < config.alpha else INCONCLUSIVE
+    return ClaimResult(
+        id="scripts", claim="Non-Latin-script languages get more language-specific neurons",
+        source="Gurgurov et al. 2025",
+        measure=f"mean LAPE set size, non-Latin ({', '.join(other)}) / Latin ({', '.join(latin)}): "
+                f"{other_mean:.1f} / {latin_mean:.1f}",
+        estimate=other_mean / latin_mean if latin_mean else math.inf, ci_low=None, ci_high=None, unit="ratio",
+        n=f"{len(latin)} Latin + {len(other)} non-Latin languages",
+        test="exact one-sided permutation test of the difference in mean set size (languages are the units)",
+        p_value=p_more, verdict=verdict,
+        rule="supported: non-Latin mean significantly larger; contradicted: significantly smaller",
+        details=[{"language": l, "script": script(l), "neurons": c} for l, c in counts.items()],
+    )
+
+
+# ---------------------------------------------------------------------------------- PPXC
+
+
+def _pooled_specificity(resampled: dict, languages: Sequence[str]) -> torch.Tensor:
+    """[n_resamples] mean over row languages of delta_nll(i, i) - mean_{j != i} delta_nll(i, j)."""
+    differences = []
+    for row in languages:
+        others = torch.stack([resampled[row][c] for c in languages if c != row]).mean(0)
+        differences.append(resampled[row][row] - others)
+    return torch.stack(differences).mean(0)
+
+
+def _ppxc_point(result, set_name: str) -> float:
+    specificity = result.specificity(set_name)
+    return sum(v["difference"] for v in specificity.values()) / len(specificity)
+
+
+def ppxc_specificity(result, config: ClaimsConfig) -> ClaimResult | None:
+    """Deactivating i's neurons hurts i far more than other languages, and more than random neurons do."""
+    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM, percentile_interval
+
+    resampled = result.resampled_delta_nll()
+    if resampled is None or RANDOM not in resampled or len(result.languages) < 2:
+        return None
+    languages = result.languages
+    own = _pooled_specificity(resampled[LANGUAGE_SPECIFIC], languages)
+    control = _pooled_specificity(resampled[RANDOM], languages)
+    excess = own - control
+    low, high = percentile_interval(excess, 1 - config.alpha)
+    intervals = result.intervals()["difference"]
+    individually = sum(intervals[LANGUAGE_SPECIFIC][l][0] > 0 for l in languages)
+    own_point, control_point = _ppxc_point(result, LANGUAGE_SPECIFIC), _ppxc_point(result, RANDOM)
+    own_low, own_high = percentile_interval(own, 1 - config.alpha)
+    verdict = (SUPPORTED if low > 0 and own_low > 0 and individually > len(languages) / 2
+               else CONTRADICTED if high < 0 else INCONCLUSIVE)
+    details = [{"set": name, "language": l, "difference": result.specificity(name)[l]["difference"],
+                "ci_low": intervals[name][l][0], "ci_high": intervals[name][l][1],
+                "neurons": result.neuron_counts[name][l]}
+               for name in (LANGUAGE_SPECIFIC, RANDOM) for l in languages]
+    return ClaimResult(
+        id="ppxc", claim="Deactivating language i's neurons raises perplexity on i far more than on other "
+                         "languages, and far more than random neurons of the same layers do",
+        source="Tang et al. 2024; Mondal et al. 2025",
+        measure=f"specificity (Δ NLL on i − mean Δ NLL on the others, nats/token), mean over {len(languages)} "
+                f"languages: LAPE {own_point:+.3f} [{own_low:+.3f}, {own_high:+.3f}], random {control_point:+.3f}; "
+                f"estimate: LAPE − random; {individually}/{len(languages)} languages individually > 0",
+        estimate=own_point - control_point, ci_low=low, ci_high=high, unit="nats/token",
+        n=f"{len(languages)} languages x {result.baseline[languages[0]].token_count} held-out tokens",
+        test="block bootstrap over held-out text, baseline and intervened on the same resampled blocks",
+        p_value=float((excess <= 0).double().mean()), verdict=verdict,
+        rule="supported: LAPE specificity and LAPE − random both > 0 (intervals) and most languages > 0 "
+             "individually; contradicted: LAPE − random < 0",
+        details=details,
+    )
+
+
+def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult | None:
+    """Related languages share neurons and affect each other's perplexity more than unrelated ones."""
+    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, percentile_interval
+
+    resampled = result.resampled_delta_nll()
+    languages = result.languages
+    pairs = [tuple(p) for p in config.related_pairs if len(p) == 2 and set(p) <= set(languages)]
+    if resampled is None or not pairs or len(languages) < 3:
+        return None
+    cells = resampled[LANGUAGE_SPECIFIC]
+    point = result.matrix("delta_nll", LANGUAGE_SPECIFIC)
+    index = {l: i for i, l in enumerate(languages)}
+    related = {l for pair in pairs for l in pair}
+    excesses, details, all_clear = [], [], True
+    for a, b in pairs:
+        unrelated = [c for c in languages if c not in (a, b) and c not in related] or \
+                    [c for c in languages if c not in (a, b)]
+        cross = (cells[a][b] + cells[b][a]) / 2
+        baseline = torch.stack([(cells[a][c] + cells[b][c]) / 2 for c in unrelated]).mean(0)
+        excess = cross - baseline
+        low, high = percentile_interval(excess, 1 - config.alpha)
+        point_cross = float(point[index[a], index[b]] + point[index[b], index[a]]) / 2
+        point_base = sum(float(point[index[a], index[c]] + point[index[b], index[c]]) / 2 for c in unrelated) / len(unrelated)
+        shared = jaccard(neuron_set.mask(a), neuron_set.mask(b))
+        others = [jaccard(neuron_set.mask(x), neuron_set.mask(c)) for x in (a, b) for c in unrelated]
+        other_jaccard = sum(others) / len(others)
+        all_clear &= low > 0 and shared > other_jaccard
+        excesses.append(excess)
+        details.append({"pair": f"{a}/{b}", "unrelated": ",".join(unrelated), "cross_delta_nll": point_cross,
+                        "unrelated_delta_nll": point_base, "excess": point_cross - point_base, "ci_low": low,
+                        "ci_high": high, "jaccard": shared, "unrelated_jaccard": other_jaccard})
+    pooled = torch.stack(excesses).mean(0)
+    low, high = percentile_interval(pooled, 1 - config.alpha)
+    estimate = sum(d["excess"] for d in details) / len(details)
+    verdict = SUPPORTED if all_clear else CONTRADICTED if high < 0 else INCONCLUSIVE
+    summary = "; ".join(f"{d['pair']}: Jaccard {d['jaccard']:.2f} vs {d['unrelated_jaccard']:.2f} unrelated, "
+                        f"excess {d['excess']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" for d in details)
+    return ClaimResult(
+        id="related", claim="Related languages (fr/es; hi/ur) share neurons and cross-affect perplexity",
+        source="Tang et al. 2024; Mondal et al. 2025",
+        measure=f"Δ NLL when one of a pair's neurons are zeroed, on the other language, minus the same on unrelated "
+                f"languages (nats/token), mean over pairs; {summary}",
+        estimate=estimate, ci_low=low, ci_high=high, unit="nats/token", n=f"{len(pairs)} pairs",
+        test="block bootstrap over held-out text; LAPE set overlap (Jaccard) against unrelated pairs",
+        p_value=float((pooled <= 0).double().mean()), verdict=verdict,
+        rule="supported: every pair's excess > 0 (interval) and its Jaccard above unrelated pairs'; "
+             "contradicted: pooled excess < 0",
+        details=details,
+    )
+
+
+def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
+    """act-prob with the paper's own-percentile threshold selects neurons no better than chance."""
+    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM, percentile_interval
+
+    def excess(result):
+        resampled = result.resampled_delta_nll()
+        if resampled is None or RANDOM not in resampled:
+            return None
+        languages = result.languages
+        values = (_pooled_specificity(resampled[LANGUAGE_SPECIFIC], languages)
+                  - _pooled_specificity(resampled[RANDOM], languages))
+        return values, _ppxc_point(result, LANGUAGE_SPECIFIC) - _ppxc_point(result, RANDOM)
+
+    own_excess = excess(own)
+    if own_excess is None:
+        return None
+    values, estimate = own_excess
+    low, high = percentile_interval(values, 1 - config.alpha)
+    note = ""
+    if pooled is not None and excess(pooled) is not None:
+        pooled_values, pooled_estimate = excess(pooled)
+        p_low, p_high = percentile_interval(pooled_values, 1 - config.alpha)
+        note = f"; the pooled threshold: {pooled_estimate:+.3f} [{p_low:+.3f}, {p_high:+.3f}]"
+    verdict = CONTRADICTED if low > 0 else SUPPORTED if high < 0 or (low <= 0 <= high) else INCONCLUSIVE
+    return ClaimResult(
+        id="own-threshold", claim="act-prob with the paper's own-language percentile threshold selects neurons "
+                                  "no better than chance at language specificity",
+        source="this project (pitfalls.md); the threshold of Mondal et al. 2025's code",
+        measure=f"mean PPXC specificity of act-prob (own threshold) minus its layer-matched random control "
+                f"(nats/token){note}",
+        estimate=estimate, ci_low=low, ci_high=high, unit="nats/token",
+        n=f"{len(own.languages)} languages x {own.baseline[own.languages[0]].token_count} held-out tokens",
+        test="block bootstrap over held-out text", p_value=float((values <= 0).double().mean()), verdict=verdict,
+        rule="supported: no detectable excess over random (interval contains 0 or lies below); "
+             "contradicted: excess > 0",
+    )
+
+
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def _pooled_comparison(task: str, pairs: Sequence[tuple[str, list[dict], list[dict]]], config: ClaimsConfig) -> dict:
+    """``other`` minus ``reference`` over the examples of every language together (paired by
+    language and example id), for the task's headline metric."""
+    from langneurons.evaluate.evaluation import compare_records
+
+    reference = [dict(r, id=f"{language}/{r['id']}") for language, ref, _ in pairs for r in ref]
+    other = [dict(r, id=f"{language}/{r['id']}") for language, _, mine in pairs for r in mine]
+    metric = "accuracy" if task == "xnli" else "f1"
+    comparison = compare_records(task, reference, other, config.bootstrap_resamples, 1 - config.alpha,
+                                 config.seed)[metric]
+    return {"metric": metric, "n": len(other), **comparison}
+
+
+def _targets(grid, task: str, source: str) -> list[str]:
+    return sorted({p["language"] for p in grid.predictions if p["task"] == task and p["language"] != source})
+
+
+def interventions(grids: dict, config: ClaimsConfig) -> ClaimResult | None:
+    """Mondal et al. 2025: test-time interventions on a target language's neurons gain < 1 point."""
+    rows = []
+    for model, grid in grids.items():
+        conditions = sorted({p["condition"] for p in grid.predictions
+                             if p["condition"].startswith(f"{config.lape_set}:")})
+        for task in sorted({p["task"] for p in grid.predictions}):
+            languages = _targets(grid, task, config.source_language)
+            for condition in conditions:
+                pairs = [(l, grid.records(task, l), grid.records(task, l, condition)) for l in languages]
+                pairs = [p for p in pairs if p[1] and p[2]]
+                if pairs:
+                    rows.append({"model": model, "task": task, "condition": condition,
+                                 "languages": ",".join(p[0] for p in pairs),
+                                 **_pooled_comparison(task, pairs, config)})
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["delta"])
+    practical = config.practical_points
+    verdict = (CONTRADICTED if any(r["delta_ci_low"] > practical for r in rows)
+               else SUPPORTED if all(r["delta_ci_high"] < practical for r in rows) else INCONCLUSIVE)
+    return ClaimResult(
+        id="interventions", claim=f"Test-time interventions on a target language's neurons do not improve its "
+                                  f"XNLI/XQuAD score by more than {practical:g} point",
+        source="Mondal et al. 2025",
+        measure=f"intervened minus unintervened score, target languages pooled; the best of {len(rows)} "
+                f"(model, task, action) cells: {best['model']} {best['task']} {best['condition']}",
+        estimate=best["delta"], ci_low=best["delta_ci_low"], ci_high=best["delta_ci_high"], unit="points",
+        n=f"{best['n']} examples ({best['languages']})", test=best["test"], p_value=best["p_value"],
+        verdict=verdict,
+        rule=f"supported: every cell's upper bound < +{practical:g}; contradicted: some cell's lower bound > "
+             f"+{practical:g}",
+        details=rows,
+    )
+
+
+def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig) -> ClaimResult | None:
+    """Mondal et al. 2025: neuron-specific LoRA transfers no better than random-neuron or plain LoRA.
+
+    ``runs``: fine-tuning run name -> (task, neuron mode)."""
+    by_mode = {}
+    for name, (task, mode) in runs.items():
+        if name in grids:
+            by_mode.setdefault((task, mode), name)
+    rows = []
+    for (task, mode), name in by_mode.items():
+        if mode != "languages":
+            continue
+        for reference_mode in ("random", "none", "all"):
+            reference = by_mode.get((task, reference_mode))
+            if reference is None:
+                continue
+            languages = _targets(grids[name], task, config.source_language)
+            pairs = [(l, grids[reference].records(task, l), grids[name].records(task, l)) for l in languages]
+            rows.append({"model": name, "reference": reference, "reference_mode": reference_mode, "task": task,
+                         "languages": ",".join(languages), **_pooled_comparison(task, pairs, config)})
+    decisive = [r for r in rows if r["reference_mode"] in ("random", "none")]
+    if not decisive:
+        return None
+    verdict = (CONTRADICTED if any(r["delta_ci_low"] > 0 for r in decisive)
+               else SUPPORTED if all(r["delta_ci_high"] < config.practical_points for r in decisive)
+               else INCONCLUSIVE)
+    headline = next((r for r in decisive if r["reference_mode"] == "random"), decisive[0])
+    others = "; ".join(f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
+                       for r in rows if r is not headline)
+    return ClaimResult(
+        id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
+        source="Mondal et al. 2025",
+        measure=f"{headline['model']} minus {headline['reference']} on the target languages pooled "
+                f"({headline['metric']}); {others}",
+        estimate=headline["delta"], ci_low=headline["delta_ci_low"], ci_high=headline["delta_ci_high"],
+        unit="points", n=f"{headline['n']} examples ({headline['languages']})", test=headline["test"],
+        p_value=headline["p_value"], verdict=verdict,
+        rule=f"supported: upper bounds vs random and vs plain LoRA < +{config.practical_points:g}; "
+             "contradicted: a lower bound > 0",
+        details=rows,
+    )
+
+
+# ---------------------------------------------------------------------------------- a run
+
+
+def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = None,
+                    models: Sequence[str] = ()) -> list[ClaimResult]:
+    """Every claim the run directory has artefacts for (see the module docstring).
+
+    finetune_runs: run name -> (task, neuron mode); models: the evaluated models (``evaluate/<model>``)."""
+    from langneurons.evaluate.evaluation import GridResult
+    from langneurons.identify.neuron_set import NeuronSet
+    from langneurons.intervene.ppxc import PPXCResult
+
+    run_dir = Path(run_dir)
+
+    def neuron_set(name):
+        path = run_dir / "identify" / name / "neurons.json"
+        return NeuronSet.load(path) if path.exists() else None
+
+    def ppxc(name):
+        path = run_dir / "ppxc" / name / "ppxc.json"
+        if not path.exists():
+            return None
+        result = PPXCResult.load(path)
+        result.resampling = (config.bootstrap_resamples, 1 - config.alpha, config.seed)
+        return result
+
+    claims: list[ClaimResult | None] = []
+    lape = neuron_set(config.lape_set)
+    if lape is not None:
+        claims += [layer_concentration(lape, config), script_counts(lape, config)]
+    lape_ppxc = ppxc(config.lape_set)
+    if lape_ppxc is not None:
+        claims.append(ppxc_specificity(lape_ppxc, config))
+        if lape is not None:
+            claims.append(related_languages(lape_ppxc, lape, config))
+    grids = {name: GridResult.load(run_dir / "evaluate" / name) for name in models
+             if (run_dir / "evaluate" / name / "scores.json").exists()}
+    claims.append(interventions(grids, config) if grids else None)
+    claims.append(neuron_lora(grids, finetune_runs or {}, config) if grids else None)
+    own = ppxc(config.own_set)
+    if own is not None:
+        claims.append(own_threshold(own, ppxc(config.pooled_set), config))
+    return [claim for claim in claims if claim is not None]
+
+
+CLAIM_FIELDS = ("id", "claim", "source", "measure", "estimate", "ci_low", "ci_high", "unit", "n", "test", "p_value",
+                "verdict", "rule")
+
+
+def claims_markdown(claims: Sequence[ClaimResult]) -> str:
+    """The claims table (Markdown): claim, what was measured (estimate, interval, n), verdict."""
+
+    def number(value) -> str:
+        if value is None:
+            return "–"
+        return f"{value:+.3f}" if abs(value) < 10 else f"{value:+.1f}"
+
+    lines = ["| claim (source) | measured | estimate [95% CI] | n | p | verdict |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for c in claims:
+        interval = f" [{number(c.ci_low)}, {number(c.ci_high)}]" if c.ci_low is not None else ""
+        p = "–" if c.p_value is None else ("< 0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
+        lines.append(f"| {c.claim} ({c.source}) | {c.measure} | {number(c.estimate)}{interval} {c.unit} | {c.n} | "
+                     f"{p} | **{c.verdict}** |")
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(claims: Sequence[ClaimResult], directory) -> list[Path]:
+    """``claims.json`` (everything, with details), ``claims.csv`` and ``claims.md`` in ``directory``."""
+    from langneurons.artefacts import write_json, write_text
+    from langneurons.evaluate.evaluation import rows_to_csv
+
+    directory = Path(directory)
+    data = [c.to_dict() for c in claims]
+    return [write_json(directory / "claims.json", json.loads(json.dumps(data, default=float))),
+            write_text(directory / "claims.csv", rows_to_csv(data, CLAIM_FIELDS)),
+            write_text(directory / "claims.md", claims_markdown(claims))]
