@@ -72,6 +72,22 @@ def report_command(
     console.print(f"report: {page} (Markdown: {markdown})")
 
 
+@experiment_app.command("publish")
+def publish_command(
+    run_dir: Annotated[Path, typer.Argument(help="Finished run directory (with a claims: stage).")],
+    results: Annotated[Path, typer.Option(help="Results folder; the run lands in RESULTS/NAME.")] = Path("docs/results"),
+    name: Annotated[Optional[str], typer.Option(help="Folder name (default: the config's name).")] = None,
+    readme: Annotated[Optional[Path], typer.Option(help="Also update the claims block of this README "
+                                                        "(between langneurons:claims markers).")] = None,
+) -> None:
+    """Copy a run's report, tables, figures, config and manifest (no predictions, no data text) into
+    a results folder and write its README with the claims table."""
+    from langneurons.report.publish import publish_run
+
+    publication = publish_run(run_dir, results, name=name, readme=readme)
+    console.print(f"published {len(publication.files)} files to {publication.directory}; index {publication.index}")
+
+
 @experiment_app.command("demo")
 def demo_command(
     run_dir: Annotated[Path, typer.Option("--run-dir", "-o", help="Run directory.")] = Path("demo-run"),

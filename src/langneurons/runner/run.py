@@ -198,6 +198,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def machine_description() -> str:
+    """What the stages ran on, e.g. ``x86_64, 2 CPU cores (torch threads 2)`` or ``... CUDA: NVIDIA H200``."""
+    import os
+
+    import torch
+
+    text = f"{platform.machine()}, {os.cpu_count()} CPU cores (torch threads {torch.get_num_threads()})"
+    if torch.cuda.is_available():
+        text += f", CUDA: {torch.cuda.get_device_name(0)}"
+    return text
+
+
 class _Experiment:
     def __init__(self, config: ExperimentConfig, run_dir: Path, loader: ModelLoader, force: bool, progress: bool):
         self.config, self.run_dir, self.loader, self.force, self.progress = config, run_dir, loader, force, progress
@@ -265,6 +277,7 @@ class _Experiment:
             "stage_order": list(self.records),
             "outputs": sorted(p for record in self.records.values() for p in record.outputs),
         })
+        self.manifest["machine"] = machine_description()
         self.manifest.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
         self.manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         write_json(self.run_dir / MANIFEST, self.manifest)
@@ -379,7 +392,8 @@ class _Experiment:
             write_ppxc(result, directory)
             write_ppxc_figure(result, directory, name="ppxc", measure=options.measure)
 
-        inputs = {"options": asdict(options), "languages": languages, "statistics": statistics.product,
+        own_options = {k: v for k, v in asdict(options).items() if k != "neuron_sets"}  # not the other sets
+        inputs = {"options": own_options, "languages": languages, "statistics": statistics.product,
                   "neurons": self.records[f"identify/{set_name}"].product}
         return self.stage(f"ppxc/{set_name}", inputs, compute, product=("ppxc.json",))
 

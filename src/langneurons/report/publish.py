@@ -1,0 +1,120 @@
+"""Publish a finished run as a committed result: the tables, figures, report, config and manifest
+of a run directory copied into ``docs/results/<name>/`` (the same layout, so the report's image
+links keep working), without the per-example predictions, adapters, statistics or any text of
+the data sets; plus the claims table in ``docs/results/README.md`` and, between marker comments,
+in the project README. Everything written here is read from the run's artefacts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from langneurons.artefacts import write_text
+from langneurons.errors import LangNeuronsError
+
+PUBLISHED = (
+    "config.yaml", "manifest.json", "report/report.md",
+    "identify/*/neurons.json", "identify/*/*.png", "identify/*/*.svg", "identify/*/*_figures/*.png",
+    "identify/*/*_figures/*.svg", "identify/*/*.csv",
+    "ppxc/*/ppxc.json", "ppxc/*/ppxc.csv", "ppxc/*/ppxc_specificity.csv", "ppxc/*/ppxc.png", "ppxc/*/ppxc.svg",
+    "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*",
+    "evaluate/*/scores.csv", "evaluate/*/scores.json",
+    "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",
+    "claims/claims.*",
+)
+"""Glob patterns (relative to the run directory) of what a published result holds."""
+
+README_START, README_END = "<!-- langneurons:claims:start -->", "<!-- langneurons:claims:end -->"
+
+
+@dataclass
+class Publication:
+    directory: Path
+    files: list[Path]
+    index: Path
+
+
+def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> Publication:
+    """Copy the publishable artefacts of ``run_dir`` to ``results_dir/<name>`` (default: the run's
+    config name + model), rewrite ``results_dir/README.md`` (one claims table per published
+    result), and, if given, the marked block of ``readme``."""
+    from langneurons.report.report import write_report
+
+    run_dir, results_dir = Path(run_dir), Path(results_dir)
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if not (run_dir / "claims" / "claims.md").is_file():
+        raise LangNeuronsError(f"{run_dir} has no claims (add a claims: section to the config and rerun)")
+    write_report(run_dir)
+    target = results_dir / (name or manifest["config"].get("name", run_dir.name))
+    if target.exists():
+        shutil.rmtree(target)
+    files = []
+    for pattern in PUBLISHED:
+        for source in sorted(run_dir.glob(pattern)):
+            if source.is_file():
+                destination = target / source.relative_to(run_dir)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, destination)
+                files.append(destination)
+    index = write_text(results_dir / "README.md", _index(results_dir))
+    if readme is not None:
+        _update_readme(Path(readme), results_dir, target, manifest)
+    return Publication(target, files, index)
+
+
+def _summary_line(folder: Path) -> str:
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    model = manifest.get("model", {})
+    stages = manifest.get("stages", {})
+    compute = sum(record.get("compute_seconds", 0.0) for record in stages.values())
+    versions = manifest.get("versions", {})
+    return (f"Model `{model.get('model_id', '?')}` (weights {model.get('weights_fingerprint', '?')}), languages "
+            f"{', '.join(manifest['config'].get('languages', []))}; langneurons {manifest.get('tool_version')}, "
+            f"torch {versions.get('torch', '?')}, transformers {versions.get('transformers', '?')}. "
+            f"Compute time of all stages: {compute / 60:.0f} min ({_machine(manifest)}).")
+
+
+def _machine(manifest: dict) -> str:
+    return manifest.get("machine", "CPU")
+
+
+def _index(results_dir: Path) -> str:
+    parts = ["# Results", "",
+             "Written by `langneurons publish` from the run directories of `make replicate` (and other "
+             "`langneurons run` experiments); nothing here is typed by hand. Each folder holds the run's "
+             "config, manifest, report (`report/report.md`), tables and figures — never the per-example "
+             "predictions or any text of the data sets.", ""]
+    for folder in sorted(p for p in results_dir.iterdir() if (p / "claims" / "claims.md").is_file()):
+        parts += [f"## [{folder.name}]({folder.name}/report/report.md)", "", _summary_line(folder), "",
+                  (folder / "claims" / "claims.md").read_text(encoding="utf-8"),
+                  "Verdict rules, per-language details and tests: "
+                  f"[`claims.json`]({folder.name}/claims/claims.json). Reproduce: `langneurons run "
+                  f"{folder.name}/config.yaml` (or `make replicate`).", ""]
+        ppxc = sorted(folder.glob("ppxc/*/ppxc.png"))
+        if ppxc:
+            parts += [f"![PPXC of the {ppxc[0].parent.name} neurons]({ppxc[0].relative_to(results_dir).as_posix()})",
+                      ""]
+    return "\n".join(parts)
+
+
+def _update_readme(readme: Path, results_dir: Path, target: Path, manifest: dict) -> None:
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise LangNeuronsError(f"{readme} has no {README_START} ... {README_END} block to update")
+    base = readme.parent
+    claims = (target / "claims" / "claims.md").read_text(encoding="utf-8")
+    figure = sorted(target.glob("ppxc/*/ppxc.png"))
+    block = [README_START, "", f"From [`{target.relative_to(base).as_posix()}`]"
+             f"({target.relative_to(base).as_posix()}/report/report.md) (written by `langneurons publish`):", "",
+             claims]
+    if figure:
+        block += [f"![PPXC]({figure[0].relative_to(base).as_posix()})", ""]
+    block.append(README_END)
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    write_text(readme, text[:start] + "\n".join(block) + text[end:])
