@@ -145,3 +145,27 @@ def test_the_runner_refuses_to_start_under_a_multi_process_launcher(make_config,
     with pytest.raises(LangNeuronsError, match="launch 'collect' or 'finetune'"):
         run_experiment(make_config(), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_two_runs_of_the_same_config_write_identical_artefacts(tiny_run, tmp_path, rerun):
+    """The run is deterministic for its seeds: every stage's products (neuron sets, PPXC, adapters,
+    scores, claims) hash the same in a second run from scratch."""
+    root, config, first_dir, first, _ = tiny_run
+    second, _ = rerun(json.loads(json.dumps(config)), tmp_path / "again")
+    assert second.computed == ALL_STAGES
+    for name in ALL_STAGES:
+        assert second.stages[name].product == first.stages[name].product, (name, first.stages[name].outputs, second.stages[name].outputs)
+    for name in ("results/scores.json", "claims/claims.json", "ppxc/lape/ppxc.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (first_dir / name).read_bytes(), name
+
+
+def test_outputs_recorded_as_raw_file_hashes_by_earlier_versions_still_count_as_intact(tiny_run, tmp_path, rerun):
+    import hashlib
+
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    record_path = run_dir / "statistics" / "stage.json"
+    record = json.loads(record_path.read_text())
+    record["outputs"] = {path: hashlib.sha256((run_dir / path).read_bytes()).hexdigest() for path in record["outputs"]}
+    record_path.write_text(json.dumps(record))
+    result, _ = rerun(config, run_dir)
+    assert result.computed == []

@@ -178,9 +178,20 @@ def task_examples(tasks, task: str, language: str, split: str) -> list:
 # ---------------------------------------------------------------------------------- the run
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, canonical: bool = True) -> str:
+    """SHA-256 of a file's content. A ``.safetensors`` file is hashed with its JSON header in
+    canonical form (sorted keys): the library writes the metadata map in an arbitrary order, so
+    the same tensors and metadata may be different bytes. ``canonical=False``: the raw bytes (how
+    run directories of earlier versions recorded their outputs)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        if canonical and path.suffix == ".safetensors":
+            size = handle.read(8)
+            try:
+                header = json.loads(handle.read(int.from_bytes(size, "little")))
+                digest.update(json.dumps(header, sort_keys=True).encode())
+            except (ValueError, OverflowError, MemoryError):
+                handle.seek(0)  # not a readable safetensors header: hash the bytes as they are
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -285,7 +296,7 @@ class _Experiment:
     def _intact(self, outputs: Mapping[str, str]) -> bool:
         for relative, digest in outputs.items():
             path = self.run_dir / relative
-            if not path.is_file() or _sha256(path) != digest:
+            if not path.is_file() or digest not in (_sha256(path), _sha256(path, canonical=False)):
                 return False
         return bool(outputs)
 

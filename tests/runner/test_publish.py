@@ -1,0 +1,55 @@
+"""Publishing a run: tables, figures, report, config and manifest copied with the run's layout;
+never the per-example predictions, adapters or statistics; the claims table in the index and in
+the README's marked block."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from langneurons.errors import LangNeuronsError
+from langneurons.report.publish import README_END, README_START, publish_run
+
+
+@pytest.fixture
+def finished_run(tiny_run, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(tiny_run[2], target)
+    return target
+
+
+def test_a_published_run_holds_reports_tables_and_figures_but_no_predictions_or_weights(finished_run, tmp_path):
+    publication = publish_run(finished_run, tmp_path / "results", name="tiny-model")
+    folder = tmp_path / "results" / "tiny-model"
+    names = {p.relative_to(folder).as_posix() for p in publication.files}
+    assert {"config.yaml", "manifest.json", "report/report.md", "claims/claims.md", "claims/claims.json",
+            "results/scores.csv", "ppxc/lape/ppxc.png", "identify/lape/neurons.json"} <= names
+    assert "finetune/attention/learning_curve.png" in names
+    assert not [n for n in names if n.endswith((".jsonl", ".safetensors", ".txt"))]
+    report = (folder / "report" / "report.md").read_text()
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):  # every figure of the report is there
+        assert (folder / "report" / link).resolve().is_file(), link
+    index = publication.index.read_text()
+    assert "## [tiny-model](tiny-model/report/report.md)" in index
+    assert (finished_run / "claims" / "claims.md").read_text() in index
+
+
+def test_the_readme_block_is_replaced_and_the_rest_kept(finished_run, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\nbefore\n\n{README_START}\nold\n{README_END}\n\nafter\n")
+    publish_run(finished_run, tmp_path / "docs" / "results", readme=readme)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old" not in text
+    assert "](docs/results/tiny/report/report.md)" in text and "| claim (source) |" in text
+    readme.write_text("no markers")
+    with pytest.raises(LangNeuronsError, match="no <!-- langneurons:claims:start -->"):
+        publish_run(finished_run, tmp_path / "docs" / "results", readme=readme)
+
+
+def test_a_run_without_claims_or_manifest_is_refused(finished_run, tmp_path):
+    shutil.rmtree(finished_run / "claims")
+    with pytest.raises(LangNeuronsError, match="has no claims"):
+        publish_run(finished_run, tmp_path / "results")
+    with pytest.raises(LangNeuronsError, match="not a langneurons run directory"):
+        publish_run(tmp_path / "nothing", tmp_path / "results")
