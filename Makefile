@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench replicate clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ install: $(STAMP)
 ## The main job: the whole study, small, on the embedded default model (Gemma 3 270M).
 demo: install
 	$(BIN)/langneurons demo
+
+## The seed paper's study on real data (../shared/data or DATA=/your/copy), about 90 min on 2 CPU cores;
+## cached stage by stage (rerun to resume), then published to docs/results/gemma-3-270m and the README.
+DATA ?= ../shared/data
+replicate: install
+	$(BIN)/langneurons run src/langneurons/data/configs/replication.yaml --data $(DATA) --run-dir runs/replication
+	$(BIN)/langneurons publish runs/replication --name gemma-3-270m --readme README.md
 
 ## The test suite (two processes), then the end-to-end run of the demo with a reduced budget.
 test: install

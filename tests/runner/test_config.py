@@ -30,7 +30,7 @@ def test_a_valid_config_parses_into_typed_dataclasses(make_config):
     assert config.statistics.languages == config.languages  # one list of languages for every stage
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "demo-ci", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "demo", "demo-ci", "paper", "replication"])
 def test_to_dict_reads_back_into_an_equal_config(name, make_config, tmp_path):
     """A run directory's config.yaml (written from ``to_dict``) reruns the same experiment."""
     config = load_config(make_config() if name == "tiny" else builtin_config(name))
@@ -105,7 +105,28 @@ def test_file_errors_name_the_file(tmp_path, make_config):
         load_config(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("name", ["demo", "demo-ci", "paper"])
+@pytest.mark.parametrize("name", ["demo", "demo-ci", "paper", "replication"])
 def test_the_built_in_configs_are_valid(name):
     config = load_config(builtin_config(name))
     assert config.evaluation is not None and config.finetune and config.ppxc is not None
+
+
+def test_variables_fill_string_values_from_vars_or_the_caller(make_config):
+    data = make_config()
+    data["vars"] = {"root": "/default"}
+    data["tasks"]["xnli"]["source"] = "${root}/xnli"
+    data["statistics"]["corpus"] = "${root}/corpus/${lang_dir}"
+    config = load_config(data, {"lang_dir": "flores"})
+    assert config.tasks.xnli.source == "/default/xnli" and config.statistics.corpus == "/default/corpus/flores"
+    assert load_config(data, {"root": "/mine", "lang_dir": "x"}).tasks.xnli.source == "/mine/xnli"
+    with pytest.raises(LangNeuronsError, match=r"statistics.corpus uses \$\{lang_dir\} but no value"):
+        load_config(data)
+
+
+def test_the_replication_config_reads_the_data_folder_it_is_given():
+    config = load_config(builtin_config("replication"), {"data": "/copies"})
+    assert config.statistics.corpus == "/copies/flores200/devtest"
+    assert config.tasks.xnli.source == "/copies/xnli" and config.tasks.xquad.source == "/copies/xquad"
+    assert config.claims is not None and config.claims.related_pairs == (("fr", "es"), ("hi", "ur"))
+    default = load_config(builtin_config("replication"))
+    assert default.statistics.corpus == "../shared/data/flores200/devtest"

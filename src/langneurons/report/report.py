@@ -80,7 +80,8 @@ def _summary(run_dir: Path, manifest: dict) -> list[Block]:
     if uses_builtin:
         blocks.append(("p", "**Built-in sample data.** The corpus and task samples shipped with langneurons are "
                             "tiny and hand-made: the numbers below show that the pipeline runs end to end, they are "
-                            "not research results."))
+                            "not research results. Results on real data: `docs/results/README.md` in the "
+                            "langneurons repository (`make replicate` reruns them)."))
     return blocks
 
 

@@ -17,11 +17,12 @@ BUDGETS = {"full": "demo.yaml", "ci": "demo-ci.yaml"}
 
 
 def builtin_config(name: str) -> Path:
-    """Path of a config shipped in ``langneurons/data/configs`` (``demo``, ``demo-ci``, ``paper``)."""
+    """Path of a config shipped in ``langneurons/data/configs`` (``demo``, ``demo-ci``, ``paper``,
+    ``replication``)."""
     folder = files("langneurons").joinpath("data").joinpath("configs")
     resource = folder.joinpath(f"{name.removesuffix('.yaml')}.yaml")
     if not resource.is_file():
-        raise LangNeuronsError(f"no built-in config {name!r}; available: demo, demo-ci, paper")
+        raise LangNeuronsError(f"no built-in config {name!r}; available: demo, demo-ci, paper, replication")
     return Path(str(resource))
 
 
