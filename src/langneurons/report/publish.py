@@ -111,8 +111,8 @@ def _update_readme(readme: Path, results_dir: Path, target: Path, manifest: dict
     claims = (target / "claims" / "claims.md").read_text(encoding="utf-8")
     figure = sorted(target.glob("ppxc/*/ppxc.png"))
     block = [README_START, "", f"From [`{target.relative_to(base).as_posix()}`]"
-             f"({target.relative_to(base).as_posix()}/report/report.md) (written by `langneurons publish`):", "",
-             claims]
+             f"({target.relative_to(base).as_posix()}/report/report.md) (written by `langneurons publish`). "
+             + _summary_line(target), "", claims]
     if figure:
         block += [f"![PPXC]({figure[0].relative_to(base).as_posix()})", ""]
     block.append(README_END)
