@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-SECTIONS = ("Language-specific neurons", "Perplexity change (PPXC)", "Fine-tuning", "Evaluation", "Scores",
+SECTIONS = ("Claims of the literature, tested", "Language-specific neurons", "Perplexity change (PPXC)", "Fine-tuning", "Evaluation", "Scores",
             "Interventions vs baseline", "Fine-tuned models compared", "Stages", "Reproduce")
 
 
@@ -30,6 +30,7 @@ def test_demo_runs_end_to_end_and_writes_a_complete_report(tmp_path, capsys):
     for section in SECTIONS:
         assert f" {section}\n" in markdown and f">{section}<" in html
     assert "google/gemma-3-270m" in markdown
+    assert "not research results" in markdown and "docs/results/README.md" in markdown
     # neuron figures, PPXC heatmap and intervention deltas, all inlined
     assert html.count("data:image/png;base64,") >= 6 and "src='../" not in html
     scores = json.loads((tmp_path / "demo" / "results" / "scores.json").read_text())
