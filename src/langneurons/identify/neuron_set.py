@@ -199,7 +199,7 @@ def neuron_rows(language: str, rows) -> torch.Tensor:
         for i, row in enumerate(rows):
             if not isinstance(row, (list, tuple)) or len(row) != 2 or any(
                     isinstance(x, bool) or not isinstance(x, int) for x in row):
-                raise LangNeuronsError(f"neurons of {language!r}, entry {i}: expected [layer, neuron] as two "
+                raise LangNeuronsError(f"neurons of {language!r}, entry {i}: (layer, neuron) rows must be two "
                                        f"integers, got {brief(row)}")
         tensor = torch.tensor(list(rows), dtype=torch.int64) if rows else torch.zeros(0, 2, dtype=torch.int64)
     if tensor.ndim != 2 or tensor.shape[1] != 2:

@@ -23,7 +23,7 @@ from typing import Any, Union
 import yaml
 
 from langneurons.activations.api import CollectOptions
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, brief
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.languages import check_language
@@ -203,13 +203,25 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------- loading
 
 
+MAX_CONFIG_VALUES = 100_000
+"""A config with more values than this once YAML aliases are expanded is refused (an alias bomb
+of a few hundred bytes expands to billions); real configs have a few hundred."""
+
+
 def load_config(source: str | Path | Mapping) -> ExperimentConfig:
-    """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`."""
+    """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`.
+
+    Every value is checked here, before any stage runs: types, ranges, languages, references,
+    intervention actions (the parser of the CLI) and the stage options' own checks."""
     if isinstance(source, Mapping):
         data, origin = dict(source), "config"
     else:
         path = Path(source)
         data, origin = _read_yaml(path), path.name
+    try:
+        check_expanded_size(data)
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"{origin}: {error}") from None
     try:
         config = _parse(data)
     except LangNeuronsError as error:
@@ -221,6 +233,22 @@ def load_config(source: str | Path | Mapping) -> ExperimentConfig:
     return config
 
 
+def check_expanded_size(data: Any, limit: int = MAX_CONFIG_VALUES) -> None:
+    """Refuse data with more than ``limit`` values counted with every alias expanded (and
+    self-referencing data); stops counting at the limit, so an alias bomb costs no time."""
+    count, stack = 0, [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            raise LangNeuronsError(f"the config expands to more than {limit} values (YAML aliases?); refused")
+        if isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise LangNeuronsError(f"experiment config not found: {path}")
@@ -229,7 +257,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+        raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0][:120]})") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise LangNeuronsError(f"{path}: not a readable UTF-8 text file ({str(error)[:120]})") from None
+    check_expanded_size(data)
     if not isinstance(data, dict):
         raise LangNeuronsError(f"{path}: an experiment config must be a mapping of sections")
     parent = data.pop("extends", None)
@@ -380,19 +411,19 @@ def _convert(hint, value: Any, path: str):
         return _build(hint, value, path)
     if hint is bool:
         if not isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be true or false, got {value!r}")
+            raise LangNeuronsError(f"{path} must be true or false, got {brief(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise LangNeuronsError(f"{path} must be an integer, got {value!r}")
+            raise LangNeuronsError(f"{path} must be an integer, got {brief(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LangNeuronsError(f"{path} must be a number, got {value!r}")
+            raise LangNeuronsError(f"{path} must be a number, got {brief(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be a string, got {value!r}")
+            raise LangNeuronsError(f"{path} must be a string, got {brief(value)}")
         return str(value)
     if origin is dict or hint is dict:
         if not isinstance(value, Mapping):
@@ -442,7 +473,15 @@ def validate(config: ExperimentConfig) -> None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
             _names([entry.options.like], f"{path}.like", sets, "earlier neuron set")
         sets.append(entry.name)
+    _check_model(config.model)
     if config.ppxc is not None:
+        from langneurons.intervene.api import check_ppxc_options
+
+        try:
+            check_ppxc_options(config.ppxc.action, config.ppxc.token_budget, config.ppxc.batch_size,
+                               config.ppxc.measure)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"ppxc: {error}") from None
         _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
         if config.ppxc.languages is not None:
             _languages(config.ppxc.languages, "ppxc.languages", languages)
@@ -493,8 +532,39 @@ def validate(config: ExperimentConfig) -> None:
                 parse_action(action)
             except LangNeuronsError as error:
                 raise LangNeuronsError(f"evaluation.actions[{i}]: {error}") from None
+    _check_tasks(config.tasks)
+    if evaluation is not None:
+        _at_least(evaluation.batch_size, 1, "evaluation.batch_size")
+        _at_least(evaluation.bootstrap_resamples, 1, "evaluation.bootstrap_resamples")
+        if not 0.0 < evaluation.confidence < 1.0:
+            raise LangNeuronsError(f"evaluation.confidence must be in (0, 1), got {brief(evaluation.confidence)}")
     if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
         raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {config.tasks.xquad.train!r}")
+
+
+def _at_least(value: int | None, minimum: int, path: str) -> None:
+    if value is not None and value < minimum:
+        raise LangNeuronsError(f"{path} must be at least {minimum}, got {brief(value)}")
+
+
+def _check_model(model: ModelConfig) -> None:
+    from langneurons.models.loading import _DTYPES
+
+    if model.dtype not in _DTYPES:
+        raise LangNeuronsError(f"model.dtype: unknown dtype {brief(model.dtype)}; use one of {', '.join(_DTYPES)}")
+
+
+def _check_tasks(tasks: TasksConfig) -> None:
+    """Numbers of the task sections (limits, lengths, fractions)."""
+    for task in ("xnli", "xquad"):
+        section = getattr(tasks, task)
+        if section is None:
+            continue
+        for name in ("eval_limit", "train_limit", "max_length", "max_new_tokens"):
+            if hasattr(section, name):
+                _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
+    if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
+        raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
 
 
 def _plain(value: Any) -> Any:
