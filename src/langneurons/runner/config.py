@@ -260,7 +260,10 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0][:120]})") from None
     except (UnicodeDecodeError, OSError) as error:
         raise LangNeuronsError(f"{path}: not a readable UTF-8 text file ({str(error)[:120]})") from None
-    check_expanded_size(data)
+    try:
+        check_expanded_size(data)
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"{path}: {error}") from None
     if not isinstance(data, dict):
         raise LangNeuronsError(f"{path}: an experiment config must be a mapping of sections")
     parent = data.pop("extends", None)
