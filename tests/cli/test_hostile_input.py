@@ -26,8 +26,8 @@ def assert_one_line_error(result, *fragments):
     return errors[0]
 
 
-def collect_args(workspace, out, *extra):
-    return ["collect", "--model", workspace / "model", "--corpus", workspace / "corpus", "-l", "en,fr",
+def collect_args(workspace, out, *extra, model=None):
+    return ["collect", "--model", model or workspace / "model", "--corpus", workspace / "corpus", "-l", "en,fr",
             "--token-budget", "120", "--heldout-budget", "30", "--block-length", "16", "--out", out, "--no-progress",
             *extra]
 
@@ -215,7 +215,7 @@ def test_a_corrupted_model_safetensors_is_a_one_line_error(damage, workspace, tm
     shutil.copytree(workspace / "model", model)
     weights = model / "model.safetensors"
     weights.write_bytes(damage(weights.read_bytes()))
-    result = langneurons(*collect_args(workspace, tmp_path / "stats")[:2], model, *collect_args(workspace, tmp_path / "stats")[3:])
+    result = langneurons(*collect_args(workspace, tmp_path / "stats", model=model))
     assert_one_line_error(result, "corrupted or truncated weights", str(weights))
 
 
@@ -240,7 +240,7 @@ def test_a_yaml_alias_bomb_is_refused_with_a_short_line(tmp_path):
     assert len(BOMB) < 400
     result = subprocess.run([sys.executable, "-m", "langneurons", "run", str(path), "--run-dir", str(tmp_path / "r")],
                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": SRC})
-    line = assert_one_line_error(result, "expands to more than")
+    assert_one_line_error(result, "expands to more than")
     assert len(result.stderr) < 300, len(result.stderr)
     assert not (tmp_path / "r").exists()
 
