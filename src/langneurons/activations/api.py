@@ -109,6 +109,7 @@ def lock_name(shard: tuple[int, int] | None) -> str:
     """The lock file of a collect run: shards of one folder run side by side, each holds its own."""
     return LOCK_FILE if shard is None else f".langneurons.shard{shard[0]}of{shard[1]}.lock"
 
+
 def _collect(loaded, options, languages, out_dir: Path, progress: bool, context) -> dict[str, ActivationStatistics]:
     main = context is None or context.is_main
     corpus = load_corpus(options.corpus, languages, max_documents=options.max_documents, local_path=options.corpus_path)

@@ -445,17 +445,17 @@ def _languages(values, path: str, allowed: tuple[str, ...] | None = None) -> Non
         try:
             check_language(language)
         except LangNeuronsError:
-            raise LangNeuronsError(f"unknown language {language!r} in {path}[{i}]; use ISO 639-1 codes "
+            raise LangNeuronsError(f"unknown language {brief(language)} in {path}[{i}]; use ISO 639-1 codes "
                                    "such as en, fr, hi, zh") from None
         if allowed is not None and language not in allowed:
-            raise LangNeuronsError(f"{path}[{i}]: language {language!r} is not among the experiment's languages "
+            raise LangNeuronsError(f"{path}[{i}]: language {brief(language)} is not among the experiment's languages "
                                    f"({', '.join(allowed)})")
 
 
 def _names(values, path: str, defined: list[str], what: str) -> None:
     for i, name in enumerate(values):
         if name not in defined:
-            raise LangNeuronsError(f"{path}[{i}]: no {what} named {name!r} (defined: {', '.join(defined) or 'none'})")
+            raise LangNeuronsError(f"{path}[{i}]: no {what} named {brief(name)} (defined: {', '.join(defined) or 'none'})")
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -468,9 +468,9 @@ def validate(config: ExperimentConfig) -> None:
     for i, entry in enumerate(config.identification):
         path = f"identification[{i}]"
         if entry.method not in METHODS:
-            raise LangNeuronsError(f"{path}.method: unknown method {entry.method!r}; use one of {', '.join(METHODS)}")
+            raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
         if entry.name in sets:
-            raise LangNeuronsError(f"{path}.name: neuron set {entry.name!r} is defined twice")
+            raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
         if entry.method == "random":
             if entry.options.like is None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
@@ -492,7 +492,7 @@ def validate(config: ExperimentConfig) -> None:
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
         if run.name in runs or run.name == "base":
-            raise LangNeuronsError(f"{path}.name: {run.name!r} is reserved or defined twice")
+            raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
         runs.append(run.name)
         _languages([run.source_language], f"{path}.source_language")
         try:
@@ -500,14 +500,14 @@ def validate(config: ExperimentConfig) -> None:
         except LangNeuronsError as error:
             raise LangNeuronsError(f"{path}: {error}") from None
         if getattr(config.tasks, options.task) is None:
-            raise LangNeuronsError(f"{path}: task {options.task!r} has no data section under tasks")
+            raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
         if options.neurons in ("languages", "random"):
             if run.neuron_set is None:
-                raise LangNeuronsError(f"{path}: neurons {options.neurons!r} needs neuron_set (one of {sets})")
+                raise LangNeuronsError(f"{path}: neurons {brief(options.neurons)} needs neuron_set (one of {sets})")
             _names([run.neuron_set], f"{path}.neuron_set", sets, "neuron set")
             _languages(options.languages, f"{path}.languages", languages)
         elif options.neurons not in NEURON_MODES:
-            raise LangNeuronsError(f"{path}.neurons: unknown mode {options.neurons!r}")
+            raise LangNeuronsError(f"{path}.neurons: unknown mode {brief(options.neurons)}")
     evaluation = config.evaluation
     if evaluation is not None:
         allowed = languages if evaluation.neuron_sets else None
@@ -523,11 +523,11 @@ def validate(config: ExperimentConfig) -> None:
             _names([evaluation.reference], "evaluation.reference", list(evaluation.models), "model")
         for i, task in enumerate(evaluation.tasks):
             if task not in ("xnli", "xquad"):
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: unknown task {task!r}; use xnli or xquad")
+                raise LangNeuronsError(f"evaluation.tasks[{i}]: unknown task {brief(task)}; use xnli or xquad")
             if getattr(config.tasks, task) is None:
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: task {task!r} has no data section under tasks")
+                raise LangNeuronsError(f"evaluation.tasks[{i}]: task {brief(task)} has no data section under tasks")
         if evaluation.positions not in ("all", "prompt"):
-            raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {evaluation.positions!r}")
+            raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {brief(evaluation.positions)}")
         from langneurons.intervene.spec import parse_action
 
         for i, action in enumerate(evaluation.actions):
@@ -542,7 +542,7 @@ def validate(config: ExperimentConfig) -> None:
         if not 0.0 < evaluation.confidence < 1.0:
             raise LangNeuronsError(f"evaluation.confidence must be in (0, 1), got {brief(evaluation.confidence)}")
     if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
-        raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {config.tasks.xquad.train!r}")
+        raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {brief(config.tasks.xquad.train)}")
 
 
 def _at_least(value: int | None, minimum: int, path: str) -> None:
