@@ -6,7 +6,7 @@ clear message instead of silently producing an empty corpus.
 
 from __future__ import annotations
 
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, brief
 
 # code: (English name, FLORES code)
 LANGUAGES: dict[str, tuple[str, str]] = {
@@ -44,7 +44,7 @@ LANGUAGES: dict[str, tuple[str, str]] = {
 def check_language(code: str) -> str:
     """Return ``code`` if known, else raise a one-line error."""
     if code not in LANGUAGES:
-        raise LangNeuronsError(f"unknown language code {code!r}; use ISO 639-1 codes such as en, fr, hi, zh")
+        raise LangNeuronsError(f"unknown language code {brief(code)}; use ISO 639-1 codes such as en, fr, hi, zh")
     return code
 
 
@@ -53,7 +53,7 @@ def check_languages(codes) -> list[str]:
     if not codes:
         raise LangNeuronsError("no languages given")
     if len(set(codes)) != len(codes):
-        raise LangNeuronsError(f"duplicate languages in {codes}")
+        raise LangNeuronsError(f"duplicate languages in {brief(list(codes))}")
     return [check_language(c) for c in codes]
 
 

@@ -4,59 +4,16 @@ local model, and bad input ends with a one-line error and a non-zero exit."""
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
-from tiny import tiny_model, tiny_tokenizer
 
 COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
             "evaluate"]
 
 
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def langneurons(capsys, monkeypatch):
-    """Run ``langneurons ARGS`` in-process through the real entry point (``main``)."""
-    from langneurons.cli import main
-
-    def run(*args, cwd=None):
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["langneurons", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
-
-
 def test_the_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "langneurons", "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "collect" in result.stdout
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    model = root / "model"
-    tiny_model("llama").save_pretrained(model)
-    tiny_tokenizer().save_pretrained(model)
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for lang, text in {"en": "the cat sat on the mat", "fr": "le chat est sur le tapis", "es": "el gato está en la alfombra"}.items():
-        (corpus / f"{lang}.txt").write_text("\n".join(f"{text} {i}" for i in range(60)), encoding="utf-8")
-    return root
 
 
 def test_every_command_has_help():

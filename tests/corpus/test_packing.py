@@ -57,3 +57,27 @@ def test_blocks_round_trip_through_safetensors(tokenizer, tmp_path):
     again = load_blocks(tmp_path / "fr.safetensors")
     assert again.language == "fr" and torch.equal(again.input_ids, blocks.input_ids)
     assert again.fingerprint() == blocks.fingerprint()
+
+
+def test_blocks_carry_a_fingerprint_of_the_tokenizers_vocabulary(tokenizer, tmp_path):
+    from tiny import tiny_tokenizer
+    from transformers import AutoTokenizer
+
+    from langneurons.corpus.packing import load_blocks, save_blocks, tokenizer_fingerprint
+
+    blocks = pack_blocks(tokenizer, ["the cat sat on the mat"] * 4, "en", block_length=8)
+    assert blocks.tokenizer_fingerprint == tokenizer_fingerprint(tokenizer) == tokenizer_fingerprint(tiny_tokenizer())
+    tokenizer.save_pretrained(tmp_path / "tok")
+    assert tokenizer_fingerprint(AutoTokenizer.from_pretrained(tmp_path / "tok")) == blocks.tokenizer_fingerprint
+    save_blocks(blocks, tmp_path / "en.heldout.safetensors")
+    assert load_blocks(tmp_path / "en.heldout.safetensors").tokenizer_fingerprint == blocks.tokenizer_fingerprint
+    # the same number of tokens, two ids swapped: another tokenizer
+    vocab = tokenizer.get_vocab()
+    swapped = {**vocab, "the": vocab["cat"], "cat": vocab["the"]} if "the" in vocab and "cat" in vocab else None
+
+    class Other:
+        def get_vocab(self):
+            return swapped or {token: (i + 1) % len(vocab) for token, i in vocab.items()}
+
+    assert tokenizer_fingerprint(Other()) != blocks.tokenizer_fingerprint
+    assert len(Other().get_vocab()) == len(vocab)

@@ -45,3 +45,14 @@ def test_builtin_corpus_covers_eight_languages_and_several_scripts():
     corpus = builtin_corpus()
     assert list(corpus) == list(BUILTIN_LANGUAGES)
     assert all(len(texts) >= 50 for texts in corpus.values())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"one\n\xff\xfetwo\n"), "is not UTF-8 text \\(invalid byte at offset 4\\)"),
+    (lambda p: p.write_bytes(b"one\x00\x01\x02two\n"), "holds binary data"),
+    (lambda p: p.mkdir(), "is not a file"),
+])
+def test_unreadable_corpus_files_are_clear_errors_naming_the_file(tmp_path, make, message):
+    make(tmp_path / "en.txt")
+    with pytest.raises(LangNeuronsError, match=f"corpus file {tmp_path / 'en.txt'} {message}"):
+        load_folder(tmp_path, ["en"])

@@ -248,3 +248,63 @@ def test_learning_curve_scores_the_dev_set_at_step_zero_every_k_steps_and_the_en
     trained_weights = load_file(str(tmp_path / "adapter_model.safetensors"))
     plain_weights = load_file(str(tmp_path / "plain" / "adapter_model.safetensors"))
     assert all(torch.equal(trained_weights[k], plain_weights[k]) for k in trained_weights)
+
+
+class _Planted:
+    """What a hostile checkpoint would hold: unpickling it creates ``marker`` (any code could run)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _interrupted_run(tmp_path, make_loaded, qa_data):
+    """A run stopped after step 2 with a checkpoint at step 2; returns (config, output, checkpoint)."""
+    config = FinetuneConfig("xquad", max_steps=4, save_every=2, attention_lora=True, **QUICK)
+
+    def stop_at_3(step, loss):
+        if step == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        finetune(make_loaded("llama"), qa_data(), config, tmp_path / "run", progress=False, on_step=stop_at_3)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-0000002"
+    assert {p.name for p in checkpoint.iterdir()} >= {"training_state.safetensors", "training_state.json"}
+    return config, tmp_path / "run", checkpoint
+
+
+def test_resume_state_is_tensors_and_json_and_a_planted_pickle_never_runs(tmp_path, make_loaded, qa_data):
+    config, output, checkpoint = _interrupted_run(tmp_path, make_loaded, qa_data)
+    state = load_file(str(checkpoint / "training_state.safetensors"))
+    assert state["rng.0.cpu"].dtype == torch.uint8 and any(k.startswith("optimizer.") for k in state)
+    assert json.loads((checkpoint / "training_state.json").read_text())["step"] == 2
+    marker = tmp_path / "code-ran"
+    for name in ("training_state.pt", "training_state.safetensors"):  # the old name, and the new one
+        torch.save(_Planted(marker), checkpoint / name)
+    with pytest.raises(LangNeuronsError, match=f"checkpoint {checkpoint} is unreadable .*delete "
+                                               f"{checkpoint.parent} to start training over"):
+        finetune(make_loaded("llama"), qa_data(), config, output, progress=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random", "json"])
+def test_a_corrupt_checkpoint_is_one_clear_error_saying_how_to_start_over(damage, tmp_path, make_loaded, qa_data):
+    import os
+
+    config, output, checkpoint = _interrupted_run(tmp_path, make_loaded, qa_data)
+    tensors = checkpoint / "training_state.safetensors"
+    if damage == "truncate":
+        tensors.write_bytes(tensors.read_bytes()[:200])
+    elif damage == "random":
+        tensors.write_bytes(os.urandom(3000))
+    else:
+        (checkpoint / "training_state.json").write_text('{"format": "langneurons.training-state/1", "step": 2}')
+    with pytest.raises(LangNeuronsError, match=f"checkpoint {checkpoint} is unreadable") as error:
+        finetune(make_loaded("llama"), qa_data(), config, output, progress=False)
+    assert "start training over" in str(error.value) and "\n" not in str(error.value)
+    import shutil
+
+    shutil.rmtree(output / "checkpoints")  # what the message says: then the run starts over and finishes
+    assert finetune(make_loaded("llama"), qa_data(), config, output, progress=False).step == 4

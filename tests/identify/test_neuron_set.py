@@ -158,3 +158,37 @@ def test_pairwise_overlap_counts_and_jaccard(neuron_set):
     assert jaccard[0, 1].item() == pytest.approx(1 / 4)
     assert jaccard[0, 0].item() == 1.0
     assert jaccard[2, 2].item() == 0.0  # no neurons in either: defined as 0, not NaN
+
+
+@pytest.mark.parametrize("rows, entry", [([[0, 1], [0, 3.7]], 1), ([[True, 3]], 0), ([[0, "2"]], 0),
+                                         ([[0, 1, 2]], 0), ([[1.0, 2]], 0), ([[None, 2]], 0)])
+def test_json_neuron_indices_must_be_integers_never_truncated(neuron_set, tmp_path, rows, entry):
+    path = neuron_set.save(tmp_path / "set.json")
+    data = json.loads(path.read_text())
+    data["neurons"]["en"] = rows
+    path.write_text(json.dumps(data))
+    with pytest.raises(LangNeuronsError, match=f"{path}: neurons of 'en', entry {entry}: .*two integers"):
+        NeuronSet.load(path)
+
+
+def test_safetensors_neuron_indices_must_be_an_integer_tensor(neuron_set, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    path = neuron_set.save(tmp_path / "set.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+    tensors = load_file(str(path))
+    for bad in (tensors["en"].float() + 0.7, tensors["en"].bool()):
+        save_file({**tensors, "en": bad}, str(path), metadata=header)
+        with pytest.raises(LangNeuronsError, match=f"{path}: neurons of 'en' must be integers"):
+            NeuronSet.load(path)
+
+
+def test_a_set_without_weights_fingerprint_is_checked_for_size_with_a_warning(neuron_set):
+    from langneurons.errors import LangNeuronsWarning
+
+    info = ModelInfo("m", "main", "LlamaForCausalLM", neuron_set.num_layers, neuron_set.neurons_per_layer, "w1")
+    anonymous = NeuronSet(neuron_set.neurons, neuron_set.num_layers, neuron_set.neurons_per_layer, "lape", {}, {})
+    with pytest.warns(LangNeuronsWarning, match="records no source.weights_fingerprint"):
+        anonymous.check_model(info)

@@ -214,3 +214,27 @@ def test_results_without_per_block_sums_have_no_intervals():
     result = _hand_result([[3.0, 1.5, 1.0], [1.0, 1.0, 1.0], [1.2, 1.4, 1.1]])
     assert result.intervals() is None
     assert math.isnan(result.rows()[0]["delta_nll_ci_low"])
+
+
+def test_held_out_blocks_of_another_tokenizer_are_refused(llama, heldout, neurons):
+    from dataclasses import replace
+
+    foreign = dict(heldout, fr=replace(heldout["fr"], tokenizer_fingerprint="0123456789abcdef"))
+    with pytest.raises(LangNeuronsError, match="held-out blocks of 'fr' were tokenized by another tokenizer"):
+        ppxc_matrix(llama, neurons, foreign, ["en", "fr"], random_control=False, progress=False)
+
+
+def test_held_out_blocks_without_a_fingerprint_warn_and_ids_past_the_vocabulary_are_refused(llama, heldout, neurons):
+    from dataclasses import replace
+
+    from langneurons.errors import LangNeuronsWarning
+
+    old = {language: replace(blocks, tokenizer_fingerprint=None) for language, blocks in heldout.items()}
+    with pytest.warns(LangNeuronsWarning, match="record no tokenizer fingerprint"):
+        result = ppxc_matrix(llama, neurons, old, ["en", "fr"], random_control=False, progress=False)
+    assert result.matrix().shape == (2, 2)
+    ids = old["fr"].input_ids.clone()
+    ids[0, 1] = len(llama.tokenizer) + 5
+    with pytest.raises(LangNeuronsError, match="beyond the tokenizer's"), pytest.warns(LangNeuronsWarning):
+        ppxc_matrix(llama, neurons, dict(old, fr=replace(old["fr"], input_ids=ids)), ["en", "fr"],
+                    random_control=False, progress=False)

@@ -61,3 +61,17 @@ def test_unsupported_architecture_in_a_local_folder(tmp_path):
     tiny_tokenizer().save_pretrained(tmp_path)
     with pytest.raises(LangNeuronsError, match="unsupported architecture 'mamba'; supported: bloom"):
         load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_a_corrupted_weights_file_is_a_clear_error_naming_it(saved_model, tmp_path, damage):
+    import os
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved_model, folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[: len(data) // 2], "random": os.urandom(4096), "empty": b""}[damage])
+    with pytest.raises(LangNeuronsError, match=f"corrupted or truncated weights .*{weights}"):
+        load_model(str(folder))

@@ -130,3 +130,43 @@ def test_the_replication_config_reads_the_data_folder_it_is_given():
     assert config.claims is not None and config.claims.related_pairs == (("fr", "es"), ("hi", "ur"))
     default = load_config(builtin_config("replication"))
     assert default.statistics.corpus == "../shared/data/flores200/devtest"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["ppxc"].update(action="explode"), "ppxc: unknown intervention kind 'explode'"),
+    (lambda c: c["ppxc"].update(action="stat=p999"), "ppxc: unknown statistic 'p999'"),
+    (lambda c: c["ppxc"].update(action="stat=p90@xx"), "unknown language code 'xx'"),
+    (lambda c: c["ppxc"].update(measure="delta"), "ppxc: unknown PPXC measure 'delta'"),
+    (lambda c: c["ppxc"].update(batch_size=0), "ppxc: batch size must be an integer >= 1"),
+    (lambda c: c["ppxc"].update(token_budget=0), "ppxc: token budget must be an integer >= 1"),
+    (lambda c: c["evaluation"].update(actions=["stat=p999"]), r"evaluation.actions\[0\]: unknown statistic 'p999'"),
+    (lambda c: c["evaluation"].update(actions=["add=2@en>zz"]), "unknown language code 'zz'"),
+    (lambda c: c["evaluation"].update(confidence=1.5), r"evaluation.confidence must be in \(0, 1\)"),
+    (lambda c: c["evaluation"].update(batch_size=0), "evaluation.batch_size must be at least 1"),
+    (lambda c: c["identification"][0].update(top_rate=0), r"identification\[0\]: top_rate must be a fraction"),
+    (lambda c: c["statistics"].update(batch_size=-1), "statistics: batch-size must be an integer >= 1, got -1"),
+    (lambda c: c["statistics"].update(token_budget=0), "statistics: token-budget must be an integer >= 1"),
+    (lambda c: c["tasks"]["xnli"].update(eval_limit=0), "tasks.xnli.eval_limit must be at least 1"),
+    (lambda c: c.update(model={"name": "tiny-test", "dtype": "float8"}), "model.dtype: unknown dtype 'float8'"),
+])
+def test_every_value_is_checked_at_load_before_any_stage(config_with, change, message):
+    with pytest.raises(LangNeuronsError, match=message):
+        load_config(config_with(change))
+
+
+def test_echoed_values_are_bounded_and_alias_bombs_are_refused(config_with, tmp_path):
+    from langneurons.runner.config import MAX_CONFIG_VALUES
+
+    with pytest.raises(LangNeuronsError, match="name must be a string") as error:
+        load_config(config_with(lambda c: c.update(name=[["x" * 100] * 100] * 100)))
+    assert len(str(error.value)) < 200
+    bomb = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi")) + "languages: *i\n"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb)
+    with pytest.raises(LangNeuronsError, match=f"bomb.yaml: the config expands to more than {MAX_CONFIG_VALUES}"):
+        load_config(path)
+    self_referencing = tmp_path / "loop.yaml"
+    self_referencing.write_text("languages: &l [en, *l]\n")
+    with pytest.raises(LangNeuronsError, match="expands to more than"):
+        load_config(self_referencing)

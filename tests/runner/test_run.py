@@ -169,3 +169,55 @@ def test_outputs_recorded_as_raw_file_hashes_by_earlier_versions_still_count_as_
     record_path.write_text(json.dumps(record))
     result, _ = rerun(config, run_dir)
     assert result.computed == []
+
+
+def test_held_out_files_without_a_tokenizer_fingerprint_keep_an_existing_run_working(tiny_run, tmp_path, rerun):
+    """Runs made before held-out blocks recorded their tokenizer: the statistics stage stays
+    cached (same key, same files) and a rerun PPXC stage scores them after a warning."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from langneurons.errors import LangNeuronsWarning
+
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    for path in (run_dir / "statistics").glob("*.heldout.safetensors"):  # as an older version wrote them
+        with safe_open(str(path), framework="pt") as handle:
+            header = {k: v for k, v in handle.metadata().items() if k != "tokenizer_fingerprint"}
+        save_file(load_file(str(path)), str(path), metadata=header)
+    stage = json.loads((run_dir / "statistics" / "stage.json").read_text())
+    stage["outputs"] = {name: _sha256(run_dir / name) for name in stage["outputs"]}  # the old run's own hashes
+    (run_dir / "statistics" / "stage.json").write_text(json.dumps(stage))
+    config["ppxc"]["token_budget"] = 20  # PPXC must run again on the old held-out files
+    with pytest.warns(LangNeuronsWarning, match="record no tokenizer fingerprint"):
+        result, _ = rerun(config, run_dir)
+    assert "statistics" in result.cached and "ppxc/lape" in result.computed
+
+
+def test_a_run_directory_in_use_by_another_run_is_refused(tiny_run, tmp_path, rerun):
+    from langneurons.artefacts import folder_lock
+
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    with folder_lock(run_dir):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(1) as pool:
+            message = pool.apply(_try_lock, (str(run_dir),))
+    assert message == f"{run_dir} is in use by process {__import__('os').getpid()}; wait for it to finish or " \
+                      "choose another folder"
+
+
+def _try_lock(folder: str) -> str:
+    from langneurons.artefacts import folder_lock
+
+    try:
+        with folder_lock(folder):
+            return "acquired"
+    except LangNeuronsError as error:
+        return str(error)
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()

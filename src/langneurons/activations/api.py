@@ -18,10 +18,10 @@ from langneurons.activations.distributed import distributed_session, place_model
 from langneurons.launch import world_size_from_env
 from langneurons.activations.sketch import SketchConfig
 from langneurons.activations.statistics import ActivationStatistics
-from langneurons.artefacts import write_json
+from langneurons.artefacts import LOCK_FILE, folder_lock, write_json
 from langneurons.corpus.packing import load_blocks, prepare_language, save_blocks
 from langneurons.corpus.sources import load_corpus
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, brief, warn
 from langneurons.languages import check_languages
 from langneurons.models.loading import LoadedModel
 
@@ -51,6 +51,30 @@ class CollectOptions:
     shard: tuple[int, int] | None = None
     backend: str | None = None
 
+    def __post_init__(self):
+        check_collect_options(self)
+
+
+def check_collect_options(options: CollectOptions) -> None:
+    """Refuse option values that cannot give a useful statistics folder (checked when the options
+    are made, so by the CLI and by ``load_config`` alike, before any model is loaded)."""
+    def at_least(name: str, minimum: int, optional: bool = False) -> None:
+        value = getattr(options, name)
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise LangNeuronsError(f"{name.replace('_', '-')} must be an integer >= {minimum}, got {brief(value)}")
+
+    at_least("batch_size", 1)
+    at_least("token_budget", 1, optional=True)
+    at_least("heldout_budget", 0, optional=True)
+    at_least("block_length", 2)
+    at_least("max_documents", 1, optional=True)
+    if not 0.0 <= options.heldout_fraction < 1.0:
+        raise LangNeuronsError(f"heldout-fraction must be in [0, 1), got {brief(options.heldout_fraction)}")
+    if options.shard is not None and not 0 <= options.shard[0] < options.shard[1]:
+        raise LangNeuronsError(f"shard must be i/n with 0 <= i < n, got {options.shard[0]}/{options.shard[1]}")
+
 
 def statistics_path(directory, language: str, shard: tuple[int, int] | None = None) -> Path:
     suffix = f".shard{shard[0]}of{shard[1]}" if shard else ""
@@ -69,14 +93,21 @@ def collect(
     Under torchrun, joins the process group for the duration of the call (see :mod:`.distributed`).
     """
     languages = check_languages(options.languages)
-    if options.shard is not None and not 0 <= options.shard[0] < options.shard[1]:
-        raise LangNeuronsError(f"shard must be i/n with 0 <= i < n, got {options.shard[0]}/{options.shard[1]}")
+    check_collect_options(options)
     if options.shard is not None and world_size_from_env() > 1:
         raise LangNeuronsError("use either --shard i/n or torchrun, not both (torchrun shards the blocks itself)")
     with distributed_session(options.backend) as context:
         if context is not None:
             place_model(loaded, context)
-        return _collect(loaded, options, languages, Path(out_dir), progress, context)
+        if context is not None and not context.is_main:
+            return _collect(loaded, options, languages, Path(out_dir), progress, context)
+        with folder_lock(out_dir, lock_name(options.shard)):  # rank 0 holds the folder for all ranks
+            return _collect(loaded, options, languages, Path(out_dir), progress, context)
+
+
+def lock_name(shard: tuple[int, int] | None) -> str:
+    """The lock file of a collect run: shards of one folder run side by side, each holds its own."""
+    return LOCK_FILE if shard is None else f".langneurons.shard{shard[0]}of{shard[1]}.lock"
 
 
 def _collect(loaded, options, languages, out_dir: Path, progress: bool, context) -> dict[str, ActivationStatistics]:
@@ -93,8 +124,12 @@ def _collect(loaded, options, languages, out_dir: Path, progress: bool, context)
         if options.shard is not None:
             index, count = options.shard
             blocks = blocks.select(slice(index, None, count))
-        if data.heldout is not None and main and (options.shard is None or options.shard[0] == 0):
+        writes_heldout = main and (options.shard is None or options.shard[0] == 0)
+        if data.heldout is not None and writes_heldout:
             save_blocks(data.heldout, heldout_path(out_dir, language), {"model": loaded.info.model_id})
+        elif writes_heldout:
+            warn(f"no held-out text for {language!r} ({len(corpus[language])} document(s), held-out fraction "
+                 f"{options.heldout_fraction}, budget {options.heldout_budget}): ppl-matrix cannot score it")
         results[language] = collect_statistics(
             loaded, blocks, config, output=statistics_path(out_dir, language, options.shard), progress=progress,
             distributed=context,

@@ -135,6 +135,8 @@ def collect_statistics(
     """
     if blocks.num_blocks == 0 or blocks.token_count == 0:
         raise LangNeuronsError(f"no tokens to collect statistics on for {blocks.language!r}")
+    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise LangNeuronsError(f"batch size must be an integer >= 1, got {config.batch_size!r}")
     meta = statistics_meta(loaded, blocks.language, blocks, config)  # of the whole block set, also under torchrun
     output = Path(output) if output else None
     key, suffix = _input_hash(meta), ".partial"
@@ -147,7 +149,9 @@ def collect_statistics(
     if output is not None and output.exists() and (distributed is None or distributed.is_main):
         try:
             existing = ActivationStatistics.load(output)
-            existing = existing if _input_hash(existing.meta) == _input_hash(meta) else None
+            # a file of other inputs, or without tokens (never complete), is recomputed and replaced
+            complete = _input_hash(existing.meta) == _input_hash(meta) and existing.token_count > 0
+            existing = existing if complete else None
         except LangNeuronsError:
             existing = None  # unreadable: recompute and replace
     if distributed is not None:
@@ -188,6 +192,8 @@ def collect_statistics(
     if distributed is not None:
         stats = dist_stats.all_reduce_statistics(stats, distributed)
     stats = stats.to("cpu")
+    if stats.token_count <= 0:  # never written: a zero-token file would look complete to a later run
+        raise LangNeuronsError(f"the statistics pass over {blocks.language!r} counted no tokens")
     if output is not None and (distributed is None or distributed.is_main):
         stats.save(output)
     if distributed is not None:

@@ -38,8 +38,25 @@ PERCENTILES: tuple[int, ...] = (5, 10, 25, 50, 75, 90, 95)
 FORMAT = "langneurons.activation-statistics/1"
 
 
+NAMED_STATISTICS = ("mean", "std", "min", "max")
+
+
 class StatisticsMismatchError(LangNeuronsError):
     pass
+
+
+def check_statistic_name(name) -> str:
+    """``name`` if it names a per-neuron statistic (``mean``, ``std``, ``min``, ``max`` or ``pNN``
+    with 0 <= NN <= 100, e.g. ``p90``, ``p2.5``), else a LangNeuronsError. Shared by the
+    statistics themselves, the intervention parser, the CLI and the config loader."""
+    text = name if isinstance(name, str) else ""
+    number = text[1:]
+    is_percentile = text[:1] == "p" and number.replace(".", "", 1).isdigit() and 0 <= float(number) <= 100
+    if text not in NAMED_STATISTICS and not is_percentile:
+        from langneurons.errors import brief
+
+        raise LangNeuronsError(f"unknown statistic {brief(name)}; use mean, std, min, max or p0..p100 (e.g. p90)")
+    return text
 
 
 @dataclass(frozen=True)
@@ -152,6 +169,7 @@ class ActivationStatistics:
 
     def statistic(self, name: str) -> torch.Tensor:
         """A named per-neuron statistic [L, N]: ``mean``, ``std``, ``min``, ``max``, or ``pNN``."""
+        check_statistic_name(name)
         if name == "mean":
             return self.mean.float()
         if name == "std":
@@ -160,9 +178,7 @@ class ActivationStatistics:
             return self.minimum.clone()
         if name == "max":
             return self.maximum.clone()
-        if name.startswith("p") and name[1:].replace(".", "", 1).isdigit() and 0 <= float(name[1:]) <= 100:
-            return self.percentile(float(name[1:]))
-        raise LangNeuronsError(f"unknown statistic {name!r}; use mean, std, min, max or p0..p100 (e.g. p90)")
+        return self.percentile(float(name[1:]))
 
     def probability_above(self, threshold: torch.Tensor) -> torch.Tensor:
         """Estimated P(activation > threshold[l, n]) per neuron, float64 [L, N]."""

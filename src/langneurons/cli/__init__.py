@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from langneurons.cli.options import ModelChoice, model_options
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, LangNeuronsWarning
 
 app = typer.Typer(
     name="langneurons",
@@ -273,7 +274,16 @@ from langneurons.cli.experiment import experiment_app  # noqa: E402
 app.registered_commands.extend(experiment_app.registered_commands)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """LangNeuronsWarning as one ``warning: ...`` line; other warnings as Python shows them."""
+    if issubclass(category, LangNeuronsWarning):
+        print(f"warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         app()
     except LangNeuronsError as error:

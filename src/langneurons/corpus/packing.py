@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from langneurons.artefacts import stable_hash
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, warn
 
 
 @dataclass
@@ -29,11 +29,14 @@ class TokenBlocks:
         input_ids: int64 [blocks, block_length].
         counted: bool [blocks, block_length]; False at positions that are not text (the BOS
             prepended to each block).
+        tokenizer_fingerprint: :func:`tokenizer_fingerprint` of the tokenizer that made the ids
+            (None for blocks read from a file written before it was recorded).
     """
 
     language: str
     input_ids: torch.Tensor
     counted: torch.Tensor
+    tokenizer_fingerprint: str | None = None
 
     @property
     def token_count(self) -> int:
@@ -47,7 +50,33 @@ class TokenBlocks:
         return stable_hash(self.input_ids, self.counted)
 
     def select(self, rows: slice | torch.Tensor) -> "TokenBlocks":
-        return TokenBlocks(self.language, self.input_ids[rows], self.counted[rows])
+        return TokenBlocks(self.language, self.input_ids[rows], self.counted[rows], self.tokenizer_fingerprint)
+
+    def check_tokenizer(self, tokenizer, origin: str = "") -> None:
+        """Refuse blocks made by another tokenizer than ``tokenizer`` (whose ids would index other
+        tokens, or lie outside the model's vocabulary); blocks without a recorded fingerprint only
+        get a warning, after checking their ids fit the vocabulary."""
+        where = f"{origin}: " if origin else ""
+        if self.tokenizer_fingerprint is None:
+            warn(f"{where}held-out blocks of {self.language!r} record no tokenizer fingerprint (written by an "
+                 "older langneurons); they cannot be checked against the model's tokenizer")
+            size = len(tokenizer)
+            if self.input_ids.numel() and int(self.input_ids.max()) >= size:
+                raise LangNeuronsError(f"{where}held-out blocks of {self.language!r} hold token id "
+                                       f"{int(self.input_ids.max())}, beyond the tokenizer's {size} tokens: they were "
+                                       "tokenized by another tokenizer; run collect again with this model")
+            return
+        expected = tokenizer_fingerprint(tokenizer)
+        if self.tokenizer_fingerprint != expected:
+            raise LangNeuronsError(f"{where}held-out blocks of {self.language!r} were tokenized by another tokenizer "
+                                   f"(vocabulary {self.tokenizer_fingerprint}, the model's is {expected}); run collect "
+                                   "again with this model")
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of the tokenizer's vocabulary (every token string and its id, added tokens included):
+    equal for the same tokenizer wherever it is loaded from, different once any id means another token."""
+    return stable_hash(sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0])))
 
 
 def split_documents(texts: list[str], heldout_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -110,7 +139,8 @@ def pack_blocks(
     if prefix:
         body = torch.cat([torch.full((n_blocks, 1), bos, dtype=torch.long), body], dim=1)
         counted[:, 0] = False
-    return TokenBlocks(language=language, input_ids=body, counted=counted)
+    return TokenBlocks(language=language, input_ids=body, counted=counted,
+                       tokenizer_fingerprint=tokenizer_fingerprint(tokenizer))
 
 
 @dataclass
@@ -137,7 +167,7 @@ def prepare_language(
     identification, heldout = split_documents(texts, heldout_fraction, seed)
     ident_blocks = pack_blocks(tokenizer, identification, language, block_length, token_budget)
     held_blocks = None
-    if heldout:
+    if heldout and heldout_budget != 0:
         held_blocks = pack_blocks(tokenizer, heldout, language, block_length, heldout_budget)
     return LanguageData(ident_blocks, held_blocks)
 
@@ -146,13 +176,16 @@ BLOCKS_FORMAT = "langneurons.token-blocks/1"
 
 
 def save_blocks(blocks: TokenBlocks, path, metadata: dict | None = None) -> None:
-    """Write blocks to safetensors (atomic) with the language, fingerprint and extra metadata."""
+    """Write blocks to safetensors (atomic) with the language, fingerprint, the tokenizer's
+    fingerprint (when known) and extra metadata."""
     import json
 
     from langneurons.artefacts import atomic_save_safetensors
 
     header = {"format": BLOCKS_FORMAT, "language": blocks.language, "fingerprint": blocks.fingerprint(),
               "extra": json.dumps(metadata or {}, sort_keys=True)}
+    if blocks.tokenizer_fingerprint is not None:
+        header["tokenizer_fingerprint"] = blocks.tokenizer_fingerprint
     atomic_save_safetensors({"input_ids": blocks.input_ids.contiguous(), "counted": blocks.counted.contiguous()},
                             path, header)
 
@@ -174,4 +207,4 @@ def load_blocks(path) -> TokenBlocks:
         raise LangNeuronsError(f"corrupted or truncated token blocks file {path}: {error}") from error
     if header.get("format") != BLOCKS_FORMAT:
         raise LangNeuronsError(f"{path} is not a langneurons token blocks file")
-    return TokenBlocks(header["language"], input_ids, counted)
+    return TokenBlocks(header["language"], input_ids, counted, header.get("tokenizer_fingerprint"))

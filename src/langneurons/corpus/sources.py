@@ -21,7 +21,21 @@ BUILTIN_LANGUAGES = ("en", "fr", "es", "zh", "hi", "bn", "ta", "ur")
 
 
 def _read_lines(path: Path, max_documents: int | None) -> list[str]:
-    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    """Non-empty stripped lines of a UTF-8 text file; anything else is a one-line error naming the file."""
+    if not path.is_file():
+        raise LangNeuronsError(f"corpus file {path} is not a file")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise LangNeuronsError(f"cannot read corpus file {path}: {error.strerror or error}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise LangNeuronsError(f"corpus file {path} is not UTF-8 text (invalid byte at offset {error.start})") from None
+    if "\x00" in text:
+        raise LangNeuronsError(f"corpus file {path} holds binary data (NUL bytes at offset {text.index(chr(0))}), "
+                               "not text")
+    texts = [line.strip() for line in text.splitlines()]
     texts = [t for t in texts if t]
     return texts[:max_documents] if max_documents else texts
 

@@ -71,7 +71,7 @@ class DataParallel:
         return float(self.accelerator.reduce(tensor, reduction="sum").item())
 
     def gather(self, value) -> list:
-        """One picklable object per process, in rank order (every process gets the list)."""
+        """One object per process (sent between the processes of this job only), in rank order (every process gets the list)."""
         from accelerate.utils import gather_object
 
         return gather_object([value])

@@ -14,7 +14,12 @@ Output directory::
     adapter_config.json, adapter_model.safetensors   PEFT adapter (masked factors baked in)
     langneurons_finetune.json                        metadata (written last: marks a finished run)
     training_neurons.json                            the neurons whose MLP weights could change
-    checkpoints/step-0000100/                        adapter + metadata + training_state.pt
+    checkpoints/step-0000100/                        adapter + metadata + training_state.safetensors
+                                                     (parameters, optimizer moments, RNG states)
+                                                     + training_state.json (step, losses, scheduler)
+
+Resume state holds only tensors (safetensors) and JSON, never Python objects: a checkpoint folder
+someone else wrote cannot run code here.
 
 Every directory appears under its final name only once complete (staging dir + rename).
 """
@@ -25,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,8 +38,8 @@ import torch
 from torch import nn
 
 from langneurons import __version__
-from langneurons.artefacts import atomic_torch_save, stable_hash, write_json
-from langneurons.errors import LangNeuronsError
+from langneurons.artefacts import atomic_save_safetensors, stable_hash, staging_dir, write_json
+from langneurons.errors import LangNeuronsError, warn
 from langneurons.finetune.formatting import (
     DEFAULT_MAX_LENGTH,
     EncodedData,
@@ -62,7 +66,12 @@ from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import DEFAULT_MODEL, DEFAULT_MODEL_ID, LoadedModel, ModelInfo, load_model
 
 METADATA = "langneurons_finetune.json"
-TRAINING_STATE = "training_state.pt"
+TRAINING_STATE = "training_state.safetensors"
+"""Tensors of the resume state: trainable parameters, optimizer state tensors, RNG states (uint8)."""
+TRAINING_STATE_JSON = "training_state.json"
+"""Everything else of the resume state: step, losses, scheduler, optimizer hyper-parameters."""
+LEGACY_TRAINING_STATE = "training_state.pt"  # torch.save of older versions; never loaded
+STATE_FORMAT = "langneurons.training-state/1"
 NEURONS_FILE = "training_neurons.json"
 FORMAT = "langneurons.finetune/1"
 NEURON_MODES = ("languages", "random", "all", "none")
@@ -288,8 +297,7 @@ def _save_adapter_dir(
     target: Path, lora: LoraModel, metadata: dict, extra: Callable[[Path], None] | None = None
 ) -> None:
     """Write adapter + metadata (+ extra files) into a staging dir and rename it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging = staging_dir(target.parent, prefix=f".{target.name}-")
     try:
         lora.model.save_pretrained(str(staging), state_dict=adapter_state_dict(lora.model))
         if extra is not None:
@@ -304,7 +312,12 @@ def _save_adapter_dir(
 
 def _checkpoints(output_dir: Path) -> list[Path]:
     folder = output_dir / "checkpoints"
-    found = [p for p in folder.glob("step-*") if (p / METADATA).is_file() and (p / TRAINING_STATE).is_file()]
+    found = [p for p in folder.glob("step-*") if (p / METADATA).is_file() and (p / TRAINING_STATE).is_file()
+             and p.name.removeprefix("step-").isdigit()]
+    legacy = [p for p in folder.glob("step-*") if (p / LEGACY_TRAINING_STATE).is_file() and p not in found]
+    if legacy:
+        warn(f"ignoring {len(legacy)} checkpoint(s) in {folder} with {LEGACY_TRAINING_STATE} (older format, never "
+             "loaded: loading it could run code); training resumes from a newer checkpoint or starts over")
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
 
 
@@ -525,22 +538,97 @@ def _save_checkpoint(output_dir: Path, step: int, lora: LoraModel, metadata: dic
                      losses: list[float], rng: dict | list[dict], keep: int,
                      write_neurons: Callable[[Path], None]) -> None:
     """rng: this process's RNG state, or (data-parallel) one per process in rank order."""
-    state = {
-        "step": step,
-        "parameters": {n: p.detach().cpu().clone() for n, p in lora.model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng,
-        "losses": list(losses),
-    }
+    parameters = {n: p for n, p in lora.model.named_parameters() if p.requires_grad}
 
     def extra(folder: Path) -> None:
-        atomic_torch_save(state, folder / TRAINING_STATE)
+        write_training_state(folder, step, parameters, optimizer.state_dict(), scheduler.state_dict(), rng, losses)
         write_neurons(folder)
 
     _save_adapter_dir(output_dir / "checkpoints" / f"step-{step:07d}", lora, metadata, extra)
     for old in _checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_training_state(folder: Path, step: int, parameters: dict[str, torch.Tensor], optimizer_state: dict,
+                         scheduler_state: dict, rng: dict | list[dict], losses: list[float]) -> None:
+    """Resume state as tensors and JSON only: tensors in ``training_state.safetensors`` (``parameters.<name>``,
+    ``optimizer.<param index>.<key>``, ``rng.<process>.cpu`` / ``rng.<process>.cuda.<device>`` as
+    uint8), the rest as JSON in ``training_state.json``."""
+    tensors = {f"parameters.{name}": value.detach().cpu().clone().contiguous() for name, value in parameters.items()}
+    moments: dict[str, dict] = {}
+    for index, entry in optimizer_state["state"].items():
+        moments[str(index)] = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().clone().contiguous()
+            else:
+                moments[str(index)][key] = value
+    per_process = isinstance(rng, list)
+    states = rng if per_process else [rng]
+    cuda_devices = []
+    for process, state in enumerate(states):
+        tensors[f"rng.{process}.cpu"] = state["cpu"].contiguous()
+        cuda = state.get("cuda") or []
+        cuda_devices.append(len(cuda))
+        for device, value in enumerate(cuda):
+            tensors[f"rng.{process}.cuda.{device}"] = value.contiguous()
+    scalars = {
+        "format": STATE_FORMAT, "step": step, "losses": list(losses), "scheduler": scheduler_state,
+        "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": moments,
+                      "tensor_state": {str(i): sorted(k for k, v in e.items() if isinstance(v, torch.Tensor))
+                                       for i, e in optimizer_state["state"].items()}},
+        "parameters": sorted(parameters), "rng": {"per_process": per_process, "cuda_devices": cuda_devices},
+    }
+    try:
+        text = json.dumps(scalars, indent=1, sort_keys=True, allow_nan=True)
+    except TypeError as error:  # a value JSON cannot hold: refuse rather than store Python objects
+        raise LangNeuronsError(f"training state cannot be written as JSON: {error}") from error
+    atomic_save_safetensors(tensors, folder / TRAINING_STATE, {"format": STATE_FORMAT})
+    from langneurons.artefacts import write_text
+
+    write_text(folder / TRAINING_STATE_JSON, text + "\n")
+
+
+def read_training_state(folder: Path) -> dict:
+    """The resume state written by :func:`write_training_state`: ``step``, ``losses``,
+    ``parameters`` (name -> tensor), ``optimizer`` and ``scheduler`` (state dicts), ``rng`` (one
+    state dict, or a list of them for a data-parallel run). A damaged or foreign checkpoint is a
+    LangNeuronsError naming the folder and how to start over."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    def broken(reason: str) -> LangNeuronsError:
+        return LangNeuronsError(f"checkpoint {folder} is unreadable ({reason}); delete {folder.parent} to start "
+                                "training over")
+
+    try:
+        scalars = json.loads((folder / TRAINING_STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(str(folder / TRAINING_STATE))
+    except (OSError, ValueError, SafetensorError) as error:
+        raise broken((str(error).splitlines() or [type(error).__name__])[0][:160]) from None
+    try:
+        if scalars.get("format") != STATE_FORMAT:
+            raise ValueError(f"format {str(scalars.get('format'))[:40]!r}")
+        optimizer = scalars["optimizer"]
+        state = {}
+        for index, keys in optimizer["tensor_state"].items():
+            entry = dict(optimizer["scalars"].get(index, {}))
+            entry.update({key: tensors[f"optimizer.{index}.{key}"] for key in keys})
+            state[int(index)] = entry
+        processes = [{"cpu": tensors[f"rng.{p}.cpu"],
+                      **({"cuda": [tensors[f"rng.{p}.cuda.{d}"] for d in range(count)]} if count else {})}
+                     for p, count in enumerate(scalars["rng"]["cuda_devices"])]
+        if any(s["cpu"].dtype != torch.uint8 for s in processes):
+            raise ValueError("RNG states must be uint8")
+        return {
+            "step": int(scalars["step"]), "losses": [float(x) for x in scalars["losses"]],
+            "parameters": {name: tensors[f"parameters.{name}"] for name in scalars["parameters"]},
+            "optimizer": {"state": state, "param_groups": optimizer["param_groups"]},
+            "scheduler": dict(scalars["scheduler"]),
+            "rng": processes if scalars["rng"]["per_process"] else processes[0],
+        }
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise broken(f"missing or malformed {str(error)[:120]}") from None
 
 
 def _resume(checkpoint: Path, model: nn.Module, optimizer, scheduler,
@@ -550,22 +638,28 @@ def _resume(checkpoint: Path, model: nn.Module, optimizer, scheduler,
     A checkpoint of a data-parallel run holds one RNG state per process: each process restores
     its own; with another number of processes, RNG states are restored where ranks match (only
     the dropout masks depend on them)."""
-    state = torch.load(checkpoint / TRAINING_STATE, map_location="cpu", weights_only=False)
+    state = read_training_state(checkpoint)
     parameters = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(parameters) != set(state["parameters"]):
-        raise LangNeuronsError(f"checkpoint {checkpoint} does not match the model's trainable parameters")
-    with torch.no_grad():
-        for name, value in state["parameters"].items():
-            parameters[name].copy_(value)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
-    if isinstance(rng, list):
-        rank = parallel.rank if parallel is not None else 0
-        rng = rng[rank] if rank < len(rng) else None
-    if rng is not None:
-        _set_rng_state(rng)
-    return int(state["step"]), list(state["losses"])
+    if set(parameters) != set(state["parameters"]) or any(
+            parameters[n].shape != v.shape for n, v in state["parameters"].items()):
+        raise LangNeuronsError(f"checkpoint {checkpoint} does not match the model's trainable parameters; "
+                               f"delete {checkpoint.parent} to start training over")
+    try:
+        with torch.no_grad():
+            for name, value in state["parameters"].items():
+                parameters[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        if isinstance(rng, list):
+            rank = parallel.rank if parallel is not None else 0
+            rng = rng[rank] if rank < len(rng) else None
+        if rng is not None:
+            _set_rng_state(rng)
+    except (ValueError, RuntimeError, KeyError, TypeError) as error:
+        raise LangNeuronsError(f"checkpoint {checkpoint} does not fit this run ({str(error)[:160]}); delete "
+                               f"{checkpoint.parent} to start training over") from None
+    return state["step"], state["losses"]
 
 
 class _LossProgress:

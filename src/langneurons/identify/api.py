@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from langneurons.activations.api import load_statistics_dir
-from langneurons.errors import LangNeuronsError
-from langneurons.identify.act_prob import act_prob
+from langneurons.errors import LangNeuronsError, brief
+from langneurons.identify.act_prob import THRESHOLDS, act_prob
+from langneurons.identify.inputs import check_rate
 from langneurons.identify.lape import lape
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.identify.random_control import random_control
@@ -36,6 +37,29 @@ class IdentifyOptions:
     seed: int = 0
     exclude_selected: bool = False
 
+    def __post_init__(self):
+        check_identify_options(self)
+
+
+def check_identify_options(options: IdentifyOptions) -> None:
+    """Refuse values no method accepts (checked when the options are made: by the CLI and by
+    ``load_config``, before any statistics are read). ``top_rate`` None means the method's default;
+    0 is refused like 1.5."""
+    if options.method not in METHODS:
+        raise LangNeuronsError(f"unknown method {brief(options.method)}; choose one of {', '.join(METHODS)}")
+    if options.top_rate is not None:
+        check_rate("top_rate", options.top_rate)
+    check_rate("filter_rate", options.filter_rate)
+    if isinstance(options.percentile, bool) or not isinstance(options.percentile, (int, float)) \
+            or not 0.0 < options.percentile < 100.0:
+        raise LangNeuronsError(f"percentile must be in (0, 100), got {brief(options.percentile)}")
+    if options.threshold not in THRESHOLDS:
+        raise LangNeuronsError(f"unknown threshold source {brief(options.threshold)}; use one of {', '.join(THRESHOLDS)}")
+
+
+def _default(value: float | None, default: float) -> float:
+    return default if value is None else value
+
 
 @dataclass
 class IdentifyResult:
@@ -59,10 +83,10 @@ def identify(statistics_dir, options: IdentifyOptions, output=None, figures: boo
     else:
         statistics = load_statistics_dir(statistics_dir, options.languages)
         if options.method == "lape":
-            lape_result = lape(statistics, top_rate=options.top_rate or 0.01, filter_rate=options.filter_rate)
+            lape_result = lape(statistics, top_rate=_default(options.top_rate, 0.01), filter_rate=options.filter_rate)
             neuron_set, entropy = lape_result.neuron_set, lape_result.entropy
         else:
-            neuron_set = act_prob(statistics, percentile=options.percentile, top_rate=options.top_rate or 0.00125,
+            neuron_set = act_prob(statistics, percentile=options.percentile, top_rate=_default(options.top_rate, 0.00125),
                                   threshold=options.threshold)
     out = IdentifyResult(neuron_set, entropy)
     if output is not None:

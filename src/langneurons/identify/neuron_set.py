@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from langneurons.artefacts import atomic_save_safetensors, atomic_torch_save, write_json
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, brief, warn
 
 FORMAT = "langneurons.neuron-set/1"
 
@@ -48,9 +48,7 @@ class NeuronSet:
 
     def _normalise(self, language: str, rows) -> torch.Tensor:
         """Validate (layer, neuron) rows and return them as a sorted, unique int64 [k, 2] tensor."""
-        rows = torch.as_tensor(rows, dtype=torch.int64).cpu() if len(rows) else torch.zeros(0, 2, dtype=torch.int64)
-        if rows.ndim != 2 or rows.shape[1] != 2:
-            raise LangNeuronsError(f"neurons of {language!r} must be (layer, neuron) rows, got {tuple(rows.shape)}")
+        rows = neuron_rows(language, rows)
         layer, neuron = rows[:, 0], rows[:, 1]
         if ((layer < 0) | (layer >= self.num_layers) | (neuron < 0) | (neuron >= self.neurons_per_layer)).any():
             raise LangNeuronsError(
@@ -118,7 +116,10 @@ class NeuronSet:
                 f"{info.model_id} has {info.num_layers}x{info.neurons_per_layer} neurons"
             )
         expected = self.source.get("weights_fingerprint")
-        if expected and expected != info.weights_fingerprint:
+        if not expected:
+            warn(f"the neuron set records no source.weights_fingerprint: cannot check it was identified on "
+                 f"{info.model_id} (only its {self.num_layers}x{self.neurons_per_layer} size was checked)")
+        elif expected != info.weights_fingerprint:
             raise LangNeuronsError(
                 f"neuron set was identified on {self.source.get('model_id')} (weights {expected}), "
                 f"not on {info.model_id} (weights {info.weights_fingerprint})"
@@ -160,10 +161,16 @@ class NeuronSet:
             raise LangNeuronsError(f"neuron sets are .json or .safetensors files, not {path.name!r}")
         try:
             header, neurons = _read_json(path) if path.suffix == ".json" else _read_safetensors(path)
-            return cls(neurons, int(header["num_layers"]), int(header["neurons_per_layer"]), header["method"],
+            sizes = {key: header[key] for key in ("num_layers", "neurons_per_layer")}
+            for key, value in sizes.items():
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise LangNeuronsError(f"{key} must be an integer, got {brief(value)}")
+            return cls(neurons, sizes["num_layers"], sizes["neurons_per_layer"], header["method"],
                        dict(header["parameters"]), dict(header["source"]))
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"neuron-set file {path}: {error}") from None
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
-            raise LangNeuronsError(f"corrupted or truncated neuron-set file {path}: {error}") from error
+            raise LangNeuronsError(f"corrupted or truncated neuron-set file {path}: {brief(str(error), 200)}") from error
 
     def export_lape(self, path) -> Path:
         """torch.save a List[List[LongTensor]]: [language][layer] -> neuron indices (LAPE release format).
@@ -174,6 +181,30 @@ class NeuronSet:
             rows = self.neurons[language]
             exported.append([rows[rows[:, 0] == layer, 1].clone() for layer in range(self.num_layers)])
         return atomic_torch_save(exported, path)
+
+
+def neuron_rows(language: str, rows) -> torch.Tensor:
+    """(layer, neuron) rows as an int64 [k, 2] tensor: an integer tensor, or a list of
+    ``[layer, neuron]`` pairs of integers (JSON). Floats and booleans are refused, never
+    truncated or read as 0/1 (``3.7`` is not neuron 3, ``true`` is not layer 1)."""
+    if isinstance(rows, torch.Tensor):
+        if rows.dtype == torch.bool or rows.dtype.is_floating_point or rows.dtype.is_complex:
+            raise LangNeuronsError(f"neurons of {language!r} must be integers, got a {rows.dtype} tensor")
+        tensor = rows.to(torch.int64).cpu()
+        if tensor.numel() == 0:
+            tensor = tensor.reshape(0, 2)
+    else:
+        if not isinstance(rows, (list, tuple)):
+            raise LangNeuronsError(f"neurons of {language!r} must be a list of [layer, neuron] pairs, got {brief(rows)}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)) or len(row) != 2 or any(
+                    isinstance(x, bool) or not isinstance(x, int) for x in row):
+                raise LangNeuronsError(f"neurons of {language!r}, entry {i}: (layer, neuron) rows must be two "
+                                       f"integers, got {brief(row)}")
+        tensor = torch.tensor(list(rows), dtype=torch.int64) if rows else torch.zeros(0, 2, dtype=torch.int64)
+    if tensor.ndim != 2 or tensor.shape[1] != 2:
+        raise LangNeuronsError(f"neurons of {language!r} must be (layer, neuron) rows, got {tuple(tensor.shape)}")
+    return tensor
 
 
 def _check_format(path: Path, header: dict) -> None:

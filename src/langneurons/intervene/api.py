@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from langneurons.activations.api import load_heldout, load_statistics_dir
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, brief
 from langneurons.identify.neuron_set import NeuronSet
-from langneurons.intervene.ppxc import PPXCResult, ppxc_matrix, write_ppxc
+from langneurons.intervene.ppxc import MEASURES, PPXCResult, ppxc_matrix, write_ppxc
 from langneurons.intervene.spec import parse_action
 from langneurons.languages import check_languages
 from langneurons.models.loading import LoadedModel, cache_root
@@ -25,6 +25,22 @@ class PPXCOptions:
     seed: int = 0
     token_budget: int | None = 20_000
     batch_size: int = 8
+
+    def __post_init__(self):
+        check_ppxc_options(self.action, self.token_budget, self.batch_size)
+
+
+def check_ppxc_options(action: str, token_budget: int | None, batch_size: int, measure: str | None = None) -> None:
+    """The checks of a PPXC request, shared by ``ppl-matrix`` and ``load_config`` (``ppxc:``):
+    the action is parsed by :func:`~langneurons.intervene.spec.parse_action`."""
+    parse_action(action)
+    if token_budget is not None and (isinstance(token_budget, bool) or not isinstance(token_budget, int)
+                                     or token_budget < 1):
+        raise LangNeuronsError(f"token budget must be an integer >= 1, got {brief(token_budget)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LangNeuronsError(f"batch size must be an integer >= 1, got {brief(batch_size)}")
+    if measure is not None and measure not in MEASURES:
+        raise LangNeuronsError(f"unknown PPXC measure {brief(measure)}; use one of {', '.join(MEASURES)}")
 
 
 def ppl_matrix(loaded: LoadedModel, neuron_set_path, statistics_dir, options: PPXCOptions, out_dir=None,

@@ -326,6 +326,8 @@ def ppxc_matrix(
     languages = list(languages) if languages is not None else [l for l in neuron_set.languages if l in heldout]
     _check_inputs(neuron_set, heldout, languages)
     neuron_set.check_model(loaded.info)
+    for language in languages:  # ids of another tokenizer would score other tokens (or index past the embedding)
+        heldout[language].check_tokenizer(loaded.tokenizer)
     blocks = {language: within_budget(heldout[language], token_budget) for language in languages}
     factory = intervention_factory(intervention_kind, loaded, statistics_by_language)
     sets = {LANGUAGE_SPECIFIC: neuron_set}

@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from langneurons.activations.statistics import ActivationStatistics
-from langneurons.errors import LangNeuronsError
+from langneurons.activations.statistics import ActivationStatistics, check_statistic_name
+from langneurons.errors import LangNeuronsError, brief
 from langneurons.intervene.interventions import KINDS, Intervention, build_intervention
 from langneurons.languages import check_language
 
@@ -116,10 +116,7 @@ def _check_action(spec: InterventionSpec) -> None:
         if spec.value is None or not math.isfinite(float(spec.value)):
             raise LangNeuronsError(f"{spec.kind} needs a finite value, got {spec.value!r}")
     if spec.kind == "stat":
-        name = spec.statistic or ""
-        is_percentile = name[:1] == "p" and name[1:].replace(".", "", 1).isdigit() and float(name[1:]) <= 100
-        if name not in ("mean", "std", "min", "max") and not is_percentile:
-            raise LangNeuronsError(f"unknown statistic {spec.statistic!r}; use mean, std, min, max or p0..p100")
+        check_statistic_name(spec.statistic)
         if spec.statistic_language is None and len(spec.languages) > 1:
             raise LangNeuronsError("stat on several languages needs the statistics' language: stat=NAME@LANG")
         if spec.statistic_language is not None:
@@ -133,9 +130,12 @@ def _check_action(spec: InterventionSpec) -> None:
 
 def parse_action(action: str) -> dict:
     """Fields of the action part (``zero``, ``constant=0.5``, ``stat=p90@hi``, ``add=4@en>hi`` ...)."""
+    if not isinstance(action, str):
+        raise LangNeuronsError(f"an intervention action is a string such as zero or stat=p90, got {brief(action)}")
     kind, has_value, argument = action.strip().partition("=")
     if kind not in KINDS:
-        raise LangNeuronsError(f"unknown intervention kind {kind!r} in {action!r}; use one of {', '.join(KINDS)}")
+        raise LangNeuronsError(f"unknown intervention kind {brief(kind)} in {brief(action)}; "
+                               f"use one of {', '.join(KINDS)}")
     if kind == "zero":
         if has_value:
             raise LangNeuronsError(f"zero takes no value: {action!r}")
@@ -146,11 +146,16 @@ def parse_action(action: str) -> dict:
         return {"kind": kind, "value": _number(argument, f"{kind} value")}
     if kind == "stat":
         name, _, language = argument.partition("@")
+        check_statistic_name(name)  # every action is checked where it is read (CLI, config), not when used
+        if language:
+            check_language(language)
         return {"kind": kind, "statistic": name, "statistic_language": language or None}
     strength, _, languages = argument.partition("@")
     source, _, target = languages.partition(">")
     if not source or not target:
         raise LangNeuronsError(f"add is written add=STRENGTH@SOURCE>TARGET, got {action!r}")
+    check_language(source)
+    check_language(target)
     return {"kind": kind, "value": _number(strength, "add strength"), "source_language": source,
             "target_language": target}
 

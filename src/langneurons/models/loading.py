@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from langneurons import __version__
+from langneurons.artefacts import staging_dir
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import ModelAdapter, adapter_for
 
@@ -115,8 +116,7 @@ def default_model_path(cache_dir: Path | None = None) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    staging = staging_dir(target.parent, prefix=".convert-")
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -183,8 +183,14 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         loaded = AutoModelForCausalLM.from_pretrained(source, **model_kwargs)
-    except OSError as error:
-        raise LangNeuronsError(f"cannot load model {model!r}: {str(error).splitlines()[0]}") from error
+    except SafetensorError as error:  # a damaged .safetensors file (truncated, random bytes, empty)
+        files = sorted(str(p) for p in Path(source).expanduser().glob("*.safetensors")) if Path(source).is_dir() else []
+        where = ", ".join(files[:3]) or source
+        raise LangNeuronsError(f"cannot load model {model!r}: corrupted or truncated weights "
+                               f"({(str(error).splitlines() or [''])[0][:120]}), {where}") from None
+    except (OSError, ValueError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LangNeuronsError(f"cannot load model {model!r}: {first[:200]}") from None
     loaded.eval()
     result = describe(loaded, model_id=model_id, revision=revision)
     result.tokenizer = tokenizer

@@ -26,7 +26,7 @@ from typing import Any, Union
 import yaml
 
 from langneurons.activations.api import CollectOptions
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, brief
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.languages import check_language
@@ -215,9 +215,16 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------- loading
 
 
+MAX_CONFIG_VALUES = 100_000
+"""A config with more values than this once YAML aliases are expanded is refused (an alias bomb
+of a few hundred bytes expands to billions); real configs have a few hundred."""
+
+
 def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | None = None) -> ExperimentConfig:
     """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`.
 
+    Every value is checked here, before any stage runs: types, ranges, languages, references,
+    intervention actions (the parser of the CLI) and the stage options' own checks.
     ``${name}`` inside any string value is replaced by ``variables[name]``, else by the config's
     own ``vars: {name: default}`` section (e.g. ``${data}`` for the folder of local data copies);
     a name with neither is an error. The parsed config holds only the substituted values.
@@ -228,7 +235,11 @@ def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | Non
         path = Path(source)
         data, origin = _read_yaml(path), path.name
     try:
+        check_expanded_size(data)
         data = substitute_variables(data, variables)
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"{origin}: {error}") from None
+    try:
         config = _parse(data)
     except LangNeuronsError as error:
         raise LangNeuronsError(f"{origin}: {error}") from None
@@ -239,6 +250,22 @@ def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | Non
     return config
 
 
+def check_expanded_size(data: Any, limit: int = MAX_CONFIG_VALUES) -> None:
+    """Refuse data with more than ``limit`` values counted with every alias expanded (and
+    self-referencing data); stops counting at the limit, so an alias bomb costs no time."""
+    count, stack = 0, [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            raise LangNeuronsError(f"the config expands to more than {limit} values (YAML aliases?); refused")
+        if isinstance(value, Mapping):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise LangNeuronsError(f"experiment config not found: {path}")
@@ -247,7 +274,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+        raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0][:120]})") from None
+    except (UnicodeDecodeError, OSError) as error:
+        raise LangNeuronsError(f"{path}: not a readable UTF-8 text file ({str(error)[:120]})") from None
+    try:
+        check_expanded_size(data)
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"{path}: {error}") from None
     if not isinstance(data, dict):
         raise LangNeuronsError(f"{path}: an experiment config must be a mapping of sections")
     parent = data.pop("extends", None)
@@ -429,19 +462,19 @@ def _convert(hint, value: Any, path: str):
         return _build(hint, value, path)
     if hint is bool:
         if not isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be true or false, got {value!r}")
+            raise LangNeuronsError(f"{path} must be true or false, got {brief(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise LangNeuronsError(f"{path} must be an integer, got {value!r}")
+            raise LangNeuronsError(f"{path} must be an integer, got {brief(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LangNeuronsError(f"{path} must be a number, got {value!r}")
+            raise LangNeuronsError(f"{path} must be a number, got {brief(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be a string, got {value!r}")
+            raise LangNeuronsError(f"{path} must be a string, got {brief(value)}")
         return str(value)
     if origin is dict or hint is dict:
         if not isinstance(value, Mapping):
@@ -460,17 +493,17 @@ def _languages(values, path: str, allowed: tuple[str, ...] | None = None) -> Non
         try:
             check_language(language)
         except LangNeuronsError:
-            raise LangNeuronsError(f"unknown language {language!r} in {path}[{i}]; use ISO 639-1 codes "
+            raise LangNeuronsError(f"unknown language {brief(language)} in {path}[{i}]; use ISO 639-1 codes "
                                    "such as en, fr, hi, zh") from None
         if allowed is not None and language not in allowed:
-            raise LangNeuronsError(f"{path}[{i}]: language {language!r} is not among the experiment's languages "
+            raise LangNeuronsError(f"{path}[{i}]: language {brief(language)} is not among the experiment's languages "
                                    f"({', '.join(allowed)})")
 
 
 def _names(values, path: str, defined: list[str], what: str) -> None:
     for i, name in enumerate(values):
         if name not in defined:
-            raise LangNeuronsError(f"{path}[{i}]: no {what} named {name!r} (defined: {', '.join(defined) or 'none'})")
+            raise LangNeuronsError(f"{path}[{i}]: no {what} named {brief(name)} (defined: {', '.join(defined) or 'none'})")
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -483,15 +516,23 @@ def validate(config: ExperimentConfig) -> None:
     for i, entry in enumerate(config.identification):
         path = f"identification[{i}]"
         if entry.method not in METHODS:
-            raise LangNeuronsError(f"{path}.method: unknown method {entry.method!r}; use one of {', '.join(METHODS)}")
+            raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
         if entry.name in sets:
-            raise LangNeuronsError(f"{path}.name: neuron set {entry.name!r} is defined twice")
+            raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
         if entry.method == "random":
             if entry.options.like is None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
             _names([entry.options.like], f"{path}.like", sets, "earlier neuron set")
         sets.append(entry.name)
+    _check_model(config.model)
     if config.ppxc is not None:
+        from langneurons.intervene.api import check_ppxc_options
+
+        try:
+            check_ppxc_options(config.ppxc.action, config.ppxc.token_budget, config.ppxc.batch_size,
+                               config.ppxc.measure)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"ppxc: {error}") from None
         _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
         if config.ppxc.languages is not None:
             _languages(config.ppxc.languages, "ppxc.languages", languages)
@@ -499,7 +540,7 @@ def validate(config: ExperimentConfig) -> None:
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
         if run.name in runs or run.name == "base":
-            raise LangNeuronsError(f"{path}.name: {run.name!r} is reserved or defined twice")
+            raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
         runs.append(run.name)
         _languages([run.source_language], f"{path}.source_language")
         try:
@@ -507,14 +548,14 @@ def validate(config: ExperimentConfig) -> None:
         except LangNeuronsError as error:
             raise LangNeuronsError(f"{path}: {error}") from None
         if getattr(config.tasks, options.task) is None:
-            raise LangNeuronsError(f"{path}: task {options.task!r} has no data section under tasks")
+            raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
         if options.neurons in ("languages", "random"):
             if run.neuron_set is None:
-                raise LangNeuronsError(f"{path}: neurons {options.neurons!r} needs neuron_set (one of {sets})")
+                raise LangNeuronsError(f"{path}: neurons {brief(options.neurons)} needs neuron_set (one of {sets})")
             _names([run.neuron_set], f"{path}.neuron_set", sets, "neuron set")
             _languages(options.languages, f"{path}.languages", languages)
         elif options.neurons not in NEURON_MODES:
-            raise LangNeuronsError(f"{path}.neurons: unknown mode {options.neurons!r}")
+            raise LangNeuronsError(f"{path}.neurons: unknown mode {brief(options.neurons)}")
     evaluation = config.evaluation
     if evaluation is not None:
         allowed = languages if evaluation.neuron_sets else None
@@ -530,11 +571,11 @@ def validate(config: ExperimentConfig) -> None:
             _names([evaluation.reference], "evaluation.reference", list(evaluation.models), "model")
         for i, task in enumerate(evaluation.tasks):
             if task not in ("xnli", "xquad"):
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: unknown task {task!r}; use xnli or xquad")
+                raise LangNeuronsError(f"evaluation.tasks[{i}]: unknown task {brief(task)}; use xnli or xquad")
             if getattr(config.tasks, task) is None:
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: task {task!r} has no data section under tasks")
+                raise LangNeuronsError(f"evaluation.tasks[{i}]: task {brief(task)} has no data section under tasks")
         if evaluation.positions not in ("all", "prompt"):
-            raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {evaluation.positions!r}")
+            raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {brief(evaluation.positions)}")
         from langneurons.intervene.spec import parse_action
 
         for i, action in enumerate(evaluation.actions):
@@ -551,9 +592,40 @@ def validate(config: ExperimentConfig) -> None:
         for i, pair in enumerate(claims.related_pairs):
             if len(pair) != 2:
                 raise LangNeuronsError(f"claims.related_pairs[{i}] must name two languages, got {list(pair)}")
-            _languages(pair, f"claims.related_pairs[{i}]", languages)
+            _languages(pair, f"claims.related_pairs[{i}]")  # pairs outside the PPXC languages are skipped
+    _check_tasks(config.tasks)
+    if evaluation is not None:
+        _at_least(evaluation.batch_size, 1, "evaluation.batch_size")
+        _at_least(evaluation.bootstrap_resamples, 1, "evaluation.bootstrap_resamples")
+        if not 0.0 < evaluation.confidence < 1.0:
+            raise LangNeuronsError(f"evaluation.confidence must be in (0, 1), got {brief(evaluation.confidence)}")
     if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
-        raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {config.tasks.xquad.train!r}")
+        raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {brief(config.tasks.xquad.train)}")
+
+
+def _at_least(value: int | None, minimum: int, path: str) -> None:
+    if value is not None and value < minimum:
+        raise LangNeuronsError(f"{path} must be at least {minimum}, got {brief(value)}")
+
+
+def _check_model(model: ModelConfig) -> None:
+    from langneurons.models.loading import _DTYPES
+
+    if model.dtype not in _DTYPES:
+        raise LangNeuronsError(f"model.dtype: unknown dtype {brief(model.dtype)}; use one of {', '.join(_DTYPES)}")
+
+
+def _check_tasks(tasks: TasksConfig) -> None:
+    """Numbers of the task sections (limits, lengths, fractions)."""
+    for task in ("xnli", "xquad"):
+        section = getattr(tasks, task)
+        if section is None:
+            continue
+        for name in ("eval_limit", "train_limit", "dev_limit", "max_length", "max_new_tokens"):
+            if hasattr(section, name):
+                _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
+    if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
+        raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
 
 
 def _plain(value: Any) -> Any:

@@ -46,7 +46,7 @@ from pathlib import Path
 import yaml
 
 from langneurons import __version__
-from langneurons.artefacts import stable_hash, write_json, write_text
+from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, stable_hash, write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
@@ -274,7 +274,7 @@ class _Experiment:
                     f"{path} was written by langneurons {manifest.get('tool_version')}, this is {__version__}; "
                     "use a new run directory or --force (everything is recomputed)")
             self.manifest = manifest if manifest.get("format") == FORMAT else {}
-        elif self.run_dir.exists() and any(self.run_dir.iterdir()) and not self.force:
+        elif self.run_dir.exists() and any(p.name != LOCK_FILE for p in self.run_dir.iterdir()) and not self.force:
             raise LangNeuronsError(f"{self.run_dir} is not empty and has no {MANIFEST}: not a langneurons run "
                                    "directory (choose another or use --force)")
         if self.force and self.manifest.get("tool_version") != __version__:
@@ -319,7 +319,7 @@ class _Experiment:
             resumable = previous.get("key") == key and previous.get("status") == "running"
             if directory.exists() and clear and not resumable:
                 shutil.rmtree(directory)
-            directory.mkdir(parents=True, exist_ok=True)
+            ensure_dir(directory)
             write_json(record_path, {"key": key, "status": "running"})
             self._log(f"{name}: computing")
             compute(directory)
@@ -550,10 +550,14 @@ class _Experiment:
 
     # ------------------------------------------------------------------ everything
     def run(self, report: bool) -> RunResult:
+        """Every stage, holding the run directory's lock (a second run into it is refused at once)."""
+        with folder_lock(self.run_dir):
+            return self._run(report)
+
+    def _run(self, report: bool) -> RunResult:
         start, cpu_start = time.perf_counter(), time.process_time()
         config = self.config
         self._check_run_dir()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
         self._save_manifest()
         statistics = self.statistics()

@@ -1,0 +1,288 @@
+"""Hostile or careless input on the command line (issue 13): every case ends with exit code != 0
+and one ``error: ...`` line (no traceback), before any file is written where it could poison a
+later run."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def collect_args(workspace, out, *extra, model=None):
+    return ["collect", "--model", model or workspace / "model", "--corpus", workspace / "corpus", "-l", "en,fr",
+            "--token-budget", "120", "--heldout-budget", "30", "--block-length", "16", "--out", out, "--no-progress",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def statistics(workspace, tmp_path_factory):
+    """A statistics folder (en, fr) of the workspace's tiny model, made through the CLI."""
+    from langneurons.cli import main
+
+    out = tmp_path_factory.mktemp("stats") / "stats"
+    argv = sys.argv
+    sys.argv = ["langneurons", *map(str, collect_args(workspace, out))]
+    try:
+        main()
+    except SystemExit as exit_:  # typer ends a successful command with SystemExit(0)
+        assert not exit_.code
+    finally:
+        sys.argv = argv
+    return out
+
+
+# ---------------------------------------------------------------- 2, 3: collect options
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "batch-size must be an integer >= 1, got 0"),
+    ("--batch-size", "-1", "batch-size must be an integer >= 1, got -1"),
+    ("--token-budget", "0", "token-budget must be an integer >= 1, got 0"),
+    ("--token-budget", "-5", "token-budget must be an integer >= 1, got -5"),
+    ("--heldout-budget", "-1", "heldout-budget must be an integer >= 0, got -1"),
+])
+def test_collect_refuses_bad_sizes_before_writing_anything(option, value, message, workspace, tmp_path, langneurons):
+    out = tmp_path / "stats"
+    result = langneurons(*collect_args(workspace, out, option, value))
+    assert_one_line_error(result, message)
+    assert not out.exists() or not any(out.glob("*.safetensors")) and not (out / "manifest.json").exists()
+
+
+def test_a_correct_run_after_a_refused_one_succeeds_in_the_same_folder(workspace, tmp_path, langneurons):
+    out = tmp_path / "stats"
+    assert langneurons(*collect_args(workspace, out, "--batch-size", "-1")).returncode != 0
+    result = langneurons(*collect_args(workspace, out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "manifest.json").read_text())["token_counts"]["en"] > 0
+
+
+# ---------------------------------------------------------------- 4: top rate
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
+def test_identify_refuses_a_top_rate_outside_0_1(value, statistics, tmp_path, langneurons):
+    result = langneurons("identify", "-s", statistics, "--top-rate", value, "-o", tmp_path / "set.json",
+                         "--no-figures")
+    assert_one_line_error(result, "top_rate must be a fraction in (0, 1)")
+    assert not (tmp_path / "set.json").exists()
+
+
+# ---------------------------------------------------------------- 5: neuron indices
+
+
+def _neuron_set_file(statistics, tmp_path, langneurons, rows) -> Path:
+    good = tmp_path / "good.json"
+    result = langneurons("identify", "-s", statistics, "--top-rate", "0.05", "-o", good, "--no-figures")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(good.read_text())
+    data["neurons"]["en"] = rows
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    return bad
+
+
+@pytest.mark.parametrize("rows, shown", [([[0, 3.7]], "[0, 3.7]"), ([[True, 3]], "[True, 3]"),
+                                         ([[0, 1], ["1", 2]], "['1', 2]")])
+@pytest.mark.parametrize("command", ["ppl-matrix", "finetune"])
+def test_non_integer_neuron_indices_are_refused_naming_file_and_entry(rows, shown, command, workspace, statistics,
+                                                                      tmp_path, langneurons):
+    bad = _neuron_set_file(statistics, tmp_path, langneurons, rows)
+    if command == "ppl-matrix":
+        args = ["ppl-matrix", "--model", workspace / "model", "-n", bad, "-s", statistics, "--out", tmp_path / "ppxc",
+                "--cache-dir", tmp_path / "cache", "--no-progress"]
+    else:
+        args = ["finetune", "--model", workspace / "model", "--task", "xnli", "--limit", "6", "--max-steps", "1",
+                "--neurons", "languages", "-l", "en", "--neurons-file", bad, "-o", tmp_path / "adapter",
+                "--no-progress"]
+    entry = len(rows) - 1
+    assert_one_line_error(langneurons(*args), str(bad), f"neurons of 'en', entry {entry}", shown)
+
+
+# ---------------------------------------------------------------- 6: held-out blocks of another tokenizer
+
+
+def _rewrite_heldout(path: Path, fingerprint: str | None) -> None:
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata())
+    tensors = load_file(str(path))
+    header.pop("tokenizer_fingerprint", None)
+    if fingerprint is not None:
+        header["tokenizer_fingerprint"] = fingerprint
+    save_file(tensors, str(path), metadata=header)
+
+
+def test_ppl_matrix_refuses_held_out_blocks_of_another_tokenizer(workspace, statistics, tmp_path, langneurons):
+    import shutil
+
+    stats = tmp_path / "stats"
+    shutil.copytree(statistics, stats)
+    neurons = _neuron_set_file(stats, tmp_path, langneurons, [[0, 1]])
+    data = json.loads(neurons.read_text())
+    data["neurons"]["en"] = [[0, 1], [1, 2]]
+    neurons.write_text(json.dumps(data))
+    _rewrite_heldout(stats / "fr.heldout.safetensors", "0123456789abcdef")
+    args = ["ppl-matrix", "--model", workspace / "model", "-n", neurons, "-s", stats, "--token-budget", "20",
+            "--out", tmp_path / "ppxc", "--cache-dir", tmp_path / "cache", "--no-progress"]
+    assert_one_line_error(langneurons(*args), "held-out blocks of 'fr' were tokenized by another tokenizer")
+
+    # a file of an older langneurons (no fingerprint): a warning line, and it still runs
+    _rewrite_heldout(stats / "fr.heldout.safetensors", None)
+    result = langneurons(*args)
+    assert result.returncode == 0, result.stderr
+    assert "warning: held-out blocks of 'fr' record no tokenizer fingerprint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    # ... unless its ids do not even fit the model's vocabulary (was: IndexError in the embedding)
+    blocks = load_file(str(stats / "fr.heldout.safetensors"))
+    blocks["input_ids"][0, 1] = 10_000
+    with safe_open(str(stats / "fr.heldout.safetensors"), framework="pt") as handle:
+        header = dict(handle.metadata())
+    save_file(blocks, str(stats / "fr.heldout.safetensors"), metadata=header)
+    assert_one_line_error(langneurons(*args), "token id 10000, beyond the tokenizer's")
+
+
+# ---------------------------------------------------------------- 7: config values checked before any stage
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"ppxc": {"neuron_sets": ["lape"], "action": "explode"}}, "ppxc: unknown intervention kind 'explode'"),
+    ({"ppxc": {"neuron_sets": ["lape"], "action": "stat=p999"}}, "ppxc: unknown statistic 'p999'"),
+    ({"evaluation": {"languages": ["en"], "tasks": ["xnli"], "neuron_sets": ["lape"], "actions": ["stat=p999"]}},
+     "evaluation.actions[0]: unknown statistic 'p999'"),
+    ({"identification": [{"name": "lape", "method": "lape", "top_rate": 0}]}, "top_rate must be a fraction"),
+    ({"statistics": {"batch_size": 0}}, "batch-size must be an integer >= 1, got 0"),
+])
+def test_run_refuses_a_bad_config_value_before_any_stage(section, message, tmp_path, langneurons):
+    import yaml
+
+    config = {"name": "bad", "model": "./missing-model", "languages": ["en", "fr"], **section}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = langneurons("run", path, "--run-dir", tmp_path / "run", "--no-progress")
+    assert_one_line_error(result, "bad.yaml", message)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- 8: unreadable inputs
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"the cat\n\xff\xfe sat\n"), "is not UTF-8 text"),
+    (lambda p: p.write_bytes(b"the cat\x00\x00\x01 sat\n" * 3), "holds binary data"),
+    (lambda p: p.mkdir(), "is not a file"),
+])
+def test_unreadable_corpus_files_are_one_line_errors(make, message, workspace, tmp_path, langneurons):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "fr.txt").write_text("le chat\n", encoding="utf-8")
+    make(corpus / "en.txt")
+    result = langneurons("collect", "--model", workspace / "model", "--corpus", corpus, "-l", "en,fr",
+                         "--out", tmp_path / "stats", "--no-progress")
+    assert_one_line_error(result, message, str(corpus / "en.txt"))
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_an_output_folder_that_is_a_file_is_a_one_line_error(under, workspace, tmp_path, langneurons):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    out = blocker / "stats" if under else blocker
+    assert_one_line_error(langneurons(*collect_args(workspace, out)), f"{blocker} is a file, not a folder")
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: os.urandom(4096), lambda b: b""])
+def test_a_corrupted_model_safetensors_is_a_one_line_error(damage, workspace, tmp_path, langneurons):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(workspace / "model", model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    result = langneurons(*collect_args(workspace, tmp_path / "stats", model=model))
+    assert_one_line_error(result, "corrupted or truncated weights", str(weights))
+
+
+# ---------------------------------------------------------------- 9: YAML alias bomb
+
+BOMB = textwrap.dedent("""\
+    a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+    b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+    c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+    d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+    e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+    f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+    g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+    h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+    languages: [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+    """)
+
+
+def test_a_yaml_alias_bomb_is_refused_with_a_short_line(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    assert len(BOMB) < 400
+    result = subprocess.run([sys.executable, "-m", "langneurons", "run", str(path), "--run-dir", str(tmp_path / "r")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": SRC})
+    assert_one_line_error(result, "expands to more than")
+    assert len(result.stderr) < 300, len(result.stderr)
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- 10: one writer per folder
+
+HOLDER = "import sys, time\nfrom langneurons.artefacts import folder_lock\nwith folder_lock(sys.argv[1]):\n" \
+         "    print('held', flush=True)\n    time.sleep(120)\n"
+
+
+@pytest.fixture
+def hold_folder():
+    """``hold_folder(path)`` -> PID of another process holding the output lock of ``path``."""
+    holders = []
+
+    def hold(folder: Path) -> int:
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": SRC})
+        holders.append(holder)
+        assert holder.stdout.readline().strip() == "held"
+        return holder.pid
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()
+
+
+def test_collect_into_a_folder_another_process_writes_is_refused(workspace, tmp_path, langneurons, hold_folder):
+    out = tmp_path / "stats"
+    pid = hold_folder(out)
+    assert_one_line_error(langneurons(*collect_args(workspace, out)), f"{out} is in use by process {pid}")
+    assert not any(out.glob("*.safetensors")) and not (out / "manifest.json").exists()
+
+
+def test_run_into_a_run_directory_another_process_writes_is_refused(tmp_path, langneurons, hold_folder):
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"name": "c", "model": "./missing-model", "languages": ["en"]}))
+    run_dir = tmp_path / "run"
+    pid = hold_folder(run_dir)
+    assert_one_line_error(langneurons("run", config, "--run-dir", run_dir, "--no-progress"),
+                          f"{run_dir} is in use by process {pid}")
+    assert not (run_dir / "manifest.json").exists()
