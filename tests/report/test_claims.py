@@ -137,10 +137,17 @@ def test_neuron_lora_claim_compares_with_random_and_plain_lora_on_the_same_examp
     base = [True] * 40 + [False] * 60
     grids = {name: _grid(name, {("fr", "baseline"): flags, ("en", "baseline"): [True] * 100})
              for name, flags in (("lape", base), ("random", base), ("plain", base))}
-    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "plain": ("xnli", "none")}
+    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "plain": ("xnli", "none"),
+            "all": ("xnli", "all")}
+    grids["all"] = _grid("all", {("fr", "baseline"): [True] * 50 + [False] * 50})  # 50% > chance, p < 0.001
     claim = neuron_lora(grids, runs, CONFIG)
     assert claim.estimate == 0.0 and claim.verdict == SUPPORTED
-    assert {d["reference"] for d in claim.details} == {"random", "plain"}
+    assert {d.get("reference") for d in claim.details} == {"random", "plain", "all", None}
+    assert claim.details[-1]["learned"] and claim.details[-1]["accuracy"] == 50.0
+    grids["all"] = _grid("all", {("fr", "baseline"): [True] * 34 + [False] * 66})  # at chance: proves nothing
+    assert neuron_lora(grids, runs, CONFIG).verdict == INCONCLUSIVE
+    del runs["all"]
+    assert neuron_lora(grids, runs, CONFIG).verdict == INCONCLUSIVE  # no capacity control at all
     grids["lape"] = _grid("lape", {("fr", "baseline"): [True] * 80 + [False] * 20})
     assert neuron_lora(grids, runs, CONFIG).verdict == CONTRADICTED
 

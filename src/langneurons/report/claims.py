@@ -412,9 +412,17 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig) -> ClaimResult | 
     verdict = (CONTRADICTED if any(r["delta_ci_low"] > 0 for r in decisive)
                else SUPPORTED if all(r["delta_ci_high"] < config.practical_points for r in decisive)
                else INCONCLUSIVE)
+    capacity = _capacity_check(grids, by_mode, decisive[0]["task"], config)
+    if verdict == SUPPORTED and not capacity["learned"]:
+        verdict = INCONCLUSIVE  # a null result of MLP adapters that cannot learn the task proves nothing
     headline = next((r for r in decisive if r["reference_mode"] == "random"), decisive[0])
     others = "; ".join(f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
                        for r in rows if r is not headline)
+    if capacity["capacity_control"]:
+        others += (f"; matched-module control {capacity['capacity_control']}: {capacity['accuracy']:.1f}% on the "
+                   f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
+    else:
+        others += "; " + capacity["note"]
     return ClaimResult(
         id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
         source="Mondal et al. 2025",
@@ -423,10 +431,27 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig) -> ClaimResult | 
         estimate=headline["delta"], ci_low=headline["delta_ci_low"], ci_high=headline["delta_ci_high"],
         unit="points", n=f"{headline['n']} examples ({headline['languages']})", test=headline["test"],
         p_value=headline["p_value"], verdict=verdict,
-        rule=f"supported: upper bounds vs random and vs plain LoRA < +{config.practical_points:g}; "
-             "contradicted: a lower bound > 0",
-        details=rows,
+        rule=f"supported: upper bounds vs random and vs plain LoRA < +{config.practical_points:g}, and the "
+             "matched-module control (LoRA on every MLP neuron's same weights) learned the task (target-language "
+             "accuracy above chance); contradicted: a lower bound > 0",
+        details=rows + [capacity],
     )
+
+
+def _capacity_check(grids: dict, by_mode: dict, task: str, config: ClaimsConfig) -> dict:
+    """Did the matched-module control (neuron mode ``all``) learn ``task``? Its pooled target-language
+    accuracy against chance (one-sided exact binomial test); without such a run: not shown."""
+    name = by_mode.get((task, "all"))
+    if name is None or task != "xnli":
+        return {"capacity_control": None, "learned": False,
+                "note": "no matched-module control (a run with neurons: all) to show that MLP LoRA can learn"}
+    from scipy.stats import binomtest
+
+    records = [r for l in _targets(grids[name], task, config.source_language) for r in grids[name].records(task, l)]
+    correct = sum(bool(r["correct"]) for r in records)
+    p_value = float(binomtest(correct, len(records), 1 / 3, alternative="greater").pvalue)
+    return {"capacity_control": name, "accuracy": 100.0 * correct / len(records), "n": len(records),
+            "chance": 100.0 / 3, "p_value": p_value, "learned": p_value < config.alpha}
 
 
 # ---------------------------------------------------------------------------------- a run
