@@ -68,7 +68,10 @@ def test_blocks_carry_a_fingerprint_of_the_tokenizers_vocabulary(tokenizer, tmp_
     blocks = pack_blocks(tokenizer, ["the cat sat on the mat"] * 4, "en", block_length=8)
     assert blocks.tokenizer_fingerprint == tokenizer_fingerprint(tokenizer) == tokenizer_fingerprint(tiny_tokenizer())
     tokenizer.save_pretrained(tmp_path / "tok")
-    assert tokenizer_fingerprint(AutoTokenizer.from_pretrained(tmp_path / "tok")) == blocks.tokenizer_fingerprint
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert tokenizer_fingerprint(reloaded) == blocks.tokenizer_fingerprint
+    reloaded.add_tokens(["<new>"])  # a tokenizer that gains a token is another tokenizer (not a cached hash)
+    assert tokenizer_fingerprint(reloaded) != blocks.tokenizer_fingerprint
     save_blocks(blocks, tmp_path / "en.heldout.safetensors")
     assert load_blocks(tmp_path / "en.heldout.safetensors").tokenizer_fingerprint == blocks.tokenizer_fingerprint
     # the same number of tokens, two ids swapped: another tokenizer
@@ -76,6 +79,9 @@ def test_blocks_carry_a_fingerprint_of_the_tokenizers_vocabulary(tokenizer, tmp_
     swapped = {**vocab, "the": vocab["cat"], "cat": vocab["the"]} if "the" in vocab and "cat" in vocab else None
 
     class Other:
+        def __len__(self):
+            return len(vocab)
+
         def get_vocab(self):
             return swapped or {token: (i + 1) % len(vocab) for token, i in vocab.items()}
 

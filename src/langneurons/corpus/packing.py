@@ -13,6 +13,7 @@ For parallel corpora (FLORES) the same lines are held out in every language.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +77,23 @@ class TokenBlocks:
 def tokenizer_fingerprint(tokenizer) -> str:
     """Hash of the tokenizer's vocabulary (every token string and its id, added tokens included):
     equal for the same tokenizer wherever it is loaded from, different once any id means another token."""
-    return stable_hash(sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0])))
+    size = len(tokenizer)
+    try:
+        cached = _FINGERPRINTS.get(tokenizer)
+    except TypeError:  # not weak-referenceable: no cache
+        cached = None
+    if cached is not None and cached[0] == size:  # a tokenizer that gained tokens is hashed again
+        return cached[1]
+    fingerprint = stable_hash(sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]))
+    try:
+        _FINGERPRINTS[tokenizer] = (size, fingerprint)
+    except TypeError:
+        pass
+    return fingerprint
+
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+"""tokenizer -> (number of tokens, fingerprint): a 262k-token vocabulary is hashed once per process."""
 
 
 def split_documents(texts: list[str], heldout_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
