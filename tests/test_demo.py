@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-SECTIONS = ("Language-specific neurons", "Perplexity change (PPXC)", "Fine-tuning", "Evaluation", "Scores",
+SECTIONS = ("Language-specific neurons", "Perplexity change (PPXC)", "Language steering", "Fine-tuning", "Evaluation", "Scores",
             "Interventions vs baseline", "Fine-tuned models compared", "Stages", "Reproduce")
 
 

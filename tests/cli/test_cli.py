@@ -10,7 +10,7 @@ import pytest
 from tiny import tiny_model, tiny_tokenizer
 
 COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
-            "evaluate"]
+            "evaluate", "steer"]
 
 
 @dataclass
@@ -106,6 +106,20 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
     metadata = json.loads((workspace / "adapter" / "langneurons_finetune.json").read_text())
     assert metadata["step"] == 2 and metadata["task"] == "xnli"
 
+    (workspace / "prompts").mkdir()
+    (workspace / "prompts" / "en.txt").write_text("the cat sat on it\na mat is red today\nthe dog and the cat\n")
+    result = langneurons("steer", "--model", workspace / "model", "-n", workspace / "lape.json", "-s", stats,
+                         "--pairs", "en>fr,en>es", "--actions", "add=2,stat=p90", "--prompts", workspace / "prompts",
+                         "--prompt-count", "2", "--prompt-words", "3", "--max-new-tokens", "3",
+                         "--identifier-languages", "en,fr,es,de", "-o", workspace / "steer", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((workspace / "steer" / "steering.json").read_text())
+    # per pair: baseline + 2 sets x (deactivate + 2 actions x (activate, both))
+    assert len(data["rows"]) == 2 * (1 + 2 * (1 + 2 * 2)) and "steering" in result.stdout
+    assert {r["condition"] for r in data["rows"]} >= {"baseline", "lape:both:add=2", "random:activate:stat=p90"}
+    assert data["meta"]["identifier"]["languages"] == ["de", "en", "es", "fr"]
+    assert (workspace / "steer" / "steering_sweep.svg").exists()
+
 
 @pytest.mark.parametrize(
     "args, message",
@@ -117,6 +131,10 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["plot", "missing.json"], "not found"),
         (["finetune", "--task", "xnlx", "-o", "out", "--model", "./missing"], "model path not found"),
         (["ppl-matrix", "-n", "missing.json", "--model", "./missing"], "model path not found"),
+        (["steer", "-n", "missing.json", "--pairs", "en>my", "--model", "./missing"], "does not cover 'my'"),
+        (["steer", "-n", "missing.json", "--pairs", "en-fr", "--model", "./missing"], "SOURCE>TARGET"),
+        (["steer", "-n", "missing.json", "--pairs", "en>fr", "--model", "./missing"], "not found"),
+        (["steer", "-n", "missing.json", "--actions", "zero", "--model", "./missing"], "activating the target"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path, langneurons):

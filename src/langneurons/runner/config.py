@@ -8,7 +8,7 @@ else (lists, scalars) replaces the inherited value.
 
 Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
 
-    name, model, languages, statistics, identification[], ppxc, tasks, finetune, evaluation
+    name, model, languages, statistics, identification[], ppxc, steering, tasks, finetune, evaluation
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from langneurons.errors import LangNeuronsError
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.languages import check_language
+from langneurons.steer.experiment import SteeringOptions, parse_pair
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,15 @@ class PPXCConfig:
     batch_size: int = 8
     measure: str = "relative_delta_ppl"
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """The steering experiment on ``neuron_set`` (a set of ``identification``), with the options
+    of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
+
+    neuron_set: str = "lape"
+    options: SteeringOptions = field(default_factory=SteeringOptions)
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,7 @@ class ExperimentConfig:
     statistics: CollectOptions = field(default_factory=lambda: CollectOptions(languages=()))
     identification: tuple[IdentifyConfig, ...] = (IdentifyConfig("lape"),)
     ppxc: PPXCConfig | None = None
+    steering: SteeringConfig | None = None
     tasks: TasksConfig = field(default_factory=TasksConfig)
     finetune: tuple[FinetuneRunConfig, ...] = ()
     evaluation: EvaluationConfig | None = None
@@ -187,6 +198,10 @@ class ExperimentConfig:
              **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
             for run in data["finetune"]
         ]}
+        if data["steering"] is None:  # configs without the section read and hash as before it existed
+            del data["steering"]
+        else:
+            data["steering"] = {"neuron_set": data["steering"]["neuron_set"], **data["steering"]["options"]}
         return data
 
     def neuron_set(self, name: str) -> IdentifyConfig:
@@ -257,7 +272,7 @@ def _parse(data: dict) -> ExperimentConfig:
     data = dict(data)
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
-    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune") if key in data}
+    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering") if key in data}
     config = _build(ExperimentConfig, data, "")
     languages = config.languages
     statistics = _build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
@@ -265,7 +280,19 @@ def _parse(data: dict) -> ExperimentConfig:
     identification = (_identification(own["identification"]) if "identification" in own
                       else config.identification)
     runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
-    return replace(config, statistics=statistics, identification=identification, finetune=runs)
+    steering = _steering(own["steering"]) if own.get("steering") is not None else None
+    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering)
+
+
+def _steering(section: Any) -> SteeringConfig:
+    """``steering: {neuron_set, <SteeringOptions fields>}``."""
+    if not isinstance(section, Mapping):
+        raise LangNeuronsError("steering must be a mapping")
+    options = {k: v for k, v in section.items() if k != "neuron_set"}
+    return SteeringConfig(
+        neuron_set=_convert(str, section.get("neuron_set", "lape"), "steering.neuron_set"),
+        options=_build(SteeringOptions, options, "steering", extra=("neuron_set",)),
+    )
 
 
 def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
@@ -446,6 +473,8 @@ def validate(config: ExperimentConfig) -> None:
         _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
         if config.ppxc.languages is not None:
             _languages(config.ppxc.languages, "ppxc.languages", languages)
+    if config.steering is not None:
+        _validate_steering(config.steering, sets, languages)
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
@@ -495,6 +524,26 @@ def validate(config: ExperimentConfig) -> None:
                 raise LangNeuronsError(f"evaluation.actions[{i}]: {error}") from None
     if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
         raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {config.tasks.xquad.train!r}")
+
+
+def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tuple[str, ...]) -> None:
+    """The set exists, the pairs' languages are the experiment's (statistics, neurons) and the
+    identifier covers them."""
+    from langneurons.steer.langid import check_covered
+
+    _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
+    options = steering.options
+    for i, pair in enumerate(options.pairs):
+        for language in parse_pair(pair):
+            if language not in languages:
+                raise LangNeuronsError(f"steering.pairs[{i}]: language {language!r} is not among the experiment's "
+                                       f"languages ({', '.join(languages)})")
+            try:
+                check_covered(language)
+            except LangNeuronsError as error:
+                raise LangNeuronsError(f"steering.pairs[{i}]: {error}") from None
+    if options.identifier_languages is not None:
+        _languages(options.identifier_languages, "steering.identifier_languages")
 
 
 def _plain(value: Any) -> Any:

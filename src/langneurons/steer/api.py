@@ -21,7 +21,7 @@ from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.steer.experiment import ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering
-from langneurons.steer.langid import LinguaIdentifier
+from langneurons.steer.langid import LinguaIdentifier, check_covered
 
 
 def examples(result: SteeringResult, count: int) -> list[dict]:
@@ -73,8 +73,12 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
     """Load and check the inputs before any model work: (neuron set, statistics or None, identifier)."""
     from langneurons.activations.api import load_statistics_dir
 
-    neuron_set = NeuronSet.load(neuron_set_path)
     identifier = identifier or LinguaIdentifier(options.identifier_languages, options.min_confidence)
+    for language in options.languages:  # identifier coverage first: it needs no file
+        if not identifier.covers(language):
+            check_covered(language)
+            raise LangNeuronsError(f"language {language!r} is not among the identifier's candidate languages")
+    neuron_set = NeuronSet.load(neuron_set_path)
     statistics = None
     if options.needs_statistics:
         if statistics_dir is None:
@@ -85,8 +89,10 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
 
 
 def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics_dir=None, identifier=None,
-          set_name: str | None = None, progress: bool = True) -> tuple[SteeringResult, list[Path]]:
-    """Run the steering experiment (:func:`langneurons.steer.experiment.run_steering`) and write its files."""
-    neuron_set, statistics, identifier = prepare(options, neuron_set_path, statistics_dir, identifier)
+          set_name: str | None = None, prepared=None, progress: bool = True) -> tuple[SteeringResult, list[Path]]:
+    """Run the steering experiment (:func:`langneurons.steer.experiment.run_steering`) and write its files.
+
+    ``prepared``: what :func:`prepare` returned for the same arguments (not loaded twice)."""
+    neuron_set, statistics, identifier = prepared or prepare(options, neuron_set_path, statistics_dir, identifier)
     result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, progress=progress)
     return result, write_steering(result, out_dir, options.examples)
