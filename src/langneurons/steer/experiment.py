@@ -263,6 +263,25 @@ def _continuation_blocks(prompts: Sequence[Sequence[int]], continuations: Sequen
     return TokenBlocks(language, input_ids, counted)
 
 
+def steered_generate(loaded, prompts: Sequence[Sequence[int]], interventions: Sequence[Intervention], pad: int,
+                     stop, max_new_tokens: int, batch_size: int, positions: str = "all") -> list[list[int]]:
+    """Greedy continuations (token ids) of tokenised ``prompts`` under every intervention at once
+    (hooks run in list order), batched by length with the KV cache; one intervention context per
+    batch, which the prompt-only scope needs. Outputs in input order."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        with ExitStack() as stack:
+            for intervention in interventions:
+                stack.enter_context(intervene(loaded, intervention, positions=positions))
+            generated = greedy_generate(loaded.model, [prompts[i] for i in chosen], pad, stop,
+                                        max_new_tokens=max_new_tokens, batch_size=len(chosen))
+        for index, tokens in zip(chosen, generated):
+            outputs[index] = tokens
+    return outputs
+
+
 class _Runner:
     def __init__(self, loaded, options: SteeringOptions, identifier: Identifier, statistics, progress: bool):
         self.loaded, self.options, self.identifier, self.progress = loaded, options, identifier, progress
@@ -293,20 +312,9 @@ class _Runner:
         return [i for i in out if i.num_neurons > 0]
 
     def generate(self, prompts: Sequence[Sequence[int]], interventions: Sequence[Intervention]) -> list[list[int]]:
-        """Greedy continuations, one intervention context per batch (prompt-only scope needs it)."""
         options = self.options
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        outputs: list[list[int]] = [[] for _ in prompts]
-        for start in range(0, len(order), options.batch_size):
-            chosen = order[start : start + options.batch_size]
-            with ExitStack() as stack:
-                for intervention in interventions:
-                    stack.enter_context(intervene(self.loaded, intervention, positions=options.positions))
-                generated = greedy_generate(self.loaded.model, [prompts[i] for i in chosen], self.pad, self.stop,
-                                            max_new_tokens=options.max_new_tokens, batch_size=len(chosen))
-            for index, tokens in zip(chosen, generated):
-                outputs[index] = tokens
-        return outputs
+        return steered_generate(self.loaded, prompts, interventions, self.pad, self.stop, options.max_new_tokens,
+                                options.batch_size, options.positions)
 
     def text(self, tokens: Sequence[int]) -> str:
         return self.loaded.tokenizer.decode([t for t in tokens if t not in self.eos], skip_special_tokens=True)
