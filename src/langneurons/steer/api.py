@@ -9,7 +9,9 @@ Files written to the output folder (atomic):
 * ``generations.jsonl``: every prompt's continuation per condition with its identified language;
 * ``examples.json``: per pair a few prompts with the baseline and the best condition's
   continuation side by side;
-* ``steering_heatmap.png/svg`` and ``steering_sweep.png/svg`` (:mod:`langneurons.report.steering_figures`).
+* ``steering_heatmap.png/svg`` and ``steering_sweep.png/svg`` (:mod:`langneurons.report.steering_figures`);
+* with :func:`steer`: ``manifest.json`` (package versions, SHA-256 of the neuron set and statistics
+  files read, wall and CPU seconds, the files written and their SHA-256).
 """
 
 from __future__ import annotations
@@ -90,9 +92,23 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
 
 def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics_dir=None, identifier=None,
           set_name: str | None = None, prepared=None, progress: bool = True) -> tuple[SteeringResult, list[Path]]:
-    """Run the steering experiment (:func:`langneurons.steer.experiment.run_steering`) and write its files.
+    """Run the steering experiment (:func:`langneurons.steer.experiment.run_steering`) and write its
+    files and a manifest.
 
     ``prepared``: what :func:`prepare` returned for the same arguments (not loaded twice)."""
+    import time
+
+    from langneurons.runner.run import _sha256, package_versions
+
+    start, cpu_start = time.perf_counter(), time.process_time()
     neuron_set, statistics, identifier = prepared or prepare(options, neuron_set_path, statistics_dir, identifier)
     result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, progress=progress)
-    return result, write_steering(result, out_dir, options.examples)
+    files = write_steering(result, out_dir, options.examples)
+    inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": _sha256(Path(neuron_set_path))}}
+    if statistics is not None:
+        inputs["statistics"] = {language: _sha256(Path(statistics_dir) / f"{language}.safetensors")
+                                for language in statistics}
+    manifest = {"command": "steer", "versions": package_versions(), "inputs": inputs,
+                "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                "outputs": {path.name: _sha256(path) for path in files}}
+    return result, files + [write_json(Path(out_dir) / "manifest.json", manifest)]
