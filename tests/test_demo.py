@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-SECTIONS = ("Claims of the literature, tested", "Language-specific neurons", "Perplexity change (PPXC)", "Fine-tuning", "Evaluation", "Scores",
+SECTIONS = ("Claims of the literature, tested", "Language-specific neurons", "Perplexity change (PPXC)",
+            "Language steering", "Fine-tuning", "Evaluation", "Scores",
             "Interventions vs baseline", "Fine-tuned models compared", "Stages", "Reproduce")
 
 

@@ -18,7 +18,8 @@ def rows():
 def test_every_module_reports_ratios_without_errors(rows):
     assert not [row for row in rows if "error" in row], [row.get("error") for row in rows]
     assert {row["module"] for row in rows} == {"benchmarks.bench_statistics", "benchmarks.bench_interventions",
-                                              "benchmarks.bench_generation", "benchmarks.bench_finetune"}
+                                              "benchmarks.bench_generation", "benchmarks.bench_finetune",
+                                              "benchmarks.bench_steering"}
     for row in rows:
         assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"] and row["ratio_median"] > 0
 
@@ -35,3 +36,8 @@ def test_the_table_is_written_as_json_and_markdown(rows, tmp_path):
     assert table.count("\n| ") == len(rows) + 3  # header, separator, one row per result, the failed module
     assert "**failed**: ValueError: boom" in table
     json.dumps(rows)  # every row is JSON-serialisable
+
+
+def test_steering_benchmark_reports_generations_per_second(rows):
+    steering = next(row for row in rows if row["module"] == "benchmarks.bench_steering")
+    assert steering["extra"]["neurons"] > 0 and steering["extra"]["steered_generations_per_s"] > 0

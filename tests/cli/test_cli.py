@@ -8,7 +8,7 @@ import sys
 import pytest
 
 COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
-            "evaluate"]
+            "evaluate", "steer"]
 
 
 def test_the_module_entry_point_runs():
@@ -63,6 +63,23 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
     metadata = json.loads((workspace / "adapter" / "langneurons_finetune.json").read_text())
     assert metadata["step"] == 2 and metadata["task"] == "xnli"
 
+    (workspace / "prompts").mkdir()
+    (workspace / "prompts" / "en.txt").write_text("the cat sat on it\na mat is red today\nthe dog and the cat\n")
+    result = langneurons("steer", "--model", workspace / "model", "-n", workspace / "lape.json", "-s", stats,
+                         "--pairs", "en>fr,en>es", "--actions", "add=2,stat=p90", "--prompts", workspace / "prompts",
+                         "--prompt-count", "2", "--prompt-words", "3", "--max-new-tokens", "3",
+                         "--identifier-languages", "en,fr,es,de", "-o", workspace / "steer", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((workspace / "steer" / "steering.json").read_text())
+    # per pair: baseline + 2 sets x (deactivate + 2 actions x (activate, both))
+    assert len(data["rows"]) == 2 * (1 + 2 * (1 + 2 * 2)) and "steering" in result.stdout
+    assert {r["condition"] for r in data["rows"]} >= {"baseline", "lape:both:add=2", "random:activate:stat=p90"}
+    assert data["meta"]["identifier"]["languages"] == ["de", "en", "es", "fr"]
+    assert (workspace / "steer" / "steering_sweep.svg").exists()
+    manifest = json.loads((workspace / "steer" / "manifest.json").read_text())
+    assert manifest["inputs"]["neuron_set"]["sha256"] and set(manifest["inputs"]["statistics"]) == {"en", "fr", "es"}
+    assert "steering.json" in manifest["outputs"] and "lingua-language-detector" in manifest["versions"]
+
 
 @pytest.mark.parametrize(
     "args, message",
@@ -74,6 +91,10 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["plot", "missing.json"], "not found"),
         (["finetune", "--task", "xnlx", "-o", "out", "--model", "./missing"], "model path not found"),
         (["ppl-matrix", "-n", "missing.json", "--model", "./missing"], "model path not found"),
+        (["steer", "-n", "missing.json", "--pairs", "en>my", "--model", "./missing"], "does not cover 'my'"),
+        (["steer", "-n", "missing.json", "--pairs", "en-fr", "--model", "./missing"], "SOURCE>TARGET"),
+        (["steer", "-n", "missing.json", "--pairs", "en>fr", "--model", "./missing"], "not found"),
+        (["steer", "-n", "missing.json", "--actions", "zero", "--model", "./missing"], "activating the target"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path, langneurons):

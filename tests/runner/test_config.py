@@ -170,3 +170,32 @@ def test_echoed_values_are_bounded_and_alias_bombs_are_refused(config_with, tmp_
     self_referencing.write_text("languages: &l [en, *l]\n")
     with pytest.raises(LangNeuronsError, match="expands to more than"):
         load_config(self_referencing)
+
+
+@pytest.mark.parametrize("steering, message", [
+    ({"pairs": ["en>fr"], "prompt_cnt": 3}, "unknown key steering.prompt_cnt"),
+    ({"pairs": ["en>de"]}, r"steering.pairs\[0\]: language 'de' is not among the experiment's languages"),
+    ({"pairs": ["en-fr"]}, "steering: a steering pair is written SOURCE>TARGET"),
+    ({"pairs": ["en>fr"], "neuron_set": "lapee"}, "steering.neuron_set.*no neuron set named 'lapee'"),
+    ({"pairs": ["en>fr"], "actions": ["zero"]}, "activating the target takes one of"),
+])
+def test_steering_section_errors(make_config, steering, message):
+    config = make_config()
+    config["steering"] = steering
+    with pytest.raises(LangNeuronsError, match=message):
+        load_config(config)
+
+
+def test_steering_section_parses_and_refuses_uncovered_languages(make_config):
+    config = make_config()
+    config["steering"] = {"neuron_set": "act-prob", "pairs": ["en>fr", "fr>hi"], "actions": "add=1,stat=p95",
+                          "max_new_tokens": 4}
+    parsed = load_config(config)
+    assert parsed.steering.neuron_set == "act-prob"
+    assert parsed.steering.options.pairs == ("en>fr", "fr>hi") and parsed.steering.options.actions == ("add=1", "stat=p95")
+    assert parsed.to_dict()["steering"]["max_new_tokens"] == 4
+    assert "steering" not in load_config(make_config()).to_dict()  # absent section: the config dict as before
+    config["languages"] = ["en", "fr", "hi", "my"]
+    config["steering"]["pairs"] = ["en>my"]
+    with pytest.raises(LangNeuronsError, match=r"steering.pairs\[0\]: the language identifier \(lingua\) does not cover 'my'"):
+        load_config(config)

@@ -221,3 +221,25 @@ def _sha256(path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run, tmp_path, rerun):
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    config["steering"] = {"neuron_set": "lape", "pairs": ["en>fr", "en>hi"], "actions": ["add=2"],
+                          "prompts": str(tiny_run[0] / "corpus"), "prompt_count": 2, "prompt_words": 3,
+                          "max_new_tokens": 3, "identifier_languages": ["en", "fr", "hi", "de"]}
+    result, loader = rerun(config, run_dir)
+    assert result.computed == ["steering"] and loader.calls == 1  # after identification, nothing else reruns
+    data = json.loads((run_dir / "steering" / "steering.json").read_text())
+    # per pair: baseline + (lape, random) x (deactivate + activate + both)
+    assert len(data["rows"]) == 2 * (1 + 2 * 3) and data["meta"]["neuron_set"] == "lape"
+    assert {r["n"] for r in data["rows"]} == {2}
+    for name in ("steering.csv", "generations.jsonl", "examples.json", "steering_sweep.png", "steering_heatmap.svg"):
+        assert (run_dir / "steering" / name).is_file(), name
+    html = result.report[1].read_text()
+    assert ">Language steering<" in html and "lape:both:add=2" in html
+    result, loader = rerun(config, run_dir)
+    assert result.computed == [] and loader.calls == 0
+    config["steering"]["actions"] = ["add=2", "scale=3"]
+    result, _ = rerun(config, run_dir)
+    assert result.computed == ["steering"]

@@ -210,6 +210,65 @@ def ppl_matrix(
 
 @app.command()
 @model_options
+def steer(
+    neurons: Annotated[Path, typer.Option("--neurons", "-n", help="Neuron set file (.json or .safetensors) with the pairs' languages.")],
+    pairs: Annotated[str, typer.Option(help="Comma-separated SOURCE>TARGET pairs, e.g. 'en>fr,en>hi,en>zh' (quote the >).")] = "en>fr",
+    actions: Annotated[str, typer.Option(help="Target activations of the sweep: add=S (S x (target mean - source mean)), stat=pXX (target's percentile), scale=F, constant=V.")] = "add=1,add=2,add=4",
+    statistics: Annotated[Optional[Path], typer.Option("--statistics", "-s", help="Folder written by 'collect' (needed by add and stat).")] = None,
+    prompts: Annotated[str, typer.Option(help="'builtin' (first words of the built-in sample sentences) or a corpus folder of <lang>.txt.")] = "builtin",
+    prompt_count: Annotated[int, typer.Option(help="Prompts per source language.")] = 8,
+    prompt_words: Annotated[int, typer.Option(help="Words per prompt (2 x characters for unspaced scripts).")] = 8,
+    prompts_from_end: Annotated[bool, typer.Option(help="Take the last lines of a corpus folder (not read by a budgeted 'collect').")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy new tokens per prompt.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 8,
+    positions: Annotated[str, typer.Option(help="Intervene on 'all' positions or on 'prompt' tokens only.")] = "all",
+    deactivate: Annotated[bool, typer.Option(help="Also zero the source language's neurons (alone and with each action).")] = True,
+    random_control: Annotated[bool, typer.Option(help="Repeat every condition on layer-matched random neurons.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random control.")] = 0,
+    identifier_languages: Annotated[Optional[str], typer.Option(help="Candidate languages of the identifier (default: all it covers).")] = None,
+    min_confidence: Annotated[float, typer.Option(help="Below this identifier confidence a generation is 'undetermined'.")] = 0.0,
+    examples: Annotated[int, typer.Option(help="Side-by-side examples per pair in examples.json.")] = 3,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for steering.csv/json, generations, examples and figures.")] = Path("runs/steering"),
+    model: ModelChoice = ModelChoice(),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Language steering: intervene on neurons, generate, identify the output language.
+
+    Per pair and condition (baseline; zero the source's neurons; activate the target's; both;
+    each again on layer-matched random neurons): the rates of continuations in the target
+    language, in the source language and other/undetermined (95% Wilson intervals), and the
+    perplexity of the continuations under the unintervened model (fluency). The identifier is
+    lingua, offline; a language it does not cover is refused.
+    """
+    from langneurons.steer.api import prepare, steer as run_steer
+    from langneurons.steer.experiment import SteeringOptions
+
+    options = SteeringOptions(
+        pairs=tuple(p.strip() for p in pairs.split(",") if p.strip()),
+        actions=tuple(a.strip() for a in actions.split(",") if a.strip()), deactivate=deactivate,
+        random_control=random_control, seed=seed, prompts=prompts, prompt_count=prompt_count,
+        prompt_words=prompt_words, prompts_from_end=prompts_from_end, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, positions=positions,
+        identifier_languages=_languages(identifier_languages) if identifier_languages else None,
+        min_confidence=min_confidence, examples=examples,
+    )
+    prepared = prepare(options, neurons, statistics)  # every input checked before the model loads
+    loaded = model.load()
+    result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress)
+    table = Table(title=f"steering {loaded.info.model_id}")
+    for column in ("pair", "condition", "n", "target % [95% CI]", "source %", "other %", "fluency ppl"):
+        table.add_column(column, overflow="fold")
+    for row in result.rows:
+        table.add_row(f"{row['source']}>{row['target']}", row["condition"], str(row["n"]),
+                      f"{row['target_rate']:.0f} [{row['target_ci_low']:.0f}, {row['target_ci_high']:.0f}]",
+                      f"{row['source_rate']:.0f}", f"{row['other_rate']:.0f}",
+                      "-" if row["fluency_ppl"] is None else f"{row['fluency_ppl']:.1f}")
+    console.print(table)
+    console.print(f"{len(files)} files in {out}")
+
+
+@app.command()
+@model_options
 def finetune(
     task: Annotated[str, typer.Option(help="xnli or xquad.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Adapter folder (PEFT adapter + langneurons_finetune.json).")],

@@ -14,6 +14,7 @@ from langneurons.evaluate.metrics import (
     paired_bootstrap,
     squad_scores,
     summarize,
+    wilson_interval,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "paired_bootstrap",
     "squad_scores",
     "summarize",
+    "wilson_interval",
 ]

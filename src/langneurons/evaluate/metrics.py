@@ -13,15 +13,17 @@ F1) are what the bootstrap resamples, so a CI is on the same scale as the score.
 * :func:`paired_bootstrap`: two systems on the same examples; CI of the mean difference and
   a two-sided p-value from the bootstrap distribution shifted to the null.
 * :func:`mcnemar`: exact (binomial) McNemar test for two classifiers on the same examples.
+* :func:`wilson_interval`: Wilson score interval of a binomial proportion (rates of counts).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 from torchmetrics.functional.text import squad as torchmetrics_squad
 
 from langneurons.errors import LangNeuronsError
@@ -167,6 +169,30 @@ def compare_accuracy(
         p_value=mcnemar(correct_a, correct_b),
         test="mcnemar exact",
     )
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``successes / n`` (both bounds in [0, 1]).
+
+    With p = k/n and z the two-sided normal quantile of ``confidence``::
+
+        centre = (p + z²/(2n)) / (1 + z²/n),  half = z / (1 + z²/n) * sqrt(p(1-p)/n + z²/(4n²))
+
+    Unlike the normal (Wald) interval it stays inside [0, 1] and is not empty at k = 0 or k = n,
+    which matters for the small counts of a generation experiment.
+    """
+    if isinstance(successes, bool) or isinstance(n, bool) or int(successes) != successes or int(n) != n:
+        raise LangNeuronsError(f"a binomial interval needs integer counts, got {successes!r} of {n!r}")
+    if n < 1 or not 0 <= successes <= n:
+        raise LangNeuronsError(f"a binomial interval needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    if not 0.0 < confidence < 1.0:
+        raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {confidence}")
+    z = float(norm.ppf(0.5 + confidence / 2.0))
+    p, z2 = successes / n, z * z
+    denominator = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 inlined as base64 PNG), built from the files the runner wrote, nothing recomputed.
 
 Sections: run summary, language-specific neurons (per set: counts table and figures),
-perplexity change (PPXC heatmaps and specificity), fine-tuning runs, evaluation (scores with 95 %
+perplexity change (PPXC heatmaps and specificity), language steering (rates per pair and
+condition, heatmap, strength sweep, side-by-side examples), fine-tuning runs, evaluation (scores with 95 %
 CIs, intervention deltas with paired tests and their figure, fine-tuned model comparisons),
 stages (cached or computed, timings) and how to reproduce.
 """
@@ -161,6 +162,55 @@ def _claims(run_dir: Path, manifest: dict) -> list[Block]:
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
                   "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise."),
             ("table", ["claim (source)", "measured", "estimate [95% CI]", "n", "p", "verdict"], rows)]
+
+
+def _text(value, limit: int = 90) -> str:
+    """One table cell of generated text: newlines shown as ⏎, cut at ``limit`` characters."""
+    text = "" if value is None else str(value).replace("\n", " ⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _steering(run_dir: Path, manifest: dict) -> list[Block]:
+    folder = run_dir / "steering"
+    if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
+        return []
+    data = _read_json(folder / "steering.json")
+    meta, rows = data.get("meta", {}), data.get("rows", [])
+    options, identifier = meta.get("options", {}), meta.get("identifier", {})
+    best = data.get("best_condition")
+    blocks: list[Block] = [
+        ("h2", "Language steering"),
+        ("p", f"Prompts: the first {options.get('prompt_words')} words of {options.get('prompt_count')} sentences "
+              f"({options.get('prompts')}) per source language; greedy continuations of "
+              f"{options.get('max_new_tokens')} new tokens with the intervention on {options.get('positions')} "
+              f"positions. Each continuation's language is identified by {identifier.get('identifier', '?')} "
+              f"{identifier.get('version', '')} among {len(identifier.get('languages', []))} candidate languages. "
+              "Rates in percent with 95% Wilson intervals: target = in the target language, source = still in "
+              "the source language, other = another language or undetermined. Fluency: perplexity of the "
+              "continuations under the unintervened model (higher = less like what the model writes unsteered). "
+              f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."),
+        ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "source % [95% CI]", "other %",
+                   "fluency ppl"],
+         [[f"{r['source']}>{r['target']}", r["condition"], str(r["neurons"]), str(r["n"]),
+           _interval(r["target_rate"], r["target_ci_low"], r["target_ci_high"]),
+           _interval(r["source_rate"], r["source_ci_low"], r["source_ci_high"]), _number(r["other_rate"]),
+           _number(r["fluency_ppl"])] for r in rows]),
+    ]
+    if (folder / "steering_heatmap.png").exists():
+        blocks.append(("image", folder / "steering_heatmap.png",
+                       f"target-language rate of the best condition ({best}) and its random control"))
+    if (folder / "steering_sweep.png").exists():
+        blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
+    examples = _read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
+    if examples:
+        blocks += [
+            ("h3", f"Examples (baseline vs {best})"),
+            ("table", ["pair", "prompt", "baseline", "language", "steered", "language"],
+             [[f"{e['source']}>{e['target']}", _text(e["prompt"]), _text(e["baseline"]),
+               e["baseline_language"] or "undetermined", _text(e["steered"]),
+               e["steered_language"] or "undetermined"] for e in examples]),
+        ]
+    return blocks
 
 
 def _finetune(run_dir: Path, manifest: dict) -> list[Block]:
@@ -322,8 +372,8 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
     manifest = _read_json(manifest_path)
     return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
-            + _ppxc(run_dir, manifest)
-            + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _stages(manifest))
+            + _ppxc(run_dir, manifest) + _steering(run_dir, manifest) + _finetune(run_dir, manifest)
+            + _evaluation(run_dir, manifest) + _stages(manifest))
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

@@ -8,7 +8,7 @@ else (lists, scalars) replaces the inherited value.
 
 Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
 
-    name, model, languages, statistics, identification[], ppxc, tasks, finetune, evaluation, claims
+    name, model, languages, statistics, identification[], ppxc, steering, tasks, finetune, evaluation, claims
 
 String values may use ``${name}`` variables (``vars:`` section, ``--var``/``--data``).
 """
@@ -31,6 +31,7 @@ from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.languages import check_language
 from langneurons.report.claims import ClaimsConfig
+from langneurons.steer.experiment import SteeringOptions, parse_pair
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,15 @@ class PPXCConfig:
     seed: int = 0
     bootstrap_resamples: int = 1000
     confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """The steering experiment on ``neuron_set`` (a set of ``identification``), with the options
+    of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
+
+    neuron_set: str = "lape"
+    options: SteeringOptions = field(default_factory=SteeringOptions)
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,7 @@ class ExperimentConfig:
     statistics: CollectOptions = field(default_factory=lambda: CollectOptions(languages=()))
     identification: tuple[IdentifyConfig, ...] = (IdentifyConfig("lape"),)
     ppxc: PPXCConfig | None = None
+    steering: SteeringConfig | None = None
     tasks: TasksConfig = field(default_factory=TasksConfig)
     finetune: tuple[FinetuneRunConfig, ...] = ()
     evaluation: EvaluationConfig | None = None
@@ -199,6 +210,10 @@ class ExperimentConfig:
              **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
             for run in data["finetune"]
         ]}
+        if data["steering"] is None:  # configs without the section read and hash as before it existed
+            del data["steering"]
+        else:
+            data["steering"] = {"neuron_set": data["steering"]["neuron_set"], **data["steering"]["options"]}
         return data
 
     def neuron_set(self, name: str) -> IdentifyConfig:
@@ -339,7 +354,7 @@ def _parse(data: dict) -> ExperimentConfig:
     data = dict(data)
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
-    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune") if key in data}
+    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering") if key in data}
     config = _build(ExperimentConfig, data, "")
     languages = config.languages
     statistics = _build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
@@ -347,7 +362,19 @@ def _parse(data: dict) -> ExperimentConfig:
     identification = (_identification(own["identification"]) if "identification" in own
                       else config.identification)
     runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
-    return replace(config, statistics=statistics, identification=identification, finetune=runs)
+    steering = _steering(own["steering"]) if own.get("steering") is not None else None
+    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering)
+
+
+def _steering(section: Any) -> SteeringConfig:
+    """``steering: {neuron_set, <SteeringOptions fields>}``."""
+    if not isinstance(section, Mapping):
+        raise LangNeuronsError("steering must be a mapping")
+    options = {k: v for k, v in section.items() if k != "neuron_set"}
+    return SteeringConfig(
+        neuron_set=_convert(str, section.get("neuron_set", "lape"), "steering.neuron_set"),
+        options=_build(SteeringOptions, options, "steering", extra=("neuron_set",)),
+    )
 
 
 def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
@@ -536,6 +563,8 @@ def validate(config: ExperimentConfig) -> None:
         _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
         if config.ppxc.languages is not None:
             _languages(config.ppxc.languages, "ppxc.languages", languages)
+    if config.steering is not None:
+        _validate_steering(config.steering, sets, languages)
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
@@ -626,6 +655,26 @@ def _check_tasks(tasks: TasksConfig) -> None:
                 _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
     if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
         raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
+
+
+def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tuple[str, ...]) -> None:
+    """The set exists, the pairs' languages are the experiment's (statistics, neurons) and the
+    identifier covers them."""
+    from langneurons.steer.langid import check_covered
+
+    _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
+    options = steering.options
+    for i, pair in enumerate(options.pairs):
+        for language in parse_pair(pair):
+            if language not in languages:
+                raise LangNeuronsError(f"steering.pairs[{i}]: language {language!r} is not among the experiment's "
+                                       f"languages ({', '.join(languages)})")
+            try:
+                check_covered(language)
+            except LangNeuronsError as error:
+                raise LangNeuronsError(f"steering.pairs[{i}]: {error}") from None
+    if options.identifier_languages is not None:
+        _languages(options.identifier_languages, "steering.identifier_languages")
 
 
 def _plain(value: Any) -> Any:

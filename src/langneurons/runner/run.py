@@ -5,6 +5,7 @@ Stages (each in its own folder of the run directory)::
     statistics/             activation statistics + held-out blocks per language
     identify/<set>/         neurons.json (+ entropy, figures) per identification entry
     ppxc/<set>/             perplexity-change matrix, tables and heatmap per neuron set
+    steering/               language steering: rates per pair and condition, examples, figures
     finetune/<run>/         LoRA / neuron-LoRA adapter per fine-tuning run
     evaluate/<model>/       scores.csv/json + predictions.jsonl per evaluated model (the grid)
     results/                all scores, model comparisons, intervention-delta figure
@@ -57,7 +58,7 @@ MANIFEST = "manifest.json"
 STAGE_RECORD = "stage.json"
 ModelLoader = Callable[[ModelConfig], LoadedModel]
 _PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "torchmetrics", "matplotlib",
-             "numpy", "scipy", "pyyaml")
+             "numpy", "scipy", "pyyaml", "lingua-language-detector")
 
 
 @dataclass
@@ -408,6 +409,30 @@ class _Experiment:
                   "neurons": self.records[f"identify/{set_name}"].product}
         return self.stage(f"ppxc/{set_name}", inputs, compute, product=("ppxc.json",))
 
+    def steering(self, statistics: StageRecord) -> StageRecord:
+        from importlib.metadata import version
+
+        from langneurons.steer.api import write_steering
+        from langneurons.steer.experiment import run_steering
+        from langneurons.steer.langid import LinguaIdentifier
+
+        steering = self.config.steering
+        options = steering.options
+
+        def compute(directory: Path) -> None:
+            identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
+            result = run_steering(
+                self.loaded, self._neuron_set(steering.neuron_set), options, identifier,
+                self._statistics_for(options.languages) if options.needs_statistics else None,
+                set_name=steering.neuron_set, progress=self.progress)
+            write_steering(result, directory, options.examples)
+
+        inputs = {"model": asdict(self.config.model), "options": asdict(options), "neuron_set": steering.neuron_set,
+                  "neurons": self.records[f"identify/{steering.neuron_set}"].product,
+                  "statistics": statistics.product if options.needs_statistics else None,
+                  "identifier": version("lingua-language-detector")}
+        return self.stage("steering", inputs, compute, product=("steering.json",))
+
     def finetune(self, run) -> StageRecord:
         from langneurons.finetune import finetune
 
@@ -566,6 +591,8 @@ class _Experiment:
         if config.ppxc is not None:
             for name in config.ppxc.neuron_sets:
                 self.ppxc(name, statistics)
+        if config.steering is not None:
+            self.steering(statistics)
         for run in config.finetune:
             self.finetune(run)
         if config.evaluation is not None:

@@ -1,0 +1,103 @@
+"""Figures of a steering result (PNG + SVG, atomic).
+
+* :func:`steering_heatmap`: target-language rate (%) per source (rows) x target (columns) for
+  one condition, one panel for the language-specific set and one for the same condition on the
+  random control; empty cells are pairs not run.
+* :func:`sweep_figure`: target-language rate against the action strength, one panel per pair,
+  one line per (kind, mode) and neuron set (random control dashed), Wilson 95% intervals as
+  error bars, the baseline as a grey line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from langneurons.report.neuron_figures import save_figure
+
+
+def _pairs(rows: Sequence[dict]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((r["source"], r["target"]) for r in rows))
+
+
+def steering_heatmap(rows: Sequence[dict], condition: str, title: str | None = None) -> Figure:
+    """Heatmap of ``condition`` (a name like ``lape:both:add=4``) and its random-set twin."""
+    sources = list(dict.fromkeys(r["source"] for r in rows))
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    set_name = condition.split(":", 1)[0]
+    twin = "random" + condition[len(set_name):]
+    panels = [(condition, f"{condition}")]
+    if set_name != "random" and any(r["condition"] == twin for r in rows):
+        panels.append((twin, f"{twin} (control)"))
+    figure = Figure(figsize=(1.2 * len(targets) * len(panels) + 2.5, 1.0 * len(sources) + 2.2), layout="constrained")
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    image = None
+    for ax, (name, label) in zip(axes, panels):
+        values = np.full((len(sources), len(targets)), np.nan)
+        for r in rows:
+            if r["condition"] == name:
+                values[sources.index(r["source"]), targets.index(r["target"])] = float(r["target_rate"])
+        image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=100.0)
+        ax.set_xticks(range(len(targets)), targets)
+        ax.set_yticks(range(len(sources)), sources)
+        ax.set_xlabel("target language")
+        ax.set_ylabel("source language (prompts)")
+        ax.set_title(label, fontsize=9)
+        for i in range(len(sources)):
+            for j in range(len(targets)):
+                if not math.isnan(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.0f}", ha="center", va="center", fontsize=9,
+                            color="black" if values[i, j] > 60 else "white")
+    figure.colorbar(image, ax=list(axes), label="generations in the target language (%)", shrink=0.8)
+    figure.suptitle(title or "steering success rate")
+    return figure
+
+
+def sweep_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
+    """Target rate vs strength per pair (see the module docstring)."""
+    pairs = _pairs(rows)
+    columns = min(3, len(pairs))
+    lines_count = (len(pairs) + columns - 1) // columns
+    figure = Figure(figsize=(4.2 * columns + 1.8, 3.2 * lines_count), layout="constrained")
+    axes = figure.subplots(lines_count, columns, squeeze=False).ravel()
+    colours = {}
+    for ax, (source, target) in zip(axes, pairs):
+        mine = [r for r in rows if (r["source"], r["target"]) == (source, target)]
+        baseline = next((r for r in mine if r["mode"] == "baseline"), None)
+        if baseline is not None:
+            ax.axhline(float(baseline["target_rate"]), color="grey", linewidth=1, label="baseline")
+        groups = dict.fromkeys((r["neuron_set"], r["mode"], r["kind"]) for r in mine
+                               if r["mode"] in ("activate", "both") and r["strength"] not in (None, ""))
+        for set_name, mode, kind in groups:
+            points = sorted((float(r["strength"]), float(r["target_rate"]), float(r["target_ci_low"]),
+                             float(r["target_ci_high"])) for r in mine
+                            if (r["neuron_set"], r["mode"], r["kind"]) == (set_name, mode, kind)
+                            and r["strength"] not in (None, ""))
+            x, y, low, high = (np.array(v) for v in zip(*points))
+            key = (mode, kind)
+            colours.setdefault(key, f"C{len(colours)}")
+            ax.errorbar(x, y, yerr=[y - low, high - y], color=colours[key], capsize=2, marker="o", markersize=3,
+                        linestyle="--" if set_name == "random" else "-", label=f"{set_name} {mode} {kind}")
+        ax.set_title(f"{source} -> {target}")
+        ax.set_xlabel("strength (add S, scale F, constant V, stat percentile)")
+        ax.set_ylabel("in target language (%)")
+        ax.set_ylim(-3, 103)
+        ax.legend(fontsize=6)
+    for ax in axes[len(pairs):]:
+        ax.set_visible(False)
+    figure.suptitle(title or "steering strength sweep (dashed: layer-matched random neurons)")
+    return figure
+
+
+def write_steering_figures(rows: Sequence[dict], out_dir: str | Path, condition: str | None) -> list[Path]:
+    """``steering_heatmap.png/svg`` (when ``condition``) and ``steering_sweep.png/svg``."""
+    paths = []
+    if condition is not None:
+        paths += save_figure(steering_heatmap(rows, condition), Path(out_dir), "steering_heatmap")
+    if any(r["strength"] not in (None, "") for r in rows):
+        paths += save_figure(sweep_figure(rows), Path(out_dir), "steering_sweep")
+    return paths

@@ -1,0 +1,114 @@
+"""Stage API of ``langneurons steer``: neuron set (+ statistics) -> steering tables, figures, examples.
+
+Files written to the output folder (atomic):
+
+* ``steering.csv`` / ``steering.json``: one row per pair x condition (:data:`ROW_FIELDS`): rates
+  in the target / source / other language (percent, 95% Wilson interval), fluency perplexity;
+  the JSON adds provenance (model, neuron set, identifier and its version, options) and the
+  best condition;
+* ``generations.jsonl``: every prompt's continuation per condition with its identified language;
+* ``examples.json``: per pair a few prompts with the baseline and the best condition's
+  continuation side by side;
+* ``steering_heatmap.png/svg`` and ``steering_sweep.png/svg`` (:mod:`langneurons.report.steering_figures`);
+* with :func:`steer`: ``manifest.json`` (package versions, SHA-256 of the neuron set and statistics
+  files read, wall and CPU seconds, the files written and their SHA-256).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langneurons.artefacts import write_json, write_text
+from langneurons.errors import LangNeuronsError
+from langneurons.identify.neuron_set import NeuronSet
+from langneurons.steer.experiment import ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering
+from langneurons.steer.langid import LinguaIdentifier, check_covered
+
+
+def examples(result: SteeringResult, count: int) -> list[dict]:
+    """Per pair, the first ``count`` prompts: baseline and best-condition continuations with their languages."""
+    best = result.best_condition(result.meta.get("neuron_set", ""))
+    by_key = {(g["source"], g["target"], g["condition"], g["prompt_index"]): g for g in result.generations}
+    out = []
+    pairs = dict.fromkeys((r["source"], r["target"]) for r in result.rows)
+    for source, target in pairs:
+        for index in range(count):
+            baseline = by_key.get((source, target, "baseline", index))
+            steered = by_key.get((source, target, best, index)) if best else None
+            if baseline is None:
+                break
+            out.append({"source": source, "target": target, "prompt": baseline["prompt"], "condition": best,
+                        "baseline": baseline["continuation"], "baseline_language": baseline["language"],
+                        "steered": steered["continuation"] if steered else None,
+                        "steered_language": steered["language"] if steered else None})
+    return out
+
+
+def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> list[Path]:
+    """Write every file of the module docstring into ``out_dir``; returns their paths."""
+    from langneurons.evaluate.evaluation import rows_to_csv
+    from langneurons.report.steering_figures import write_steering_figures
+
+    out_dir = Path(out_dir)
+    best = result.best_condition(result.meta.get("neuron_set", ""))
+    lines = "".join(json.dumps(g, ensure_ascii=False, sort_keys=True) + "\n" for g in result.generations)
+    files = [
+        write_text(out_dir / "steering.csv", rows_to_csv(result.rows, ROW_FIELDS)),
+        write_json(out_dir / "steering.json", {"meta": result.meta, "best_condition": best, "rows": result.rows}),
+        write_text(out_dir / "generations.jsonl", lines),
+        write_json(out_dir / "examples.json", examples(result, example_count)),
+    ]
+    return files + write_steering_figures(result.rows, out_dir, best)
+
+
+def load_steering(directory) -> dict:
+    """``steering.json`` of a folder written by :func:`write_steering`."""
+    path = Path(directory) / "steering.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise LangNeuronsError(f"cannot read steering results {path}: {error}") from error
+
+
+def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, identifier=None):
+    """Load and check the inputs before any model work: (neuron set, statistics or None, identifier)."""
+    from langneurons.activations.api import load_statistics_dir
+
+    identifier = identifier or LinguaIdentifier(options.identifier_languages, options.min_confidence)
+    for language in options.languages:  # identifier coverage first: it needs no file
+        if not identifier.covers(language):
+            check_covered(language)
+            raise LangNeuronsError(f"language {language!r} is not among the identifier's candidate languages")
+    neuron_set = NeuronSet.load(neuron_set_path)
+    statistics = None
+    if options.needs_statistics:
+        if statistics_dir is None:
+            raise LangNeuronsError("add/stat steering actions need --statistics (the folder written by 'collect')")
+        statistics = load_statistics_dir(statistics_dir, options.languages)
+    check_inputs(options, neuron_set, identifier, statistics)
+    return neuron_set, statistics, identifier
+
+
+def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics_dir=None, identifier=None,
+          set_name: str | None = None, prepared=None, progress: bool = True) -> tuple[SteeringResult, list[Path]]:
+    """Run the steering experiment (:func:`langneurons.steer.experiment.run_steering`) and write its
+    files and a manifest.
+
+    ``prepared``: what :func:`prepare` returned for the same arguments (not loaded twice)."""
+    import time
+
+    from langneurons.runner.run import _sha256, package_versions
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    neuron_set, statistics, identifier = prepared or prepare(options, neuron_set_path, statistics_dir, identifier)
+    result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, progress=progress)
+    files = write_steering(result, out_dir, options.examples)
+    inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": _sha256(Path(neuron_set_path))}}
+    if statistics is not None:
+        inputs["statistics"] = {language: _sha256(Path(statistics_dir) / f"{language}.safetensors")
+                                for language in statistics}
+    manifest = {"command": "steer", "versions": package_versions(), "inputs": inputs,
+                "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                "outputs": {path.name: _sha256(path) for path in files}}
+    return result, files + [write_json(Path(out_dir) / "manifest.json", manifest)]

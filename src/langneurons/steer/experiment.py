@@ -1,0 +1,388 @@
+"""The steering experiment: prompts in a source language, interventions on language neurons,
+greedy continuations, and the language the identifier finds in them.
+
+For each (source, target) pair the conditions are:
+
+* ``baseline``: no intervention;
+* ``<set>:deactivate``: ``zero`` on the source language's neurons;
+* ``<set>:activate:<action>``: an action on the target language's neurons, one per entry of
+  ``actions`` (the strength sweep): ``add=S`` (S x (mean of target - mean of source), written
+  ``add=S@source>target`` to the intervention parser), ``stat=pXX`` (the target's own XXth
+  percentile, ``stat=pXX@target``), ``scale=F`` or ``constant=V``;
+* ``<set>:both:<action>``: deactivate and activate together (the source's neurons are zeroed
+  first, then the target's action applies; a neuron in both sets gets both);
+
+with ``<set>`` the language-specific neuron set and, when ``random_control``, ``random``: a
+layer-matched random set with the same number of neurons per layer and language, drawn from
+the neurons outside the set (:func:`langneurons.identify.random_control.random_control`).
+
+Every action string goes through the intervention spec parser (:mod:`langneurons.intervene.spec`)
+and the interventions of :mod:`langneurons.intervene`. Generation is greedy, batched with the
+KV cache (:func:`langneurons.evaluate.generation.greedy_generate`), ``max_new_tokens`` new tokens
+or up to EOS (newlines do not stop it); the intervention is applied to every position or, with
+``positions="prompt"``, to prompt tokens only. Per generation the identifier gives a language;
+per condition :func:`langneurons.steer.metric.language_rates` gives the target / source / other
+rates with Wilson intervals. Fluency: the perplexity of the generated tokens given their prompt
+under the *unintervened* model (exp of the token-weighted mean NLL over all continuations of the
+condition), so a steered model that emits fluent-looking garbage in the target script shows up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from langneurons.corpus.packing import TokenBlocks
+from langneurons.errors import LangNeuronsError
+from langneurons.evaluate.generation import StopRule, greedy_generate, stop_token_ids
+from langneurons.finetune.formatting import pad_id
+from langneurons.identify.neuron_set import NeuronSet
+from langneurons.identify.random_control import random_control
+from langneurons.intervene import Intervention, intervene, intervention_factory, perplexity
+from langneurons.intervene.spec import parse_action, parse_spec
+from langneurons.languages import check_language
+from langneurons.progress import progress_bar
+from langneurons.steer.langid import Identification, Identifier, check_covered
+from langneurons.steer.metric import language_rates
+from langneurons.steer.prompts import load_prompts
+
+MODES = ("baseline", "deactivate", "activate", "both")
+ACTIVATION_KINDS = ("add", "stat", "scale", "constant")
+ROW_FIELDS = ("source", "target", "condition", "neuron_set", "mode", "kind", "strength", "action", "positions",
+              "neurons", "n", "target_count", "target_rate", "target_ci_low", "target_ci_high", "source_count",
+              "source_rate", "source_ci_low", "source_ci_high", "other_count", "other_rate", "other_ci_low",
+              "other_ci_high", "mean_confidence", "fluency_ppl", "fluency_tokens", "mean_new_tokens")
+
+
+@dataclass(frozen=True)
+class SteeringOptions:
+    """What the experiment runs.
+
+    pairs: ``SOURCE>TARGET`` language pairs. actions: target activations of the sweep
+    (``add=S``, ``stat=pXX``, ``scale=F``, ``constant=V``; the pair supplies the languages).
+    deactivate: also run ``zero`` on the source's neurons, alone and with each action.
+    random_control / seed: the layer-matched random set. prompts: ``builtin`` or a corpus folder;
+    prompt_count prompts of prompt_words words (from the end of the file with prompts_from_end).
+    max_new_tokens / batch_size / positions (``all`` or ``prompt``): generation.
+    identifier_languages: candidate languages of the identifier (default every covered one);
+    min_confidence: below it a generation is undetermined. confidence: of the Wilson intervals.
+    examples: example prompts per pair written to examples.json.
+    """
+
+    pairs: tuple[str, ...] = ("en>fr",)
+    actions: tuple[str, ...] = ("add=1", "add=2", "add=4")
+    deactivate: bool = True
+    random_control: bool = True
+    seed: int = 0
+    prompts: str = "builtin"
+    prompt_count: int = 8
+    prompt_words: int = 8
+    prompts_from_end: bool = False
+    max_new_tokens: int = 16
+    batch_size: int = 8
+    positions: str = "all"
+    identifier_languages: tuple[str, ...] | None = None
+    min_confidence: float = 0.0
+    confidence: float = 0.95
+    examples: int = 3
+
+    def __post_init__(self):
+        if not self.pairs:
+            raise LangNeuronsError("steering needs at least one SOURCE>TARGET pair")
+        for pair in self.pairs:
+            parse_pair(pair)
+        if len(set(self.pairs)) != len(self.pairs):
+            raise LangNeuronsError(f"a steering pair is listed twice: {list(self.pairs)}")
+        for action in self.actions:
+            activation_kind(action)
+        if len(set(self.actions)) != len(self.actions):
+            raise LangNeuronsError(f"a steering action is listed twice: {list(self.actions)}")
+        if self.positions not in ("all", "prompt"):
+            raise LangNeuronsError(f"positions must be all or prompt, got {self.positions!r}")
+        for name in ("prompt_count", "prompt_words", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise LangNeuronsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.examples < 0:
+            raise LangNeuronsError(f"examples must be >= 0, got {self.examples}")
+        if not 0.0 < self.confidence < 1.0:
+            raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {self.confidence}")
+
+    @property
+    def source_languages(self) -> list[str]:
+        return list(dict.fromkeys(parse_pair(pair)[0] for pair in self.pairs))
+
+    @property
+    def languages(self) -> list[str]:
+        return list(dict.fromkeys(code for pair in self.pairs for code in parse_pair(pair)))
+
+    @property
+    def needs_statistics(self) -> bool:
+        return any(activation_kind(action) in ("add", "stat") for action in self.actions)
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """``"en>fr"`` -> ("en", "fr"); a one-line error for anything else."""
+    source, separator, target = str(pair).strip().partition(">")
+    if not separator or not source or not target:
+        raise LangNeuronsError(f"a steering pair is written SOURCE>TARGET (e.g. en>fr), got {pair!r}")
+    source, target = check_language(source.strip()), check_language(target.strip())
+    if source == target:
+        raise LangNeuronsError(f"steering pair {pair!r}: source and target are the same language")
+    return source, target
+
+
+def activation_kind(action: str) -> str:
+    """The kind of a target-activation template (``add=2`` -> ``add``); checked by the spec parser."""
+    if "@" in action or ">" in action:
+        raise LangNeuronsError(f"write steering actions without languages (add=S, stat=pXX, scale=F), got {action!r}; "
+                               "each pair supplies them")
+    kind = action.split("=", 1)[0].strip()
+    if kind not in ACTIVATION_KINDS:
+        raise LangNeuronsError(f"steering action {action!r}: activating the target takes one of "
+                               f"{', '.join(ACTIVATION_KINDS)}")
+    # the spec parser's own checks (finite values, statistic names), on a stand-in pair
+    parse_spec(f"neurons.json:fr:{full_action(action, 'en', 'fr')}")
+    return kind
+
+
+def full_action(action: str, source: str, target: str) -> str:
+    """The action string for the intervention parser: the pair's languages added."""
+    kind = action.split("=", 1)[0].strip()
+    if kind == "add":
+        return f"{action.strip()}@{source}>{target}"
+    if kind == "stat":
+        return f"{action.strip()}@{target}"
+    return action.strip()
+
+
+def strength(action: str) -> float | None:
+    """The swept number of an action: add's S, scale's F, constant's V, stat's percentile (None for mean/std/...)."""
+    fields_ = parse_action(full_action(action, "en", "fr"))
+    if fields_["kind"] == "stat":
+        name = fields_["statistic"]
+        return float(name[1:]) if name.startswith("p") else None
+    return float(fields_["value"])
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a pair: ``neuron_set`` (None for the baseline), ``mode`` (:data:`MODES`),
+    and the template ``action`` of activate / both."""
+
+    mode: str
+    neuron_set: str | None = None
+    action: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.mode == "baseline":
+            return "baseline"
+        if self.mode == "deactivate":
+            return f"{self.neuron_set}:deactivate"
+        return f"{self.neuron_set}:{self.mode}:{self.action}"
+
+    @property
+    def kind(self) -> str | None:
+        if self.mode == "deactivate":
+            return "zero"
+        return activation_kind(self.action) if self.action else None
+
+
+def conditions(options: SteeringOptions, set_names: Sequence[str]) -> list[Condition]:
+    """Every condition of one pair, baseline first, then per neuron set the deactivation and,
+    per action, activate and both."""
+    out = [Condition("baseline")]
+    for name in set_names:
+        if options.deactivate:
+            out.append(Condition("deactivate", name))
+        for action in options.actions:
+            out.append(Condition("activate", name, action))
+            if options.deactivate:
+                out.append(Condition("both", name, action))
+    return out
+
+
+@dataclass
+class SteeringResult:
+    """Rows (one per pair x condition, fields :data:`ROW_FIELDS`), generations (one record per
+    pair x condition x prompt: prompt, continuation, identified language and confidence) and
+    provenance (model, neuron set, identifier, options)."""
+
+    rows: list[dict]
+    generations: list[dict]
+    meta: dict = field(default_factory=dict)
+
+    def row(self, source: str, target: str, condition: str) -> dict:
+        return next(r for r in self.rows if (r["source"], r["target"], r["condition"]) == (source, target, condition))
+
+    def best_condition(self, neuron_set: str) -> str | None:
+        """The non-baseline condition of ``neuron_set`` with the highest mean target rate over the
+        pairs (ties: the first in condition order); None when the set has no condition."""
+        names = list(dict.fromkeys(r["condition"] for r in self.rows if r["neuron_set"] == neuron_set))
+        if not names:
+            return None
+        def mean_rate(name):
+            rates = [r["target_rate"] for r in self.rows if r["condition"] == name]
+            return sum(rates) / len(rates)
+        return max(names, key=mean_rate)
+
+
+def check_inputs(options: SteeringOptions, neuron_set: NeuronSet, identifier: Identifier,
+                 statistics: Mapping | None) -> None:
+    """Everything that can be checked before the model runs (one-line errors)."""
+    for language in options.languages:
+        if not identifier.covers(language):
+            check_covered(language)  # a clear message for lingua-uncovered languages
+            raise LangNeuronsError(f"language {language!r} is not among the identifier's candidate languages")
+        if language not in neuron_set.languages:
+            raise LangNeuronsError(f"the neuron set has no neurons for {language!r} (it has "
+                                   f"{', '.join(neuron_set.languages)})")
+    if options.needs_statistics:
+        missing = [language for language in options.languages if language not in (statistics or {})]
+        if missing:
+            raise LangNeuronsError(f"add/stat actions need activation statistics of {missing}")
+
+
+def _continuation_blocks(prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pad: int,
+                         language: str) -> TokenBlocks | None:
+    """Prompt + continuation, right-padded; only continuation tokens are counted (perplexity
+    targets). None when nothing was generated."""
+    rows = [list(p) + list(c) for p, c in zip(prompts, continuations) if c]
+    if not rows:
+        return None
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    counted = torch.zeros((len(rows), width), dtype=torch.bool)
+    kept = [(p, c) for p, c in zip(prompts, continuations) if c]
+    for i, (row, (prompt, continuation)) in enumerate(zip(rows, kept)):
+        input_ids[i, : len(row)] = torch.as_tensor(row)
+        counted[i, len(prompt) : len(row)] = True
+    return TokenBlocks(language, input_ids, counted)
+
+
+def steered_generate(loaded, prompts: Sequence[Sequence[int]], interventions: Sequence[Intervention], pad: int,
+                     stop, max_new_tokens: int, batch_size: int, positions: str = "all") -> list[list[int]]:
+    """Greedy continuations (token ids) of tokenised ``prompts`` under every intervention at once
+    (hooks run in list order), batched by length with the KV cache; one intervention context per
+    batch, which the prompt-only scope needs. Outputs in input order."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        with ExitStack() as stack:
+            for intervention in interventions:
+                stack.enter_context(intervene(loaded, intervention, positions=positions))
+            generated = greedy_generate(loaded.model, [prompts[i] for i in chosen], pad, stop,
+                                        max_new_tokens=max_new_tokens, batch_size=len(chosen))
+        for index, tokens in zip(chosen, generated):
+            outputs[index] = tokens
+    return outputs
+
+
+class _Runner:
+    def __init__(self, loaded, options: SteeringOptions, identifier: Identifier, statistics, progress: bool):
+        self.loaded, self.options, self.identifier, self.progress = loaded, options, identifier, progress
+        tokenizer = loaded.tokenizer
+        self.eos = stop_token_ids(loaded.model, tokenizer)
+        self.stop = StopRule(tokenizer, self.eos, stop_at_newline=False)
+        self.pad = pad_id(tokenizer)
+        self.factories: dict[str, object] = {}
+        self.statistics = statistics
+
+    def factory(self, action: str):
+        if action not in self.factories:
+            self.factories[action] = intervention_factory(action, self.loaded, self.statistics)
+        return self.factories[action]
+
+    def interventions(self, condition: Condition, sets: Mapping[str, NeuronSet], source: str,
+                      target: str) -> list[Intervention]:
+        """Deactivation first, then activation (the order their hooks run in)."""
+        if condition.mode == "baseline":
+            return []
+        neuron_set = sets[condition.neuron_set]
+        out = []
+        if condition.mode in ("deactivate", "both"):
+            out.append(self.factory("zero")(source, neuron_set.indices(source)))
+        if condition.mode in ("activate", "both"):
+            action = full_action(condition.action, source, target)
+            out.append(self.factory(action)(target, neuron_set.indices(target)))
+        return [i for i in out if i.num_neurons > 0]
+
+    def generate(self, prompts: Sequence[Sequence[int]], interventions: Sequence[Intervention]) -> list[list[int]]:
+        options = self.options
+        return steered_generate(self.loaded, prompts, interventions, self.pad, self.stop, options.max_new_tokens,
+                                options.batch_size, options.positions)
+
+    def text(self, tokens: Sequence[int]) -> str:
+        return self.loaded.tokenizer.decode([t for t in tokens if t not in self.eos], skip_special_tokens=True)
+
+    def fluency(self, prompts, continuations, language: str) -> tuple[float | None, int]:
+        blocks = _continuation_blocks(prompts, continuations, self.pad, language)
+        if blocks is None:
+            return None, 0
+        result = perplexity(self.loaded, blocks, batch_size=self.options.batch_size, progress=False)
+        return result.perplexity, result.token_count
+
+
+def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identifier: Identifier,
+                 statistics: Mapping | None = None, set_name: str | None = None,
+                 prompts: Mapping[str, Sequence[str]] | None = None, progress: bool = True) -> SteeringResult:
+    """Run every pair and condition of ``options`` on ``loaded`` (see the module docstring).
+
+    Args:
+        neuron_set: the language-specific set (its ``method`` names it unless ``set_name``).
+        identifier: e.g. :class:`langneurons.steer.langid.LinguaIdentifier`.
+        statistics: language -> ActivationStatistics (for ``add`` and ``stat`` actions).
+        prompts: source language -> prompt texts (default: read as ``options`` says).
+    """
+    neuron_set.check_model(loaded.info)
+    check_inputs(options, neuron_set, identifier, statistics)
+    set_name = set_name or neuron_set.method
+    if set_name in ("random", "none"):
+        set_name = f"{set_name}-set"
+    sets = {set_name: neuron_set}
+    if options.random_control:
+        sets["random"] = random_control(neuron_set, seed=options.seed, exclude_selected=True)
+    if prompts is None:
+        prompts = {language: load_prompts(options.prompts, language, options.prompt_count, options.prompt_words,
+                                          options.prompts_from_end) for language in options.source_languages}
+    runner = _Runner(loaded, options, identifier, statistics, progress)
+    tokenized = {language: [list(loaded.tokenizer(text)["input_ids"]) for text in texts]
+                 for language, texts in prompts.items()}
+    cells = [(pair, condition) for pair in options.pairs for condition in conditions(options, list(sets))]
+    rows, generations = [], []
+    for pair, condition in progress_bar(cells, "steering", enabled=progress):
+        source, target = parse_pair(pair)
+        if source not in tokenized:
+            raise LangNeuronsError(f"no prompts for source language {source!r}")
+        interventions = runner.interventions(condition, sets, source, target)
+        continuations = runner.generate(tokenized[source], interventions)
+        texts = [runner.text(tokens) for tokens in continuations]
+        identified: list[Identification] = identifier.identify(texts)
+        rates = language_rates(identified, source, target, options.confidence)
+        ppl, tokens = runner.fluency(tokenized[source], continuations, target)
+        rows.append({
+            "source": source, "target": target, "condition": condition.name, "neuron_set": condition.neuron_set,
+            "mode": condition.mode, "kind": condition.kind,
+            "strength": strength(condition.action) if condition.action else None,
+            "action": full_action(condition.action, source, target) if condition.action else condition.kind,
+            "positions": options.positions, "neurons": sum(i.num_neurons for i in interventions),
+            **rates.flat(), "fluency_ppl": ppl, "fluency_tokens": tokens,
+            "mean_new_tokens": sum(len(c) for c in continuations) / len(continuations),
+        })
+        for index, (prompt, text, found) in enumerate(zip(prompts[source], texts, identified)):
+            generations.append({"source": source, "target": target, "condition": condition.name, "prompt_index": index,
+                                "prompt": prompt, "continuation": text, "language": found.language,
+                                "confidence": found.confidence})
+    describe = getattr(identifier, "describe", None)
+    meta = {
+        "model": loaded.info.to_dict(), "options": asdict(options), "neuron_set": set_name,
+        "neuron_set_method": neuron_set.method, "neuron_set_parameters": neuron_set.parameters,
+        "neurons": {name: {language: int(len(s.indices(language))) for language in options.languages}
+                    for name, s in sets.items()},
+        "identifier": describe() if describe else {"identifier": getattr(identifier, "name", "custom")},
+    }
+    return SteeringResult(rows, generations, meta)

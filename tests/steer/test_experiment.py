@@ -1,0 +1,135 @@
+"""The steering experiment on a tiny model where steering is planted (tests/steer/conftest.py)."""
+
+import json
+import math
+
+import pytest
+
+from langneurons.errors import LangNeuronsError
+from langneurons.evaluate.metrics import wilson_interval
+from langneurons.steer.api import steer, write_steering
+from langneurons.steer.experiment import (
+    SteeringOptions,
+    activation_kind,
+    conditions,
+    full_action,
+    parse_pair,
+    run_steering,
+    strength,
+)
+
+
+@pytest.fixture
+def run(planted, planted_set, planted_statistics, fake_identifier, english):
+    def run_(**overrides):
+        options = SteeringOptions(**{"pairs": ("en>fr",), "actions": ("add=0", "add=1", "stat=p90", "scale=4"),
+                                     "max_new_tokens": 5, "batch_size": 4, **overrides})
+        return run_steering(planted, planted_set, options, fake_identifier, planted_statistics, prompts=english,
+                            progress=False)
+
+    return run_
+
+
+def test_the_pipeline_finds_the_planted_effect_and_the_random_control_does_not(run):
+    result = run()
+    rows = {r["condition"]: r for r in result.rows}
+    assert list(rows) == ["baseline", "lape:deactivate", "lape:activate:add=0", "lape:both:add=0",
+                          "lape:activate:add=1", "lape:both:add=1", "lape:activate:stat=p90", "lape:both:stat=p90",
+                          "lape:activate:scale=4", "lape:both:scale=4", "random:deactivate",
+                          "random:activate:add=0", "random:both:add=0", "random:activate:add=1", "random:both:add=1",
+                          "random:activate:stat=p90", "random:both:stat=p90", "random:activate:scale=4",
+                          "random:both:scale=4"]
+    # unintervened: the model continues in English
+    assert (rows["baseline"]["target_rate"], rows["baseline"]["source_rate"]) == (0.0, 100.0)
+    # the planted neuron's target mean is positive, its source mean ~0: adding turns every continuation French,
+    # and so does setting it to the French P90; strength 0 and scaling a ~0 activation do nothing
+    for name in ("lape:activate:add=1", "lape:both:add=1", "lape:activate:stat=p90", "lape:both:stat=p90"):
+        assert rows[name]["target_rate"] == 100.0 and rows[name]["target_count"] == 6, name
+    for name in ("lape:deactivate", "lape:activate:add=0", "lape:activate:scale=4"):
+        assert rows[name]["target_rate"] == 0.0, name
+    # the layer-matched random control never includes the planted neuron and never steers
+    random_rows = [r for r in result.rows if r["neuron_set"] == "random"]
+    assert random_rows and all(r["target_rate"] == 0.0 and r["source_rate"] == 100.0 for r in random_rows)
+    assert result.meta["neurons"]["random"] == {"en": 2, "fr": 3}
+    # the counts of intervened neurons: deactivate = en's 2, activate = fr's 3, both = 5
+    assert [rows[n]["neurons"] for n in ("lape:deactivate", "lape:activate:add=1", "lape:both:add=1")] == [2, 3, 5]
+    # CIs are Wilson intervals of the counts
+    low, high = wilson_interval(6, 6)
+    assert (rows["lape:activate:add=1"]["target_ci_low"], rows["lape:activate:add=1"]["target_ci_high"]) == \
+        pytest.approx((100 * low, 100 * high))
+    # fluency: the unintervened model finds the steered French continuation far less likely
+    assert math.isfinite(rows["baseline"]["fluency_ppl"]) and rows["baseline"]["fluency_tokens"] == 30
+    assert rows["lape:activate:add=1"]["fluency_ppl"] > 10 * rows["baseline"]["fluency_ppl"]
+    assert result.best_condition("lape") == "lape:activate:add=1"
+    steered = [g for g in result.generations if g["condition"] == "lape:activate:add=1"]
+    assert len(steered) == 6 and all(g["language"] == "fr" for g in steered)
+
+
+def test_prompt_only_interventions_steer_the_first_token(run):
+    # with the intervention on prompt tokens only, the last prompt position still predicts a French word;
+    # from then on the planted neuron fires by itself on French input
+    result = run(positions="prompt", actions=("add=1",), random_control=False)
+    rows = {r["condition"]: r for r in result.rows}
+    assert rows["lape:activate:add=1"]["target_rate"] == 100.0
+    assert rows["lape:activate:add=1"]["positions"] == "prompt"
+
+
+def test_files_are_written(run, tmp_path):
+    result = run(actions=("add=0", "add=1"))
+    paths = write_steering(result, tmp_path, example_count=2)
+    names = sorted(p.name for p in paths)
+    assert names == ["examples.json", "generations.jsonl", "steering.csv", "steering.json", "steering_heatmap.png",
+                     "steering_heatmap.svg", "steering_sweep.png", "steering_sweep.svg"]
+    data = json.loads((tmp_path / "steering.json").read_text())
+    assert data["best_condition"] == "lape:activate:add=1" and len(data["rows"]) == len(result.rows)
+    examples = json.loads((tmp_path / "examples.json").read_text())
+    assert len(examples) == 2 and examples[0]["baseline_language"] == "en" and examples[0]["steered_language"] == "fr"
+    header = (tmp_path / "steering.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["source", "target", "condition", "neuron_set"] and "fluency_ppl" in header
+
+
+def test_conditions_and_actions():
+    options = SteeringOptions(actions=("add=2", "scale=3"), deactivate=False)
+    assert [c.name for c in conditions(options, ["lape"])] == ["baseline", "lape:activate:add=2",
+                                                               "lape:activate:scale=3"]
+    assert full_action("add=2", "en", "hi") == "add=2@en>hi"
+    assert full_action("stat=p90", "en", "hi") == "stat=p90@hi"
+    assert full_action("scale=3", "en", "hi") == "scale=3"
+    assert [strength(a) for a in ("add=2", "stat=p95", "stat=mean", "scale=0.5")] == [2.0, 95.0, None, 0.5]
+    assert parse_pair(" en > zh ") == ("en", "zh")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pairs": ("en-fr",)}, "SOURCE>TARGET"),
+    ({"pairs": ("en>en",)}, "the same language"),
+    ({"pairs": ("en>xx",)}, "unknown language code 'xx'"),
+    ({"pairs": ()}, "at least one"),
+    ({"actions": ("zero",)}, "activating the target takes one of"),
+    ({"actions": ("add=2@en>fr",)}, "without languages"),
+    ({"actions": ("add=x",)}, "must be a number"),
+    ({"actions": ("stat=p900",)}, "unknown statistic"),
+    ({"positions": "generated"}, "positions"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+])
+def test_bad_options_are_one_line_errors(options, message):
+    with pytest.raises(LangNeuronsError, match=message):
+        SteeringOptions(**options)
+
+
+def test_bad_inputs_are_refused_before_generation(planted, planted_set, planted_statistics, fake_identifier, english,
+                                                 planted_neuron, tmp_path):
+    identifier = fake_identifier
+    with pytest.raises(LangNeuronsError, match="not among the identifier's candidate languages"):
+        run_steering(planted, planted_set, SteeringOptions(pairs=("en>es",)), identifier, planted_statistics,
+                     prompts=english, progress=False)
+    with pytest.raises(LangNeuronsError, match="does not cover 'my'"):  # lingua lacks Burmese
+        run_steering(planted, planted_set, SteeringOptions(pairs=("en>my",)), identifier, planted_statistics,
+                     prompts=english, progress=False)
+    with pytest.raises(LangNeuronsError, match="add/stat actions need activation statistics of \\['hi'\\]"):
+        run_steering(planted, planted_set, SteeringOptions(pairs=("en>hi",)), identifier, planted_statistics,
+                     prompts=english, progress=False)
+    neuron_file = planted_set.save(tmp_path / "set.json")
+    with pytest.raises(LangNeuronsError, match="need --statistics"):
+        steer(planted, neuron_file, SteeringOptions(), tmp_path / "out", identifier=identifier)
+    assert activation_kind("constant=2") == "constant"
+    assert planted_neuron in planted_set.indices("fr")[:, 1].tolist()
