@@ -62,6 +62,7 @@ def collect(
     batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
     shard: Annotated[Optional[str], typer.Option(help="'i/n': only every n-th block from i (merge later).")] = None,
+    replicates: Annotated[Optional[int], typer.Option(help="Also keep per-chunk counts in R interleaved chunks of blocks (<lang>.replicates.safetensors) for 'langneurons stability'.")] = None,
     model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -82,7 +83,7 @@ def collect(
         languages=_languages(languages), corpus=corpus, max_documents=max_documents, token_budget=token_budget,
         heldout_fraction=heldout_fraction, heldout_budget=heldout_budget, block_length=block_length,
         batch_size=batch_size, seed=seed, shard=shard_pair,
-        corpus_path=corpus_path,
+        corpus_path=corpus_path, replicates=replicates,
     )
     loaded = model.load(per_process=True)  # under torchrun with GPUs: each rank onto its own GPU
     results = run_collect(loaded, options, out, progress=progress)

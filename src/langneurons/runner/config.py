@@ -22,7 +22,7 @@ from typing import Any, Union
 
 import yaml
 
-from langneurons.activations.api import CollectOptions
+from langneurons.activations.api import CollectOptions, options_dict
 from langneurons.errors import LangNeuronsError
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
@@ -176,7 +176,8 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """The config as YAML-ready data that :func:`load_config` reads back into an equal config."""
         data = _plain(asdict(self))
-        data["statistics"] = {k: v for k, v in data["statistics"].items() if k not in STATISTICS_EXCLUDED}
+        data["statistics"] = {k: v for k, v in _plain(options_dict(self.statistics)).items()
+                              if k not in STATISTICS_EXCLUDED}
         data["identification"] = [
             {"name": entry["name"], **{k: v for k, v in entry["options"].items() if k not in IDENTIFY_EXCLUDED},
              "figures": entry["figures"]}

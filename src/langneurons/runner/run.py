@@ -307,7 +307,7 @@ class _Experiment:
 
     # ------------------------------------------------------------------ stages
     def statistics(self) -> StageRecord:
-        from langneurons.activations.api import collect
+        from langneurons.activations.api import collect, options_dict
 
         config = self.config
         options = config.statistics
@@ -318,7 +318,7 @@ class _Experiment:
                 if path.name.split(".")[0] not in config.languages:
                     path.unlink()
 
-        inputs = {"model": asdict(config.model), "statistics": asdict(options)}
+        inputs = {"model": asdict(config.model), "statistics": options_dict(options)}  # unchanged keys by default
         return self.stage("statistics", inputs, compute, product=("*.safetensors",), clear=False)
 
     def identify(self, entry, statistics: StageRecord) -> StageRecord:
