@@ -115,12 +115,12 @@ def test_resampled_count_above_a_threshold(loaded_llama, blocks):
     stats, replicates = collect_with_replicates(loaded_llama, blocks, CollectConfig(batch_size=3, replicates=4),
                                                 progress=False)
     threshold = stats.percentile(70)
-    _, _, all_chunks = replicates.weighted(torch.ones(4))
+    all_chunks = replicates.weighted_histogram(torch.ones(4))
     expected = stats.probability_above(threshold) * stats.token_count
     torch.testing.assert_close(resampled_above(stats, all_chunks, threshold), expected, rtol=1e-9, atol=1e-9)
     # one chunk alone: octaves above the threshold's count whole, so the estimate lies between
     # the chunk's exact counts above the octave's upper and lower edge
-    _, _, one = replicates.weighted(torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    one = replicates.weighted_histogram(torch.tensor([0.0, 1.0, 0.0, 0.0]))
     estimate = resampled_above(stats, one, threshold)
     full = _full_activations(loaded_llama, blocks)
     rows = torch.arange(blocks.num_blocks) % 4 == 1

@@ -115,14 +115,16 @@ class ReplicateStatistics:
                        positive_count=self.positive_count + other.positive_count,
                        histogram=(self.histogram.long() + other.histogram.long()).to(torch.int32))
 
-    def weighted(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Chunk counts weighted by ``weights`` [R] (e.g. bootstrap multiplicities): token count
-        (float64 scalar), positive counts float64 [L, N], coarse histogram float64 [L, N, C]."""
+    def weighted_counts(self, weights: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Token count and positive counts float64 [L, N] of the chunks weighted by ``weights`` [R]
+        (e.g. bootstrap multiplicities)."""
         w = weights.to(torch.float64)
-        tokens = (self.token_count.double() * w).sum()
-        positive = torch.einsum("r,rln->ln", w, self.positive_count.double())
-        histogram = torch.einsum("r,lnrc->lnc", w, self.histogram.double())
-        return tokens, positive, histogram
+        tokens = float((self.token_count.double() * w).sum())
+        return tokens, torch.einsum("r,rln->ln", w, self.positive_count.double())
+
+    def weighted_histogram(self, weights: torch.Tensor) -> torch.Tensor:
+        """Coarse histogram float64 [L, N, C] of the chunks weighted by ``weights`` [R]."""
+        return torch.einsum("r,lnrc->lnc", weights.to(torch.float64), self.histogram.double())
 
     # ------------------------------------------------------------------ files
     def save(self, path, input_hash: str, extra_metadata: dict[str, str] | None = None) -> Path:
@@ -205,6 +207,42 @@ def merged_check(replicates: ReplicateStatistics, statistics: ActivationStatisti
             and torch.equal(replicates.histogram.long().sum(2), coarse))
 
 
+class ThresholdSplit:
+    """A threshold [L, N] against one language's full data, prepared for many resamples: the
+    threshold's octave, the octaves above it, and the fraction of the full data's fine counts in
+    the threshold's octave estimated above the threshold (linear within the fine bin, as
+    :func:`~langneurons.activations.sketch.histogram_probability_above`)."""
+
+    def __init__(self, statistics: ActivationStatistics, threshold: torch.Tensor):
+        sketch = statistics.sketch
+        mapping = fine_to_coarse(sketch)
+        num_coarse = coarse_sketch(sketch).num_bins
+        edges = sketch.edges()
+        octaves, above, fractions = [], [], []
+        for layer in range(statistics.meta.num_layers):
+            fine = statistics.histogram[layer].double()  # [N, B]
+            t = threshold[layer].double()
+            full_above = histogram_probability_above(statistics.histogram[layer], t, sketch) * fine.sum(-1).clamp_min(1.0)
+            t_fine = (torch.searchsorted(edges, t.unsqueeze(-1).contiguous(), right=True) - 1).clamp(0, fine.shape[-1] - 1)
+            t_coarse = mapping[t_fine]  # [N, 1]
+            full_coarse = torch.zeros(fine.shape[0], num_coarse, dtype=torch.float64).index_add_(1, mapping, fine)
+            above_octave = torch.arange(num_coarse).unsqueeze(0) > t_coarse  # [N, C]
+            in_octave = full_coarse.gather(1, t_coarse).squeeze(1)
+            above_in_octave = full_above - (full_coarse * above_octave).sum(1)
+            fraction = torch.where(in_octave > 0, above_in_octave / in_octave.clamp_min(1.0), torch.zeros_like(in_octave))
+            octaves.append(t_coarse)
+            above.append(above_octave)
+            fractions.append(fraction.clamp(0.0, 1.0))
+        self.octave = torch.stack(octaves)  # int64 [L, N, 1]
+        self.above_octave = torch.stack(above)  # bool [L, N, C]
+        self.fraction = torch.stack(fractions)  # float64 [L, N]
+
+    def above(self, coarse_histogram: torch.Tensor) -> torch.Tensor:
+        """Estimated count above the threshold, float64 [L, N], of a resample's coarse histogram [L, N, C]."""
+        whole = (coarse_histogram * self.above_octave).sum(-1)
+        return whole + coarse_histogram.gather(-1, self.octave).squeeze(-1) * self.fraction
+
+
 def resampled_above(statistics: ActivationStatistics, coarse_histogram: torch.Tensor,
                     threshold: torch.Tensor) -> torch.Tensor:
     """Estimated count of a resample's activations above ``threshold`` [L, N], float64 [L, N].
@@ -213,31 +251,12 @@ def resampled_above(statistics: ActivationStatistics, coarse_histogram: torch.Te
     ``statistics`` the language's full data. Octaves above the threshold's count whole; the
     threshold's own octave contributes its resample count times the fraction of the full data's
     fine counts in that octave estimated above the threshold. With all chunks at weight 1 this
-    is exactly the full-data estimate ``statistics.probability_above(threshold) * tokens``.
+    is the full-data estimate ``statistics.probability_above(threshold) * tokens``.
     """
-    sketch = statistics.sketch
-    mapping = fine_to_coarse(sketch)
-    num_coarse = coarse_sketch(sketch).num_bins
-    edges = sketch.edges()
-    results = []
-    for layer in range(statistics.meta.num_layers):
-        fine = statistics.histogram[layer].double()  # [N, B]
-        t = threshold[layer].double()
-        full_above = histogram_probability_above(statistics.histogram[layer], t, sketch) * fine.sum(-1).clamp_min(1.0)
-        t_fine = (torch.searchsorted(edges, t.unsqueeze(-1).contiguous(), right=True) - 1).clamp(0, fine.shape[-1] - 1)
-        t_coarse = mapping[t_fine]  # [N, 1]
-        full_coarse = torch.zeros(fine.shape[0], num_coarse, dtype=torch.float64).index_add_(1, mapping, fine)
-        above_octave = torch.arange(num_coarse).unsqueeze(0) > t_coarse  # [N, C]
-        full_in_octave = full_coarse.gather(1, t_coarse).squeeze(1)
-        full_above_octave = (full_coarse * above_octave).sum(1)
-        fraction = torch.where(full_in_octave > 0, (full_above - full_above_octave) / full_in_octave.clamp_min(1.0),
-                               torch.zeros_like(full_in_octave)).clamp(0.0, 1.0)
-        sample = coarse_histogram[layer]
-        results.append((sample * above_octave).sum(1) + sample.gather(1, t_coarse).squeeze(1) * fraction)
-    return torch.stack(results)
+    return ThresholdSplit(statistics, threshold).above(coarse_histogram)
 
 
 __all__ = [
     "ReplicateAccumulator", "ReplicateStatistics", "chunk_of_blocks", "coarse_sketch", "fine_to_coarse",
-    "merged_check", "replicates_path", "resampled_above",
+    "ThresholdSplit", "merged_check", "replicates_path", "resampled_above",
 ]
