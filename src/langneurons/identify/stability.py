@@ -37,7 +37,7 @@ import torch
 
 from langneurons.activations.replicates import ReplicateStatistics, ThresholdSplit
 from langneurons.activations.statistics import ActivationStatistics
-from langneurons.artefacts import atomic_save_safetensors, write_json, write_text
+from langneurons.artefacts import atomic_save_safetensors, write_csv, write_json
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.act_prob import top_per_language
 from langneurons.identify.inputs import check_rate, select_statistics, statistics_source
@@ -234,11 +234,9 @@ class StabilityResult:
     def save(self, directory, min_frequency: float = 0.8) -> list[Path]:
         """``stability.csv`` / ``stability.json`` (table, options, raw resample values),
         ``frequency.safetensors`` (per-language float32 [L, N]), ``neurons.json`` (the full set)."""
-        from langneurons.evaluate.evaluation import rows_to_csv
-
         directory = Path(directory)
         table = self.table(min_frequency)
-        files = [write_text(directory / "stability.csv", rows_to_csv(table)),
+        files = [write_csv(directory / "stability.csv", table),
                  write_json(directory / "stability.json", {
                      "method": self.neuron_set.method, "method_options": self.method_options,
                      "options": asdict(self.options), "replicates": self.replicates, "languages": self.languages,

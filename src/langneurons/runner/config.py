@@ -26,6 +26,7 @@ from langneurons.activations.api import CollectOptions, options_dict
 from langneurons.errors import LangNeuronsError
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
+from langneurons.identify.api import options_dict as identify_options_dict
 from langneurons.languages import check_language
 
 
@@ -179,9 +180,10 @@ class ExperimentConfig:
         data["statistics"] = {k: v for k, v in _plain(options_dict(self.statistics)).items()
                               if k not in STATISTICS_EXCLUDED}
         data["identification"] = [
-            {"name": entry["name"], **{k: v for k, v in entry["options"].items() if k not in IDENTIFY_EXCLUDED},
-             "figures": entry["figures"]}
-            for entry in data["identification"]
+            {"name": entry.name, **{k: v for k, v in _plain(identify_options_dict(entry.options)).items()
+                                    if k not in IDENTIFY_EXCLUDED},
+             "figures": entry.figures}
+            for entry in self.identification
         ]
         data["finetune"] = {"runs": [
             {**{key: run[key] for key in _RUN_KEYS},

@@ -323,6 +323,7 @@ class _Experiment:
 
     def identify(self, entry, statistics: StageRecord) -> StageRecord:
         from langneurons.identify.api import identify
+        from langneurons.identify.api import options_dict as identify_options_dict
 
         like_name = entry.options.like
         like = self.records[f"identify/{like_name}"] if like_name else None
@@ -332,7 +333,7 @@ class _Experiment:
         def compute(directory: Path) -> None:
             identify(self.run_dir / "statistics", options, output=directory / "neurons.json", figures=entry.figures)
 
-        inputs = {"options": asdict(replace(options, like=like_name)), "figures": entry.figures,
+        inputs = {"options": identify_options_dict(replace(options, like=like_name)), "figures": entry.figures,
                   "statistics": statistics.product if entry.method != "random" else None,
                   "like": like.product if like else None}
         return self.stage(f"identify/{entry.name}", inputs, compute, product=("neurons.json",))
