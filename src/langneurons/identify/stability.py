@@ -133,6 +133,10 @@ class Resampler:
         if len(counts) != 1:
             raise LangNeuronsError(f"languages were collected with different --replicates: {sorted(counts)}")
         self.count = counts.pop()
+        empty = [language for language, reps in self.replicates.items() if (reps.token_count == 0).any()]
+        if empty:
+            raise LangNeuronsError(f"some of the {self.count} chunks of {empty} hold no tokens; collect with fewer "
+                                   "--replicates or more tokens")
         for language, reps in self.replicates.items():
             stats = self.statistics[language]
             if not reps.meta.same_model(stats.meta) or reps.meta.corpus_fingerprint != stats.meta.corpus_fingerprint:

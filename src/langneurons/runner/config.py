@@ -8,7 +8,7 @@ else (lists, scalars) replaces the inherited value.
 
 Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
 
-    name, model, languages, statistics, identification[], ppxc, tasks, finetune, evaluation
+    name, model, languages, statistics, identification[], ppxc, tasks, finetune, evaluation, stability
 """
 
 from __future__ import annotations
@@ -78,6 +78,20 @@ class PPXCConfig:
     batch_size: int = 8
     measure: str = "relative_delta_ppl"
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """Resampling stability (:mod:`langneurons.identify.stability`) of ``neuron_sets`` (LAPE or
+    act-prob sets of this config); needs ``statistics.replicates`` >= 2. ``min_frequency``: the
+    selection frequency of the stable set written next to the table."""
+
+    neuron_sets: tuple[str, ...] = ("lape",)
+    resamples: int = 100
+    splits: int = 20
+    seed: int = 0
+    confidence: float = 0.95
+    min_frequency: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,7 @@ class ExperimentConfig:
     tasks: TasksConfig = field(default_factory=TasksConfig)
     finetune: tuple[FinetuneRunConfig, ...] = ()
     evaluation: EvaluationConfig | None = None
+    stability: StabilityConfig | None = None
 
     def __post_init__(self):
         if self.statistics.languages != tuple(self.languages):  # one list of languages for every stage
@@ -185,6 +200,8 @@ class ExperimentConfig:
              "figures": entry.figures}
             for entry in self.identification
         ]
+        if data.get("stability") is None:
+            data.pop("stability", None)  # configs without the section keep their earlier form and hash
         data["finetune"] = {"runs": [
             {**{key: run[key] for key in _RUN_KEYS},
              **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
@@ -449,6 +466,21 @@ def validate(config: ExperimentConfig) -> None:
         _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
         if config.ppxc.languages is not None:
             _languages(config.ppxc.languages, "ppxc.languages", languages)
+    if config.stability is not None:
+        _names(config.stability.neuron_sets, "stability.neuron_sets", sets, "neuron set")
+        for name in config.stability.neuron_sets:
+            if config.neuron_set(name).method not in ("lape", "act-prob"):
+                raise LangNeuronsError(f"stability.neuron_sets: {name!r} is a {config.neuron_set(name).method} set; "
+                                       "stability resamples lape and act-prob sets")
+        if (config.statistics.replicates or 0) < 2:
+            raise LangNeuronsError("stability needs statistics.replicates >= 2 (per-chunk counts of the statistics pass)")
+        if not 0.0 < config.stability.min_frequency <= 1.0:
+            raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
+        if config.stability.resamples < 1 or config.stability.splits < 0:
+            raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
+    for i, entry in enumerate(config.identification):
+        if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
+            raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
