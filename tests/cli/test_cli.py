@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from tiny import tiny_model, tiny_tokenizer
 
-COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
+COMMANDS = ["architectures", "collect", "merge", "identify", "stability", "agreement", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
             "evaluate"]
 
 
