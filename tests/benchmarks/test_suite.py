@@ -11,7 +11,7 @@ from benchmarks import run as suite
 @pytest.fixture(scope="module")
 def rows():
     loaded = suite.load_benchmark_model("tiny")
-    modules = [m for m in suite.discover() if not m.endswith("memory")]  # memory starts fresh processes
+    modules = [m for m in suite.discover() if not m.endswith(("memory", "replicates"))]  # these start fresh processes
     return suite.run_suite(loaded, repeats=1, batch_size=2, length=128, modules=modules)
 
 
@@ -35,3 +35,11 @@ def test_the_table_is_written_as_json_and_markdown(rows, tmp_path):
     assert table.count("\n| ") == len(rows) + 3  # header, separator, one row per result, the failed module
     assert "**failed**: ValueError: boom" in table
     json.dumps(rows)  # every row is JSON-serialisable
+
+
+def test_replicates_timing_runs_on_the_tiny_model():
+    from benchmarks import bench_replicates
+
+    loaded = suite.load_benchmark_model("tiny")
+    result = bench_replicates._time(loaded, suite.benchmark_input_ids(loaded, 2, 128), repeats=1)
+    assert result.ratio_median > 0 and result.extra["tokens_per_batch"] == 2 * 127

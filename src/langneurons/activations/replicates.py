@@ -155,6 +155,11 @@ class ReplicateStatistics:
                    tensors["positive_count"], tensors["histogram"])
 
 
+def replicate_bytes(num_layers: int, neurons_per_layer: int, count: int, sketch: SketchConfig = SketchConfig()) -> int:
+    """Bytes of one language's per-chunk counts: int64 token and positive counts, int32 octave histograms."""
+    return 8 * count + num_layers * neurons_per_layer * count * (8 + 4 * coarse_sketch(sketch).num_bins)
+
+
 def read_metadata(path) -> dict:
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata() or {}
@@ -258,5 +263,5 @@ def resampled_above(statistics: ActivationStatistics, coarse_histogram: torch.Te
 
 __all__ = [
     "ReplicateAccumulator", "ReplicateStatistics", "chunk_of_blocks", "coarse_sketch", "fine_to_coarse",
-    "ThresholdSplit", "merged_check", "replicates_path", "resampled_above",
+    "ThresholdSplit", "merged_check", "replicate_bytes", "replicates_path", "resampled_above",
 ]
