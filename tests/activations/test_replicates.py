@@ -147,3 +147,29 @@ def test_default_options_keep_the_keys_of_existing_statistics_folders():
     config = load_config({"languages": ["en", "fr"]})
     assert "replicates" not in config.to_dict()["statistics"]
     assert load_config({"languages": ["en"], "statistics": {"replicates": 5}}).statistics.replicates == 5
+
+
+def test_replicate_bytes_match_the_allocated_tensors():
+    from langneurons.activations.replicates import replicate_bytes
+    from langneurons.activations.statistics import StatisticsMeta
+
+    meta = StatisticsMeta("m", "r", "llama", 3, 20, "w", "en")
+    replicates = ReplicateStatistics.empty(meta, SketchConfig(), 7)
+    allocated = sum(t.numel() * t.element_size()
+                    for t in (replicates.token_count, replicates.positive_count, replicates.histogram))
+    assert replicate_bytes(3, 20, 7) == allocated
+
+
+def test_langneurons_merge_adds_the_shards_replicates(loaded_llama, blocks, tmp_path):
+    from langneurons.activations.api import merge_statistics
+
+    config = CollectConfig(batch_size=2, replicates=3)
+    _, whole = collect_with_replicates(loaded_llama, blocks, config, progress=False)
+    ids = torch.arange(blocks.num_blocks)
+    paths = [tmp_path / f"en.shard{i}of2.safetensors" for i in range(2)]
+    for i, path in enumerate(paths):
+        collect_with_replicates(loaded_llama, blocks.select(slice(i, None, 2)), config, output=path, progress=False,
+                                block_ids=ids[i::2])
+    merged = merge_statistics(paths, tmp_path / "en.safetensors")
+    replicates = ReplicateStatistics.load(replicates_path(tmp_path / "en.safetensors"))
+    assert torch.equal(replicates.positive_count, whole.positive_count) and merged_check(replicates, merged)
