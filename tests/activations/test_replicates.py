@@ -9,6 +9,7 @@ import torch
 from langneurons.activations.collect import CollectConfig, collect_statistics, collect_with_replicates
 from langneurons.activations.replicates import (
     ReplicateStatistics,
+    ThresholdSplit,
     coarse_sketch,
     fine_to_coarse,
     merged_check,
@@ -118,6 +119,10 @@ def test_resampled_count_above_a_threshold(loaded_llama, blocks):
     all_chunks = replicates.weighted_histogram(torch.ones(4))
     expected = stats.probability_above(threshold) * stats.token_count
     torch.testing.assert_close(resampled_above(stats, all_chunks, threshold), expected, rtol=1e-9, atol=1e-9)
+    split = ThresholdSplit(stats, threshold)
+    weights = torch.tensor([2.0, 0.0, 1.0, 3.0])
+    torch.testing.assert_close(split.above_weighted(split.per_chunk(replicates), weights),
+                               split.above(replicates.weighted_histogram(weights)), rtol=1e-12, atol=1e-9)
     # one chunk alone: octaves above the threshold's count whole, so the estimate lies between
     # the chunk's exact counts above the octave's upper and lower edge
     one = replicates.weighted_histogram(torch.tensor([0.0, 1.0, 0.0, 0.0]))

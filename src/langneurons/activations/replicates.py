@@ -242,6 +242,24 @@ class ThresholdSplit:
         self.above_octave = torch.stack(above)  # bool [L, N, C]
         self.fraction = torch.stack(fractions)  # float64 [L, N]
 
+    def per_chunk(self, replicates: "ReplicateStatistics") -> tuple[torch.Tensor, torch.Tensor]:
+        """Per chunk, the counts in the octaves above the threshold's and in its octave, float64
+        [R, L, N] each; a resample's estimate is then ``w @ above + (w @ in_octave) * fraction``
+        (:meth:`above_weighted`), without touching the histograms again."""
+        above, in_octave = [], []
+        for layer in range(replicates.histogram.shape[0]):
+            histogram = replicates.histogram[layer].double()  # [N, R, C]
+            above.append((histogram * self.above_octave[layer].unsqueeze(1)).sum(-1).T)
+            octave = self.octave[layer].unsqueeze(1).expand(-1, histogram.shape[1], 1)
+            in_octave.append(histogram.gather(-1, octave).squeeze(-1).T)
+        return torch.stack(above, 1), torch.stack(in_octave, 1)
+
+    def above_weighted(self, per_chunk: tuple[torch.Tensor, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """Estimated count above the threshold, float64 [L, N], of the chunks weighted by ``weights`` [R]."""
+        above, in_octave = per_chunk
+        w = weights.to(torch.float64)
+        return torch.einsum("r,rln->ln", w, above) + torch.einsum("r,rln->ln", w, in_octave) * self.fraction
+
     def above(self, coarse_histogram: torch.Tensor) -> torch.Tensor:
         """Estimated count above the threshold, float64 [L, N], of a resample's coarse histogram [L, N, C]."""
         whole = (coarse_histogram * self.above_octave).sum(-1)

@@ -153,6 +153,8 @@ class Resampler:
             thresholds = activation_thresholds(self.statistics, percentile, threshold)
             self._splits = {language: ThresholdSplit(self.statistics[language], thresholds[k])
                             for k, language in enumerate(self.languages)}
+            self._per_chunk = {language: split.per_chunk(self.replicates[language])
+                               for language, split in self._splits.items()}
 
     def identify(self, weights: Mapping[str, torch.Tensor]) -> NeuronSet:
         """The method's set on the counts of every language's chunks weighted by ``weights[language]`` [R]."""
@@ -171,7 +173,7 @@ class Resampler:
             tokens, _ = reps.weighted_counts(weights[language])
             if tokens <= 0:
                 raise LangNeuronsError(f"a resample of {language!r} has no tokens")
-            scores.append(self._splits[language].above(reps.weighted_histogram(weights[language])) / tokens)
+            scores.append(self._splits[language].above_weighted(self._per_chunk[language], weights[language]) / tokens)
         parameters = {"percentile": float(self.percentile), "top_rate": self.top_rate, "threshold": self.threshold}
         return top_per_language(torch.stack(scores), self.languages, self.top_rate, "act-prob", parameters,
                                 self.source)
