@@ -99,6 +99,19 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """A table as CSV (columns: the first row's keys; None -> empty), atomically."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> Path:
     from safetensors.torch import save_file
 

@@ -11,7 +11,7 @@ from benchmarks import run as suite
 @pytest.fixture(scope="module")
 def rows():
     loaded = suite.load_benchmark_model("tiny")
-    modules = [m for m in suite.discover() if not m.endswith("memory")]  # memory starts fresh processes
+    modules = [m for m in suite.discover() if not m.endswith(("memory", "replicates"))]  # these start fresh processes
     return suite.run_suite(loaded, repeats=1, batch_size=2, length=128, modules=modules)
 
 
@@ -41,3 +41,11 @@ def test_the_table_is_written_as_json_and_markdown(rows, tmp_path):
 def test_steering_benchmark_reports_generations_per_second(rows):
     steering = next(row for row in rows if row["module"] == "benchmarks.bench_steering")
     assert steering["extra"]["neurons"] > 0 and steering["extra"]["steered_generations_per_s"] > 0
+
+
+def test_replicates_timing_runs_on_the_tiny_model():
+    from benchmarks import bench_replicates
+
+    loaded = suite.load_benchmark_model("tiny")
+    result = bench_replicates._time(loaded, suite.benchmark_input_ids(loaded, 2, 128), repeats=1)
+    assert result.ratio_median > 0 and result.extra["tokens_per_batch"] == 2 * 127

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
-            "evaluate", "steer"]
+COMMANDS = ["architectures", "collect", "merge", "identify", "stability", "agreement", "plot", "ppl-matrix", "finetune",
+            "run", "report", "demo", "evaluate", "steer"]
 
 
 def test_the_module_entry_point_runs():

@@ -56,3 +56,15 @@ def test_unreadable_corpus_files_are_clear_errors_naming_the_file(tmp_path, make
     make(tmp_path / "en.txt")
     with pytest.raises(LangNeuronsError, match=f"corpus file {tmp_path / 'en.txt'} {message}"):
         load_folder(tmp_path, ["en"])
+
+
+def test_xnli_jsonl_gives_its_distinct_premises_and_hypotheses(tmp_path):
+    rows = [{"premise": "the cat sleeps", "hypothesis": "a cat", "label": 0},
+            {"premise": "the cat sleeps", "hypothesis": "no cat", "label": 2},
+            {"premise": "a dog runs", "hypothesis": "a cat", "label": 1}]
+    (tmp_path / "en.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert load_folder(tmp_path, ["en"])["en"] == ["the cat sleeps", "a cat", "no cat", "a dog runs"]
+    assert load_folder(tmp_path, ["en"], max_documents=2)["en"] == ["the cat sleeps", "a cat"]
+    (tmp_path / "fr.jsonl").write_text('{"premise": "le chat"}\n', encoding="utf-8")
+    with pytest.raises(LangNeuronsError, match="fr.jsonl:1: not an NLI row"):
+        load_folder(tmp_path, ["fr"])

@@ -45,3 +45,27 @@ def stats_from_counts():
 @pytest.fixture(scope="session")
 def stats_from_values():
     return from_values
+
+
+def with_chunks(language: str, values: torch.Tensor, chunks: int, sketch: SketchConfig = SketchConfig()):
+    """(statistics, replicate statistics) of synthetic activations [tokens, L, N]; token t is in
+    chunk t mod ``chunks`` (as blocks are in a real pass)."""
+    from langneurons.activations.replicates import ReplicateStatistics, coarse_sketch
+
+    stats = from_values(language, values, sketch)
+    replicates = ReplicateStatistics.empty(stats.meta, sketch, chunks)
+    coarse = coarse_sketch(sketch)
+    for chunk in range(chunks):
+        part = values[chunk::chunks]
+        replicates.token_count[chunk] = part.shape[0]
+        replicates.positive_count[chunk] = (part > 0).sum(0)
+        for layer in range(values.shape[1]):
+            histogram = torch.zeros(values.shape[2], coarse.num_bins, dtype=torch.int32)
+            histogram_update(histogram, part[:, layer].contiguous(), coarse)
+            replicates.histogram[layer, :, chunk] = histogram
+    return stats, replicates
+
+
+@pytest.fixture(scope="session")
+def stats_with_chunks():
+    return with_chunks

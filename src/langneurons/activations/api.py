@@ -13,9 +13,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from langneurons.activations.collect import CollectConfig, collect_statistics
+import torch
+
+from langneurons.activations.collect import CollectConfig, collect_with_replicates
 from langneurons.activations.distributed import distributed_session, place_model
 from langneurons.launch import world_size_from_env
+from langneurons.activations.replicates import ReplicateStatistics, replicates_path
 from langneurons.activations.sketch import SketchConfig
 from langneurons.activations.statistics import ActivationStatistics
 from langneurons.artefacts import LOCK_FILE, folder_lock, write_json
@@ -35,6 +38,8 @@ class CollectOptions:
     (merge the shard files later with ``langneurons merge``).
     backend: torch.distributed backend under torchrun (``gloo`` or ``nccl``; default nccl when
     CUDA is available, or ``$LANGNEURONS_DIST_BACKEND``).
+    replicates: also keep per-chunk counts in this many interleaved chunks of blocks, in
+    ``<lang>.replicates.safetensors`` (:mod:`.replicates`; needed by ``langneurons stability``).
     """
 
     languages: tuple[str, ...]
@@ -50,6 +55,22 @@ class CollectOptions:
     sketch: SketchConfig = field(default_factory=SketchConfig)
     shard: tuple[int, int] | None = None
     backend: str | None = None
+    replicates: int | None = None
+
+
+ADDED_OPTIONS = {"replicates": None}
+"""Fields added to :class:`CollectOptions` after its first release, with their defaults. At the
+default they are left out of :func:`options_dict`, so manifests and the runner's cache keys of
+existing statistics folders stay the same."""
+
+
+def options_dict(options: CollectOptions) -> dict:
+    """``asdict(options)`` without the added fields that hold their default value."""
+    data = asdict(options)
+    for name, default in ADDED_OPTIONS.items():
+        if data.get(name) == default:
+            data.pop(name, None)
+    return data
 
     def __post_init__(self):
         check_collect_options(self)
@@ -114,29 +135,33 @@ def _collect(loaded, options, languages, out_dir: Path, progress: bool, context)
     main = context is None or context.is_main
     corpus = load_corpus(options.corpus, languages, max_documents=options.max_documents, local_path=options.corpus_path)
     results: dict[str, ActivationStatistics] = {}
-    config = CollectConfig(batch_size=options.batch_size, sketch=options.sketch)
+    if options.replicates is not None and options.replicates < 1:
+        raise LangNeuronsError(f"replicates must be at least 1, got {options.replicates}")
+    config = CollectConfig(batch_size=options.batch_size, sketch=options.sketch, replicates=options.replicates)
     for language in languages:
         data = prepare_language(
             loaded.tokenizer, corpus[language], language, options.block_length, options.token_budget,
             options.heldout_fraction, options.heldout_budget, options.seed,
         )
         blocks = data.identification
+        block_ids = torch.arange(blocks.num_blocks)
         if options.shard is not None:
             index, count = options.shard
             blocks = blocks.select(slice(index, None, count))
+            block_ids = block_ids[index::count]
         writes_heldout = main and (options.shard is None or options.shard[0] == 0)
         if data.heldout is not None and writes_heldout:
             save_blocks(data.heldout, heldout_path(out_dir, language), {"model": loaded.info.model_id})
         elif writes_heldout:
             warn(f"no held-out text for {language!r} ({len(corpus[language])} document(s), held-out fraction "
                  f"{options.heldout_fraction}, budget {options.heldout_budget}): ppl-matrix cannot score it")
-        results[language] = collect_statistics(
+        results[language] = collect_with_replicates(
             loaded, blocks, config, output=statistics_path(out_dir, language, options.shard), progress=progress,
-            distributed=context,
-        )
+            distributed=context, block_ids=block_ids,
+        )[0]
     manifest = {
         "model": loaded.info.to_dict(),
-        "options": asdict(options),
+        "options": options_dict(options),
         "languages": languages,
         "token_counts": {lang: stats.token_count for lang, stats in results.items()},
     }
@@ -158,6 +183,16 @@ def load_statistics_dir(directory, languages=None, expected=None) -> dict[str, A
     if missing:
         raise LangNeuronsError(f"no statistics for {missing} in {directory} (available: {', '.join(available) or 'none'})")
     return {lang: ActivationStatistics.load(statistics_path(directory, lang), expected=expected) for lang in chosen}
+
+
+def load_replicates_dir(directory, languages) -> dict[str, ReplicateStatistics]:
+    """Per-chunk counts of ``languages`` in a folder collected with ``--replicates``."""
+    directory = Path(directory)
+    missing = [lang for lang in languages if not replicates_path(statistics_path(directory, lang)).exists()]
+    if missing:
+        raise LangNeuronsError(f"no replicate statistics for {missing} in {directory}; "
+                               "collect them with 'langneurons collect --replicates R'")
+    return {lang: ReplicateStatistics.load(replicates_path(statistics_path(directory, lang))) for lang in languages}
 
 
 def load_heldout(directory, language: str):
@@ -182,5 +217,22 @@ def merge_statistics(paths, output) -> ActivationStatistics:
                                    "merging them would count every token twice")
         seen[part.meta.corpus_fingerprint] = path
         merged = merged.merge(part)
+    _merge_replicates(paths, output, merged)
     merged.save(output)
     return merged
+
+
+def _merge_replicates(paths, output, merged: ActivationStatistics) -> None:
+    """Shards collected with ``--replicates`` hold different blocks of the same chunks: add their
+    per-chunk counts too (all shards must have them, or none)."""
+    present = [replicates_path(path).exists() for path in paths]
+    if not any(present):
+        return
+    if not all(present):
+        raise LangNeuronsError("some shards have replicate statistics and some do not; collect all with --replicates")
+    parts = [ReplicateStatistics.load(replicates_path(path)) for path in paths]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total.add(part)
+    total = ReplicateStatistics(merged.meta, total.sketch, total.token_count, total.positive_count, total.histogram)
+    total.save(replicates_path(output), input_hash="merged")

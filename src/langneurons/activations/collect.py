@@ -26,6 +26,13 @@ from safetensors import safe_open
 
 from langneurons.activations import distributed as dist_stats
 from langneurons.activations.distributed import DistributedContext
+from langneurons.activations.replicates import (
+    ReplicateAccumulator,
+    ReplicateStatistics,
+    chunk_of_blocks,
+    read_metadata,
+    replicates_path,
+)
 from langneurons.activations.scratch import ScratchBuffers
 from langneurons.activations.sketch import SketchConfig, histogram_update
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
@@ -44,8 +51,9 @@ class StatisticsAccumulator:
     block); by default every token counts.
     """
 
-    def __init__(self, statistics: ActivationStatistics):
+    def __init__(self, statistics: ActivationStatistics, replicates: ReplicateAccumulator | None = None):
         self.statistics = statistics
+        self.replicates = replicates  # per-chunk counts as well (None: only the merged statistics)
         self._rows: torch.Tensor | None = None  # int64 positions of the counted tokens (None: all)
         self._scratch = ScratchBuffers()
 
@@ -75,7 +83,9 @@ class StatisticsAccumulator:
         low, high = torch.aminmax(values, dim=0)
         torch.minimum(stats.minimum[layer], low, out=stats.minimum[layer])
         torch.maximum(stats.maximum[layer], high, out=stats.maximum[layer])
-        histogram_update(stats.histogram[layer], values, stats.sketch, scratch)
+        fine_index = histogram_update(stats.histogram[layer], values, stats.sketch, scratch)
+        if self.replicates is not None and fine_index is not None:
+            self.replicates.update(layer, values, positive, fine_index)
         return None
 
 
@@ -85,6 +95,7 @@ class CollectConfig:
     sketch: SketchConfig = SketchConfig()
     checkpoint_every: int = 50
     device: str | None = None  # where statistics live (default: the model's first device)
+    replicates: int | None = None  # also keep per-chunk counts in this many chunks (activations/replicates.py)
 
 
 def statistics_meta(loaded: LoadedModel, language: str, blocks: TokenBlocks, config: CollectConfig) -> StatisticsMeta:
@@ -131,21 +142,74 @@ def collect_statistics(
     to it, and an existing complete file made from the same inputs is returned at once.
     ``stop_after_batches`` ends the pass early (for tests of resumption) without writing output.
     With ``distributed``, this rank runs blocks ``rank, rank + N, ...``; every rank returns the
-    statistics of all blocks and only rank 0 writes ``output``.
+    statistics of all blocks and only rank 0 writes ``output``. With ``config.replicates`` the
+    per-chunk counts go to :func:`~langneurons.activations.replicates.replicates_path` of
+    ``output`` (see :func:`collect_with_replicates`).
+    """
+    return collect_with_replicates(loaded, blocks, config, output, progress, stop_after_batches, distributed)[0]
+
+
+def _replicates_key(key: str, count: int) -> str:
+    return stable_hash(key, "replicates", count)
+
+
+def _read_replicates(path: Path | None, key: str, blocks_done: int | None = None) -> ReplicateStatistics | None:
+    """The replicate file at ``path`` if it was made from inputs ``key`` (and, for a checkpoint,
+    after ``blocks_done`` blocks), else None."""
+    if path is None or not path.exists():
+        return None
+    try:
+        metadata = read_metadata(path)
+        if metadata.get("input_hash") != key:
+            return None
+        if blocks_done is not None and json.loads(metadata.get("checkpoint", "{}")).get("blocks_done") != blocks_done:
+            return None
+        return ReplicateStatistics.load(path)
+    except (LangNeuronsError, ValueError, OSError):
+        return None
+
+
+def collect_with_replicates(
+    loaded: LoadedModel,
+    blocks: TokenBlocks,
+    config: CollectConfig = CollectConfig(),
+    output: str | Path | None = None,
+    progress: bool = True,
+    stop_after_batches: int | None = None,
+    distributed: DistributedContext | None = None,
+    block_ids: torch.Tensor | None = None,
+) -> tuple[ActivationStatistics, ReplicateStatistics | None]:
+    """:func:`collect_statistics`, also returning the per-chunk counts when ``config.replicates``
+    is set (None otherwise, and on ranks other than 0 when a finished file is reused).
+
+    ``block_ids`` int64 [blocks]: each block's index in the language's whole block set (default
+    0, 1, ...; give it for a ``--shard`` selection) — block ``b`` goes to chunk ``b mod R``.
+    The merged statistics are exactly those of a pass without replicates.
     """
     if blocks.num_blocks == 0 or blocks.token_count == 0:
         raise LangNeuronsError(f"no tokens to collect statistics on for {blocks.language!r}")
     if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
         raise LangNeuronsError(f"batch size must be an integer >= 1, got {config.batch_size!r}")
+    count = config.replicates
+    if count is not None and count < 1:
+        raise LangNeuronsError(f"replicates must be at least 1, got {count}")
+    block_ids = torch.arange(blocks.num_blocks) if block_ids is None else block_ids.long()
+    if block_ids.shape != (blocks.num_blocks,):
+        raise LangNeuronsError(f"block_ids must have one id per block ({blocks.num_blocks}), got {tuple(block_ids.shape)}")
     meta = statistics_meta(loaded, blocks.language, blocks, config)  # of the whole block set, also under torchrun
     output = Path(output) if output else None
     key, suffix = _input_hash(meta), ".partial"
+    replicate_key = _replicates_key(key, count) if count is not None else None
+    if replicate_key is not None:
+        key = replicate_key  # a checkpoint without per-chunk counts cannot resume a pass with them
     if distributed is not None:
         key = stable_hash(key, distributed.rank, distributed.world_size)
         suffix = f".rank{distributed.rank}of{distributed.world_size}.partial"
         progress = progress and distributed.is_main
     partial = output.with_name(output.name + suffix) if output else None
-    existing = None
+    replicate_output = replicates_path(output) if output is not None and count is not None else None
+    replicate_partial = replicate_output.with_name(replicate_output.name + suffix) if replicate_output else None
+    existing, existing_replicates = None, None
     if output is not None and output.exists() and (distributed is None or distributed.is_main):
         try:
             existing = ActivationStatistics.load(output)
@@ -154,17 +218,32 @@ def collect_statistics(
             existing = existing if complete else None
         except LangNeuronsError:
             existing = None  # unreadable: recompute and replace
+        if existing is not None and count is not None:
+            existing_replicates = _read_replicates(replicate_output, replicate_key)
+            existing = existing if existing_replicates is not None else None
     if distributed is not None:
         existing = dist_stats.share_from_main(existing, meta, config.sketch, distributed)
     if existing is not None:
-        return existing
+        return existing, existing_replicates
     if distributed is not None:
         blocks = distributed.shard(blocks)
+        block_ids = block_ids[distributed.rank::distributed.world_size]
     device = torch.device(config.device) if config.device else loaded.device
     stats, start = ActivationStatistics.empty(meta, config.sketch, device=device), 0
+    replicates = ReplicateStatistics.empty(meta, config.sketch, count, device=device) if count is not None else None
     if partial is not None and (resumed := _read_checkpoint(partial, key)) is not None:
-        stats, start = resumed[0].to(device), resumed[1]
-    accumulator = StatisticsAccumulator(stats)
+        resumed_replicates = _read_replicates(replicate_partial, key, resumed[1]) if count is not None else None
+        if count is None or resumed_replicates is not None:
+            stats, start = resumed[0].to(device), resumed[1]
+            replicates = resumed_replicates.to(device) if resumed_replicates is not None else None
+    replicate_accumulator = ReplicateAccumulator(replicates) if replicates is not None else None
+    accumulator = StatisticsAccumulator(stats, replicate_accumulator)
+
+    def checkpoint(done: int) -> None:
+        _write_checkpoint(partial, stats, done, key)
+        if replicates is not None:
+            replicates.save(replicate_partial, key, {"checkpoint": json.dumps({"blocks_done": done})})
+
     body = loaded.adapter.body()
     model_device = loaded.device
     batch_size = config.batch_size
@@ -177,6 +256,9 @@ def collect_statistics(
             input_ids = blocks.input_ids[rows].to(model_device)
             counted = blocks.counted[rows]
             accumulator.set_counted(counted.reshape(-1))
+            if replicate_accumulator is not None:
+                chunks = chunk_of_blocks(block_ids[rows], count).repeat_interleave(counted.sum(1))
+                replicate_accumulator.set_chunks(chunks)
             body(input_ids=input_ids, use_cache=False)
             stats.token_count += int(counted.sum())
             batches_run += 1
@@ -184,20 +266,26 @@ def collect_statistics(
                 dist_stats.inject_fault(distributed, batches_run)
             done = min(batch_start + batch_size, blocks.num_blocks)
             if partial is not None and batches_run % config.checkpoint_every == 0 and done < blocks.num_blocks:
-                _write_checkpoint(partial, stats, done, key)
+                checkpoint(done)
             if stop_after_batches is not None and batches_run >= stop_after_batches:
                 if partial is not None:
-                    _write_checkpoint(partial, stats, done, key)
-                return stats
+                    checkpoint(done)
+                return stats, replicates
     if distributed is not None:
         stats = dist_stats.all_reduce_statistics(stats, distributed)
+        if replicates is not None:
+            replicates = dist_stats.all_reduce_replicates(replicates, distributed)
     stats = stats.to("cpu")
     if stats.token_count <= 0:  # never written: a zero-token file would look complete to a later run
         raise LangNeuronsError(f"the statistics pass over {blocks.language!r} counted no tokens")
+    replicates = replicates.to("cpu") if replicates is not None else None
     if output is not None and (distributed is None or distributed.is_main):
+        if replicates is not None:
+            replicates.save(replicate_output, replicate_key)
         stats.save(output)
     if distributed is not None:
         dist_stats.barrier(distributed)  # the file is in place before any rank drops its checkpoint
-    if partial is not None and partial.exists():
-        partial.unlink()
-    return stats
+    for path in (partial, replicate_partial):
+        if path is not None and path.exists():
+            path.unlink()
+    return stats, replicates

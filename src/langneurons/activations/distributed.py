@@ -118,6 +118,18 @@ def all_reduce_statistics(stats: ActivationStatistics, context: DistributedConte
     return replace(stats, token_count=total, **reduced)
 
 
+def all_reduce_replicates(replicates, context: DistributedContext):
+    """Per-chunk counts (:class:`~langneurons.activations.replicates.ReplicateStatistics`) of all
+    ranks together: every rank holds different blocks of the same chunks, so the counts add."""
+    device, home = context.device, replicates.token_count.device
+    reduced = {}
+    for name in ("token_count", "positive_count", "histogram"):
+        tensor = getattr(replicates, name).to(device).contiguous()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        reduced[name] = tensor.to(home)
+    return replace(replicates, **reduced)
+
+
 def share_from_main(
     stats: ActivationStatistics | None, meta: StatisticsMeta, sketch: SketchConfig, context: DistributedContext
 ) -> ActivationStatistics | None:
@@ -164,6 +176,6 @@ def statistics_bytes(num_layers: int, neurons_per_layer: int, sketch: SketchConf
 
 
 __all__ = [
-    "DistributedContext", "all_reduce_statistics", "barrier", "distributed_session",
+    "DistributedContext", "all_reduce_replicates", "all_reduce_statistics", "barrier", "distributed_session",
     "inject_fault", "place_model", "share_from_main", "statistics_bytes",
 ]

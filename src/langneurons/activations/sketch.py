@@ -115,17 +115,18 @@ def bin_index(values: torch.Tensor, config: SketchConfig) -> torch.Tensor:
 
 
 def histogram_update(histogram: torch.Tensor, values: torch.Tensor, config: SketchConfig,
-                     scratch: ScratchBuffers | None = None) -> None:
+                     scratch: ScratchBuffers | None = None) -> torch.Tensor | None:
     """Add the values [tokens, neurons] to ``histogram`` [neurons, num_bins] (int32, in place).
 
     Works neuron-major: values are copied transposed to [neurons, tokens] (float32), turned into
     lookup keys in place, mapped to bins, and counted with one ``scatter_add_`` along the bins
     of each neuron's row. ``scratch`` keeps the two work buffers (about 12 bytes per value)
-    between calls.
+    between calls. Returns the bin of every value, int64 [neurons, tokens] (a view of the scratch
+    buffer, valid until the next call; None when there are no tokens).
     """
     tokens, neurons = values.shape
     if tokens == 0:
-        return
+        return None
     scratch = scratch or ScratchBuffers()
     transposed = scratch.get("histogram.transposed", (neurons, tokens), torch.float32, values.device)
     index = scratch.get("histogram.index", (neurons * tokens,), torch.int64, values.device)
@@ -136,6 +137,7 @@ def histogram_update(histogram: torch.Tensor, values: torch.Tensor, config: Sket
     torch.index_select(_lookup_table_int64(config, values.device), 0, key.view(-1), out=index)
     ones = torch.ones((), dtype=histogram.dtype, device=histogram.device).expand(neurons, tokens)
     histogram.scatter_add_(1, index.view(neurons, tokens), ones)
+    return index.view(neurons, tokens)
 
 
 @functools.lru_cache(maxsize=16)

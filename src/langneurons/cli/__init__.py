@@ -63,6 +63,7 @@ def collect(
     batch_size: Annotated[int, typer.Option(help="Blocks per forward pass.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
     shard: Annotated[Optional[str], typer.Option(help="'i/n': only every n-th block from i (merge later).")] = None,
+    replicates: Annotated[Optional[int], typer.Option(help="Also keep per-chunk counts in R interleaved chunks of blocks (<lang>.replicates.safetensors) for 'langneurons stability'.")] = None,
     model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -72,6 +73,8 @@ def collect(
     """
     from langneurons.activations.api import CollectOptions, collect as run_collect
 
+    if replicates is not None and replicates < 1:
+        raise LangNeuronsError(f"--replicates must be at least 1, got {replicates}")
     shard_pair = None
     if shard:
         try:
@@ -83,7 +86,7 @@ def collect(
         languages=_languages(languages), corpus=corpus, max_documents=max_documents, token_budget=token_budget,
         heldout_fraction=heldout_fraction, heldout_budget=heldout_budget, block_length=block_length,
         batch_size=batch_size, seed=seed, shard=shard_pair,
-        corpus_path=corpus_path,
+        corpus_path=corpus_path, replicates=replicates,
     )
     loaded = model.load(per_process=True)  # under torchrun with GPUs: each rank onto its own GPU
     results = run_collect(loaded, options, out, progress=progress)
@@ -122,16 +125,18 @@ def _print_summary(neuron_set) -> None:
 @app.command()
 def identify(
     statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect'.")] = Path("runs/statistics"),
-    method: Annotated[str, typer.Option(help="lape, act-prob or random.")] = "lape",
+    method: Annotated[str, typer.Option(help="lape, act-prob, ap (Kojima et al. 2024: average precision of the activation at telling the language's tokens from the others', from the histograms) or random.")] = "lape",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Neuron set file (.json or .safetensors).")] = None,
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Subset of languages (default all).")] = None,
-    top_rate: Annotated[Optional[float], typer.Option(help="LAPE: fraction of all neurons kept (0.01). act-prob: fraction per language (0.00125).")] = None,
+    top_rate: Annotated[Optional[float], typer.Option(help="LAPE: fraction of all neurons kept (0.01). act-prob, ap: fraction per language (0.00125).")] = None,
     filter_rate: Annotated[float, typer.Option(help="LAPE: probability bar as a quantile of all probabilities.")] = 0.95,
     percentile: Annotated[float, typer.Option(help="act-prob: threshold percentile t.")] = 90.0,
     threshold: Annotated[str, typer.Option(help="act-prob: 'pooled' (all languages) or 'own' (paper code).")] = "pooled",
     like: Annotated[Optional[Path], typer.Option(help="random: neuron set whose per-layer counts to match.")] = None,
-    seed: Annotated[int, typer.Option(help="random: seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="random: seed; with --min-frequency: seed of the resamples.")] = 0,
     exclude_selected: Annotated[bool, typer.Option(help="random: avoid the neurons of --like.")] = False,
+    min_frequency: Annotated[Optional[float], typer.Option(help="lape, act-prob: keep only neurons selected in at least this fraction of bootstrap resamples (e.g. 0.8; needs 'collect --replicates').")] = None,
+    resamples: Annotated[int, typer.Option(help="With --min-frequency: bootstrap resamples.")] = 100,
     export_lape: Annotated[Optional[Path], typer.Option(help="Also write the LAPE release format (torch.save).")] = None,
     venn: Annotated[Optional[str], typer.Option(help="2 or 3 languages for the Venn diagram.")] = None,
     figures: Annotated[bool, typer.Option(help="Write figures next to the neuron set.")] = True,
@@ -143,7 +148,7 @@ def identify(
     options = IdentifyOptions(
         method=method, languages=_languages(languages) if languages else None, top_rate=top_rate,
         filter_rate=filter_rate, percentile=percentile, threshold=threshold, like=str(like) if like else None,
-        seed=seed, exclude_selected=exclude_selected,
+        seed=seed, exclude_selected=exclude_selected, min_frequency=min_frequency, resamples=resamples,
     )
     result = run_identify(statistics, options, output=out, figures=figures,
                           venn_languages=venn.split(",") if venn else None)
@@ -151,6 +156,85 @@ def identify(
         result.neuron_set.export_lape(export_lape)
     _print_summary(result.neuron_set)
     console.print(f"neuron set: {out}" + (f"; figures: {out.with_name(out.stem + '_figures')}" if figures else ""))
+
+
+@app.command()
+def stability(
+    statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect --replicates R'.")] = Path("runs/statistics"),
+    method: Annotated[str, typer.Option(help="lape or act-prob (re-identified on every resample with the same options).")] = "lape",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for stability.csv/json, frequency.safetensors, neurons.json, stable.json and figures (default next to the statistics).")] = None,
+    languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Subset of languages (default all).")] = None,
+    top_rate: Annotated[Optional[float], typer.Option(help="As for identify.")] = None,
+    filter_rate: Annotated[float, typer.Option(help="LAPE: as for identify.")] = 0.95,
+    percentile: Annotated[float, typer.Option(help="act-prob: as for identify.")] = 90.0,
+    threshold: Annotated[str, typer.Option(help="act-prob: as for identify.")] = "pooled",
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples (chunks drawn with replacement).")] = 100,
+    splits: Annotated[int, typer.Option(help="Random split-halves (two disjoint halves of the chunks).")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of resamples and splits.")] = 0,
+    confidence: Annotated[float, typer.Option(help="Central interval reported.")] = 0.95,
+    min_frequency: Annotated[float, typer.Option(help="Selection frequency of the stable set (stable.json).")] = 0.8,
+    figures: Annotated[bool, typer.Option(help="Write the Jaccard-vs-chance and selection-frequency figures.")] = True,
+) -> None:
+    """How stable is a neuron set? Bootstrap and split-half Jaccard, set-size interval, chance level
+    and per-neuron selection frequency, from the per-chunk counts of 'collect --replicates'."""
+    from langneurons.identify.api import IdentifyOptions, stability_of
+    from langneurons.identify.stability import StabilityOptions
+
+    options = IdentifyOptions(method=method, languages=_languages(languages) if languages else None, top_rate=top_rate,
+                              filter_rate=filter_rate, percentile=percentile, threshold=threshold)
+    out = out or statistics.parent / f"stability-{method}"
+    result, _ = stability_of(statistics, options, StabilityOptions(resamples=resamples, splits=splits, seed=seed,
+                                                                   confidence=confidence),
+                             out_dir=out, figures=figures, min_frequency=min_frequency)
+    table = Table("language", "set", "size interval", "bootstrap J [interval]", "split-half J [interval]", "chance J",
+                  f"stable (>= {min_frequency:g})",
+                  title=f"stability of {method} ({resamples} resamples of {result.replicates} chunks)")
+    for row in result.table(min_frequency):
+        table.add_row(row["language"], str(row["set_size"]), f"{row['size_low']:.0f}-{row['size_high']:.0f}",
+                      _interval(row, "bootstrap_jaccard"), _interval(row, "split_half_jaccard"),
+                      f"{row['chance_jaccard']:.3f}", str(row[f"stable_size_{min_frequency:g}"]))
+    console.print(table)
+    console.print(f"stability tables, frequencies and figures in {out}")
+
+
+def _interval(row: dict, key: str) -> str:
+    if row[f"{key}_median"] is None:
+        return "-"
+    return f"{row[f'{key}_median']:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+
+
+@app.command()
+def agreement(
+    first: Annotated[Path, typer.Argument(help="Neuron set file, or a statistics folder (then --method identifies on it).")],
+    second: Annotated[Path, typer.Argument(help="Neuron set file, or a statistics folder (same model).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for agreement.csv/json and the figure.")] = Path("runs/agreement"),
+    method: Annotated[str, typer.Option(help="For statistics folders: lape, act-prob or ap.")] = "lape",
+    languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Languages (default: those of both).")] = None,
+    top_rate: Annotated[Optional[float], typer.Option(help="For statistics folders: as for identify.")] = None,
+    name: Annotated[str, typer.Option(help="File stem of the outputs.")] = "agreement",
+    figures: Annotated[bool, typer.Option(help="Write the Jaccard-vs-chance figure.")] = True,
+) -> None:
+    """Jaccard per language of two neuron sets (two corpora, methods or settings), with its chance level."""
+    from langneurons.identify.agreement import agreement as run_agreement, write_agreement
+    from langneurons.identify.api import IdentifyOptions, identify as run_identify
+    from langneurons.identify.neuron_set import NeuronSet
+
+    chosen = _languages(languages) if languages else None
+
+    def neuron_set(path: Path):
+        if path.is_dir():
+            options = IdentifyOptions(method=method, languages=chosen, top_rate=top_rate)
+            return run_identify(path, options, figures=False).neuron_set
+        return NeuronSet.load(path)
+
+    rows = run_agreement(neuron_set(first), neuron_set(second), chosen)
+    write_agreement(rows, out, (str(first), str(second)), figures=figures, name=name)
+    table = Table("language", "first", "second", "shared", "Jaccard", "chance", title=f"{first} vs {second}")
+    for row in rows:
+        table.add_row(row["language"], str(row["size_first"]), str(row["size_second"]), str(row["shared"]),
+                      "-" if row["jaccard"] is None else f"{row['jaccard']:.3f}", f"{row['chance_jaccard']:.3f}")
+    console.print(table)
+    console.print(f"agreement table and figure in {out}")
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """Corpus sources. A corpus is a mapping language -> list of texts (documents or sentences).
 
 * :func:`load_folder`: ``<dir>/<lang>.txt`` with one document per line (also the layout of
-  ``shared/data/flores200/devtest``); FLORES' own ``<code>.devtest`` names are accepted too.
+  ``shared/data/flores200/devtest``); FLORES' own ``<code>.devtest`` names are accepted too, and
+  XNLI-style ``<lang>.jsonl`` (e.g. ``shared/data/xnli/test``): its distinct premises and
+  hypotheses, one document each.
 * :func:`load_hf`: Hugging Face datasets (``wikimedia/wikipedia``, ``openlanguagedata/flores_plus``)
   from the hub or from a local copy with the same layout.
 * :func:`builtin_corpus`: the small sample corpus shipped with the package (for the demo).
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from importlib.resources import files
 from pathlib import Path
 
@@ -40,8 +43,26 @@ def _read_lines(path: Path, max_documents: int | None) -> list[str]:
     return texts[:max_documents] if max_documents else texts
 
 
+def _read_nli_texts(path: Path, max_documents: int | None) -> list[str]:
+    """The premises and hypotheses of an XNLI-style ``<lang>.jsonl`` as documents, each distinct
+    text once, in file order (XNLI repeats every premise for its three hypotheses)."""
+    texts: dict[str, None] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pair = (str(row["premise"]).strip(), str(row["hypothesis"]).strip())
+        except (ValueError, KeyError, TypeError) as error:
+            raise LangNeuronsError(f"{path}:{number}: not an NLI row with premise and hypothesis ({error})") from None
+        texts.update({text: None for text in pair if text})
+    texts_list = list(texts)
+    return texts_list[:max_documents] if max_documents else texts_list
+
+
 def load_folder(directory, languages, max_documents: int | None = None) -> Corpus:
-    """Read ``<directory>/<lang>.txt`` (or FLORES ``<lang_Script>.devtest``/``.dev``) per language."""
+    """Read ``<directory>/<lang>.txt`` (or FLORES ``<lang_Script>.devtest``/``.dev``, or the
+    premises and hypotheses of an XNLI-style ``<lang>.jsonl``) per language."""
     directory = Path(directory)
     if not directory.is_dir():
         raise LangNeuronsError(f"corpus folder not found: {directory}")
@@ -49,11 +70,12 @@ def load_folder(directory, languages, max_documents: int | None = None) -> Corpu
     for language in check_languages(languages):
         candidates = [directory / f"{language}.txt"] + [
             directory / f"{flores_code(language)}{suffix}" for suffix in (".devtest", ".dev", ".txt")
-        ]
+        ] + [directory / f"{language}.jsonl"]
         path = next((c for c in candidates if c.exists()), None)
         if path is None:
             raise LangNeuronsError(f"no text for language {language!r} in {directory} (expected {language}.txt)")
-        corpus[language] = _read_lines(path, max_documents)
+        corpus[language] = (_read_nli_texts(path, max_documents) if path.suffix == ".jsonl"
+                            else _read_lines(path, max_documents))
         if not corpus[language]:
             raise LangNeuronsError(f"corpus file {path} is empty")
     return corpus

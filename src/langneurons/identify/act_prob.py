@@ -30,6 +30,21 @@ from langneurons.identify.neuron_set import NeuronSet
 THRESHOLDS = ("pooled", "own")
 
 
+def activation_thresholds(
+    statistics: Mapping[str, ActivationStatistics], percentile: float = 90.0, threshold: str = "pooled"
+) -> torch.Tensor:
+    """The threshold t per language and neuron, float32 [K, L, N]: the pooled or each language's
+    own ``percentile``-th percentile."""
+    if threshold not in THRESHOLDS:
+        raise LangNeuronsError(f"unknown threshold source {threshold!r}; use one of {', '.join(THRESHOLDS)}")
+    if not 0.0 < percentile < 100.0:
+        raise LangNeuronsError(f"percentile must be in (0, 100), got {percentile!r}")
+    if threshold == "pooled":
+        pooled = ActivationStatistics.pooled(list(statistics.values())).percentile(percentile)
+        return pooled.unsqueeze(0).expand(len(statistics), *pooled.shape)
+    return torch.stack([stats.percentile(percentile) for stats in statistics.values()])
+
+
 def activation_probability_scores(
     statistics: Mapping[str, ActivationStatistics], percentile: float = 90.0, threshold: str = "pooled"
 ) -> torch.Tensor:
@@ -55,14 +70,20 @@ def act_prob(
     top_rate = check_rate("top_rate", top_rate)
     selected = select_statistics(statistics, languages)
     scores = activation_probability_scores(selected, percentile, threshold)
+    parameters = {"percentile": float(percentile), "top_rate": top_rate, "threshold": threshold}
+    return top_per_language(scores, list(selected), top_rate, "act-prob", parameters, statistics_source(selected))
+
+
+def top_per_language(scores: torch.Tensor, languages: Sequence[str], top_rate: float, method: str,
+                     parameters: dict, source: dict) -> NeuronSet:
+    """Per language, the ``top_rate`` x L x N highest of ``scores`` [K, L, N] (ties to the lower
+    flat index); ``parameters`` get ``per_language``, the number kept."""
     _, num_layers, neurons_per_layer = scores.shape
     budget = neuron_budget(top_rate, num_layers, neurons_per_layer)
     masks = {}
-    for k, language in enumerate(selected):
+    for k, language in enumerate(languages):
         top = torch.sort(scores[k].flatten(), descending=True, stable=True).indices[:budget]
         mask = torch.zeros(num_layers * neurons_per_layer, dtype=torch.bool)
         mask[top] = True
         masks[language] = mask.view(num_layers, neurons_per_layer)
-    parameters = {"percentile": float(percentile), "top_rate": top_rate, "threshold": threshold,
-                  "per_language": budget}
-    return NeuronSet.from_masks(masks, "act-prob", parameters, statistics_source(selected))
+    return NeuronSet.from_masks(masks, method, {**parameters, "per_language": budget}, source)

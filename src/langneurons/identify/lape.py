@@ -81,6 +81,13 @@ def lape(
     top_rate, filter_rate = check_rate("top_rate", top_rate), check_rate("filter_rate", filter_rate)
     selected = select_statistics(statistics, languages, minimum_languages=2)
     probability = torch.stack([stats.activation_probability for stats in selected.values()])  # [K, L, N]
+    return lape_from_probability(probability, list(selected), top_rate, filter_rate, statistics_source(selected))
+
+
+def lape_from_probability(probability: torch.Tensor, languages: Sequence[str], top_rate: float = 0.01,
+                          filter_rate: float = 0.95, source: dict | None = None) -> LapeResult:
+    """Steps 2-5 of the module docstring on activation probabilities p [K, L, N] of ``languages``
+    (K of them, in order); :func:`lape` and resampling (:mod:`.stability`) share it."""
     num_languages, num_layers, neurons_per_layer = probability.shape
 
     entropy = lape_entropy(probability)
@@ -94,7 +101,7 @@ def lape(
     kept = torch.zeros_like(candidate)
     kept[order] = True
 
-    masks = {language: above_bar[k] & kept.view(num_layers, neurons_per_layer) for k, language in enumerate(selected)}
+    masks = {language: above_bar[k] & kept.view(num_layers, neurons_per_layer) for k, language in enumerate(languages)}
     parameters = {"top_rate": top_rate, "filter_rate": filter_rate, "probability_bar": bar, "kept": int(kept.sum())}
-    neuron_set = NeuronSet.from_masks(masks, "lape", parameters, statistics_source(selected))
+    neuron_set = NeuronSet.from_masks(masks, "lape", parameters, dict(source or {}))
     return LapeResult(neuron_set=neuron_set, entropy=entropy, bar=bar)

@@ -30,7 +30,10 @@ class NeuronSet:
 
     ``neurons``: language -> int64 [k, 2] (layer, neuron) rows, normalised to sorted and unique;
     ``method``/``parameters``: how they were chosen; ``source``: model and statistics provenance
-    (``model_id``, ``weights_fingerprint``, ``languages``, per-language statistics)."""
+    (``model_id``, ``weights_fingerprint``, ``languages``, per-language statistics);
+    ``frequency`` (optional): language -> float64 [k], each neuron's selection frequency over
+    resamples (:mod:`.stability`), kept aligned with the rows (the resampling parameters are in
+    ``parameters["resampling"]``). Files without frequencies load with ``frequency=None``."""
 
     neurons: dict[str, torch.Tensor]
     num_layers: int
@@ -38,24 +41,39 @@ class NeuronSet:
     method: str
     parameters: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
+    frequency: dict[str, torch.Tensor] | None = None
 
     def __post_init__(self):
         if self.num_layers < 1 or self.neurons_per_layer < 1:
             raise LangNeuronsError(f"invalid neuron-set sizes {self.num_layers}x{self.neurons_per_layer}")
         if not self.neurons:
             raise LangNeuronsError("a neuron set needs at least one language")
-        self.neurons = {language: self._normalise(language, rows) for language, rows in self.neurons.items()}
+        if self.frequency is not None and set(self.frequency) != set(self.neurons):
+            raise LangNeuronsError("selection frequencies must be given for exactly the set's languages")
+        normalised, frequency = {}, {}
+        for language, rows in self.neurons.items():
+            given = None if self.frequency is None else self.frequency[language]
+            normalised[language], frequency[language] = self._normalise(language, rows, given)
+        self.neurons = normalised
+        self.frequency = frequency if self.frequency is not None else None
 
-    def _normalise(self, language: str, rows) -> torch.Tensor:
-        """Validate (layer, neuron) rows and return them as a sorted, unique int64 [k, 2] tensor."""
+    def _normalise(self, language: str, rows, frequency=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate (layer, neuron) rows and return them as a sorted, unique int64 [k, 2] tensor
+        (and ``frequency`` [k], one per given row, in the same order as float64)."""
         rows = neuron_rows(language, rows)
         layer, neuron = rows[:, 0], rows[:, 1]
         if ((layer < 0) | (layer >= self.num_layers) | (neuron < 0) | (neuron >= self.neurons_per_layer)).any():
             raise LangNeuronsError(
                 f"neurons of {language!r} lie outside the model's {self.num_layers}x{self.neurons_per_layer} neurons"
             )
-        flat = torch.unique(layer * self.neurons_per_layer + neuron)  # sorted
-        return torch.stack([flat // self.neurons_per_layer, flat % self.neurons_per_layer], dim=1)
+        flat, first = torch.unique(layer * self.neurons_per_layer + neuron, return_inverse=True)  # sorted
+        rows = torch.stack([flat // self.neurons_per_layer, flat % self.neurons_per_layer], dim=1)
+        if frequency is None:
+            return rows, None
+        frequency = torch.as_tensor(frequency, dtype=torch.float64).cpu().reshape(-1)
+        if frequency.numel() != len(first) or len(flat) != len(first):
+            raise LangNeuronsError(f"{language!r}: one selection frequency per (unique) neuron is needed")
+        return rows, torch.zeros(len(flat), dtype=torch.float64).index_copy_(0, first, frequency)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -142,12 +160,16 @@ class NeuronSet:
         path = Path(path)
         if path.suffix == ".json":
             neurons = {language: rows.tolist() for language, rows in self.neurons.items()}
-            return write_json(path, {**self._header(), "neurons": neurons})
+            extra = {"frequency": {language: values.tolist() for language, values in self.frequency.items()}} \
+                if self.frequency is not None else {}
+            return write_json(path, {**self._header(), "neurons": neurons, **extra})
         if path.suffix == ".safetensors":
             header = self._header()
             metadata = {key: value if isinstance(value, str) else json.dumps(value, sort_keys=True)
                         for key, value in header.items()}
             tensors = {language: rows.contiguous() for language, rows in self.neurons.items()}
+            if self.frequency is not None:
+                tensors.update({f"frequency.{language}": values.contiguous() for language, values in self.frequency.items()})
             return atomic_save_safetensors(tensors, path, metadata)
         raise LangNeuronsError(f"neuron sets are saved as .json or .safetensors, not {path.name!r}")
 
@@ -160,13 +182,13 @@ class NeuronSet:
         if path.suffix not in (".json", ".safetensors"):
             raise LangNeuronsError(f"neuron sets are .json or .safetensors files, not {path.name!r}")
         try:
-            header, neurons = _read_json(path) if path.suffix == ".json" else _read_safetensors(path)
+            header, neurons, frequency = _read_json(path) if path.suffix == ".json" else _read_safetensors(path)
             sizes = {key: header[key] for key in ("num_layers", "neurons_per_layer")}
             for key, value in sizes.items():
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise LangNeuronsError(f"{key} must be an integer, got {brief(value)}")
             return cls(neurons, sizes["num_layers"], sizes["neurons_per_layer"], header["method"],
-                       dict(header["parameters"]), dict(header["source"]))
+                       dict(header["parameters"]), dict(header["source"]), frequency)
         except LangNeuronsError as error:
             raise LangNeuronsError(f"neuron-set file {path}: {error}") from None
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as error:
@@ -212,18 +234,24 @@ def _check_format(path: Path, header: dict) -> None:
         raise LangNeuronsError(f"{path} is not a langneurons neuron set (format {header.get('format')!r})")
 
 
-def _read_json(path: Path) -> tuple[dict, dict]:
+def _read_json(path: Path) -> tuple[dict, dict, dict | None]:
     header = json.loads(path.read_text(encoding="utf-8"))
     _check_format(path, header)
-    return header, {language: header["neurons"][language] for language in header["languages"]}
+    frequency = header.get("frequency")
+    frequency = {language: frequency[language] for language in header["languages"]} if frequency is not None else None
+    return header, {language: header["neurons"][language] for language in header["languages"]}, frequency
 
 
-def _read_safetensors(path: Path) -> tuple[dict, dict]:
+def _read_safetensors(path: Path) -> tuple[dict, dict, dict | None]:
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
         _check_format(path, metadata)
         header = {key: value if key in ("format", "method") else json.loads(value) for key, value in metadata.items()}
-        return header, {language: handle.get_tensor(language) for language in header["languages"]}
+        neurons = {language: handle.get_tensor(language) for language in header["languages"]}
+        frequency = None
+        if f"frequency.{header['languages'][0]}" in handle.keys():
+            frequency = {language: handle.get_tensor(f"frequency.{language}") for language in header["languages"]}
+        return header, neurons, frequency
 
 
 def layer_ranges(num_layers: int) -> dict[str, range]:

@@ -119,6 +119,43 @@ def _neurons(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
+def _stability(run_dir: Path, manifest: dict) -> list[Block]:
+    folders = _stage_folders(run_dir, manifest, "stability", "stability.json")
+    if not folders:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Stability of the neuron sets"),
+        ("p", "Each set re-identified with the same method and options on bootstrap resamples of its statistics "
+              "(chunks of token blocks drawn with replacement) and on random split-halves. Jaccard: of a "
+              "resample's set with the full-data set, or of the two halves' sets; median [central interval]. "
+              "Chance: the expected Jaccard of two random sets with the same per-layer counts. Stable: neurons "
+              "of the full set selected in at least that fraction of resamples."),
+    ]
+    for folder in folders:
+        data = _read_json(folder / "stability.json")
+        rows = data["table"]
+        stable_key = next((key for key in rows[0] if key.startswith("stable_size_")), None) if rows else None
+        blocks.append(("h3", f"{folder.name} ({data['method']}, {data['options']['resamples']} resamples of "
+                             f"{data['replicates']} chunks)"))
+
+        def interval(row, key):
+            if row[f"{key}_median"] is None:
+                return "–"
+            return f"{row[f'{key}_median']:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+
+        blocks.append(("table", ["language", "set size", "size interval", "bootstrap Jaccard", "split-half Jaccard",
+                                 "chance", f"stable (>= {stable_key.removeprefix('stable_size_')})" if stable_key
+                                 else "stable"],
+                       [[r["language"], str(r["set_size"]), f"{r['size_low']:.0f}–{r['size_high']:.0f}",
+                         interval(r, "bootstrap_jaccard"), interval(r, "split_half_jaccard"),
+                         f"{r['chance_jaccard']:.3f}", str(r.get(stable_key, "–"))] for r in rows]))
+        for name, caption in (("stability_jaccard", "Jaccard per language against chance"),
+                              ("selection_frequency", "selection frequency of the neurons")):
+            if (folder / f"{name}.png").exists():
+                blocks.append(("image", folder / f"{name}.png", f"{folder.name}: {caption}"))
+    return blocks
+
+
 def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
     folders = _stage_folders(run_dir, manifest, "ppxc", "ppxc.json")
     if not folders:
@@ -372,8 +409,8 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
     manifest = _read_json(manifest_path)
     return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
-            + _ppxc(run_dir, manifest) + _steering(run_dir, manifest) + _finetune(run_dir, manifest)
-            + _evaluation(run_dir, manifest) + _stages(manifest))
+            + _stability(run_dir, manifest) + _ppxc(run_dir, manifest) + _steering(run_dir, manifest)
+            + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _stages(manifest))
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

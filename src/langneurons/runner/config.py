@@ -8,7 +8,8 @@ else (lists, scalars) replaces the inherited value.
 
 Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
 
-    name, model, languages, statistics, identification[], ppxc, steering, tasks, finetune, evaluation, claims
+    name, model, languages, statistics, identification[], ppxc, steering, tasks, finetune, evaluation, claims,
+    stability
 
 String values may use ``${name}`` variables (``vars:`` section, ``--var``/``--data``).
 """
@@ -25,10 +26,11 @@ from typing import Any, Union
 
 import yaml
 
-from langneurons.activations.api import CollectOptions
+from langneurons.activations.api import CollectOptions, options_dict
 from langneurons.errors import LangNeuronsError, brief
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
+from langneurons.identify.api import options_dict as identify_options_dict
 from langneurons.languages import check_language
 from langneurons.report.claims import ClaimsConfig
 from langneurons.steer.experiment import SteeringOptions, parse_pair
@@ -93,6 +95,20 @@ class SteeringConfig:
 
     neuron_set: str = "lape"
     options: SteeringOptions = field(default_factory=SteeringOptions)
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """Resampling stability (:mod:`langneurons.identify.stability`) of ``neuron_sets`` (LAPE or
+    act-prob sets of this config); needs ``statistics.replicates`` >= 2. ``min_frequency``: the
+    selection frequency of the stable set written next to the table."""
+
+    neuron_sets: tuple[str, ...] = ("lape",)
+    resamples: int = 100
+    splits: int = 20
+    seed: int = 0
+    confidence: float = 0.95
+    min_frequency: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -191,6 +207,7 @@ class ExperimentConfig:
     finetune: tuple[FinetuneRunConfig, ...] = ()
     evaluation: EvaluationConfig | None = None
     claims: ClaimsConfig | None = None
+    stability: StabilityConfig | None = None
 
     def __post_init__(self):
         if self.statistics.languages != tuple(self.languages):  # one list of languages for every stage
@@ -199,12 +216,16 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         """The config as YAML-ready data that :func:`load_config` reads back into an equal config."""
         data = _plain(asdict(self))
-        data["statistics"] = {k: v for k, v in data["statistics"].items() if k not in STATISTICS_EXCLUDED}
+        data["statistics"] = {k: v for k, v in _plain(options_dict(self.statistics)).items()
+                              if k not in STATISTICS_EXCLUDED}
         data["identification"] = [
-            {"name": entry["name"], **{k: v for k, v in entry["options"].items() if k not in IDENTIFY_EXCLUDED},
-             "figures": entry["figures"]}
-            for entry in data["identification"]
+            {"name": entry.name, **{k: v for k, v in _plain(identify_options_dict(entry.options)).items()
+                                    if k not in IDENTIFY_EXCLUDED},
+             "figures": entry.figures}
+            for entry in self.identification
         ]
+        if data.get("stability") is None:
+            data.pop("stability", None)  # configs without the section keep their earlier form and hash
         data["finetune"] = {"runs": [
             {**{key: run[key] for key in _RUN_KEYS},
              **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
@@ -565,6 +586,21 @@ def validate(config: ExperimentConfig) -> None:
             _languages(config.ppxc.languages, "ppxc.languages", languages)
     if config.steering is not None:
         _validate_steering(config.steering, sets, languages)
+    if config.stability is not None:
+        _names(config.stability.neuron_sets, "stability.neuron_sets", sets, "neuron set")
+        for name in config.stability.neuron_sets:
+            if config.neuron_set(name).method not in ("lape", "act-prob"):
+                raise LangNeuronsError(f"stability.neuron_sets: {name!r} is a {config.neuron_set(name).method} set; "
+                                       "stability resamples lape and act-prob sets")
+        if (config.statistics.replicates or 0) < 2:
+            raise LangNeuronsError("stability needs statistics.replicates >= 2 (per-chunk counts of the statistics pass)")
+        if not 0.0 < config.stability.min_frequency <= 1.0:
+            raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
+        if config.stability.resamples < 1 or config.stability.splits < 0:
+            raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
+    for i, entry in enumerate(config.identification):
+        if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
+            raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"

@@ -4,6 +4,7 @@ Stages (each in its own folder of the run directory)::
 
     statistics/             activation statistics + held-out blocks per language
     identify/<set>/         neurons.json (+ entropy, figures) per identification entry
+    stability/<set>/        resampling stability of a LAPE/act-prob set (``stability:`` section)
     ppxc/<set>/             perplexity-change matrix, tables and heatmap per neuron set
     steering/               language steering: rates per pair and condition, examples, figures
     finetune/<run>/         LoRA / neuron-LoRA adapter per fine-tuning run
@@ -343,7 +344,7 @@ class _Experiment:
 
     # ------------------------------------------------------------------ stages
     def statistics(self) -> StageRecord:
-        from langneurons.activations.api import collect
+        from langneurons.activations.api import collect, options_dict
 
         config = self.config
         options = config.statistics
@@ -354,11 +355,12 @@ class _Experiment:
                 if path.name.split(".")[0] not in config.languages:
                     path.unlink()
 
-        inputs = {"model": asdict(config.model), "statistics": asdict(options)}
+        inputs = {"model": asdict(config.model), "statistics": options_dict(options)}  # unchanged keys by default
         return self.stage("statistics", inputs, compute, product=("*.safetensors",), clear=False)
 
     def identify(self, entry, statistics: StageRecord) -> StageRecord:
         from langneurons.identify.api import identify
+        from langneurons.identify.api import options_dict as identify_options_dict
 
         like_name = entry.options.like
         like = self.records[f"identify/{like_name}"] if like_name else None
@@ -368,10 +370,28 @@ class _Experiment:
         def compute(directory: Path) -> None:
             identify(self.run_dir / "statistics", options, output=directory / "neurons.json", figures=entry.figures)
 
-        inputs = {"options": asdict(replace(options, like=like_name)), "figures": entry.figures,
+        inputs = {"options": identify_options_dict(replace(options, like=like_name)), "figures": entry.figures,
                   "statistics": statistics.product if entry.method != "random" else None,
                   "like": like.product if like else None}
         return self.stage(f"identify/{entry.name}", inputs, compute, product=("neurons.json",))
+
+    def stability(self, set_name: str, statistics: StageRecord) -> StageRecord:
+        from langneurons.identify.api import options_dict as identify_options_dict
+        from langneurons.identify.api import stability_of
+        from langneurons.identify.stability import StabilityOptions
+
+        config = self.config.stability
+        options = replace(self.config.neuron_set(set_name).options, languages=tuple(self.config.languages))
+        resampling = StabilityOptions(resamples=config.resamples, splits=config.splits, seed=config.seed,
+                                      confidence=config.confidence)
+
+        def compute(directory: Path) -> None:
+            stability_of(self.run_dir / "statistics", options, resampling, out_dir=directory,
+                         min_frequency=config.min_frequency)
+
+        inputs = {"resampling": asdict(resampling), "min_frequency": config.min_frequency,
+                  "identify": identify_options_dict(options), "statistics": statistics.product}
+        return self.stage(f"stability/{set_name}", inputs, compute, product=("stability.json", "stable.json"))
 
     def _neuron_set(self, name: str):
         from langneurons.identify.neuron_set import NeuronSet
@@ -588,6 +608,9 @@ class _Experiment:
         statistics = self.statistics()
         for entry in config.identification:
             self.identify(entry, statistics)
+        if config.stability is not None:
+            for name in config.stability.neuron_sets:
+                self.stability(name, statistics)
         if config.ppxc is not None:
             for name in config.ppxc.neuron_sets:
                 self.ppxc(name, statistics)
