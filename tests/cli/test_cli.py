@@ -10,7 +10,7 @@ import pytest
 from tiny import tiny_model, tiny_tokenizer
 
 COMMANDS = ["architectures", "collect", "merge", "identify", "plot", "ppl-matrix", "finetune", "run", "report", "demo",
-            "evaluate"]
+            "evaluate", "lm-eval"]
 
 
 @dataclass
