@@ -87,8 +87,8 @@ class LmEvalOptions:
 
     ``tasks``: harness task (or group) names; ``include_path``: folders of extra task YAML files;
     ``limit``: documents per task (the harness takes the first ones); ``num_fewshot``: None keeps
-    each task's default; ``batch_size``: requests per forward pass; the bootstrap settings are
-    those of :mod:`langneurons.evaluate.metrics`.
+    each task's default (the batch size belongs to the LM); the bootstrap settings are those of
+    :mod:`langneurons.evaluate.metrics`; ``seed`` also seeds the harness.
     """
 
     tasks: tuple[str, ...]
