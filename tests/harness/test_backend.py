@@ -143,3 +143,27 @@ def test_missing_extra_is_one_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     with pytest.raises(LangNeuronsError, match=r"pip install 'langneurons\[lm-eval\]'"):
         require_lm_eval()
+
+
+def test_an_adapter_is_loaded_onto_the_model_and_takes_base_model_interventions(task_dir, model_dir, neuron_file,
+                                                                               tmp_path):
+    from langneurons.finetune.train import FinetuneConfig, finetune, load_finetuned
+    from langneurons.models.loading import load_model
+    from langneurons.tasks.xnli import NLIExample
+
+    examples = [NLIExample(f"n{i}", "the cat sat on the mat", "the cat sat", i % 3) for i in range(4)]
+    config = FinetuneConfig("xnli", neurons="none", max_steps=2, lora_r=4, batch_size=2, learning_rate=0.05,
+                            lora_dropout=0.0)
+    finetune(load_model(str(model_dir)), examples, config, tmp_path / "adapter", progress=False)
+
+    ours = LangNeuronsLM(model=str(model_dir), adapter=str(tmp_path / "adapter"), device="cpu", batch_size=2)
+    reference = load_finetuned(tmp_path / "adapter", base=load_model(str(model_dir)))
+    by_hand = HFLM(pretrained=reference.model, tokenizer=reference.tokenizer, backend="causal", batch_size=2)
+    with_adapter = _loglikelihoods(_responses(ours, task_dir, tasks=(MC_TASK,)))
+    torch.testing.assert_close(with_adapter, _loglikelihoods(_responses(by_hand, task_dir, tasks=(MC_TASK,))),
+                               rtol=0, atol=1e-6)
+    base = _loglikelihoods(_responses(_plain(model_dir), task_dir, tasks=(MC_TASK,)))
+    assert not torch.allclose(with_adapter, base, atol=1e-4)  # the adapter does something
+
+    ours.set_intervention(f"{neuron_file}:en:zero")  # the set was made on the base model: accepted
+    assert not torch.allclose(_loglikelihoods(_responses(ours, task_dir, tasks=(MC_TASK,))), with_adapter, atol=1e-4)
