@@ -7,11 +7,12 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo test test-fast bench replicate clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-lm-eval.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements-lm-eval.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -29,6 +29,9 @@ def _text_configs() -> dict:
         "gemma": (tf.GemmaConfig(**common, head_dim=8), tf.GemmaForCausalLM),
         "gemma2": (tf.Gemma2Config(**common, head_dim=8), tf.Gemma2ForCausalLM),
         "gemma3_text": (tf.Gemma3TextConfig(**common, head_dim=8, sliding_window=16), tf.Gemma3ForCausalLM),
+        "cohere": (tf.CohereConfig(**common), tf.CohereForCausalLM),
+        "cohere2": (tf.Cohere2Config(**common, sliding_window=16), tf.Cohere2ForCausalLM),
+        "olmo2": (tf.Olmo2Config(**common), tf.Olmo2ForCausalLM),
         "phi3": (tf.Phi3Config(**dict(common, num_key_value_heads=4)), tf.Phi3ForCausalLM),
         "gpt2": (tf.GPT2Config(**ids, vocab_size=VOCAB, n_embd=HIDDEN, n_inner=NEURONS, n_layer=LAYERS, n_head=4, n_positions=128),
                  tf.GPT2LMHeadModel),
@@ -36,10 +39,15 @@ def _text_configs() -> dict:
         "opt": (tf.OPTConfig(**ids, vocab_size=VOCAB, hidden_size=HIDDEN, ffn_dim=NEURONS, num_hidden_layers=LAYERS,
                              num_attention_heads=4, max_position_embeddings=128, word_embed_proj_dim=HIDDEN),
                 tf.OPTForCausalLM),
+        "xglm": (tf.XGLMConfig(**ids, vocab_size=VOCAB, d_model=HIDDEN, ffn_dim=NEURONS, num_layers=LAYERS, attention_heads=4,
+                               max_position_embeddings=128, dropout=0.0, attention_dropout=0.0), tf.XGLMForCausalLM),
     }
 
 
-FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3", "phi3", "gpt2", "bloom", "opt")
+FAMILIES = (
+    "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma3", "cohere", "cohere2", "olmo2", "phi3",
+    "gpt2", "bloom", "opt", "xglm",
+)
 
 
 def tiny_model(family: str = "llama", seed: int = 0) -> torch.nn.Module:

@@ -19,7 +19,7 @@ def test_every_module_reports_ratios_without_errors(rows):
     assert not [row for row in rows if "error" in row], [row.get("error") for row in rows]
     assert {row["module"] for row in rows} == {"benchmarks.bench_statistics", "benchmarks.bench_interventions",
                                               "benchmarks.bench_generation", "benchmarks.bench_finetune",
-                                              "benchmarks.bench_steering"}
+                                              "benchmarks.bench_steering", "benchmarks.bench_lm_eval"}
     for row in rows:
         assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"] and row["ratio_median"] > 0
 
@@ -28,6 +28,11 @@ def test_generation_decoders_agree_on_the_suite_workload(rows):
     generation = next(row for row in rows if row["module"] == "benchmarks.bench_generation")
     assert generation["extra"]["identical_outputs"] == 1.0  # batched KV-cached == batch-1 uncached
     assert generation["extra"]["prompts"] == 4 and generation["extra"]["new_tokens"] == 8
+
+
+def test_the_harness_backend_gives_the_plain_backends_loglikelihoods(rows):
+    lm_eval = next(row for row in rows if row["module"] == "benchmarks.bench_lm_eval")
+    assert lm_eval["extra"]["identical_loglikelihoods"] == 1.0 and lm_eval["extra"]["documents"] == 8
 
 
 def test_the_table_is_written_as_json_and_markdown(rows, tmp_path):

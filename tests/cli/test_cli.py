@@ -8,7 +8,7 @@ import sys
 import pytest
 
 COMMANDS = ["architectures", "collect", "merge", "identify", "stability", "agreement", "plot", "ppl-matrix", "finetune",
-            "run", "report", "demo", "evaluate", "steer"]
+            "run", "report", "demo", "evaluate", "steer", "lm-eval"]
 
 
 def test_the_module_entry_point_runs():

@@ -47,6 +47,10 @@ CASES = [
     ("phi3", ("gate",)),  # fused gate_up_proj: gate rows are the first N rows
     ("phi3", ("up", "down")),
     ("opt", ("down",)),
+    ("cohere", ("gate", "up", "down")),
+    ("cohere2", ("gate", "down")),
+    ("olmo2", ("gate", "up", "down")),
+    ("xglm", ("gate", "down")),  # OPT-like fc1/fc2 without a gate
 ]
 
 

@@ -174,3 +174,51 @@ def evaluate_command(
                       "" if row["p_value"] is None else f"{row['p_value']:.3g}")
     console.print(table)
     console.print(f"scores: {files['scores_csv']}; predictions: {files['predictions']}")
+
+
+@experiment_app.command("lm-eval")
+@model_options
+def lm_eval_command(
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Harness tasks or groups, comma-separated (e.g. xcopa_sw,belebele_hin_Deva).")],
+    intervention: Annotated[Optional[list[str]], typer.Option("--intervention", "-i", help="NEURONS:LANGS:ACTION[:all|prompt]; repeat for several conditions.")] = None,
+    random_control: Annotated[bool, typer.Option(help="Add each intervention's layer-matched random-neuron control.")] = True,
+    include_path: Annotated[Optional[list[Path]], typer.Option("--include-path", help="Folder of extra harness task YAML files; repeatable.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="Fine-tuned adapter folder ('langneurons finetune' output).")] = None,
+    statistics: Annotated[Optional[Path], typer.Option(help="Statistics folder (for stat/add actions).")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Documents per task (the harness's first ones).")] = None,
+    num_fewshot: Annotated[Optional[int], typer.Option(help="Few-shot examples (default: each task's own).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Requests per forward pass.")] = 8,
+    device: Annotated[Optional[str], typer.Option(help="Device for the model without --device-map (cpu, cuda, cuda:1).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random control, the harness and the bootstrap.")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for CIs and paired tests.")] = 1000,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (scores.csv/json, samples.jsonl, harness.json).")] = Path("runs/lm-eval"),
+    model: ModelChoice = ModelChoice(),
+) -> None:
+    """Run lm-evaluation-harness tasks under the baseline, each --intervention and its random control.
+
+    Every score has a 95% bootstrap CI; every condition is compared with the baseline on the same
+    documents (0/1 metrics: exact McNemar test; others: paired bootstrap). Needs the extra
+    langneurons[lm-eval].
+    """
+    from langneurons.harness import register
+    from langneurons.harness.api import LmEvalOptions, conditions_for, run_lm_eval, task_manager
+
+    register()
+    options = LmEvalOptions(tasks=tuple(_split(tasks)), include_path=tuple(str(p) for p in include_path or []),
+                            limit=limit, num_fewshot=num_fewshot, bootstrap_resamples=bootstrap, seed=seed)
+    manager = task_manager(options)
+    conditions = conditions_for(intervention or [], random_control=random_control, seed=seed)
+    from langneurons.harness.backend import LangNeuronsLM
+
+    lm = LangNeuronsLM(loaded=model.load(), adapter=str(adapter) if adapter else None,
+                       statistics=str(statistics) if statistics else None, device=device, batch_size=batch_size)
+    result = run_lm_eval(lm, conditions, options, model_name=adapter.name if adapter else None, manager=manager)
+    files = result.write(out)
+    table = Table("task", "metric", "condition", "n", "score [95% CI]", "Δ [95% CI]", "p", title=f"{result.model} ({out})")
+    for row in result.rows:
+        delta = "" if row["delta"] is None else f"{row['delta']:+.1f} [{row['delta_ci_low']:+.1f}, {row['delta_ci_high']:+.1f}]"
+        table.add_row(row["task"], row["metric"], row["condition"], str(row["n"]),
+                      f"{row['score']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]", delta,
+                      "" if row["p_value"] is None else f"{row['p_value']:.3g}")
+    console.print(table)
+    console.print(f"scores: {files['scores_csv']}; per-example results: {files['samples']}")

@@ -68,6 +68,9 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "gemma": ArchitectureSpec("gemma", ("model.layers",), **_GATED_LLAMA_LIKE),
     "gemma2": ArchitectureSpec("gemma2", ("model.layers",), **_GATED_LLAMA_LIKE),
     "gemma3_text": ArchitectureSpec("gemma3_text", ("model.layers",), **_GATED_LLAMA_LIKE),
+    "cohere": ArchitectureSpec("cohere", ("model.layers",), **_GATED_LLAMA_LIKE),  # Aya-Expanse, Command R
+    "cohere2": ArchitectureSpec("cohere2", ("model.layers",), **_GATED_LLAMA_LIKE),  # Aya-Expanse 2, Command R7B
+    "olmo2": ArchitectureSpec("olmo2", ("model.layers",), **_GATED_LLAMA_LIKE),
     "gemma3": ArchitectureSpec(
         "gemma3", ("model.language_model.layers", "language_model.model.layers", "model.layers"), **_GATED_LLAMA_LIKE
     ),
@@ -85,6 +88,10 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
     ),
     "opt": ArchitectureSpec(
         "opt", ("model.decoder.layers",), mlp="", activation="activation_fn", gate=None, up="fc1", down="fc2",
+        attention=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"),
+    ),
+    "xglm": ArchitectureSpec(
+        "xglm", ("model.layers",), mlp="", activation="activation_fn", gate=None, up="fc1", down="fc2",
         attention=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj"),
     ),
 }

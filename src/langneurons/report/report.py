@@ -5,7 +5,7 @@ Sections: run summary, language-specific neurons (per set: counts table and figu
 perplexity change (PPXC heatmaps and specificity), language steering (rates per pair and
 condition, heatmap, strength sweep, side-by-side examples), fine-tuning runs, evaluation (scores with 95 %
 CIs, intervention deltas with paired tests and their figure, fine-tuned model comparisons),
-stages (cached or computed, timings) and how to reproduce.
+lm-evaluation-harness tasks (scores and paired tests per condition), stages (cached or computed, timings) and how to reproduce.
 """
 
 from __future__ import annotations
@@ -326,6 +326,26 @@ def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
+def _lm_eval(run_dir: Path, manifest: dict) -> list[Block]:
+    scores = run_dir / "lm_eval" / "scores.json"
+    if "lm_eval" not in manifest.get("stages", {}) or not scores.exists():
+        return []
+    rows = _read_json(scores)["rows"]
+    blocks: list[Block] = [
+        ("h2", "lm-evaluation-harness tasks"),
+        ("p", "Harness tasks on the base model under each condition; 0/1 metrics in percent, others in the "
+              "harness's unit, with 95% bootstrap CIs. Δ = condition minus baseline on the same documents "
+              "(0/1 metrics: exact McNemar test; others: paired bootstrap). Per-example results: "
+              "`lm_eval/samples.jsonl`; the harness's own aggregates: `lm_eval/harness.json`."),
+        ("table", ["task", "filter", "metric", "condition", "neurons", "n", "score [95% CI]", "Δ [95% CI]", "p"],
+         [[r["task"], r["filter"], r["metric"], r["condition"], str(r["neurons"]), str(r["n"]),
+           _interval(r["score"], r["ci_low"], r["ci_high"]),
+           "–" if r["delta"] is None else _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True),
+           _p(r["p_value"])] for r in rows]),
+    ]
+    return blocks
+
+
 def _stages(manifest: dict) -> list[Block]:
     stages = manifest.get("stages", {})
     order = [name for name in manifest.get("stage_order", []) if name in stages]
@@ -410,7 +430,8 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
     manifest = _read_json(manifest_path)
     return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
             + _stability(run_dir, manifest) + _ppxc(run_dir, manifest) + _steering(run_dir, manifest)
-            + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _stages(manifest))
+            + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _lm_eval(run_dir, manifest)
+            + _stages(manifest))
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

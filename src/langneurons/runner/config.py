@@ -9,7 +9,7 @@ else (lists, scalars) replaces the inherited value.
 Sections (see ``langneurons/data/configs/demo.yaml`` for a complete example)::
 
     name, model, languages, statistics, identification[], ppxc, steering, tasks, finetune, evaluation, claims,
-    stability
+    stability, lm_eval
 
 String values may use ``${name}`` variables (``vars:`` section, ``--var``/``--data``).
 """
@@ -195,6 +195,32 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class LmEvalConfig:
+    """lm-evaluation-harness tasks (extra ``langneurons[lm-eval]``) on the base model under the
+    baseline and, for every neuron set x language x action, the intervention on that language's
+    neurons (plus its layer-matched random control when ``random_control``).
+
+    ``tasks``: harness task or group names; ``include_path``: folders of extra task YAML files
+    (relative to the working directory); ``languages``: whose neurons are intervened (default:
+    the experiment's languages); ``limit``: documents per task; ``num_fewshot``: None keeps each
+    task's default. Scores and paired tests as in :mod:`langneurons.harness.api`."""
+
+    tasks: tuple[str, ...]
+    include_path: tuple[str, ...] = ()
+    neuron_sets: tuple[str, ...] = ()
+    languages: tuple[str, ...] | None = None
+    actions: tuple[str, ...] = ("zero",)
+    positions: str = "all"
+    random_control: bool = True
+    limit: int | None = None
+    num_fewshot: int | None = None
+    batch_size: int = 8
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     languages: tuple[str, ...]
     name: str = "experiment"
@@ -208,6 +234,7 @@ class ExperimentConfig:
     evaluation: EvaluationConfig | None = None
     claims: ClaimsConfig | None = None
     stability: StabilityConfig | None = None
+    lm_eval: LmEvalConfig | None = None
 
     def __post_init__(self):
         if self.statistics.languages != tuple(self.languages):  # one list of languages for every stage
@@ -235,6 +262,8 @@ class ExperimentConfig:
             del data["steering"]
         else:
             data["steering"] = {"neuron_set": data["steering"]["neuron_set"], **data["steering"]["options"]}
+        if data["lm_eval"] is None:  # configs without the section read and hash as before it existed
+            del data["lm_eval"]
         return data
 
     def neuron_set(self, name: str) -> IdentifyConfig:
@@ -664,6 +693,8 @@ def validate(config: ExperimentConfig) -> None:
         _at_least(evaluation.bootstrap_resamples, 1, "evaluation.bootstrap_resamples")
         if not 0.0 < evaluation.confidence < 1.0:
             raise LangNeuronsError(f"evaluation.confidence must be in (0, 1), got {brief(evaluation.confidence)}")
+    if config.lm_eval is not None:
+        _validate_lm_eval(config.lm_eval, sets, languages)
     if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
         raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {brief(config.tasks.xquad.train)}")
 
@@ -711,6 +742,28 @@ def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tup
                 raise LangNeuronsError(f"steering.pairs[{i}]: {error}") from None
     if options.identifier_languages is not None:
         _languages(options.identifier_languages, "steering.identifier_languages")
+
+
+def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[str, ...]) -> None:
+    from langneurons.intervene.spec import parse_action
+
+    if not section.tasks:
+        raise LangNeuronsError("lm_eval.tasks: at least one harness task is needed")
+    _names(section.neuron_sets, "lm_eval.neuron_sets", sets, "neuron set")
+    if section.languages is not None:
+        _languages(section.languages, "lm_eval.languages", languages)
+    if section.positions not in ("all", "prompt"):
+        raise LangNeuronsError(f"lm_eval.positions must be all or prompt, got {section.positions!r}")
+    for i, action in enumerate(section.actions):
+        try:
+            parse_action(action)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"lm_eval.actions[{i}]: {error}") from None
+    for i, folder in enumerate(section.include_path):
+        if not Path(folder).is_dir():
+            raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
+    if section.limit is not None and section.limit < 1:
+        raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.limit}")
 
 
 def _plain(value: Any) -> Any:

@@ -11,6 +11,7 @@ Stages (each in its own folder of the run directory)::
     evaluate/<model>/       scores.csv/json + predictions.jsonl per evaluated model (the grid)
     results/                all scores, model comparisons, intervention-delta figure
     claims/                 the literature's claims tested on the run's artefacts (claims.md/csv/json)
+    lm_eval/                lm-evaluation-harness tasks under the conditions (config section lm_eval)
     report/                 report.md + report.html (written by :mod:`langneurons.report.report`)
     manifest.json           config, versions, model, per-stage keys/timings/outputs
 
@@ -59,7 +60,7 @@ MANIFEST = "manifest.json"
 STAGE_RECORD = "stage.json"
 ModelLoader = Callable[[ModelConfig], LoadedModel]
 _PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "torchmetrics", "matplotlib",
-             "numpy", "scipy", "pyyaml", "lingua-language-detector")
+             "numpy", "scipy", "pyyaml", "lingua-language-detector", "lm_eval")
 
 
 @dataclass
@@ -197,6 +198,11 @@ def _sha256(path: Path, canonical: bool = True) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _folder_hash(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (task YAML and local data), by relative path."""
+    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def package_versions() -> dict[str, str]:
@@ -568,6 +574,42 @@ class _Experiment:
         inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "upstream": upstream}
         return self.stage("claims", inputs, compute, product=("claims.json",))
 
+    def lm_eval(self, statistics: StageRecord) -> StageRecord:
+        """Harness tasks on the base model: baseline, each set x language x action, random controls."""
+        from langneurons.intervene.spec import InterventionSpec, parse_action
+
+        section = self.config.lm_eval
+        languages = list(section.languages or self.config.languages)
+        specs = [InterventionSpec(neurons=name, languages=(language,), positions=section.positions,
+                                  **parse_action(action))
+                 for name in section.neuron_sets for language in languages for action in section.actions]
+        needs_statistics = any(spec.statistics_languages for spec in specs)
+
+        def compute(directory: Path) -> None:
+            from langneurons.harness.api import conditions_for, run_lm_eval
+            from langneurons.harness.backend import LangNeuronsLM
+
+            conditions = conditions_for(specs, random_control=section.random_control, seed=section.seed,
+                                        neuron_sets={name: self._neuron_set(name) for name in section.neuron_sets})
+            lm = LangNeuronsLM(loaded=self.loaded, batch_size=section.batch_size,
+                               statistics=str(self.run_dir / "statistics") if needs_statistics else None)
+            result = run_lm_eval(lm, conditions, self._lm_eval_options(), model_name=self.config.model.name)
+            result.write(directory)
+
+        inputs = {"model": asdict(self.config.model), "options": asdict(section), "languages": languages,
+                  "task_files": {folder: _folder_hash(Path(folder)) for folder in section.include_path},
+                  "neuron_sets": {name: self.records[f"identify/{name}"].product for name in section.neuron_sets},
+                  "statistics": statistics.product if needs_statistics else None}
+        return self.stage("lm_eval", inputs, compute, product=("scores.json", "samples.jsonl"))
+
+    def _lm_eval_options(self):
+        from langneurons.harness.api import LmEvalOptions
+
+        section = self.config.lm_eval
+        return LmEvalOptions(tasks=section.tasks, include_path=section.include_path, limit=section.limit,
+                             num_fewshot=section.num_fewshot, bootstrap_resamples=section.bootstrap_resamples,
+                             confidence=section.confidence, seed=section.seed)
+
     def _model_comparisons(self, grids) -> list[dict]:
         """Each fine-tuned model vs its reference run and vs the base model, on the unintervened
         baseline, per task, language and metric (paired on the same examples)."""
@@ -603,6 +645,13 @@ class _Experiment:
         start, cpu_start = time.perf_counter(), time.process_time()
         config = self.config
         self._check_run_dir()
+        if config.lm_eval is not None:  # the extra and the task names, before any stage runs
+            from langneurons.harness import register
+            from langneurons.harness.api import task_manager
+
+            register()
+            task_manager(self._lm_eval_options())
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
         self._save_manifest()
         statistics = self.statistics()
@@ -622,6 +671,8 @@ class _Experiment:
             for name in config.evaluation.models:
                 self.evaluate(name, statistics)
             self.results()
+        if config.lm_eval is not None:
+            self.lm_eval(statistics)
         if config.claims is not None:
             self.claims()
         seconds = time.perf_counter() - start
