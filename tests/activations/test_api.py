@@ -79,10 +79,10 @@ def test_held_out_blocks_record_the_tokenizers_fingerprint(loaded_llama, tmp_pat
 
 
 def test_the_statistics_stage_inputs_are_unchanged():
-    """The runner's statistics stage key hashes asdict(CollectOptions): a new field would re-key
-    (and re-collect) every existing run; validation must not add one."""
-    from dataclasses import fields
+    """The runner's statistics stage key hashes options_dict(CollectOptions): a new field at its
+    default would re-key (and re-collect) every existing run; validation must not add one."""
+    from langneurons.activations.api import options_dict
 
-    assert [f.name for f in fields(CollectOptions)] == [
+    assert list(options_dict(CollectOptions(languages=("en",)))) == [
         "languages", "corpus", "corpus_path", "max_documents", "token_budget", "heldout_fraction", "heldout_budget",
         "block_length", "batch_size", "seed", "sketch", "shard", "backend"]

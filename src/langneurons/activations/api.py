@@ -57,6 +57,9 @@ class CollectOptions:
     backend: str | None = None
     replicates: int | None = None
 
+    def __post_init__(self):
+        check_collect_options(self)
+
 
 ADDED_OPTIONS = {"replicates": None}
 """Fields added to :class:`CollectOptions` after its first release, with their defaults. At the
@@ -71,9 +74,6 @@ def options_dict(options: CollectOptions) -> dict:
         if data.get(name) == default:
             data.pop(name, None)
     return data
-
-    def __post_init__(self):
-        check_collect_options(self)
 
 
 def check_collect_options(options: CollectOptions) -> None:

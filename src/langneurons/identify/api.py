@@ -50,6 +50,9 @@ class IdentifyOptions:
     min_frequency: float | None = None
     resamples: int = 100
 
+    def __post_init__(self):
+        check_identify_options(self)
+
 
 ADDED_OPTIONS = {"min_frequency": None, "resamples": 100}
 """Fields added to :class:`IdentifyOptions` after its first release, with their defaults; at the
@@ -63,9 +66,6 @@ def options_dict(options: IdentifyOptions) -> dict:
         if data.get(name) == default:
             data.pop(name, None)
     return data
-
-    def __post_init__(self):
-        check_identify_options(self)
 
 
 def check_identify_options(options: IdentifyOptions) -> None:
