@@ -17,7 +17,7 @@ def small_config(make_config, make_fixtures, root):
     """The tiny experiment cut to statistics and identification (what the lm_eval stage reads)."""
     make_fixtures(root)
     config = make_config(root)
-    for section in ("ppxc", "finetune", "evaluation"):
+    for section in ("ppxc", "finetune", "evaluation", "claims"):
         config.pop(section)
     config["identification"] = [entry for entry in config["identification"] if entry["name"] in ("lape", "random")]
     return config

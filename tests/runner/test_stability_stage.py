@@ -12,7 +12,7 @@ from langneurons.runner.run import run_experiment
 
 def _config(make_config, root):
     config = make_config(root)
-    for key in ("ppxc", "tasks", "finetune", "evaluation"):
+    for key in ("ppxc", "tasks", "finetune", "evaluation", "claims"):
         config.pop(key)
     config["statistics"]["replicates"] = 4
     config["identification"] = [
