@@ -2,38 +2,9 @@
 identify --method ap and --min-frequency, agreement; bad input is a one-line error."""
 
 import json
-import sys
-from dataclasses import dataclass
 
 import pytest
 from tiny import tiny_model, tiny_tokenizer
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def langneurons(capsys, monkeypatch):
-    from langneurons.cli import main
-
-    def run(*args, cwd=None):
-        if cwd is not None:
-            monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["langneurons", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from langneurons.evaluate.evaluation import GridResult
+from langneurons.evaluate.metrics import wilson_interval
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.intervene import PerplexityResult, PPXCResult
 from langneurons.report.claims import (
@@ -22,7 +23,6 @@ from langneurons.report.claims import (
     ppxc_specificity,
     related_languages,
     script_counts,
-    wilson_interval,
     write_claims,
 )
 

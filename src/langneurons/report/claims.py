@@ -80,19 +80,6 @@ class ClaimResult:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (fractions in [0, 1])."""
-    if n <= 0:
-        raise LangNeuronsError("a proportion of zero trials has no interval")
-    from scipy.stats import norm
-
-    z = float(norm.ppf(1 - (1 - confidence) / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def permutation_p_value(group: Sequence[float], rest: Sequence[float]) -> float:
     """Exact one-sided permutation p-value of mean(group) - mean(rest) >= the observed value, over
     every split of the pooled values into groups of the same sizes."""
@@ -142,6 +129,8 @@ def layer_concentration(neuron_set, config: ClaimsConfig) -> ClaimResult:
     if n == 0:
         raise LangNeuronsError("the LAPE set is empty")
     from scipy.stats import binomtest
+
+    from langneurons.evaluate.metrics import wilson_interval
 
     expected = len(outer) / layers
     low, high = wilson_interval(in_outer, n, 1 - config.alpha)
