@@ -68,6 +68,14 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     return Publication(target, files, index)
 
 
+def _ppxc_figures(folder: Path) -> list[Path]:
+    """The PPXC heatmaps of a published run, the config's first PPXC neuron set first."""
+    config = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("config", {})
+    order = list((config.get("ppxc") or {}).get("neuron_sets", []))
+    figures = sorted(folder.glob("ppxc/*/ppxc.png"))
+    return sorted(figures, key=lambda p: order.index(p.parent.name) if p.parent.name in order else len(order))
+
+
 def _summary_line(folder: Path) -> str:
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     model = manifest.get("model", {})
@@ -96,10 +104,18 @@ def _index(results_dir: Path) -> str:
                   "Verdict rules, per-language details and tests: "
                   f"[`claims.json`]({folder.name}/claims/claims.json). Reproduce: `langneurons run "
                   f"{folder.name}/config.yaml` (or `make replicate`).", ""]
-        ppxc = sorted(folder.glob("ppxc/*/ppxc.png"))
+        ppxc = _ppxc_figures(folder)
         if ppxc:
             parts += [f"![PPXC of the {ppxc[0].parent.name} neurons]({ppxc[0].relative_to(results_dir).as_posix()})",
                       ""]
+    others = sorted(p for p in results_dir.iterdir() if p.is_dir() and not (p / "claims" / "claims.md").is_file())
+    if others:
+        parts += ["## Other results", ""]
+        for folder in others:
+            entry = "README.md" if (folder / "README.md").is_file() else "manifest.json"
+            parts.append(f"- [{folder.name}]({folder.name}/{entry}): written by its own command, with its config "
+                         "and manifest")
+        parts.append("")
     return "\n".join(parts)
 
 
@@ -109,7 +125,7 @@ def _update_readme(readme: Path, results_dir: Path, target: Path, manifest: dict
         raise LangNeuronsError(f"{readme} has no {README_START} ... {README_END} block to update")
     base = readme.parent
     claims = (target / "claims" / "claims.md").read_text(encoding="utf-8")
-    figure = sorted(target.glob("ppxc/*/ppxc.png"))
+    figure = _ppxc_figures(target)
     block = [README_START, "", f"From [`{target.relative_to(base).as_posix()}`]"
              f"({target.relative_to(base).as_posix()}/report/report.md) (written by `langneurons publish`). "
              + _summary_line(target), "", claims]
