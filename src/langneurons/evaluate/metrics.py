@@ -99,7 +99,7 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``values`` (same units as the values)."""
     means = _bootstrap_means(_as_values(values), n_resamples, seed)
-    return _percentile_interval(means, confidence)
+    return percentile_interval(means, confidence)
 
 
 def summarize(
@@ -134,7 +134,7 @@ def paired_bootstrap(
     differences = b - a
     delta = differences.mean().item()
     means = _bootstrap_means(differences, n_resamples, seed)
-    low, high = _percentile_interval(means, confidence)
+    low, high = percentile_interval(means, confidence)
     extreme = int(((means - delta).abs() >= abs(delta) - 1e-12).sum())
     p_value = min(1.0, (1 + extreme) / (1 + n_resamples))
     return PairedComparison(delta=delta, ci_low=low, ci_high=high, p_value=p_value, test="paired bootstrap")
@@ -223,7 +223,8 @@ def _bootstrap_means(values: torch.Tensor, n_resamples: int, seed: int) -> torch
     return torch.cat(means)
 
 
-def _percentile_interval(samples: torch.Tensor, confidence: float) -> tuple[float, float]:
+def percentile_interval(samples: torch.Tensor, confidence: float = 0.95) -> tuple[float, float]:
+    """Equal-tailed percentile interval of bootstrap ``samples`` [n_resamples]."""
     if not 0.0 < confidence < 1.0:
         raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {confidence}")
     tail = (1.0 - confidence) / 2.0

@@ -103,6 +103,8 @@ class PPXCResult:
         Returns ``{"delta_nll": {set: {row: {col: (low, high)}}}, "difference": {set: {row: (low, high)}}}``
         (nats/token).
         """
+        from langneurons.evaluate.metrics import percentile_interval  # not at import: the evaluation stack is heavy
+
         resampled = self.resampled_delta_nll()
         if resampled is None:
             return None
@@ -255,12 +257,6 @@ class PPXCResult:
         except ValueError as error:
             raise LangNeuronsError(f"corrupted PPXC result {path}: {error}") from error
         return cls.from_dict(data)
-
-
-def percentile_interval(values: torch.Tensor, confidence: float = 0.95) -> tuple[float, float]:
-    """Equal-tailed percentile interval of bootstrap ``values`` [n_resamples]."""
-    alpha = (1.0 - confidence) / 2
-    return float(torch.quantile(values, alpha)), float(torch.quantile(values, 1 - alpha))
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -106,15 +106,6 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return int((a & b).sum()) / union if union else 0.0
 
 
-def _interval_verdict(low: float, high: float, above: float, below: float) -> str:
-    """``supported`` when the interval lies below ``below``, ``contradicted`` when it lies above ``above``."""
-    if high < below:
-        return SUPPORTED
-    if low > above:
-        return CONTRADICTED
-    return INCONCLUSIVE
-
-
 # ---------------------------------------------------------------------------------- neuron sets
 
 
@@ -193,7 +184,8 @@ def _ppxc_point(result, set_name: str) -> float:
 
 def ppxc_specificity(result, config: ClaimsConfig) -> ClaimResult | None:
     """Deactivating i's neurons hurts i far more than other languages, and more than random neurons do."""
-    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM, percentile_interval
+    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM
 
     resampled = result.resampled_delta_nll()
     if resampled is None or RANDOM not in resampled or len(result.languages) < 2:
@@ -232,7 +224,8 @@ def ppxc_specificity(result, config: ClaimsConfig) -> ClaimResult | None:
 
 def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult | None:
     """Related languages share neurons and affect each other's perplexity more than unrelated ones."""
-    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, percentile_interval
+    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC
 
     resampled = result.resampled_delta_nll()
     languages = result.languages
@@ -283,7 +276,8 @@ def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult |
 
 def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
     """act-prob with the paper's own-percentile threshold selects neurons no better than chance."""
-    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM, percentile_interval
+    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM
 
     def excess(result):
         resampled = result.resampled_delta_nll()
