@@ -93,8 +93,10 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["ppl-matrix", "-n", "missing.json", "--model", "./missing"], "model path not found"),
         (["steer", "-n", "missing.json", "--pairs", "en>my", "--model", "./missing"], "does not cover 'my'"),
         (["steer", "-n", "missing.json", "--pairs", "en-fr", "--model", "./missing"], "SOURCE>TARGET"),
-        (["steer", "-n", "missing.json", "--pairs", "en>fr", "--model", "./missing"], "not found"),
+        (["steer", "-n", "missing.json", "--pairs", "en>fr", "--actions", "scale=2", "--model", "./missing"], "not found"),
         (["steer", "-n", "missing.json", "--actions", "zero", "--model", "./missing"], "activating the target"),
+        (["steer", "-n", "missing.json", "--actions", "scale=2", "--prompts", "heldout", "--model", "./missing"],
+         "'heldout' prompts need --statistics"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path, langneurons):

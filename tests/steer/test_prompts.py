@@ -33,3 +33,24 @@ def test_folder_prompts_from_the_end(tmp_path):
         load_prompts(str(tmp_path), "en", 4, words=3)
     with pytest.raises(LangNeuronsError, match="no text for language 'fr'"):
         load_prompts(str(tmp_path), "fr", 1)
+
+
+def test_heldout_prompts_come_only_from_the_documents_the_statistics_pass_held_out(tmp_path):
+    from langneurons.corpus.packing import split_documents
+    from langneurons.steer.prompts import heldout_prompts
+
+    lines = [f"line {i} of the corpus has eight words" for i in range(40)]
+    (tmp_path / "en.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    options = {"corpus": str(tmp_path), "corpus_path": None, "max_documents": None, "heldout_fraction": 0.25,
+               "seed": 3}
+    identification, heldout = split_documents(lines, 0.25, 3)
+    prompts = heldout_prompts(options, "en", 10, words=3)
+    assert prompts == [" ".join(line.split()[:3]) for line in heldout]  # every held-out line, in order
+    assert not {" ".join(line.split()[:3]) for line in identification} & set(prompts)
+    assert heldout_prompts(options, "en", 2, words=3, from_end=True) == prompts[::-1][:2]
+    with pytest.raises(LangNeuronsError, match="only 10 'en' sentences"):
+        heldout_prompts(options, "en", 11, words=3)
+    with pytest.raises(LangNeuronsError, match="held-out fraction > 0"):
+        heldout_prompts({**options, "heldout_fraction": 0.0}, "en", 1)
+    with pytest.raises(LangNeuronsError, match="come from a statistics pass"):
+        load_prompts("heldout", "en", 1)

@@ -439,7 +439,7 @@ class _Experiment:
         from importlib.metadata import version
 
         from langneurons.steer.api import write_steering
-        from langneurons.steer.experiment import run_steering
+        from langneurons.steer.experiment import run_steering, steering_prompts
         from langneurons.steer.langid import LinguaIdentifier
 
         steering = self.config.steering
@@ -450,12 +450,13 @@ class _Experiment:
             result = run_steering(
                 self.loaded, self._neuron_set(steering.neuron_set), options, identifier,
                 self._statistics_for(options.languages) if options.needs_statistics else None,
-                set_name=steering.neuron_set, progress=self.progress)
+                set_name=steering.neuron_set, prompts=steering_prompts(options, asdict(self.config.statistics)),
+                progress=self.progress)
             write_steering(result, directory, options.examples)
 
         inputs = {"model": asdict(self.config.model), "options": asdict(options), "neuron_set": steering.neuron_set,
                   "neurons": self.records[f"identify/{steering.neuron_set}"].product,
-                  "statistics": statistics.product if options.needs_statistics else None,
+                  "statistics": statistics.product if options.needs_statistics_folder else None,
                   "identifier": version("lingua-language-detector")}
         return self.stage("steering", inputs, compute, product=("steering.json",))
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.neuron_set import NeuronSet
-from langneurons.steer.experiment import ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering
+from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering,
+                                          steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
 
 
@@ -71,8 +72,18 @@ def load_steering(directory) -> dict:
         raise LangNeuronsError(f"cannot read steering results {path}: {error}") from error
 
 
+def statistics_options(statistics_dir) -> dict:
+    """The options a statistics folder was collected with (its ``manifest.json``)."""
+    path = Path(statistics_dir) / "manifest.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["options"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LangNeuronsError(f"cannot read the collect options of {statistics_dir} ({path}): {error}") from error
+
+
 def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, identifier=None):
-    """Load and check the inputs before any model work: (neuron set, statistics or None, identifier)."""
+    """Load and check the inputs before any model work: (neuron set, statistics or None, identifier,
+    prompts: source language -> texts)."""
     from langneurons.activations.api import load_statistics_dir
 
     identifier = identifier or LinguaIdentifier(options.identifier_languages, options.min_confidence)
@@ -80,14 +91,16 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
         if not identifier.covers(language):
             check_covered(language)
             raise LangNeuronsError(f"language {language!r} is not among the identifier's candidate languages")
+    if options.needs_statistics_folder and statistics_dir is None:
+        raise LangNeuronsError("add/stat steering actions and 'heldout' prompts need --statistics "
+                               "(the folder written by 'collect')")
     neuron_set = NeuronSet.load(neuron_set_path)
     statistics = None
     if options.needs_statistics:
-        if statistics_dir is None:
-            raise LangNeuronsError("add/stat steering actions need --statistics (the folder written by 'collect')")
         statistics = load_statistics_dir(statistics_dir, options.languages)
     check_inputs(options, neuron_set, identifier, statistics)
-    return neuron_set, statistics, identifier
+    prompts = steering_prompts(options, statistics_options(statistics_dir) if statistics_dir is not None else None)
+    return neuron_set, statistics, identifier, prompts
 
 
 def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics_dir=None, identifier=None,
@@ -101,8 +114,10 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
     from langneurons.runner.run import _sha256, package_versions
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    neuron_set, statistics, identifier = prepared or prepare(options, neuron_set_path, statistics_dir, identifier)
-    result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, progress=progress)
+    neuron_set, statistics, identifier, prompts = prepared or prepare(options, neuron_set_path, statistics_dir,
+                                                                      identifier)
+    result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, prompts=prompts,
+                          progress=progress)
     files = write_steering(result, out_dir, options.examples)
     inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": _sha256(Path(neuron_set_path))}}
     if statistics is not None:

@@ -47,7 +47,7 @@ from langneurons.languages import check_language
 from langneurons.progress import progress_bar
 from langneurons.steer.langid import Identification, Identifier, check_covered
 from langneurons.steer.metric import language_rates
-from langneurons.steer.prompts import load_prompts
+from langneurons.steer.prompts import HELDOUT, heldout_prompts, load_prompts
 
 MODES = ("baseline", "deactivate", "activate", "both")
 ACTIVATION_KINDS = ("add", "stat", "scale", "constant")
@@ -64,8 +64,9 @@ class SteeringOptions:
     pairs: ``SOURCE>TARGET`` language pairs. actions: target activations of the sweep
     (``add=S``, ``stat=pXX``, ``scale=F``, ``constant=V``; the pair supplies the languages).
     deactivate: also run ``zero`` on the source's neurons, alone and with each action.
-    random_control / seed: the layer-matched random set. prompts: ``builtin`` or a corpus folder;
-    prompt_count prompts of prompt_words words (from the end of the file with prompts_from_end).
+    random_control / seed: the layer-matched random set. prompts: ``builtin``, a corpus folder, or
+    ``heldout`` (the documents the statistics pass held out, never used for identification);
+    prompt_count prompts of prompt_words words (from the end with prompts_from_end).
     max_new_tokens / batch_size / positions (``all`` or ``prompt``): generation.
     identifier_languages: candidate languages of the identifier (default every covered one);
     min_confidence: below it a generation is undetermined. confidence: of the Wilson intervals.
@@ -121,6 +122,23 @@ class SteeringOptions:
     @property
     def needs_statistics(self) -> bool:
         return any(activation_kind(action) in ("add", "stat") for action in self.actions)
+
+    @property
+    def needs_statistics_folder(self) -> bool:
+        """add/stat actions read the statistics; ``heldout`` prompts read their pass's options."""
+        return self.needs_statistics or self.prompts == HELDOUT
+
+
+def steering_prompts(options: SteeringOptions, statistics_options: Mapping | None = None) -> dict[str, list[str]]:
+    """Source language -> prompt texts, as ``options`` says; ``heldout`` prompts need the options of
+    the statistics pass (its manifest's ``options``)."""
+    if options.prompts == HELDOUT:
+        if statistics_options is None:
+            raise LangNeuronsError("prompts 'heldout' need the statistics pass they were held out of")
+        return {language: heldout_prompts(statistics_options, language, options.prompt_count, options.prompt_words,
+                                          options.prompts_from_end) for language in options.source_languages}
+    return {language: load_prompts(options.prompts, language, options.prompt_count, options.prompt_words,
+                                   options.prompts_from_end) for language in options.source_languages}
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
@@ -347,8 +365,7 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
     if options.random_control:
         sets["random"] = random_control(neuron_set, seed=options.seed, exclude_selected=True)
     if prompts is None:
-        prompts = {language: load_prompts(options.prompts, language, options.prompt_count, options.prompt_words,
-                                          options.prompts_from_end) for language in options.source_languages}
+        prompts = steering_prompts(options)
     runner = _Runner(loaded, options, identifier, statistics, progress)
     tokenized = {language: [list(loaded.tokenizer(text)["input_ids"]) for text in texts]
                  for language, texts in prompts.items()}
