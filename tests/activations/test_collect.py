@@ -6,6 +6,7 @@ import torch
 from tiny import tiny_model
 
 from langneurons.activations.collect import CollectConfig, collect_statistics
+from langneurons.activations.sketch import bin_index
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMismatchError
 from langneurons.corpus.packing import TokenBlocks, pack_blocks
 from langneurons.errors import LangNeuronsError
@@ -38,7 +39,12 @@ def test_streaming_counts_and_sums_equal_those_of_full_activations(family, token
         torch.testing.assert_close(stats.mean[layer].float(), values.mean(0), rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(stats.std[layer].float(), values.std(0, unbiased=False), rtol=1e-3, atol=1e-5)
         assert torch.equal(stats.maximum[layer], values.amax(0))
+        assert torch.equal(stats.minimum[layer], values.amin(0))
         assert torch.equal(stats.histogram[layer].sum(-1), torch.full((values.shape[1],), values.shape[0], dtype=torch.int32))
+        # every value in the bin bin_index gives it, counted per neuron
+        bins = bin_index(values, stats.sketch).long()  # [tokens, neurons]
+        expected = torch.stack([torch.bincount(bins[:, n], minlength=stats.sketch.num_bins) for n in range(bins.shape[1])])
+        assert torch.equal(stats.histogram[layer].long(), expected)
 
 
 def test_padding_and_block_bos_are_never_counted(loaded_llama, blocks):

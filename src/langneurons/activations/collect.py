@@ -72,20 +72,28 @@ class StatisticsAccumulator:
         if values.device != device:
             values = values.to(device)
         values = values.float()
-        tokens = values.shape[0]
+        tokens, neurons = values.shape
         ones = scratch.get("ones", (1, tokens), torch.float32, device, fill=1.0)
         squares = scratch.get("squares", values.shape, torch.float32, device)
-        positive = scratch.get("positive", values.shape, torch.bool, device)
         # sums over tokens as matrix-vector products (float32 within a batch, float64 across batches)
         stats.activation_sum[layer] += (ones @ values)[0]
         stats.activation_sum_sq[layer] += (ones @ torch.mul(values, values, out=squares))[0]
-        stats.positive_count[layer] += torch.gt(values, 0, out=positive).sum(0)
-        low, high = torch.aminmax(values, dim=0)
-        torch.minimum(stats.minimum[layer], low, out=stats.minimum[layer])
-        torch.maximum(stats.maximum[layer], high, out=stats.maximum[layer])
-        fine_index = histogram_update(stats.histogram[layer], values, stats.sketch, scratch)
-        if self.replicates is not None and fine_index is not None:
-            self.replicates.update(layer, values, positive, fine_index)
+        if tokens == 0:
+            return None
+        # neuron-major copy [neurons, tokens]: min/max and the positive count reduce along its
+        # contiguous rows (several times faster on a CPU than along dim 0 of [tokens, neurons]),
+        # and the histogram sketch then works in it in place
+        transposed = scratch.get("transposed", (neurons, tokens), torch.float32, device)
+        transposed.copy_(values.T)
+        low = scratch.get("low", (neurons,), torch.float32, device)
+        high = scratch.get("high", (neurons,), torch.float32, device)
+        torch.minimum(stats.minimum[layer], torch.amin(transposed, 1, out=low), out=stats.minimum[layer])
+        torch.maximum(stats.maximum[layer], torch.amax(transposed, 1, out=high), out=stats.maximum[layer])
+        positive = scratch.get("positive", (neurons, tokens), torch.bool, device)
+        stats.positive_count[layer] += torch.gt(transposed, 0, out=positive).sum(1)
+        fine_index = histogram_update(stats.histogram[layer], values, stats.sketch, scratch, transposed=transposed)
+        if self.replicates is not None:
+            self.replicates.update(layer, positive, fine_index)
         return None
 
 

@@ -174,7 +174,7 @@ class ReplicateAccumulator:
     def __init__(self, replicates: ReplicateStatistics):
         self.replicates = replicates
         self._scratch = ScratchBuffers()
-        self._one_hot: torch.Tensor | None = None
+        self._one_hot_t: torch.Tensor | None = None
         self._offset: torch.Tensor | None = None
         self._fine_to_coarse = fine_to_coarse(replicates.sketch).to(replicates.histogram.device)
 
@@ -183,22 +183,22 @@ class ReplicateAccumulator:
         reps = self.replicates
         device = reps.histogram.device
         chunks = chunks.to(device)
-        self._one_hot = torch.nn.functional.one_hot(chunks, reps.count).T.to(torch.float32).contiguous()  # [R, T]
+        self._one_hot_t = torch.nn.functional.one_hot(chunks, reps.count).to(torch.float32)  # [T, R]
         self._offset = (chunks * reps.coarse.num_bins).unsqueeze(0)  # [1, T]
         reps.token_count += torch.bincount(chunks, minlength=reps.count)
 
-    def update(self, layer: int, values: torch.Tensor, positive: torch.Tensor, fine_index: torch.Tensor) -> None:
-        """values float32 [T, N]; positive bool [T, N] (values > 0); fine_index int64 [N, T]: fine bins."""
+    def update(self, layer: int, positive: torch.Tensor, fine_index: torch.Tensor) -> None:
+        """positive bool [N, T] (values > 0, neuron-major); fine_index int64 [N, T]: fine bins."""
         reps, scratch = self.replicates, self._scratch
-        tokens, neurons = values.shape
-        as_float = scratch.get("positive", (tokens, neurons), torch.float32, values.device)
+        neurons, tokens = positive.shape
+        as_float = scratch.get("positive", (neurons, tokens), torch.float32, positive.device)
         as_float.copy_(positive)
-        # [R, T] @ [T, N]: per-chunk positive counts, exact in float32 (fewer than 2^24 tokens per batch)
-        reps.positive_count[:, layer] += torch.mm(self._one_hot, as_float).round_().long()
-        coarse = scratch.get("coarse", (neurons, tokens), torch.int64, values.device)
+        # [N, T] @ [T, R]: per-chunk positive counts, exact in float32 (fewer than 2^24 tokens per batch)
+        reps.positive_count[:, layer] += torch.mm(as_float, self._one_hot_t).round_().long().T
+        coarse = scratch.get("coarse", (neurons, tokens), torch.int64, positive.device)
         torch.index_select(self._fine_to_coarse, 0, fine_index.reshape(-1), out=coarse.view(-1))
         coarse.add_(self._offset)
-        ones = torch.ones((), dtype=reps.histogram.dtype, device=values.device).expand(neurons, tokens)
+        ones = torch.ones((), dtype=reps.histogram.dtype, device=positive.device).expand(neurons, tokens)
         reps.histogram[layer].view(neurons, -1).scatter_add_(1, coarse, ones)
 
 

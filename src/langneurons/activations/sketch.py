@@ -115,22 +115,24 @@ def bin_index(values: torch.Tensor, config: SketchConfig) -> torch.Tensor:
 
 
 def histogram_update(histogram: torch.Tensor, values: torch.Tensor, config: SketchConfig,
-                     scratch: ScratchBuffers | None = None) -> torch.Tensor | None:
+                     scratch: ScratchBuffers | None = None, transposed: torch.Tensor | None = None) -> torch.Tensor | None:
     """Add the values [tokens, neurons] to ``histogram`` [neurons, num_bins] (int32, in place).
 
     Works neuron-major: values are copied transposed to [neurons, tokens] (float32), turned into
     lookup keys in place, mapped to bins, and counted with one ``scatter_add_`` along the bins
-    of each neuron's row. ``scratch`` keeps the two work buffers (about 12 bytes per value)
-    between calls. Returns the bin of every value, int64 [neurons, tokens] (a view of the scratch
-    buffer, valid until the next call; None when there are no tokens).
+    of each neuron's row. ``transposed``: that copy when the caller has made it already (float32
+    [neurons, tokens]; it is overwritten). ``scratch`` keeps the work buffers (about 12 bytes per
+    value) between calls. Returns the bin of every value, int64 [neurons, tokens] (a view of the
+    scratch buffer, valid until the next call; None when there are no tokens).
     """
     tokens, neurons = values.shape
     if tokens == 0:
         return None
     scratch = scratch or ScratchBuffers()
-    transposed = scratch.get("histogram.transposed", (neurons, tokens), torch.float32, values.device)
+    if transposed is None:
+        transposed = scratch.get("histogram.transposed", (neurons, tokens), torch.float32, values.device)
+        transposed.copy_(values.T)
     index = scratch.get("histogram.index", (neurons * tokens,), torch.int64, values.device)
-    transposed.copy_(values.T)
     key = transposed.view(torch.int32)
     shift, mask = _key_shift_and_mask(config)
     torch.bitwise_right_shift(key, shift, out=key).bitwise_and_(mask)
