@@ -47,9 +47,26 @@ def test_the_readme_block_is_replaced_and_the_rest_kept(finished_run, tmp_path):
         publish_run(finished_run, tmp_path / "docs" / "results", readme=readme)
 
 
-def test_a_run_without_claims_or_manifest_is_refused(finished_run, tmp_path):
+def test_a_run_without_claims_is_published_with_its_report_but_cannot_fill_the_readme(finished_run, tmp_path):
     shutil.rmtree(finished_run / "claims")
-    with pytest.raises(LangNeuronsError, match="has no claims"):
-        publish_run(finished_run, tmp_path / "results")
+    publication = publish_run(finished_run, tmp_path / "results", name="no-claims")
+    index = publication.index.read_text()
+    assert "## [no-claims](no-claims/report/report.md)" in index and "No claims section" in index
+    assert "Other results" not in index
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_START}\n{README_END}\n")
+    with pytest.raises(LangNeuronsError, match="has no claims for the README block"):
+        publish_run(finished_run, tmp_path / "results", readme=readme)
     with pytest.raises(LangNeuronsError, match="not a langneurons run directory"):
         publish_run(tmp_path / "nothing", tmp_path / "results")
+
+
+def test_steering_continuations_and_examples_are_never_published(finished_run, tmp_path):
+    steering = finished_run / "steering"
+    steering.mkdir(exist_ok=True)
+    for name in ("generations.jsonl", "examples.json", "steering.csv"):
+        (steering / name).write_text("x")
+    publication = publish_run(finished_run, tmp_path / "results", name="tiny-model")
+    names = {p.relative_to(publication.directory).as_posix() for p in publication.files}
+    assert "steering/steering.csv" in names
+    assert not {"steering/generations.jsonl", "steering/examples.json"} & names

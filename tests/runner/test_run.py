@@ -1,6 +1,7 @@
 """The experiment runner end to end on a tiny model: artefacts, manifest, caching, invalidation."""
 
 import json
+from pathlib import Path
 import shutil
 
 import pytest
@@ -238,8 +239,21 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
         assert (run_dir / "steering" / name).is_file(), name
     html = result.report[1].read_text()
     assert ">Language steering<" in html and "lape:both:add=2" in html
+    prompts = {g["prompt"] for g in map(json.loads, (run_dir / "steering" / "generations.jsonl").open())}
+    assert "Examples are not shown" in html and not [p for p in prompts if p in html]  # corpus text stays out
     result, loader = rerun(config, run_dir)
     assert result.computed == [] and loader.calls == 0
+    # prompts from the lines the statistics pass held out (corpus, fraction and seed of the statistics section)
+    config["steering"]["prompts"] = "heldout"
+    result, _ = rerun(config, run_dir)
+    assert result.computed == ["steering"]
+    from langneurons.corpus.packing import split_documents
+    statistics = config["statistics"]
+    lines = (Path(statistics["corpus"]) / "en.txt").read_text(encoding="utf-8").splitlines()
+    heldout = split_documents(lines, statistics["heldout_fraction"], statistics.get("seed", 0))[1]
+    prompts = {g["prompt"] for g in map(json.loads, (run_dir / "steering" / "generations.jsonl").open())}
+    assert prompts and all(any(line.startswith(p) for line in heldout) for p in prompts)
+    config["steering"]["prompts"] = str(tiny_run[0] / "corpus")
     config["steering"]["actions"] = ["add=2", "scale=3"]
     result, _ = rerun(config, run_dir)
     assert result.computed == ["steering"]

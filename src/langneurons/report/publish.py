@@ -24,8 +24,13 @@ PUBLISHED = (
     "evaluate/*/scores.csv", "evaluate/*/scores.json",
     "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",
     "claims/claims.*",
+    "stability/*/stability.csv", "stability/*/stability.json", "stability/*/stable.json", "stability/*/*.png",
+    "stability/*/*.svg",
+    "steering/steering.csv", "steering/steering.json", "steering/*.png", "steering/*.svg",
+    "agreement/*.csv", "agreement/*.json", "agreement/*.png", "agreement/*.svg",
 )
-"""Glob patterns (relative to the run directory) of what a published result holds."""
+"""Glob patterns (relative to the run directory) of what a published result holds: never
+``generations.jsonl`` or ``examples.json`` of steering (continuations of data-set prompts)."""
 
 README_START, README_END = "<!-- langneurons:claims:start -->", "<!-- langneurons:claims:end -->"
 
@@ -48,8 +53,9 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     if not manifest_path.is_file():
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if not (run_dir / "claims" / "claims.md").is_file():
-        raise LangNeuronsError(f"{run_dir} has no claims (add a claims: section to the config and rerun)")
+    if readme is not None and not (run_dir / "claims" / "claims.md").is_file():
+        raise LangNeuronsError(f"{run_dir} has no claims for the README block (add a claims: section to the config "
+                               "and rerun, or publish without --readme)")
     write_report(run_dir)
     target = results_dir / (name or manifest["config"].get("name", run_dir.name))
     if target.exists():
@@ -108,7 +114,14 @@ def _index(results_dir: Path) -> str:
         if ppxc:
             parts += [f"![PPXC of the {ppxc[0].parent.name} neurons]({ppxc[0].relative_to(results_dir).as_posix()})",
                       ""]
-    others = sorted(p for p in results_dir.iterdir() if p.is_dir() and not (p / "claims" / "claims.md").is_file())
+    reports = sorted(p for p in results_dir.iterdir() if (p / "report" / "report.md").is_file()
+                     and not (p / "claims" / "claims.md").is_file())
+    for folder in reports:
+        parts += [f"## [{folder.name}]({folder.name}/report/report.md)", "", _summary_line(folder), "",
+                  f"No claims section; the report has the tables and figures. Reproduce: `langneurons run "
+                  f"{folder.name}/config.yaml`.", ""]
+    others = sorted(p for p in results_dir.iterdir() if p.is_dir() and not (p / "claims" / "claims.md").is_file()
+                    and p not in reports)
     if others:
         parts += ["## Other results", ""]
         for folder in others:

@@ -207,6 +207,12 @@ def _text(value, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _prompt_source(prompts: str | None) -> str:
+    if prompts == "heldout":
+        return "lines of the statistics corpus that the statistics pass held out, never used to identify neurons"
+    return str(prompts)
+
+
 def _steering(run_dir: Path, manifest: dict) -> list[Block]:
     folder = run_dir / "steering"
     if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
@@ -218,7 +224,7 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
     blocks: list[Block] = [
         ("h2", "Language steering"),
         ("p", f"Prompts: the first {options.get('prompt_words')} words of {options.get('prompt_count')} sentences "
-              f"({options.get('prompts')}) per source language; greedy continuations of "
+              f"({_prompt_source(options.get('prompts'))}) per source language; greedy continuations of "
               f"{options.get('max_new_tokens')} new tokens with the intervention on {options.get('positions')} "
               f"positions. Each continuation's language is identified by {identifier.get('identifier', '?')} "
               f"{identifier.get('version', '')} among {len(identifier.get('languages', []))} candidate languages. "
@@ -239,7 +245,11 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
     if (folder / "steering_sweep.png").exists():
         blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
     examples = _read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
-    if examples:
+    if examples and options.get("prompts") != "builtin":  # a data set's text never enters a report
+        blocks.append(("p", f"Examples are not shown: the prompts are text of a corpus ({options.get('prompts')}); "
+                            "`steering/examples.json` and `generations.jsonl` in the run directory have them. "
+                            "`langneurons steer --prompts builtin` gives examples on the project's own prompts."))
+    elif examples:
         blocks += [
             ("h3", f"Examples (baseline vs {best})"),
             ("table", ["pair", "prompt", "baseline", "language", "steered", "language"],
