@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench replicate clean
+.PHONY: install demo test test-fast bench replicate stability lm-eval-check clean
 
 $(STAMP): requirements.txt requirements-lm-eval.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,29 @@ DATA ?= ../shared/data
 replicate: install
 	$(BIN)/langneurons run src/langneurons/data/configs/replication.yaml --data $(DATA) --run-dir runs/replication
 	$(BIN)/langneurons publish runs/replication --name gemma-3-270m --readme README.md
+
+## How stable are the neuron sets (issue 12)? FLORES statistics in 10 chunks + XNLI text, resampling
+## intervals, PPXC of stable vs full vs random, agreement between methods and corpora; about 60 min on
+## 2 CPU cores, cached like replicate; published to docs/results/stability and docs/results/stability-xnli.
+SHARED_LANGUAGES := en,fr,es,zh,hi,ur
+stability: install
+	$(BIN)/langneurons run src/langneurons/data/configs/stability.yaml --data $(DATA) --run-dir runs/stability --no-report
+	$(BIN)/langneurons run src/langneurons/data/configs/stability-xnli.yaml --data $(DATA) --run-dir runs/stability-xnli
+	for pair in lape:act-prob lape:ap act-prob:ap lape:lape-stable; do \
+	  first=$${pair%%:*}; second=$${pair##*:}; \
+	  $(BIN)/langneurons agreement runs/stability/identify/$$first/neurons.json runs/stability/identify/$$second/neurons.json \
+	    -o runs/stability/agreement --name $$first-vs-$$second || exit 1; done
+	for method in lape act-prob ap; do \
+	  $(BIN)/langneurons agreement runs/stability/statistics runs/stability-xnli/statistics --method $$method \
+	    -l $(SHARED_LANGUAGES) -o runs/stability/agreement --name flores-vs-xnli-$$method || exit 1; done
+	$(BIN)/langneurons publish runs/stability --name stability
+	$(BIN)/langneurons publish runs/stability-xnli --name stability-xnli
+
+## Issue 14's real-data check: XNLI (200 pairs per language, en/fr/hi) as a local harness task vs
+## langneurons' own XNLI evaluation, baseline / LAPE zero / random zero, on the replication's LAPE set.
+lm-eval-check: install
+	$(BIN)/python -m benchmarks.xnli_lm_eval_check --data $(DATA)/xnli --neurons runs/replication/identify/lape/neurons.json \
+	  --languages en,fr,hi --limit 200 --out docs/results/lm-eval
 
 ## The test suite (two processes), then the end-to-end run of the demo with a reduced budget.
 test: install

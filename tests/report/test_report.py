@@ -99,3 +99,19 @@ def test_delta_figure_needs_deltas_and_writes_png_and_svg(tmp_path):
              score_row("base", "en", "lape:zero", 30.0, delta=-8.0, metric="f1", task="xquad")]
     paths = write_delta_figure(rows, tmp_path, name="deltas")
     assert [p.name for p in paths] == ["deltas.png", "deltas.svg"] and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_agreement_tables_of_the_run_directory_are_reported(run_dir):
+    from langneurons.identify.agreement import agreement, write_agreement
+
+    first = NeuronSet.load(run_dir / "identify" / "lape" / "neurons.json")
+    masks = {"en": torch.zeros(2, 8, dtype=torch.bool), "hi": torch.zeros(2, 8, dtype=torch.bool)}
+    masks["en"][0, 1] = masks["en"][1, 5] = masks["hi"][1, 2] = True
+    second = NeuronSet.from_masks(masks, "ap", {}, {})
+    rows = agreement(first, second)
+    assert [(r["language"], r["shared"], r["jaccard"]) for r in rows] == [("en", 1, 0.5), ("hi", 1, 0.5)]
+    write_agreement(rows, run_dir / "agreement", ("flores/lape", "flores/ap"), name="lape-vs-ap")
+    markdown, _ = write_report(run_dir)
+    text = markdown.read_text()
+    assert "## Agreement between neuron sets" in text and "### lape-vs-ap: flores/lape vs flores/ap" in text
+    assert "| en | 1 | 2 | 1 | 0.500 |" in text and "lape-vs-ap.png" in text

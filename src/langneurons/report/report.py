@@ -156,6 +156,27 @@ def _stability(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
+def _agreement(run_dir: Path) -> list[Block]:
+    """Tables of ``agreement/*.json`` (``langneurons agreement ... --out RUN/agreement``), if any."""
+    files = sorted((run_dir / "agreement").glob("*.json"))
+    if not files:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Agreement between neuron sets"),
+        ("p", "Jaccard per language of two sets (two methods on the same statistics, or one method on two "
+              "corpora); chance: the expected Jaccard of two random sets with the same per-layer counts."),
+    ]
+    for path in files:
+        data = _read_json(path)
+        blocks += [("h3", f"{path.stem}: {Path(data['first']).as_posix()} vs {Path(data['second']).as_posix()}"),
+                   ("table", ["language", "first", "second", "shared", "Jaccard", "chance"],
+                    [[r["language"], str(r["size_first"]), str(r["size_second"]), str(r["shared"]),
+                      _number(r["jaccard"], 3), f"{r['chance_jaccard']:.3f}"] for r in data["rows"]])]
+        if path.with_suffix(".png").exists():
+            blocks.append(("image", path.with_suffix(".png"), f"{path.stem}: Jaccard per language against chance"))
+    return blocks
+
+
 def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
     folders = _stage_folders(run_dir, manifest, "ppxc", "ppxc.json")
     if not folders:
@@ -439,7 +460,7 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
     manifest = _read_json(manifest_path)
     return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
-            + _stability(run_dir, manifest) + _ppxc(run_dir, manifest) + _steering(run_dir, manifest)
+            + _stability(run_dir, manifest) + _agreement(run_dir) + _ppxc(run_dir, manifest) + _steering(run_dir, manifest)
             + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _lm_eval(run_dir, manifest)
             + _stages(manifest))
 
