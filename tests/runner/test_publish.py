@@ -70,3 +70,16 @@ def test_steering_continuations_and_examples_are_never_published(finished_run, t
     names = {p.relative_to(publication.directory).as_posix() for p in publication.files}
     assert "steering/steering.csv" in names
     assert not {"steering/generations.jsonl", "steering/examples.json"} & names
+
+
+def test_builtin_steering_examples_are_published_and_corpus_ones_are_not(finished_run, tmp_path):
+    import json
+
+    examples = finished_run / "steering-examples"
+    examples.mkdir()
+    (examples / "examples.json").write_text("[]")
+    for prompts, published in (("builtin", True), ("/data/flores", False)):
+        (examples / "steering.json").write_text(json.dumps({"meta": {"options": {"prompts": prompts}}, "rows": []}))
+        publication = publish_run(finished_run, tmp_path / "results", name="tiny-model")
+        names = {p.relative_to(publication.directory).as_posix() for p in publication.files}
+        assert ("steering-examples/examples.json" in names) is published

@@ -28,9 +28,11 @@ PUBLISHED = (
     "stability/*/*.svg",
     "steering/steering.csv", "steering/steering.json", "steering/*.png", "steering/*.svg",
     "agreement/*.csv", "agreement/*.json", "agreement/*.png", "agreement/*.svg",
+    "steering-examples/steering.json", "steering-examples/steering.csv", "steering-examples/examples.json",
 )
 """Glob patterns (relative to the run directory) of what a published result holds: never
-``generations.jsonl`` or ``examples.json`` of steering (continuations of data-set prompts)."""
+``generations.jsonl`` or ``examples.json`` of steering (continuations of data-set prompts); the
+examples of ``steering-examples/`` only when that run used the built-in prompts (checked)."""
 
 README_START, README_END = "<!-- langneurons:claims:start -->", "<!-- langneurons:claims:end -->"
 
@@ -63,7 +65,7 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     files = []
     for pattern in PUBLISHED:
         for source in sorted(run_dir.glob(pattern)):
-            if source.is_file():
+            if source.is_file() and _publishable(source, run_dir):
                 destination = target / source.relative_to(run_dir)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, destination)
@@ -72,6 +74,17 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     if readme is not None:
         _update_readme(Path(readme), results_dir, target, manifest)
     return Publication(target, files, index)
+
+
+def _publishable(path: Path, run_dir: Path) -> bool:
+    """False for a ``steering-examples`` file of a run whose prompts were not the built-in ones."""
+    if path.parent != run_dir / "steering-examples":
+        return True
+    try:
+        data = json.loads((path.parent / "steering.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return data.get("meta", {}).get("options", {}).get("prompts") == "builtin"
 
 
 def _ppxc_figures(folder: Path) -> list[Path]:

@@ -234,6 +234,17 @@ def _prompt_source(prompts: str | None) -> str:
     return str(prompts)
 
 
+def _builtin_examples(run_dir: Path) -> tuple[list[dict], str | None]:
+    """Examples of ``<run>/steering-examples`` if that steering run used the built-in prompts."""
+    folder = run_dir / "steering-examples"
+    if not (folder / "steering.json").exists() or not (folder / "examples.json").exists():
+        return [], None
+    data = _read_json(folder / "steering.json")
+    if data.get("meta", {}).get("options", {}).get("prompts") != "builtin":
+        return [], None
+    return _read_json(folder / "examples.json"), data.get("best_condition")
+
+
 def _steering(run_dir: Path, manifest: dict) -> list[Block]:
     folder = run_dir / "steering"
     if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
@@ -267,10 +278,13 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
         blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
     examples = _read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
     if examples and options.get("prompts") != "builtin":  # a data set's text never enters a report
-        blocks.append(("p", f"Examples are not shown: the prompts are text of a corpus ({options.get('prompts')}); "
-                            "`steering/examples.json` and `generations.jsonl` in the run directory have them. "
-                            "`langneurons steer --prompts builtin` gives examples on the project's own prompts."))
-    elif examples:
+        examples, best = _builtin_examples(run_dir)
+        blocks.append(("p", f"The run's own examples are not shown: its prompts are text of a corpus "
+                            f"({options.get('prompts')}); `steering/examples.json` in the run directory has them. "
+                            + ("The examples below come from `langneurons steer --prompts builtin ... -o "
+                               "<run>/steering-examples` on the same neuron set: the project's own prompts."
+                               if examples else "")))
+    if examples:
         blocks += [
             ("h3", f"Examples (baseline vs {best})"),
             ("table", ["pair", "prompt", "baseline", "language", "steered", "language"],
