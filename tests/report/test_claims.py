@@ -160,3 +160,43 @@ def test_claims_are_written_as_json_csv_and_a_markdown_table(tmp_path):
     table = claims_markdown(claims)
     assert table.count("\n") == 4 and "Tang et al. 2024" in table and "**supported**" in table
     assert not math.isnan(claims[0].estimate)
+
+
+def _steering_folder(directory, hits: dict):
+    """steering.json + generations.jsonl: ``hits[condition]`` = prompt indices continued in the target."""
+    import json
+
+    directory.mkdir()
+    rows, lines = [], []
+    for pair in ("en>fr", "en>hi"):
+        source, target = pair.split(">")
+        for condition in ("baseline", "lape:activate:add=4", "random:activate:add=4", "lape:deactivate"):
+            chosen = hits.get((pair, condition), set())
+            rows.append({"source": source, "target": target, "condition": condition, "n": 4,
+                         "neuron_set": condition.split(":")[0], "target_rate": 25.0 * len(chosen),
+                         "target_ci_low": 0.0, "target_ci_high": 100.0, "fluency_ppl": 10.0})
+            lines += [json.dumps({"source": source, "target": target, "condition": condition, "prompt_index": i,
+                                  "language": target if i in chosen else source}) for i in range(4)]
+    (directory / "steering.json").write_text(json.dumps({"best_condition": "lape:activate:add=4", "rows": rows}))
+    (directory / "generations.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_steering_claim_pairs_the_best_condition_with_its_random_twin_on_the_same_prompts(tmp_path):
+    from langneurons.report.claims import steering
+
+    # best condition: 6 of 8 prompts in the target; its random twin: 1 (prompt 0 of en>fr, also a hit of
+    # the best); baseline none. Discordant pairs 5 vs 0: McNemar exact p = 2 x 0.5^5.
+    _steering_folder(tmp_path / "steering", {("en>fr", "lape:activate:add=4"): {0, 1, 2},
+                                             ("en>hi", "lape:activate:add=4"): {0, 1, 3},
+                                             ("en>fr", "random:activate:add=4"): {0},
+                                             ("en>hi", "lape:deactivate"): {0, 1, 2, 3}})
+    claim = steering(tmp_path / "steering", ClaimsConfig())
+    assert claim.estimate == pytest.approx(100 * (6 - 1) / 8)
+    assert claim.p_value == pytest.approx(2 * 0.5**5)
+    assert claim.ci_low > 0 and claim.verdict == "supported"
+    assert "75.0% vs 12.5% (baseline 0.0%)" in claim.measure and claim.n.startswith("8 prompts")
+    # no gain over random: the interval straddles 0
+    _steering_folder(tmp_path / "flat", {("en>fr", "lape:activate:add=4"): {0},
+                                         ("en>fr", "random:activate:add=4"): {1}})
+    assert steering(tmp_path / "flat", ClaimsConfig()).verdict == "inconclusive"
+    assert steering(tmp_path / "missing", ClaimsConfig()) is None

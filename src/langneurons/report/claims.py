@@ -313,6 +313,60 @@ def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
     )
 
 
+def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
+    """Gurgurov et al. 2025: intervening on language neurons makes the model write in the target
+    language. The steering stage's best condition on the language set against the same condition
+    on its layer-matched random set, paired by (pair, prompt), pairs pooled."""
+    from langneurons.evaluate.metrics import compare_accuracy
+
+    directory = Path(directory)
+    if not (directory / "steering.json").exists() or not (directory / "generations.jsonl").exists():
+        return None
+    data = json.loads((directory / "steering.json").read_text(encoding="utf-8"))
+    best = data.get("best_condition")
+    if not best or ":" not in best:
+        return None
+    control = "random:" + best.split(":", 1)[1]
+    in_target: dict[tuple, bool] = {}
+    with open(directory / "generations.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            g = json.loads(line)
+            if g["condition"] in (best, control, "baseline"):
+                in_target[(g["condition"], g["source"], g["target"], g["prompt_index"])] = g["language"] == g["target"]
+    keys = sorted(key[1:] for key in in_target if key[0] == best and ("random:" + best.split(":", 1)[1], *key[1:])
+                  in in_target)
+    if not keys:
+        return None
+    steered = [in_target[(best, *key)] for key in keys]
+    random_twin = [in_target[(control, *key)] for key in keys]
+    baseline = [in_target.get(("baseline", *key), False) for key in keys]
+    comparison = compare_accuracy(random_twin, steered, config.bootstrap_resamples, 1 - config.alpha, config.seed)
+    rows = [r for r in data["rows"] if r["condition"] in (best, control, "baseline")]
+
+    def mean(name, field):
+        values = [r[field] for r in rows if r["condition"] == name and r[field] is not None]
+        return sum(values) / len(values) if values else float("nan")
+
+    pairs = sorted({f"{r['source']}>{r['target']}" for r in rows})
+    verdict = (SUPPORTED if comparison.ci_low > 0 else CONTRADICTED if comparison.ci_high < 0 else INCONCLUSIVE)
+    return ClaimResult(
+        id="steering", claim="Intervening on language-specific neurons makes the model write in the target language",
+        source="Gurgurov et al. 2025; Tang et al. 2024",
+        measure=f"target-language rate of continuations (lingua), best condition {best} minus the same on "
+                f"layer-matched random neurons, pairs pooled; rates {100 * sum(steered) / len(keys):.1f}% vs "
+                f"{100 * sum(random_twin) / len(keys):.1f}% (baseline {100 * sum(baseline) / len(keys):.1f}%); "
+                f"fluency ppl {mean(best, 'fluency_ppl'):.1f} vs random {mean(control, 'fluency_ppl'):.1f}, "
+                f"baseline {mean('baseline', 'fluency_ppl'):.1f}",
+        estimate=comparison.delta, ci_low=comparison.ci_low, ci_high=comparison.ci_high, unit="points",
+        n=f"{len(keys)} prompts x pairs ({', '.join(pairs)})", test=comparison.test, p_value=comparison.p_value,
+        verdict=verdict,
+        rule="supported: lower bound > 0; contradicted: upper bound < 0. The best condition is chosen on the "
+             "same prompts, which favours the language set; the random twin is the same action on random neurons",
+        details=[{k: r[k] for k in ("source", "target", "condition", "n", "target_rate", "target_ci_low",
+                                    "target_ci_high", "fluency_ppl")} for r in rows],
+    )
+
+
 # ---------------------------------------------------------------------------------- evaluation
 
 
@@ -479,6 +533,7 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
     own = ppxc(config.own_set)
     if own is not None:
         claims.append(own_threshold(own, ppxc(config.pooled_set), config))
+    claims.append(steering(run_dir / "steering", config))
     return [claim for claim in claims if claim is not None]
 
 

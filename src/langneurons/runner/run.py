@@ -571,7 +571,7 @@ class _Experiment:
             write_claims(evaluate_claims(self.run_dir, config.claims, runs, models), directory)
 
         upstream = {name: record.product for name, record in self.records.items()
-                    if name.startswith(("identify/", "ppxc/", "evaluate/"))}
+                    if name.startswith(("identify/", "ppxc/", "evaluate/")) or name == "steering"}
         inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "upstream": upstream}
         return self.stage("claims", inputs, compute, product=("claims.json",))
 
