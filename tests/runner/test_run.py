@@ -230,7 +230,9 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
                           "prompts": str(tiny_run[0] / "corpus"), "prompt_count": 2, "prompt_words": 3,
                           "max_new_tokens": 3, "identifier_languages": ["en", "fr", "hi", "de"]}
     result, loader = rerun(config, run_dir)
-    assert result.computed == ["steering"] and loader.calls == 1  # after identification, nothing else reruns
+    # after identification nothing else reruns but the claims, which test steering too
+    assert result.computed == ["steering", "claims"] and loader.calls == 1
+    assert "steering" in {c["id"] for c in json.loads((run_dir / "claims" / "claims.json").read_text())}
     data = json.loads((run_dir / "steering" / "steering.json").read_text())
     # per pair: baseline + (lape, random) x (deactivate + activate + both)
     assert len(data["rows"]) == 2 * (1 + 2 * 3) and data["meta"]["neuron_set"] == "lape"
@@ -240,13 +242,13 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
     html = result.report[1].read_text()
     assert ">Language steering<" in html and "lape:both:add=2" in html
     prompts = {g["prompt"] for g in map(json.loads, (run_dir / "steering" / "generations.jsonl").open())}
-    assert "Examples are not shown" in html and not [p for p in prompts if p in html]  # corpus text stays out
+    assert "own examples are not shown" in html and not [p for p in prompts if p in html]  # corpus text stays out
     result, loader = rerun(config, run_dir)
     assert result.computed == [] and loader.calls == 0
     # prompts from the lines the statistics pass held out (corpus, fraction and seed of the statistics section)
     config["steering"]["prompts"] = "heldout"
     result, _ = rerun(config, run_dir)
-    assert result.computed == ["steering"]
+    assert result.computed == ["steering", "claims"]
     from langneurons.corpus.packing import split_documents
     statistics = config["statistics"]
     lines = (Path(statistics["corpus"]) / "en.txt").read_text(encoding="utf-8").splitlines()
@@ -256,4 +258,4 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
     config["steering"]["prompts"] = str(tiny_run[0] / "corpus")
     config["steering"]["actions"] = ["add=2", "scale=3"]
     result, _ = rerun(config, run_dir)
-    assert result.computed == ["steering"]
+    assert result.computed == ["steering", "claims"]
