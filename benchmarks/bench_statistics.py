@@ -50,7 +50,7 @@ def run(loaded: LoadedModel, input_ids: torch.Tensor, repeats: int = 5) -> list[
     tokens = input_ids.numel()
     results = [
         compare("statistics pass", "bare forward", bare, "langneurons statistics (counts, sums, histogram sketch)",
-                ours, repeats=repeats, target="<= 1.15"),
+                ours, repeats=repeats, target="<= 1.10"),
         compare("statistics pass (paper code)", "bare forward", bare,
                 "per-batch torch.quantile (9 quantiles per layer)", paper, repeats=repeats, target="2.5-4.5 expected"),
     ]
