@@ -115,3 +115,17 @@ def test_agreement_tables_of_the_run_directory_are_reported(run_dir):
     text = markdown.read_text()
     assert "## Agreement between neuron sets" in text and "### lape-vs-ap: flores/lape vs flores/ap" in text
     assert "| en | 1 | 2 | 1 | 0.500 |" in text and "lape-vs-ap.png" in text
+
+
+def test_the_built_in_data_warning_follows_the_data_the_run_used(run_dir):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    builtin_tasks = {"xnli": {"source": "builtin"}}
+    for corpus, extra, warned in (("builtin", {}, True),
+                                  ("/data/flores", {"tasks": builtin_tasks}, False),  # tasks unused
+                                  ("/data/flores", {"tasks": builtin_tasks, "evaluation": {"models": ["base"]}}, True),
+                                  ("/data/flores", {"tasks": {"xnli": {"source": "/data/xnli"}},
+                                                    "evaluation": {"models": ["base"]}}, False)):
+        manifest["config"] = {**manifest["config"], "statistics": {"corpus": corpus}, "tasks": {}, **extra}
+        (run_dir / "manifest.json").write_text(json.dumps(manifest))
+        markdown, _ = write_report(run_dir)
+        assert ("Built-in sample data" in markdown.read_text()) is warned, (corpus, extra)

@@ -76,7 +76,8 @@ def _summary(run_dir: Path, manifest: dict) -> list[Block]:
         f"{last.get('seconds', 0.0):.0f} s (all stages' compute time: {compute:.0f} s).",
     ]
     blocks: list[Block] = [("h1", f"langneurons report: {config.get('name', run_dir.name)}"), ("p", " ".join(lines))]
-    uses_builtin = config.get("statistics", {}).get("corpus") == "builtin" or any(
+    uses_tasks = bool((config.get("finetune") or {}).get("runs")) or bool(config.get("evaluation"))
+    uses_builtin = config.get("statistics", {}).get("corpus") == "builtin" or uses_tasks and any(
         (section or {}).get("source") == "builtin" for section in config.get("tasks", {}).values())
     if uses_builtin:
         blocks.append(("p", "**Built-in sample data.** The corpus and task samples shipped with langneurons are "
