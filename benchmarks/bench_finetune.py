@@ -65,7 +65,7 @@ def run(loaded: LoadedModel, repeats: int = 5, batch_size: int = 2, length: int 
             f"finetune step, MLP LoRA on {'+'.join(targets)} (r={r}, {per_layer} neurons/layer)",
             "plain PEFT LoRA step", plain, "neuron-specific LoRA step", masked, repeats=repeats, target="<= 1.2x",
         )
-        result.extra = {"model": loaded.info.model_id, "batch": [batch_size, length], "answer_tokens": answer_tokens}
+        result.extra |= {"model": loaded.info.model_id, "batch": [batch_size, length], "answer_tokens": answer_tokens}
         results.append(result)
     return results
 

@@ -72,7 +72,7 @@ def run(loaded: LoadedModel, input_ids: torch.Tensor, repeats: int = 5, batch_si
         same = evaluate(plain) == evaluate(ours)
         result = compare("lm-eval backend, empty intervention", "harness hf backend (HFLM)", lambda: evaluate(plain),
                          "langneurons backend", lambda: evaluate(ours), repeats=repeats, target="<= 1.05")
-        result.extra = {"identical_loglikelihoods": float(same), "documents": len(evaluate(ours))}
+        result.extra |= {"identical_loglikelihoods": float(same), "documents": len(evaluate(ours))}
     return [result]
 
 

@@ -54,7 +54,7 @@ def _time(loaded: LoadedModel, input_ids: torch.Tensor, repeats: int) -> BenchRe
     result = compare("statistics pass with replicates", "statistics pass", without,
                      f"statistics pass + per-chunk counts (R = {REPLICATES})", replicated, repeats=repeats,
                      target="<= 1.1")
-    result.extra = {"tokens_per_batch": int(counted.sum())}
+    result.extra |= {"tokens_per_batch": int(counted.sum())}
     return result
 
 

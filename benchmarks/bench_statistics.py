@@ -55,5 +55,5 @@ def run(loaded: LoadedModel, input_ids: torch.Tensor, repeats: int = 5) -> list[
                 "per-batch torch.quantile (9 quantiles per layer)", paper, repeats=repeats, target="2.5-4.5 expected"),
     ]
     for result in results:
-        result.extra = {"tokens_per_batch": tokens, "bare_tokens_per_second": tokens / result.baseline_seconds}
+        result.extra.update({"tokens_per_batch": tokens, "bare_tokens_per_second": tokens / result.baseline_seconds})
     return results

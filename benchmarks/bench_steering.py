@@ -69,7 +69,7 @@ def run(loaded: LoadedModel, repeats: int = 3, prompts: list[list[int]] | None =
                      "steered: zero 0.5% + add 0.5% of neurons on all positions", steered, repeats=repeats,
                      warmup=warmup, target="<= 1.1")
     generations = len(prompts)
-    result.extra = {"prompts": generations, "new_tokens": max_new_tokens,
+    result.extra |= {"prompts": generations, "new_tokens": max_new_tokens,
                     "neurons": sum(i.num_neurons for i in interventions),
                     "plain_generations_per_s": generations / result.baseline_seconds,
                     "steered_generations_per_s": generations / result.candidate_seconds,

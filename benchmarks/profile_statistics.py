@@ -49,8 +49,6 @@ def _steps(values: torch.Tensor, rows: torch.Tensor, sketch: SketchConfig) -> di
     """The accumulator's steps on one layer's activations, as callables (buffers made once)."""
     counted = torch.index_select(values, 0, rows)
     tokens, neurons = counted.shape
-    ones = torch.ones(1, tokens)
-    squares = torch.empty_like(counted)
     positive = torch.empty(neurons, tokens, dtype=torch.bool)
     transposed = torch.empty(neurons, tokens)
     key = torch.empty(neurons, tokens, dtype=torch.int32)  # the pass works in place; here apart, so steps repeat
@@ -66,9 +64,9 @@ def _steps(values: torch.Tensor, rows: torch.Tensor, sketch: SketchConfig) -> di
     return {
         "one plain copy of the activations (unit)": lambda: plain.copy_(values),
         "row selection (BOS rows out)": lambda: torch.index_select(values, 0, rows, out=counted),
-        "sum (matrix-vector)": lambda: ones @ counted,
-        "sum of squares (square + matrix-vector)": lambda: ones @ torch.mul(counted, counted, out=squares),
         "neuron-major (transposed) copy": lambda: transposed.copy_(counted.T),
+        "sum (along rows)": lambda: transposed.sum(1),
+        "sum of squares (squared 2-norm along rows)": lambda: torch.linalg.vector_norm(transposed, dim=1).square_(),
         "min / max (along neuron-major rows)": lambda: (torch.amin(transposed, 1), torch.amax(transposed, 1)),
         "positive count (> 0, sum along rows)": lambda: torch.gt(transposed, 0, out=positive).sum(1),
         "histogram: key (shift, mask)": lambda: torch.bitwise_right_shift(

@@ -73,18 +73,17 @@ class StatisticsAccumulator:
             values = values.to(device)
         values = values.float()
         tokens, neurons = values.shape
-        ones = scratch.get("ones", (1, tokens), torch.float32, device, fill=1.0)
-        squares = scratch.get("squares", values.shape, torch.float32, device)
-        # sums over tokens as matrix-vector products (float32 within a batch, float64 across batches)
-        stats.activation_sum[layer] += (ones @ values)[0]
-        stats.activation_sum_sq[layer] += (ones @ torch.mul(values, values, out=squares))[0]
         if tokens == 0:
             return None
-        # neuron-major copy [neurons, tokens]: min/max and the positive count reduce along its
-        # contiguous rows (several times faster on a CPU than along dim 0 of [tokens, neurons]),
-        # and the histogram sketch then works in it in place
+        # one neuron-major copy [neurons, tokens]: every statistic reduces along its contiguous rows
+        # (on a CPU several times faster than along dim 0 of [tokens, neurons]), and the histogram
+        # sketch then works in it in place
         transposed = scratch.get("transposed", (neurons, tokens), torch.float32, device)
         transposed.copy_(values.T)
+        # sums in float32 within a batch, float64 across batches; the sum of squares as a squared
+        # 2-norm (one pass, no temporary)
+        stats.activation_sum[layer] += transposed.sum(1)
+        stats.activation_sum_sq[layer] += torch.linalg.vector_norm(transposed, dim=1).square_()
         low = scratch.get("low", (neurons,), torch.float32, device)
         high = scratch.get("high", (neurons,), torch.float32, device)
         torch.minimum(stats.minimum[layer], torch.amin(transposed, 1, out=low), out=stats.minimum[layer])
