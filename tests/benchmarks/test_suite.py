@@ -54,3 +54,20 @@ def test_replicates_timing_runs_on_the_tiny_model():
     loaded = suite.load_benchmark_model("tiny")
     result = bench_replicates._time(loaded, suite.benchmark_input_ids(loaded, 2, 128), repeats=1)
     assert result.ratio_median > 0 and result.extra["tokens_per_batch"] == 2 * 127
+
+
+def test_every_row_reports_the_ratio_of_the_fastest_repeats(rows):
+    assert all(row["extra"]["ratio_of_minimum_times"] > 0 for row in rows)
+
+
+def test_the_statistics_profile_times_every_step_of_the_update(tmp_path):
+    from benchmarks import profile_statistics
+
+    result = profile_statistics.main(["--model", "tiny", "--repeats", "1", "--batch-size", "2", "--length", "32",
+                                      "--out", str(tmp_path / "profile")])
+    parts = [row["part"] for row in result["rows"]]
+    assert parts[:3] == ["bare forward", "forward + no-op hooks", "forward + statistics"]
+    assert {"neuron-major (transposed) copy", "positive count (> 0, sum along rows)",
+            "histogram: scatter_add_"} <= set(parts)
+    assert all(row["seconds"] > 0 for row in result["rows"]) and result["steps_alone_in_plain_copies"] > 0
+    assert (tmp_path / "profile.md").read_text().startswith("Statistics-pass profile: tiny-llama-bench")
