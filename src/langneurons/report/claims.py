@@ -333,8 +333,7 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
             g = json.loads(line)
             if g["condition"] in (best, control, "baseline"):
                 in_target[(g["condition"], g["source"], g["target"], g["prompt_index"])] = g["language"] == g["target"]
-    keys = sorted(key[1:] for key in in_target if key[0] == best and ("random:" + best.split(":", 1)[1], *key[1:])
-                  in in_target)
+    keys = sorted(key[1:] for key in in_target if key[0] == best and (control, *key[1:]) in in_target)
     if not keys:
         return None
     steered = [in_target[(best, *key)] for key in keys]

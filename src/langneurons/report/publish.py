@@ -78,13 +78,9 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
 
 def _publishable(path: Path, run_dir: Path) -> bool:
     """False for a ``steering-examples`` file of a run whose prompts were not the built-in ones."""
-    if path.parent != run_dir / "steering-examples":
-        return True
-    try:
-        data = json.loads((path.parent / "steering.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return data.get("meta", {}).get("options", {}).get("prompts") == "builtin"
+    from langneurons.report.report import steering_used_builtin_prompts
+
+    return path.parent != run_dir / "steering-examples" or steering_used_builtin_prompts(path.parent)
 
 
 def _ppxc_figures(folder: Path) -> list[Path]:

@@ -235,15 +235,22 @@ def _prompt_source(prompts: str | None) -> str:
     return str(prompts)
 
 
+def steering_used_builtin_prompts(folder: Path) -> bool:
+    """True when the steering results in ``folder`` (its ``steering.json``) were prompted with the
+    project's built-in sentences, so their continuations may be shown and published."""
+    try:
+        data = json.loads((Path(folder) / "steering.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return data.get("meta", {}).get("options", {}).get("prompts") == "builtin"
+
+
 def _builtin_examples(run_dir: Path) -> tuple[list[dict], str | None]:
     """Examples of ``<run>/steering-examples`` if that steering run used the built-in prompts."""
     folder = run_dir / "steering-examples"
-    if not (folder / "steering.json").exists() or not (folder / "examples.json").exists():
+    if not steering_used_builtin_prompts(folder) or not (folder / "examples.json").exists():
         return [], None
-    data = _read_json(folder / "steering.json")
-    if data.get("meta", {}).get("options", {}).get("prompts") != "builtin":
-        return [], None
-    return _read_json(folder / "examples.json"), data.get("best_condition")
+    return _read_json(folder / "examples.json"), _read_json(folder / "steering.json").get("best_condition")
 
 
 def _steering(run_dir: Path, manifest: dict) -> list[Block]:
