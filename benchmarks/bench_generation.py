@@ -57,8 +57,8 @@ def run(loaded: LoadedModel, repeats: int = 3, prompts: list[list[int]] | None =
                      f"langneurons: batch {batch_size}, left padding, KV cache", ours, repeats=repeats,
                      warmup=warmup, target="<= 0.2 (>= 5x faster)")
     result.extra |= {"prompts": len(prompts), "mean_prompt_tokens": sum(map(len, prompts)) / len(prompts),
-                    "new_tokens": max_new_tokens, "identical_outputs": agreement, "speedup": 1 / result.ratio_median,
-                    "model": loaded.info.model_id, "device": str(loaded.device)}
+                     "new_tokens": max_new_tokens, "identical_outputs": agreement, "speedup": 1 / result.ratio_median,
+                     "model": loaded.info.model_id, "device": str(loaded.device)}
     return [result]
 
 

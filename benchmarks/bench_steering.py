@@ -70,10 +70,10 @@ def run(loaded: LoadedModel, repeats: int = 3, prompts: list[list[int]] | None =
                      warmup=warmup, target="<= 1.1")
     generations = len(prompts)
     result.extra |= {"prompts": generations, "new_tokens": max_new_tokens,
-                    "neurons": sum(i.num_neurons for i in interventions),
-                    "plain_generations_per_s": generations / result.baseline_seconds,
-                    "steered_generations_per_s": generations / result.candidate_seconds,
-                    "model": loaded.info.model_id, "device": str(loaded.device)}
+                     "neurons": sum(i.num_neurons for i in interventions),
+                     "plain_generations_per_s": generations / result.baseline_seconds,
+                     "steered_generations_per_s": generations / result.candidate_seconds,
+                     "model": loaded.info.model_id, "device": str(loaded.device)}
     return [result]
 
 
