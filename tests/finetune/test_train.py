@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.formatting import collate, encode_examples, nli_label_logits, pad_id
+from langneurons.tasks.prompts import collate, encode_examples, nli_label_logits, pad_id
 from langneurons.finetune.train import METADATA, NEURONS_FILE, FinetuneConfig, finetune, load_finetuned
 from langneurons.identify.neuron_set import NeuronSet
 

@@ -8,7 +8,7 @@ import torch
 
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.neuron_set import NeuronSet
-from langneurons.report.delta_figures import write_delta_figure
+from langneurons.evaluate.figures import write_delta_figure
 from langneurons.report.report import write_report
 
 

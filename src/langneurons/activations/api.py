@@ -27,6 +27,7 @@ from langneurons.corpus.sources import load_corpus
 from langneurons.errors import LangNeuronsError, brief, warn
 from langneurons.languages import check_languages
 from langneurons.models.loading import LoadedModel
+from langneurons.provenance import MANIFEST
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def _collect(loaded, options, languages, out_dir: Path, progress: bool, context)
         "token_counts": {lang: stats.token_count for lang, stats in results.items()},
     }
     if main:
-        write_json(out_dir / ("manifest.json" if options.shard is None else f"manifest.shard{options.shard[0]}.json"),
+        write_json(out_dir / (MANIFEST if options.shard is None else f"manifest.shard{options.shard[0]}.json"),
                    manifest)
     return results
 

@@ -246,7 +246,7 @@ def plot(
 ) -> None:
     """Draw the figures of an existing neuron set (counts, layers, overlap, Venn, entropy)."""
     from langneurons.identify import NeuronSet, load_entropy
-    from langneurons.report.neuron_figures import write_neuron_figures
+    from langneurons.identify.figures import write_neuron_figures
 
     loaded_set = NeuronSet.load(neuron_set)
     if entropy is None and neuron_set.with_name(neuron_set.stem + ".entropy.safetensors").exists():

@@ -1,6 +1,6 @@
 """Cross-lingual task evaluation (XNLI accuracy, XQuAD exact match / F1) under interventions.
 
-The model is prompted with the prompt formats of :mod:`langneurons.finetune.formatting`, so the
+The model is prompted with the prompt formats of :mod:`langneurons.tasks.prompts`, so the
 zero-shot base model and every fine-tuned adapter are scored the same way:
 
 * XNLI: the verbaliser class is ``argmax`` of the three label-word logits at the last prompt token;
@@ -31,7 +31,8 @@ from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, answer_text, greedy_generate, stop_token_ids
 from langneurons.evaluate.metrics import compare_accuracy, paired_bootstrap, squad_scores, summarize
-from langneurons.finetune.formatting import (
+from langneurons.tables import rows_to_csv
+from langneurons.tasks.prompts import (
     DEFAULT_MAX_LENGTH,
     EncodedExample,
     check_task,
@@ -277,16 +278,6 @@ class GridResult:
         except (OSError, ValueError) as error:
             raise LangNeuronsError(f"cannot read evaluation results in {directory}: {error}") from error
         return cls(scores["model"], scores["rows"], predictions)
-
-
-def rows_to_csv(rows: Sequence[dict], fields: Sequence[str] | None = None) -> str:
-    """CSV text of ``rows`` (columns ``fields``, default the first row's keys; None -> empty)."""
-    fields = list(fields or (rows[0].keys() if rows else []))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _conditions(neuron_sets: Mapping, actions: Sequence[str]) -> list[Condition]:

@@ -1,11 +1,11 @@
 """Fine-tuning with plain LoRA and neuron-specific LoRA on XNLI and XQuAD.
 
-:mod:`~langneurons.finetune.formatting` holds the prompt formats and scoring shared with
+:mod:`~langneurons.tasks.prompts` holds the prompt formats and scoring shared with
 evaluation, :mod:`~langneurons.finetune.neuron_lora` the exact neuron masks, and
 :mod:`~langneurons.finetune.train` the training loop, checkpoints and adapter loading.
 """
 
-from langneurons.finetune.formatting import (
+from langneurons.tasks.prompts import (
     NLI_LABEL_WORDS,
     TASKS,
     EncodedExample,

@@ -40,7 +40,7 @@ from torch import nn
 from langneurons import __version__
 from langneurons.artefacts import atomic_save_safetensors, stable_hash, staging_dir, write_json
 from langneurons.errors import LangNeuronsError, warn
-from langneurons.finetune.formatting import (
+from langneurons.tasks.prompts import (
     DEFAULT_MAX_LENGTH,
     EncodedData,
     check_task,

@@ -67,7 +67,7 @@ def ppl_matrix(loaded: LoadedModel, neuron_set_path, statistics_dir, options: PP
     )
     files: list[Path] = []
     if out_dir is not None:
-        from langneurons.report.ppxc_figures import write_ppxc_figure
+        from langneurons.intervene.figures import write_ppxc_figure
 
         files += list(write_ppxc(result, out_dir).values())
         files += write_ppxc_figure(result, out_dir)

@@ -561,7 +561,7 @@ def claims_markdown(claims: Sequence[ClaimResult]) -> str:
 def write_claims(claims: Sequence[ClaimResult], directory) -> list[Path]:
     """``claims.json`` (everything, with details), ``claims.csv`` and ``claims.md`` in ``directory``."""
     from langneurons.artefacts import write_json, write_text
-    from langneurons.evaluate.evaluation import rows_to_csv
+    from langneurons.tables import rows_to_csv
 
     directory = Path(directory)
     data = [c.to_dict() for c in claims]

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from langneurons.artefacts import write_text
 from langneurons.errors import LangNeuronsError
+from langneurons.provenance import MANIFEST
 
 PUBLISHED = (
-    "config.yaml", "manifest.json", "report/report.md",
+    "config.yaml", MANIFEST, "report/report.md",
     "identify/*/neurons.json", "identify/*/*.png", "identify/*/*.svg", "identify/*/*_figures/*.png",
     "identify/*/*_figures/*.svg", "identify/*/*.csv",
     "ppxc/*/ppxc.json", "ppxc/*/ppxc.csv", "ppxc/*/ppxc_specificity.csv", "ppxc/*/ppxc.png", "ppxc/*/ppxc.svg",
@@ -51,9 +52,9 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     from langneurons.report.report import write_report
 
     run_dir, results_dir = Path(run_dir), Path(results_dir)
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = run_dir / MANIFEST
     if not manifest_path.is_file():
-        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
+        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no {MANIFEST})")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if readme is not None and not (run_dir / "claims" / "claims.md").is_file():
         raise LangNeuronsError(f"{run_dir} has no claims for the README block (add a claims: section to the config "
@@ -85,14 +86,14 @@ def _publishable(path: Path, run_dir: Path) -> bool:
 
 def _ppxc_figures(folder: Path) -> list[Path]:
     """The PPXC heatmaps of a published run, the config's first PPXC neuron set first."""
-    config = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("config", {})
+    config = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("config", {})
     order = list((config.get("ppxc") or {}).get("neuron_sets", []))
     figures = sorted(folder.glob("ppxc/*/ppxc.png"))
     return sorted(figures, key=lambda p: order.index(p.parent.name) if p.parent.name in order else len(order))
 
 
 def _summary_line(folder: Path) -> str:
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     model = manifest.get("model", {})
     stages = manifest.get("stages", {})
     compute = sum(record.get("compute_seconds", 0.0) for record in stages.values())
@@ -134,7 +135,7 @@ def _index(results_dir: Path) -> str:
     if others:
         parts += ["## Other results", ""]
         for folder in others:
-            entry = "README.md" if (folder / "README.md").is_file() else "manifest.json"
+            entry = "README.md" if (folder / "README.md").is_file() else MANIFEST
             parts.append(f"- [{folder.name}]({folder.name}/{entry}): written by its own command, with its config "
                          "and manifest")
         parts.append("")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from langneurons.artefacts import write_text
 from langneurons.errors import LangNeuronsError
+from langneurons.provenance import MANIFEST
 
 Block = tuple
 NEURON_FIGURES = (("neuron_counts", "neurons per language"), ("neuron_layers", "neurons per layer"),
@@ -477,9 +478,9 @@ def _html(blocks: list[Block], title: str) -> str:
 def report_blocks(run_dir: str | Path) -> list[Block]:
     """The report's content as blocks (``h1``/``h2``/``h3``, ``p``, ``table``, ``image``)."""
     run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
-        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
+        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no {MANIFEST})")
     manifest = _read_json(manifest_path)
     return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
             + _stability(run_dir, manifest) + _agreement(run_dir) + _ppxc(run_dir, manifest) + _steering(run_dir, manifest)

@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import copy
 import gc
-import hashlib
 import json
-import platform
 import shutil
 import sys
 import time
@@ -53,14 +51,12 @@ from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, stable_has
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
+from langneurons.provenance import (MANIFEST, STAGE_RECORD, file_sha256, folder_sha256, machine_description,
+                                    package_versions)
+from langneurons.provenance import RUN_FORMAT as FORMAT
 from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
 
-FORMAT = "langneurons.run/1"
-MANIFEST = "manifest.json"
-STAGE_RECORD = "stage.json"
 ModelLoader = Callable[[ModelConfig], LoadedModel]
-_PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "torchmetrics", "matplotlib",
-             "numpy", "scipy", "pyyaml", "lingua-language-detector", "lm_eval")
 
 
 @dataclass
@@ -181,54 +177,6 @@ def task_examples(tasks, task: str, language: str, split: str) -> list:
 # ---------------------------------------------------------------------------------- the run
 
 
-def _sha256(path: Path, canonical: bool = True) -> str:
-    """SHA-256 of a file's content. A ``.safetensors`` file is hashed with its JSON header in
-    canonical form (sorted keys): the library writes the metadata map in an arbitrary order, so
-    the same tensors and metadata may be different bytes. ``canonical=False``: the raw bytes (how
-    run directories of earlier versions recorded their outputs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        if canonical and path.suffix == ".safetensors":
-            size = handle.read(8)
-            try:
-                header = json.loads(handle.read(int.from_bytes(size, "little")))
-                digest.update(json.dumps(header, sort_keys=True).encode())
-            except (ValueError, OverflowError, MemoryError):
-                handle.seek(0)  # not a readable safetensors header: hash the bytes as they are
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _folder_hash(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` (task YAML and local data), by relative path."""
-    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version(), "langneurons": __version__}
-    for name in _PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return versions
-
-
-def machine_description() -> str:
-    """What the stages ran on, e.g. ``x86_64, 2 CPU cores (torch threads 2)`` or ``... CUDA: NVIDIA H200``."""
-    import os
-
-    import torch
-
-    text = f"{platform.machine()}, {os.cpu_count()} CPU cores (torch threads {torch.get_num_threads()})"
-    if torch.cuda.is_available():
-        text += f", CUDA: {torch.cuda.get_device_name(0)}"
-    return text
-
-
 class _Experiment:
     def __init__(self, config: ExperimentConfig, run_dir: Path, loader: ModelLoader, force: bool, progress: bool):
         self.config, self.run_dir, self.loader, self.force, self.progress = config, run_dir, loader, force, progress
@@ -304,7 +252,7 @@ class _Experiment:
     def _intact(self, outputs: Mapping[str, str]) -> bool:
         for relative, digest in outputs.items():
             path = self.run_dir / relative
-            if not path.is_file() or digest not in (_sha256(path), _sha256(path, canonical=False)):
+            if not path.is_file() or digest not in (file_sha256(path), file_sha256(path, canonical=False)):
                 return False
         return bool(outputs)
 
@@ -334,7 +282,7 @@ class _Experiment:
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != STAGE_RECORD
                            and not p.name.startswith("."))
-            outputs = {str(p.relative_to(self.run_dir)): _sha256(p) for p in files}
+            outputs = {str(p.relative_to(self.run_dir)): file_sha256(p) for p in files}
             chosen = sorted(p for pattern in product for p in directory.glob(pattern) if p.is_file()
                             and p.name != STAGE_RECORD)
             product_hash = stable_hash([[str(p.relative_to(directory)), outputs[str(p.relative_to(self.run_dir))]]
@@ -412,7 +360,7 @@ class _Experiment:
     def ppxc(self, set_name: str, statistics: StageRecord) -> StageRecord:
         from langneurons.activations.api import load_heldout
         from langneurons.intervene import ppxc_matrix, write_ppxc
-        from langneurons.report.ppxc_figures import write_ppxc_figure
+        from langneurons.intervene.figures import write_ppxc_figure
 
         options = self.config.ppxc
         languages = list(options.languages or self.config.languages)
@@ -468,7 +416,7 @@ class _Experiment:
         uses_set = run.options.neurons in ("languages", "random")
 
         def compute(directory: Path) -> None:
-            from langneurons.report.finetune_figures import write_learning_curve
+            from langneurons.finetune.figures import write_learning_curve
 
             examples = task_examples(tasks, run.task, run.source_language, "train")
             dev = (task_examples(tasks, run.task, run.source_language, "dev")
@@ -538,12 +486,13 @@ class _Experiment:
         return self.stage(f"evaluate/{model_name}", inputs, compute, product=("scores.json", "predictions.jsonl"))
 
     def results(self) -> StageRecord:
-        from langneurons.report.delta_figures import write_delta_figure
+        from langneurons.evaluate.figures import write_delta_figure
 
         evaluation = self.config.evaluation
 
         def compute(directory: Path) -> None:
-            from langneurons.evaluate.evaluation import ROW_FIELDS, GridResult, rows_to_csv
+            from langneurons.evaluate.evaluation import ROW_FIELDS, GridResult
+            from langneurons.tables import rows_to_csv
 
             grids = {name: GridResult.load(self.run_dir / "evaluate" / name) for name in evaluation.models}
             rows = [row for grid in grids.values() for row in grid.rows]
@@ -598,7 +547,7 @@ class _Experiment:
             result.write(directory)
 
         inputs = {"model": asdict(self.config.model), "options": asdict(section), "languages": languages,
-                  "task_files": {folder: _folder_hash(Path(folder)) for folder in section.include_path},
+                  "task_files": {folder: folder_sha256(Path(folder)) for folder in section.include_path},
                   "neuron_sets": {name: self.records[f"identify/{name}"].product for name in section.neuron_sets},
                   "statistics": statistics.product if needs_statistics else None}
         return self.stage("lm_eval", inputs, compute, product=("scores.json", "samples.jsonl"))

@@ -9,7 +9,7 @@ Files written to the output folder (atomic):
 * ``generations.jsonl``: every prompt's continuation per condition with its identified language;
 * ``examples.json``: per pair a few prompts with the baseline and the best condition's
   continuation side by side;
-* ``steering_heatmap.png/svg`` and ``steering_sweep.png/svg`` (:mod:`langneurons.report.steering_figures`);
+* ``steering_heatmap.png/svg`` and ``steering_sweep.png/svg`` (:mod:`langneurons.steer.figures`);
 * with :func:`steer`: ``manifest.json`` (package versions, SHA-256 of the neuron set and statistics
   files read, wall and CPU seconds, the files written and their SHA-256).
 """
@@ -48,8 +48,8 @@ def examples(result: SteeringResult, count: int) -> list[dict]:
 
 def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> list[Path]:
     """Write every file of the module docstring into ``out_dir``; returns their paths."""
-    from langneurons.evaluate.evaluation import rows_to_csv
-    from langneurons.report.steering_figures import write_steering_figures
+    from langneurons.tables import rows_to_csv
+    from langneurons.steer.figures import write_steering_figures
 
     out_dir = Path(out_dir)
     best = result.best_condition(result.meta.get("neuron_set", ""))
@@ -74,7 +74,9 @@ def load_steering(directory) -> dict:
 
 def statistics_options(statistics_dir) -> dict:
     """The options a statistics folder was collected with (its ``manifest.json``)."""
-    path = Path(statistics_dir) / "manifest.json"
+    from langneurons.provenance import MANIFEST
+
+    path = Path(statistics_dir) / MANIFEST
     try:
         return json.loads(path.read_text(encoding="utf-8"))["options"]
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -111,7 +113,7 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
     ``prepared``: what :func:`prepare` returned for the same arguments (not loaded twice)."""
     import time
 
-    from langneurons.runner.run import _sha256, package_versions
+    from langneurons.provenance import MANIFEST, file_sha256, package_versions
 
     start, cpu_start = time.perf_counter(), time.process_time()
     neuron_set, statistics, identifier, prompts = prepared or prepare(options, neuron_set_path, statistics_dir,
@@ -119,11 +121,11 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
     result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, prompts=prompts,
                           progress=progress)
     files = write_steering(result, out_dir, options.examples)
-    inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": _sha256(Path(neuron_set_path))}}
+    inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": file_sha256(Path(neuron_set_path))}}
     if statistics is not None:
-        inputs["statistics"] = {language: _sha256(Path(statistics_dir) / f"{language}.safetensors")
+        inputs["statistics"] = {language: file_sha256(Path(statistics_dir) / f"{language}.safetensors")
                                 for language in statistics}
     manifest = {"command": "steer", "versions": package_versions(), "inputs": inputs,
                 "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-                "outputs": {path.name: _sha256(path) for path in files}}
-    return result, files + [write_json(Path(out_dir) / "manifest.json", manifest)]
+                "outputs": {path.name: file_sha256(path) for path in files}}
+    return result, files + [write_json(Path(out_dir) / MANIFEST, manifest)]

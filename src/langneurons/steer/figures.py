@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from langneurons.report.neuron_figures import save_figure
+from langneurons.figures import save_figure
 
 
 def _pairs(rows: Sequence[dict]) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from langneurons.errors import LangNeuronsError
-from langneurons.report.finetune_figures import curve_rows, write_learning_curve
+from langneurons.finetune.figures import curve_rows, write_learning_curve
 
 METADATA = {"task": "xnli", "losses": [1.2, 1.0, 0.8], "smoothed_loss": [1.2, 1.1, 1.0],
             "curve": [{"step": 0, "dev_metric": "accuracy", "dev_score": 33.0, "dev_n": 9},
