@@ -15,23 +15,12 @@ from pathlib import Path
 from langneurons.artefacts import write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.provenance import MANIFEST
+from langneurons.registry import STAGES
 
-PUBLISHED = (
-    "config.yaml", MANIFEST, "report/report.md",
-    "identify/*/neurons.json", "identify/*/*.png", "identify/*/*.svg", "identify/*/*_figures/*.png",
-    "identify/*/*_figures/*.svg", "identify/*/*.csv",
-    "ppxc/*/ppxc.json", "ppxc/*/ppxc.csv", "ppxc/*/ppxc_specificity.csv", "ppxc/*/ppxc.png", "ppxc/*/ppxc.svg",
-    "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*",
-    "evaluate/*/scores.csv", "evaluate/*/scores.json",
-    "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",
-    "claims/claims.*",
-    "stability/*/stability.csv", "stability/*/stability.json", "stability/*/stable.json", "stability/*/*.png",
-    "stability/*/*.svg",
-    "steering/steering.csv", "steering/steering.json", "steering/*.png", "steering/*.svg",
-    "agreement/*.csv", "agreement/*.json", "agreement/*.png", "agreement/*.svg",
-    "steering-examples/steering.json", "steering-examples/steering.csv", "steering-examples/examples.json",
-)
-"""Glob patterns (relative to the run directory) of what a published result holds: never
+PUBLISHED = ("config.yaml", MANIFEST, "report/report.md") + tuple(
+    pattern for stage in STAGES for pattern in stage.published)
+"""Glob patterns (relative to the run directory) of what a published result holds (each study's
+``published`` patterns of :data:`langneurons.registry.STAGES`): never
 ``generations.jsonl`` or ``examples.json`` of steering (continuations of data-set prompts); the
 examples of ``steering-examples/`` only when that run used the built-in prompts (checked)."""
 
@@ -79,7 +68,7 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
 
 def _publishable(path: Path, run_dir: Path) -> bool:
     """False for a ``steering-examples`` file of a run whose prompts were not the built-in ones."""
-    from langneurons.report.report import steering_used_builtin_prompts
+    from langneurons.steer.stage import steering_used_builtin_prompts
 
     return path.parent != run_dir / "steering-examples" or steering_used_builtin_prompts(path.parent)
 

@@ -1,62 +1,24 @@
 """The report of a run directory: Markdown (figures linked) and self-contained HTML (figures
 inlined as base64 PNG), built from the files the runner wrote, nothing recomputed.
 
-Sections: run summary, language-specific neurons (per set: counts table and figures),
-perplexity change (PPXC heatmaps and specificity), language steering (rates per pair and
-condition, heatmap, strength sweep, side-by-side examples), fine-tuning runs, evaluation (scores with 95 %
-CIs, intervention deltas with paired tests and their figure, fine-tuned model comparisons),
-lm-evaluation-harness tasks (scores and paired tests per condition), stages (cached or computed, timings) and how to reproduce.
+Sections: run summary, then each study's own section (declared in the study's ``stage.py``, in
+the order of :func:`langneurons.registry.report_order`: claims, language-specific neurons,
+stability, agreement, perplexity change, language steering, fine-tuning, evaluation,
+lm-evaluation-harness tasks), then the stages (cached or computed, timings) and how to reproduce.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import json
 from pathlib import Path
 
 from langneurons.artefacts import write_text
+from langneurons.blocks import Block, fmt_number, read_json
 from langneurons.errors import LangNeuronsError
 from langneurons.provenance import MANIFEST
-
-Block = tuple
-NEURON_FIGURES = (("neuron_counts", "neurons per language"), ("neuron_layers", "neurons per layer"),
-                  ("neuron_overlap", "overlap between languages"), ("lape_entropy", "LAPE entropy"))
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise LangNeuronsError(f"cannot read {path}: {error}") from error
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _number(value, digits: int = 1) -> str:
-    if value is None or value == "":
-        return "–"
-    return f"{float(value):.{digits}f}"
-
-
-def _signed(value, digits: int = 1) -> str:
-    return "–" if value is None or value == "" else f"{float(value):+.{digits}f}"
-
-
-def _p(value) -> str:
-    if value is None or value == "":
-        return "–"
-    value = float(value)
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _interval(score, low, high, signed: bool = False) -> str:
-    fmt = _signed if signed else _number
-    return f"{fmt(score)} [{fmt(low)}, {fmt(high)}]"
+from langneurons.registry import report_order
+from langneurons.steer.stage import steering_used_builtin_prompts  # noqa: F401 (its earlier home)
 
 
 # ---------------------------------------------------------------------------------- sections
@@ -88,318 +50,6 @@ def _summary(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
-def _stage_folders(run_dir: Path, manifest: dict, prefix: str, marker: str) -> list[Path]:
-    """Folders of the run's current ``prefix/<name>`` stages holding ``marker`` (folders of stages no
-    longer in the config are left out)."""
-    names = manifest.get("stage_order") or list(manifest.get("stages", {}))
-    return [run_dir / name for name in names if name.startswith(prefix + "/") and (run_dir / name / marker).exists()]
-
-
-def _neurons(run_dir: Path, manifest: dict) -> list[Block]:
-    from langneurons.identify.neuron_set import NeuronSet, summarize
-
-    folders = _stage_folders(run_dir, manifest, "identify", "neurons.json")
-    if not folders:
-        return []
-    blocks: list[Block] = [("h2", "Language-specific neurons")]
-    for folder in folders:
-        neuron_set = NeuronSet.load(folder / "neurons.json")
-        total = neuron_set.num_layers * neuron_set.neurons_per_layer
-        blocks.append(("h3", f"{folder.name} ({neuron_set.method})"))
-        blocks.append(("p", f"{len(neuron_set.union())} distinct neurons of {total} "
-                            f"({neuron_set.num_layers} layers x {neuron_set.neurons_per_layer}); "
-                            f"parameters: `{json.dumps(neuron_set.parameters, sort_keys=True)}`."))
-        rows = summarize(neuron_set)
-        blocks.append(("table", list(rows[0]), [[str(v) for v in row.values()] for row in rows]))
-        figures = folder / "neurons_figures"
-        for name, caption in NEURON_FIGURES:
-            if (figures / f"{name}.png").exists():
-                blocks.append(("image", figures / f"{name}.png", f"{folder.name}: {caption}"))
-        for venn in sorted(figures.glob("neuron_venn_*.png")):
-            languages = venn.stem.removeprefix("neuron_venn_").replace("_", ", ")
-            blocks.append(("image", venn, f"{folder.name}: shared neurons of {languages}"))
-    return blocks
-
-
-def _stability(run_dir: Path, manifest: dict) -> list[Block]:
-    folders = _stage_folders(run_dir, manifest, "stability", "stability.json")
-    if not folders:
-        return []
-    blocks: list[Block] = [
-        ("h2", "Stability of the neuron sets"),
-        ("p", "Each set re-identified with the same method and options on bootstrap resamples of its statistics "
-              "(chunks of token blocks drawn with replacement) and on random split-halves. Jaccard: of a "
-              "resample's set with the full-data set, or of the two halves' sets; median [central interval]. "
-              "Chance: the expected Jaccard of two random sets with the same per-layer counts. Stable: neurons "
-              "of the full set selected in at least that fraction of resamples."),
-    ]
-    for folder in folders:
-        data = _read_json(folder / "stability.json")
-        rows = data["table"]
-        stable_key = next((key for key in rows[0] if key.startswith("stable_size_")), None) if rows else None
-        blocks.append(("h3", f"{folder.name} ({data['method']}, {data['options']['resamples']} resamples of "
-                             f"{data['replicates']} chunks)"))
-
-        def interval(row, key):
-            if row[f"{key}_median"] is None:
-                return "–"
-            return f"{row[f'{key}_median']:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
-
-        blocks.append(("table", ["language", "set size", "size interval", "bootstrap Jaccard", "split-half Jaccard",
-                                 "chance", f"stable (>= {stable_key.removeprefix('stable_size_')})" if stable_key
-                                 else "stable"],
-                       [[r["language"], str(r["set_size"]), f"{r['size_low']:.0f}–{r['size_high']:.0f}",
-                         interval(r, "bootstrap_jaccard"), interval(r, "split_half_jaccard"),
-                         f"{r['chance_jaccard']:.3f}", str(r.get(stable_key, "–"))] for r in rows]))
-        for name, caption in (("stability_jaccard", "Jaccard per language against chance"),
-                              ("selection_frequency", "selection frequency of the neurons")):
-            if (folder / f"{name}.png").exists():
-                blocks.append(("image", folder / f"{name}.png", f"{folder.name}: {caption}"))
-    return blocks
-
-
-def _agreement(run_dir: Path) -> list[Block]:
-    """Tables of ``agreement/*.json`` (``langneurons agreement ... --out RUN/agreement``), if any."""
-    files = sorted((run_dir / "agreement").glob("*.json"))
-    if not files:
-        return []
-    blocks: list[Block] = [
-        ("h2", "Agreement between neuron sets"),
-        ("p", "Jaccard per language of two sets (two methods on the same statistics, or one method on two "
-              "corpora); chance: the expected Jaccard of two random sets with the same per-layer counts."),
-    ]
-    for path in files:
-        data = _read_json(path)
-        blocks += [("h3", f"{path.stem}: {Path(data['first']).as_posix()} vs {Path(data['second']).as_posix()}"),
-                   ("table", ["language", "first", "second", "shared", "Jaccard", "chance"],
-                    [[r["language"], str(r["size_first"]), str(r["size_second"]), str(r["shared"]),
-                      _number(r["jaccard"], 3), f"{r['chance_jaccard']:.3f}"] for r in data["rows"]])]
-        if path.with_suffix(".png").exists():
-            blocks.append(("image", path.with_suffix(".png"), f"{path.stem}: Jaccard per language against chance"))
-    return blocks
-
-
-def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
-    folders = _stage_folders(run_dir, manifest, "ppxc", "ppxc.json")
-    if not folders:
-        return []
-    blocks: list[Block] = [
-        ("h2", "Perplexity change (PPXC)"),
-        ("p", "Rows: the language whose neurons are intervened; columns: the language whose held-out text is "
-              "scored. Colour: Δ NLL (nats/token, the log of the perplexity ratio); each cell shows Δ NLL and the "
-              "relative perplexity change; grey italics: the 95% block-bootstrap interval of Δ NLL contains 0. "
-              "Specificity of row language i: Δ NLL on i minus the mean Δ NLL on the other languages "
-              "(nats/token; > 0 when the neurons matter more for their own language), with its 95% interval."),
-    ]
-    for folder in folders:
-        data = _read_json(folder / "ppxc.json")
-        blocks.append(("h3", f"{folder.name} neurons, {data.get('intervention', '')}"))
-        if (folder / "ppxc.png").exists():
-            blocks.append(("image", folder / "ppxc.png", f"PPXC of the {folder.name} neurons"))
-        rows = _read_csv(folder / "ppxc_specificity.csv") if (folder / "ppxc_specificity.csv").exists() else []
-        if rows:
-            blocks.append(("table", ["set", "language", "neurons", "difference (nats/token)", "95% CI", "ratio"],
-                           [[r["set"], r["language"], r["neurons"], _number(r["difference"], 4),
-                             f"[{_signed(r.get('difference_ci_low'), 3)}, {_signed(r.get('difference_ci_high'), 3)}]",
-                             _number(r["ratio"], 2) if r["ratio"] not in ("", "nan") else "–"] for r in rows]))
-    return blocks
-
-
-def _claims(run_dir: Path, manifest: dict) -> list[Block]:
-    path = run_dir / "claims" / "claims.json"
-    if "claims" not in manifest.get("stages", {}) or not path.exists():
-        return []
-    claims = _read_json(path)
-
-    def value(number) -> str:
-        return "–" if number is None else (f"{number:+.3f}" if abs(number) < 10 else f"{number:+.1f}")
-
-    rows = [[f"{c['claim']} ({c['source']})", c["measure"],
-             f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
-                                          else "") + f" {c['unit']}",
-             c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]] for c in claims]
-    return [("h2", "Claims of the literature, tested"),
-            ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
-                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise."),
-            ("table", ["claim (source)", "measured", "estimate [95% CI]", "n", "p", "verdict"], rows)]
-
-
-def _text(value, limit: int = 90) -> str:
-    """One table cell of generated text: newlines shown as ⏎, cut at ``limit`` characters."""
-    text = "" if value is None else str(value).replace("\n", " ⏎ ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _prompt_source(prompts: str | None) -> str:
-    if prompts == "heldout":
-        return "lines of the statistics corpus that the statistics pass held out, never used to identify neurons"
-    return str(prompts)
-
-
-def steering_used_builtin_prompts(folder: Path) -> bool:
-    """True when the steering results in ``folder`` (its ``steering.json``) were prompted with the
-    project's built-in sentences, so their continuations may be shown and published."""
-    try:
-        data = json.loads((Path(folder) / "steering.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return data.get("meta", {}).get("options", {}).get("prompts") == "builtin"
-
-
-def _builtin_examples(run_dir: Path) -> tuple[list[dict], str | None]:
-    """Examples of ``<run>/steering-examples`` if that steering run used the built-in prompts."""
-    folder = run_dir / "steering-examples"
-    if not steering_used_builtin_prompts(folder) or not (folder / "examples.json").exists():
-        return [], None
-    return _read_json(folder / "examples.json"), _read_json(folder / "steering.json").get("best_condition")
-
-
-def _steering(run_dir: Path, manifest: dict) -> list[Block]:
-    folder = run_dir / "steering"
-    if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
-        return []
-    data = _read_json(folder / "steering.json")
-    meta, rows = data.get("meta", {}), data.get("rows", [])
-    options, identifier = meta.get("options", {}), meta.get("identifier", {})
-    best = data.get("best_condition")
-    blocks: list[Block] = [
-        ("h2", "Language steering"),
-        ("p", f"Prompts: the first {options.get('prompt_words')} words of {options.get('prompt_count')} sentences "
-              f"({_prompt_source(options.get('prompts'))}) per source language; greedy continuations of "
-              f"{options.get('max_new_tokens')} new tokens with the intervention on {options.get('positions')} "
-              f"positions. Each continuation's language is identified by {identifier.get('identifier', '?')} "
-              f"{identifier.get('version', '')} among {len(identifier.get('languages', []))} candidate languages. "
-              "Rates in percent with 95% Wilson intervals: target = in the target language, source = still in "
-              "the source language, other = another language or undetermined. Fluency: perplexity of the "
-              "continuations under the unintervened model (higher = less like what the model writes unsteered). "
-              f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."),
-        ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "source % [95% CI]", "other %",
-                   "fluency ppl"],
-         [[f"{r['source']}>{r['target']}", r["condition"], str(r["neurons"]), str(r["n"]),
-           _interval(r["target_rate"], r["target_ci_low"], r["target_ci_high"]),
-           _interval(r["source_rate"], r["source_ci_low"], r["source_ci_high"]), _number(r["other_rate"]),
-           _number(r["fluency_ppl"])] for r in rows]),
-    ]
-    if (folder / "steering_heatmap.png").exists():
-        blocks.append(("image", folder / "steering_heatmap.png",
-                       f"target-language rate of the best condition ({best}) and its random control"))
-    if (folder / "steering_sweep.png").exists():
-        blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
-    examples = _read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
-    if examples and options.get("prompts") != "builtin":  # a data set's text never enters a report
-        examples, best = _builtin_examples(run_dir)
-        blocks.append(("p", f"The run's own examples are not shown: its prompts are text of a corpus "
-                            f"({options.get('prompts')}); `steering/examples.json` in the run directory has them. "
-                            + ("The examples below come from `langneurons steer --prompts builtin ... -o "
-                               "<run>/steering-examples` on the same neuron set: the project's own prompts."
-                               if examples else "")))
-    if examples:
-        blocks += [
-            ("h3", f"Examples (baseline vs {best})"),
-            ("table", ["pair", "prompt", "baseline", "language", "steered", "language"],
-             [[f"{e['source']}>{e['target']}", _text(e["prompt"]), _text(e["baseline"]),
-               e["baseline_language"] or "undetermined", _text(e["steered"]),
-               e["steered_language"] or "undetermined"] for e in examples]),
-        ]
-    return blocks
-
-
-def _finetune(run_dir: Path, manifest: dict) -> list[Block]:
-    folders = _stage_folders(run_dir, manifest, "finetune", "langneurons_finetune.json")
-    if not folders:
-        return []
-    rows = []
-    for folder in folders:
-        meta = _read_json(folder / "langneurons_finetune.json")
-        neurons = meta.get("neurons", {})
-        params = meta.get("parameters", {})
-        rows.append([folder.name, meta.get("task", ""), neurons.get("mode", ""),
-                     ",".join(neurons.get("languages", [])) or "–", str(neurons.get("count", 0)),
-                     f"{params.get('trainable', '?'):,}" if isinstance(params.get("trainable"), int) else "?",
-                     f"{meta.get('step')}/{meta.get('total_steps')}",
-                     _number((meta.get("smoothed_loss") or [meta.get("final_loss")])[-1], 4),
-                     _dev_scores(meta.get("curve", [])),
-                     str(meta.get("data", {}).get("examples", "?"))])
-    blocks: list[Block] = [
-        ("h2", "Fine-tuning"),
-        ("p", "Final loss: moving average of the last 20 steps' training loss (nats per target token). "
-              "Dev: the held-out development score (%) before training → at the end."),
-        ("table", ["run", "task", "neurons", "languages", "trained neurons", "trainable parameters", "steps",
-                   "final loss", "dev", "examples"], rows)]
-    for folder in folders:
-        if (folder / "learning_curve.png").exists():
-            blocks.append(("image", folder / "learning_curve.png", f"{folder.name}: learning curve"))
-    return blocks
-
-
-def _dev_scores(curve: list) -> str:
-    if not curve:
-        return "–"
-    return f"{curve[0]['dev_score']:.1f} → {curve[-1]['dev_score']:.1f} (n={curve[-1]['dev_n']})"
-
-
-def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
-    results = run_dir / "results"
-    if "results" not in manifest.get("stages", {}) or not (results / "scores.json").exists():
-        return []
-    rows = _read_json(results / "scores.json")
-    blocks: list[Block] = [
-        ("h2", "Evaluation"),
-        ("p", "Scores in percent with 95% bootstrap confidence intervals. Per-example predictions: "
-              "`evaluate/<model>/predictions.jsonl`; all scores: `results/scores.csv`."),
-        ("h3", "Scores"),
-        ("table", ["model", "task", "language", "condition", "metric", "n", "score [95% CI]"],
-         [[r["model"], r["task"], r["language"], r["condition"], r["metric"], str(r["n"]),
-           _interval(r["score"], r["ci_low"], r["ci_high"])] for r in rows]),
-    ]
-    deltas = [r for r in rows if r.get("delta") is not None]
-    if deltas:
-        blocks += [
-            ("h3", "Interventions vs baseline"),
-            ("p", "Δ = intervened minus unintervened score of the same model on the same examples (points); "
-                  "accuracy: exact McNemar test, EM/F1: paired bootstrap."),
-            ("table", ["model", "task", "language", "condition", "neurons", "metric", "Δ [95% CI]", "p", "test"],
-             [[r["model"], r["task"], r["language"], r["condition"], str(r["neurons"]), r["metric"],
-               _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True), _p(r["p_value"]),
-               r["test"]] for r in deltas]),
-        ]
-        if (results / "intervention_deltas.png").exists():
-            blocks.append(("image", results / "intervention_deltas.png", "intervention deltas per language"))
-    comparisons_path = results / "model_comparisons.json"
-    comparisons = _read_json(comparisons_path) if comparisons_path.exists() else []
-    if comparisons:
-        blocks += [
-            ("h3", "Fine-tuned models compared"),
-            ("p", "Δ = model minus reference on the same examples, no intervention."),
-            ("table", ["task", "language", "metric", "model", "reference", "score", "reference score",
-                       "Δ [95% CI]", "p", "test"],
-             [[c["task"], c["language"], c["metric"], c["model"], c["reference"], _number(c["score"]),
-               _number(c["reference_score"]), _interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True),
-               _p(c["p_value"]), c["test"]] for c in comparisons]),
-        ]
-    return blocks
-
-
-def _lm_eval(run_dir: Path, manifest: dict) -> list[Block]:
-    scores = run_dir / "lm_eval" / "scores.json"
-    if "lm_eval" not in manifest.get("stages", {}) or not scores.exists():
-        return []
-    rows = _read_json(scores)["rows"]
-    blocks: list[Block] = [
-        ("h2", "lm-evaluation-harness tasks"),
-        ("p", "Harness tasks on the base model under each condition; 0/1 metrics in percent, others in the "
-              "harness's unit, with 95% bootstrap CIs. Δ = condition minus baseline on the same documents "
-              "(0/1 metrics: exact McNemar test; others: paired bootstrap). Per-example results: "
-              "`lm_eval/samples.jsonl`; the harness's own aggregates: `lm_eval/harness.json`."),
-        ("table", ["task", "filter", "metric", "condition", "neurons", "n", "score [95% CI]", "Δ [95% CI]", "p"],
-         [[r["task"], r["filter"], r["metric"], r["condition"], str(r["neurons"]), str(r["n"]),
-           _interval(r["score"], r["ci_low"], r["ci_high"]),
-           "–" if r["delta"] is None else _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True),
-           _p(r["p_value"])] for r in rows]),
-    ]
-    return blocks
-
-
 def _stages(manifest: dict) -> list[Block]:
     stages = manifest.get("stages", {})
     order = [name for name in manifest.get("stage_order", []) if name in stages]
@@ -408,8 +58,8 @@ def _stages(manifest: dict) -> list[Block]:
     return [
         ("h2", "Stages"),
         ("table", ["stage", "last run", "seconds (last run)", "compute seconds", "compute CPU seconds"],
-         [[name, record["status"], _number(record["seconds"]), _number(record["compute_seconds"]),
-           _number(record.get("cpu_seconds"))] for name, record in stages.items()]),
+         [[name, record["status"], fmt_number(record["seconds"]), fmt_number(record["compute_seconds"]),
+           fmt_number(record.get("cpu_seconds"))] for name, record in stages.items()]),
         ("h2", "Reproduce"),
         ("p", f"Config hash `{manifest.get('config_hash')}`; the full config is `config.yaml` and `manifest.json` "
               "records every stage's inputs and output hashes. Rerun with `langneurons run config.yaml --run-dir "
@@ -481,11 +131,11 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no {MANIFEST})")
-    manifest = _read_json(manifest_path)
-    return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
-            + _stability(run_dir, manifest) + _agreement(run_dir) + _ppxc(run_dir, manifest) + _steering(run_dir, manifest)
-            + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _lm_eval(run_dir, manifest)
-            + _stages(manifest))
+    manifest = read_json(manifest_path)
+    blocks = _summary(run_dir, manifest)
+    for stage in report_order():
+        blocks += stage.report(run_dir, manifest)
+    return blocks + _stages(manifest)
 
 
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:

@@ -28,12 +28,18 @@ import yaml
 
 from langneurons.activations.api import CollectOptions, options_dict
 from langneurons.errors import LangNeuronsError, brief
+from langneurons.evaluate.stage import EvaluationConfig
+from langneurons.finetune.stage import FinetuneRunConfig
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
+from langneurons.harness.stage import LmEvalConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.identify.api import options_dict as identify_options_dict
+from langneurons.identify.stage import IdentifyConfig, StabilityConfig
+from langneurons.intervene.stage import PPXCConfig
 from langneurons.languages import check_language
 from langneurons.report.claims import ClaimsConfig
 from langneurons.steer.experiment import SteeringOptions, parse_pair
+from langneurons.steer.stage import SteeringConfig
 
 
 @dataclass(frozen=True)
@@ -55,60 +61,6 @@ STATISTICS_EXCLUDED = ("languages", "shard", "backend")
 
 IDENTIFY_EXCLUDED = ("languages",)
 """The experiment's ``languages`` apply to every neuron set."""
-
-
-@dataclass(frozen=True)
-class IdentifyConfig:
-    """One neuron set: ``name`` (referred to elsewhere), the method and its options
-    (:class:`IdentifyOptions`; ``like`` names an earlier set of this config, for ``random``),
-    and ``figures`` (draw the set's counts, layers, overlap, Venn and entropy figures)."""
-
-    name: str
-    options: IdentifyOptions = field(default_factory=IdentifyOptions)
-    figures: bool = True
-
-    @property
-    def method(self) -> str:
-        return self.options.method
-
-
-@dataclass(frozen=True)
-class PPXCConfig:
-    """Perplexity-change matrices of ``neuron_sets`` on ``languages`` (default: all)."""
-
-    neuron_sets: tuple[str, ...] = ("lape",)
-    languages: tuple[str, ...] | None = None
-    action: str = "zero"
-    random_control: bool = True
-    token_budget: int | None = None
-    batch_size: int = 8
-    measure: str = "delta_nll"
-    seed: int = 0
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-
-
-@dataclass(frozen=True)
-class SteeringConfig:
-    """The steering experiment on ``neuron_set`` (a set of ``identification``), with the options
-    of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
-
-    neuron_set: str = "lape"
-    options: SteeringOptions = field(default_factory=SteeringOptions)
-
-
-@dataclass(frozen=True)
-class StabilityConfig:
-    """Resampling stability (:mod:`langneurons.identify.stability`) of ``neuron_sets`` (LAPE or
-    act-prob sets of this config); needs ``statistics.replicates`` >= 2. ``min_frequency``: the
-    selection frequency of the stable set written next to the table."""
-
-    neuron_sets: tuple[str, ...] = ("lape",)
-    resamples: int = 100
-    splits: int = 20
-    seed: int = 0
-    confidence: float = 0.95
-    min_frequency: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -155,69 +107,6 @@ class XQuADConfig:
 class TasksConfig:
     xnli: XNLIConfig | None = field(default_factory=XNLIConfig)
     xquad: XQuADConfig | None = field(default_factory=XQuADConfig)
-
-
-@dataclass(frozen=True)
-class FinetuneRunConfig:
-    """One fine-tuning run: its ``name``, the training language, the neuron set its neuron modes
-    read (``languages``/``random``), and the hyper-parameters of :class:`FinetuneConfig`."""
-
-    name: str
-    source_language: str = "en"
-    neuron_set: str | None = None
-    options: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="xnli"))
-
-    @property
-    def task(self) -> str:
-        return self.options.task
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """The evaluation grid: ``models`` (``base`` = zero-shot base model, or fine-tuning run names)
-    x {``neuron_sets`` x ``actions``} x ``languages``; the base model is scored on ``tasks``, a
-    fine-tuned model on its own task. ``intervene_models`` (default: all) get the intervention
-    conditions, the others the baseline only. Fine-tuned runs are compared with ``reference``
-    (default: the first run of the same task)."""
-
-    languages: tuple[str, ...]
-    models: tuple[str, ...] = ("base",)
-    tasks: tuple[str, ...] = ("xnli", "xquad")
-    neuron_sets: tuple[str, ...] = ()
-    actions: tuple[str, ...] = ("zero",)
-    intervene_models: tuple[str, ...] | None = None
-    positions: str = "all"
-    reference: str | None = None
-    batch_size: int = 8
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class LmEvalConfig:
-    """lm-evaluation-harness tasks (extra ``langneurons[lm-eval]``) on the base model under the
-    baseline and, for every neuron set x language x action, the intervention on that language's
-    neurons (plus its layer-matched random control when ``random_control``).
-
-    ``tasks``: harness task or group names; ``include_path``: folders of extra task YAML files
-    (relative to the working directory); ``languages``: whose neurons are intervened (default:
-    the experiment's languages); ``limit``: documents per task; ``num_fewshot``: None keeps each
-    task's default. Scores and paired tests as in :mod:`langneurons.harness.api`."""
-
-    tasks: tuple[str, ...]
-    include_path: tuple[str, ...] = ()
-    neuron_sets: tuple[str, ...] = ()
-    languages: tuple[str, ...] | None = None
-    actions: tuple[str, ...] = ("zero",)
-    positions: str = "all"
-    random_control: bool = True
-    limit: int | None = None
-    num_fewshot: int | None = None
-    batch_size: int = 8
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
 
 
 @dataclass(frozen=True)

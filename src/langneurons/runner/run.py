@@ -1,5 +1,10 @@
 """The experiment runner: every stage of the study from one config, cached, with a manifest.
 
+The stages are the studies of :data:`langneurons.registry.STAGES`, run in its order; each
+declares its config section, cache-key inputs, run, figures and report section in its package's
+``stage.py`` (:mod:`langneurons.stage`; docs/stages.md). :class:`Experiment` is the context they
+run in (model loading, caching, the manifest).
+
 Stages (each in its own folder of the run directory)::
 
     statistics/             activation statistics + held-out blocks per language
@@ -34,13 +39,12 @@ version is in every key).
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -51,33 +55,14 @@ from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, stable_has
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
-from langneurons.provenance import (MANIFEST, STAGE_RECORD, file_sha256, folder_sha256, machine_description,
-                                    package_versions)
+from langneurons.provenance import MANIFEST, STAGE_RECORD, file_sha256, machine_description, package_versions
 from langneurons.provenance import RUN_FORMAT as FORMAT
+from langneurons.registry import STAGES
 from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
+from langneurons.stage import StageRecord
+from langneurons.tasks.selection import task_examples  # noqa: F401 (langneurons.runner.task_examples)
 
 ModelLoader = Callable[[ModelConfig], LoadedModel]
-
-
-@dataclass
-class StageRecord:
-    """One stage of one invocation: ``status`` is ``computed`` or ``cached``; ``seconds`` the wall
-    time it took now, ``compute_seconds`` / ``cpu_seconds`` the wall / process CPU time its outputs
-    took to compute; ``outputs`` maps file paths (relative to the run directory) to SHA-256;
-    ``product`` hashes the outputs downstream reads."""
-
-    name: str
-    key: str
-    status: str
-    seconds: float
-    compute_seconds: float
-    cpu_seconds: float
-    product: str
-    outputs: dict[str, str] = field(default_factory=dict)
-    inputs: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -136,48 +121,16 @@ def run_experiment(
         config = load_config(config, variables)
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
-    return _Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
-
-
-# ---------------------------------------------------------------------------------- task data
-
-
-def task_examples(tasks, task: str, language: str, split: str) -> list:
-    """Examples of ``task`` in ``language`` for ``split`` as configured in ``tasks`` (a
-    :class:`langneurons.runner.config.TasksConfig`): ``eval``, ``train``, or ``dev`` (``dev_limit``
-    examples of the training data that the ``train`` sample does not contain)."""
-    from langneurons.tasks import load_xnli, load_xquad, split_by_article, subsample
-
-    options = getattr(tasks, task)
-    if options is None:
-        raise LangNeuronsError(f"task {task!r} has no data section under tasks")
-    if split == "dev":
-        every = task_examples(replace(tasks, **{task: replace(options, train_limit=None)}), task, language, "train")
-        training = {example.id for example in task_examples(tasks, task, language, "train")}
-        unused = [example for example in every if example.id not in training]
-        if not unused:
-            raise LangNeuronsError(f"{task}: no training examples are left for a development sample "
-                                   f"(lower train_limit or drop dev_limit)")
-        return subsample(unused, options.dev_limit, options.seed + 1)
-    if task == "xnli":
-        if split == "train":
-            return load_xnli(options.train_source or options.source, language, "train", options.train_limit,
-                             options.seed, options.balanced)
-        return load_xnli(options.source, language, "test", options.eval_limit, options.seed, options.balanced)
-    if options.train == "by_article":
-        source = (options.train_source or options.source) if split == "train" else options.source
-        train, held_out = split_by_article(load_xquad(source, language), options.eval_fraction, options.seed)
-        chosen = train if split == "train" else held_out
-        return subsample(chosen, options.train_limit if split == "train" else options.eval_limit, options.seed)
-    if split == "train":
-        return load_xquad(options.train_source or options.source, language, options.train_limit, options.seed, "train")
-    return load_xquad(options.source, language, options.eval_limit, options.seed)
+    return Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
 
 
 # ---------------------------------------------------------------------------------- the run
 
 
-class _Experiment:
+class Experiment:
+    """One invocation of the runner, and the context every stage's ``run`` receives
+    (:mod:`langneurons.stage`)."""
+
     def __init__(self, config: ExperimentConfig, run_dir: Path, loader: ModelLoader, force: bool, progress: bool):
         self.config, self.run_dir, self.loader, self.force, self.progress = config, run_dir, loader, force, progress
         self.records: dict[str, StageRecord] = {}
@@ -296,146 +249,23 @@ class _Experiment:
         self._save_manifest()
         return record
 
-    # ------------------------------------------------------------------ stages
-    def statistics(self) -> StageRecord:
-        from langneurons.activations.api import collect, options_dict
-
-        config = self.config
-        options = config.statistics
-
-        def compute(directory: Path) -> None:
-            collect(self.loaded, options, directory, progress=self.progress)
-            for path in directory.glob("*.safetensors*"):  # files of languages no longer configured
-                if path.name.split(".")[0] not in config.languages:
-                    path.unlink()
-
-        inputs = {"model": asdict(config.model), "statistics": options_dict(options)}  # unchanged keys by default
-        return self.stage("statistics", inputs, compute, product=("*.safetensors",), clear=False)
-
-    def identify(self, entry, statistics: StageRecord) -> StageRecord:
-        from langneurons.identify.api import identify
-        from langneurons.identify.api import options_dict as identify_options_dict
-
-        like_name = entry.options.like
-        like = self.records[f"identify/{like_name}"] if like_name else None
-        options = replace(entry.options, languages=tuple(self.config.languages),
-                          like=str(self.run_dir / "identify" / like_name / "neurons.json") if like_name else None)
-
-        def compute(directory: Path) -> None:
-            identify(self.run_dir / "statistics", options, output=directory / "neurons.json", figures=entry.figures)
-
-        inputs = {"options": identify_options_dict(replace(options, like=like_name)), "figures": entry.figures,
-                  "statistics": statistics.product if entry.method != "random" else None,
-                  "like": like.product if like else None}
-        return self.stage(f"identify/{entry.name}", inputs, compute, product=("neurons.json",))
-
-    def stability(self, set_name: str, statistics: StageRecord) -> StageRecord:
-        from langneurons.identify.api import options_dict as identify_options_dict
-        from langneurons.identify.api import stability_of
-        from langneurons.identify.stability import StabilityOptions
-
-        config = self.config.stability
-        options = replace(self.config.neuron_set(set_name).options, languages=tuple(self.config.languages))
-        resampling = StabilityOptions(resamples=config.resamples, splits=config.splits, seed=config.seed,
-                                      confidence=config.confidence)
-
-        def compute(directory: Path) -> None:
-            stability_of(self.run_dir / "statistics", options, resampling, out_dir=directory,
-                         min_frequency=config.min_frequency)
-
-        inputs = {"resampling": asdict(resampling), "min_frequency": config.min_frequency,
-                  "identify": identify_options_dict(options), "statistics": statistics.product}
-        return self.stage(f"stability/{set_name}", inputs, compute, product=("stability.json", "stable.json"))
-
-    def _neuron_set(self, name: str):
+    # ------------------------------------------------------------------ services to the stages
+    def neuron_set(self, name: str):
+        """The neuron set ``identify/<name>/neurons.json`` of this run."""
         from langneurons.identify.neuron_set import NeuronSet
 
         return NeuronSet.load(self.run_dir / "identify" / name / "neurons.json")
 
-    def _statistics_for(self, languages) -> dict:
+    def statistics_for(self, languages) -> dict:
+        """The run's activation statistics of ``languages``."""
         from langneurons.activations.api import load_statistics_dir
 
         return load_statistics_dir(self.run_dir / "statistics", list(languages))
 
-    def ppxc(self, set_name: str, statistics: StageRecord) -> StageRecord:
-        from langneurons.activations.api import load_heldout
-        from langneurons.intervene import ppxc_matrix, write_ppxc
-        from langneurons.intervene.figures import write_ppxc_figure
-
-        options = self.config.ppxc
-        languages = list(options.languages or self.config.languages)
-
-        def compute(directory: Path) -> None:
-            heldout = {language: load_heldout(self.run_dir / "statistics", language) for language in languages}
-            needs_statistics = options.action.split("=")[0] in ("stat", "add")
-            result = ppxc_matrix(
-                self.loaded, self._neuron_set(set_name), heldout, languages, intervention_kind=options.action,
-                random_control=options.random_control, seed=options.seed, token_budget=options.token_budget,
-                cache_dir=directory / "cells", progress=self.progress, batch_size=options.batch_size,
-                statistics_by_language=self._statistics_for(self.config.languages) if needs_statistics else None,
-                n_resamples=options.bootstrap_resamples, confidence=options.confidence,
-            )
-            write_ppxc(result, directory)
-            write_ppxc_figure(result, directory, name="ppxc", measure=options.measure)
-
-        own_options = {k: v for k, v in asdict(options).items() if k != "neuron_sets"}  # not the other sets
-        inputs = {"options": own_options, "languages": languages, "statistics": statistics.product,
-                  "neurons": self.records[f"identify/{set_name}"].product}
-        return self.stage(f"ppxc/{set_name}", inputs, compute, product=("ppxc.json",))
-
-    def steering(self, statistics: StageRecord) -> StageRecord:
-        from importlib.metadata import version
-
-        from langneurons.steer.api import write_steering
-        from langneurons.steer.experiment import run_steering, steering_prompts
-        from langneurons.steer.langid import LinguaIdentifier
-
-        steering = self.config.steering
-        options = steering.options
-
-        def compute(directory: Path) -> None:
-            identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
-            result = run_steering(
-                self.loaded, self._neuron_set(steering.neuron_set), options, identifier,
-                self._statistics_for(options.languages) if options.needs_statistics else None,
-                set_name=steering.neuron_set, prompts=steering_prompts(options, asdict(self.config.statistics)),
-                progress=self.progress)
-            write_steering(result, directory, options.examples)
-
-        inputs = {"model": asdict(self.config.model), "options": asdict(options), "neuron_set": steering.neuron_set,
-                  "neurons": self.records[f"identify/{steering.neuron_set}"].product,
-                  "statistics": statistics.product if options.needs_statistics_folder else None,
-                  "identifier": version("lingua-language-detector")}
-        return self.stage("steering", inputs, compute, product=("steering.json",))
-
-    def finetune(self, run) -> StageRecord:
-        from langneurons.finetune import finetune
-
-        tasks = self.config.tasks
-        neuron_record = self.records[f"identify/{run.neuron_set}"] if run.neuron_set else None
-        uses_set = run.options.neurons in ("languages", "random")
-
-        def compute(directory: Path) -> None:
-            from langneurons.finetune.figures import write_learning_curve
-
-            examples = task_examples(tasks, run.task, run.source_language, "train")
-            dev = (task_examples(tasks, run.task, run.source_language, "dev")
-                   if getattr(tasks, run.task).dev_limit and run.options.eval_every else None)
-            base = self.fresh_base()
-            neuron_set = self._neuron_set(run.neuron_set) if uses_set else None
-            result = finetune(base, examples, run.options, directory, neuron_set=neuron_set, progress=self.progress,
-                              dev_examples=dev, dev_language=run.source_language)
-            write_learning_curve(result.metadata, directory, title=f"{run.name}: learning curve")
-            del base, result
-            gc.collect()
-
-        inputs = {"model": asdict(self.config.model), "run": asdict(run), "data": asdict(getattr(tasks, run.task)),
-                  "neurons": neuron_record.product if (neuron_record and uses_set) else None}
-        return self.stage(f"finetune/{run.name}", inputs, compute,
-                          product=("adapter_model.safetensors", "adapter_config.json"))
-
-    def _prepared_task(self, task: str, language: str):
+    def prepared_task(self, task: str, language: str):
+        """The evaluation examples of ``task`` in ``language``, tokenised once per run."""
         from langneurons.evaluate.evaluation import prepare_task
+        from langneurons.tasks.selection import task_examples
 
         key = (task, language)
         if key not in self._prepared:
@@ -444,146 +274,6 @@ class _Experiment:
             self._prepared[key] = prepare_task(self.loaded.tokenizer, task, language, examples, options.max_length,
                                                getattr(options, "max_new_tokens", 0))
         return self._prepared[key]
-
-    def evaluate(self, model_name: str, statistics: StageRecord) -> StageRecord:
-        from langneurons.evaluate.evaluation import evaluate_grid
-        from langneurons.finetune import load_finetuned
-
-        evaluation = self.config.evaluation
-        tasks = list(evaluation.tasks) if model_name == "base" else [self.config.run(model_name).task]
-        intervene = evaluation.intervene_models is None or model_name in evaluation.intervene_models
-        sets = list(evaluation.neuron_sets) if intervene else []
-        needs_statistics = bool(sets) and any(a.split("=")[0] in ("stat", "add") for a in evaluation.actions)
-
-        def compute(directory: Path) -> None:
-            if model_name == "base":
-                model = self.loaded
-            else:
-                model = load_finetuned(self.run_dir / "finetune" / model_name, base=self.fresh_base())
-            data = {task: {language: self._prepared_task(task, language)
-                           for language in self.config.evaluation_languages(task)} for task in tasks}
-            result = evaluate_grid(
-                model, data, neuron_sets={name: self._neuron_set(name) for name in sets},
-                actions=evaluation.actions if sets else (),
-                statistics=self._statistics_for(self.config.languages) if needs_statistics else None,
-                positions=evaluation.positions, batch_size=evaluation.batch_size,
-                n_resamples=evaluation.bootstrap_resamples, confidence=evaluation.confidence, seed=evaluation.seed,
-                model_name=model_name, neurons_model_info=self.loaded.info, progress=self.progress,
-            )
-            result.write(directory)
-
-        model_input = ({"base": asdict(self.config.model)} if model_name == "base"
-                       else {"adapter": self.records[f"finetune/{model_name}"].product})
-        inputs = {
-            "model": model_input, "tasks": {task: asdict(getattr(self.config.tasks, task)) for task in tasks},
-            "languages": {task: list(self.config.evaluation_languages(task)) for task in tasks},
-            "positions": evaluation.positions,
-            "neuron_sets": {name: self.records[f"identify/{name}"].product for name in sets},
-            "actions": list(evaluation.actions) if sets else [],
-            "statistics": statistics.product if needs_statistics else None,
-            "options": {k: getattr(evaluation, k) for k in ("batch_size", "bootstrap_resamples", "confidence", "seed")},
-        }
-        return self.stage(f"evaluate/{model_name}", inputs, compute, product=("scores.json", "predictions.jsonl"))
-
-    def results(self) -> StageRecord:
-        from langneurons.evaluate.figures import write_delta_figure
-
-        evaluation = self.config.evaluation
-
-        def compute(directory: Path) -> None:
-            from langneurons.evaluate.evaluation import ROW_FIELDS, GridResult
-            from langneurons.tables import rows_to_csv
-
-            grids = {name: GridResult.load(self.run_dir / "evaluate" / name) for name in evaluation.models}
-            rows = [row for grid in grids.values() for row in grid.rows]
-            write_text(directory / "scores.csv", rows_to_csv(rows, ROW_FIELDS))
-            write_json(directory / "scores.json", rows)
-            comparisons = self._model_comparisons(grids)
-            write_text(directory / "model_comparisons.csv", rows_to_csv(comparisons, COMPARISON_FIELDS))
-            write_json(directory / "model_comparisons.json", comparisons)
-            if any(row["delta"] is not None for row in rows):
-                write_delta_figure(rows, directory, name="intervention_deltas")
-
-        inputs = {"evaluations": {name: self.records[f"evaluate/{name}"].product for name in evaluation.models},
-                  "reference": evaluation.reference, "options": [evaluation.bootstrap_resamples,
-                                                                 evaluation.confidence, evaluation.seed]}
-        return self.stage("results", inputs, compute, product=("scores.json", "model_comparisons.json"))
-
-    def claims(self) -> StageRecord:
-        from langneurons.report.claims import evaluate_claims, write_claims
-
-        config = self.config
-        models = list(config.evaluation.models) if config.evaluation is not None else []
-        runs = {run.name: (run.task, run.options.neurons) for run in config.finetune}
-
-        def compute(directory: Path) -> None:
-            write_claims(evaluate_claims(self.run_dir, config.claims, runs, models), directory)
-
-        upstream = {name: record.product for name, record in self.records.items()
-                    if name.startswith(("identify/", "ppxc/", "evaluate/")) or name == "steering"}
-        inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "upstream": upstream}
-        return self.stage("claims", inputs, compute, product=("claims.json",))
-
-    def lm_eval(self, statistics: StageRecord) -> StageRecord:
-        """Harness tasks on the base model: baseline, each set x language x action, random controls."""
-        from langneurons.intervene.spec import InterventionSpec, parse_action
-
-        section = self.config.lm_eval
-        languages = list(section.languages or self.config.languages)
-        specs = [InterventionSpec(neurons=name, languages=(language,), positions=section.positions,
-                                  **parse_action(action))
-                 for name in section.neuron_sets for language in languages for action in section.actions]
-        needs_statistics = any(spec.statistics_languages for spec in specs)
-
-        def compute(directory: Path) -> None:
-            from langneurons.harness.api import conditions_for, run_lm_eval
-            from langneurons.harness.backend import LangNeuronsLM
-
-            conditions = conditions_for(specs, random_control=section.random_control, seed=section.seed,
-                                        neuron_sets={name: self._neuron_set(name) for name in section.neuron_sets})
-            lm = LangNeuronsLM(loaded=self.loaded, batch_size=section.batch_size,
-                               statistics=str(self.run_dir / "statistics") if needs_statistics else None)
-            result = run_lm_eval(lm, conditions, self._lm_eval_options(), model_name=self.config.model.name)
-            result.write(directory)
-
-        inputs = {"model": asdict(self.config.model), "options": asdict(section), "languages": languages,
-                  "task_files": {folder: folder_sha256(Path(folder)) for folder in section.include_path},
-                  "neuron_sets": {name: self.records[f"identify/{name}"].product for name in section.neuron_sets},
-                  "statistics": statistics.product if needs_statistics else None}
-        return self.stage("lm_eval", inputs, compute, product=("scores.json", "samples.jsonl"))
-
-    def _lm_eval_options(self):
-        from langneurons.harness.api import LmEvalOptions
-
-        section = self.config.lm_eval
-        return LmEvalOptions(tasks=section.tasks, include_path=section.include_path, limit=section.limit,
-                             num_fewshot=section.num_fewshot, bootstrap_resamples=section.bootstrap_resamples,
-                             confidence=section.confidence, seed=section.seed)
-
-    def _model_comparisons(self, grids) -> list[dict]:
-        """Each fine-tuned model vs its reference run and vs the base model, on the unintervened
-        baseline, per task, language and metric (paired on the same examples)."""
-        from langneurons.evaluate.evaluation import compare_records, score_rows
-
-        evaluation = self.config.evaluation
-        finetuned = [name for name in evaluation.models if name != "base"]
-        rows = []
-        for name in finetuned:
-            task = self.config.run(name).task
-            same_task = [other for other in finetuned if self.config.run(other).task == task]
-            reference = evaluation.reference if evaluation.reference in same_task else same_task[0]
-            references = [r for r in dict.fromkeys([reference, "base"]) if r != name and r in grids
-                          and (r != "base" or task in evaluation.tasks)]
-            for ref in references:
-                for language in self.config.evaluation_languages(task):
-                    mine, theirs = grids[name].records(task, language), grids[ref].records(task, language)
-                    args = (evaluation.bootstrap_resamples, evaluation.confidence, evaluation.seed)
-                    scores, ref_scores = score_rows(task, mine, *args), score_rows(task, theirs, *args)
-                    for metric, comparison in compare_records(task, theirs, mine, *args).items():
-                        rows.append({"task": task, "language": language, "metric": metric, "model": name,
-                                     "reference": ref, "n": scores[metric]["n"], "score": scores[metric]["score"],
-                                     "reference_score": ref_scores[metric]["score"], **comparison})
-        return rows
 
     # ------------------------------------------------------------------ everything
     def run(self, report: bool) -> RunResult:
@@ -595,36 +285,15 @@ class _Experiment:
         start, cpu_start = time.perf_counter(), time.process_time()
         config = self.config
         self._check_run_dir()
-        if config.lm_eval is not None:  # the extra and the task names, before any stage runs
-            from langneurons.harness import register
-            from langneurons.harness.api import task_manager
-
-            register()
-            task_manager(self._lm_eval_options())
+        stages = [stage for stage in STAGES if stage.enabled(config)]
+        for stage in stages:  # extras and names that only the libraries know, before any stage runs
+            if stage.check is not None:
+                stage.check(config)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
         self._save_manifest()
-        statistics = self.statistics()
-        for entry in config.identification:
-            self.identify(entry, statistics)
-        if config.stability is not None:
-            for name in config.stability.neuron_sets:
-                self.stability(name, statistics)
-        if config.ppxc is not None:
-            for name in config.ppxc.neuron_sets:
-                self.ppxc(name, statistics)
-        if config.steering is not None:
-            self.steering(statistics)
-        for run in config.finetune:
-            self.finetune(run)
-        if config.evaluation is not None:
-            for name in config.evaluation.models:
-                self.evaluate(name, statistics)
-            self.results()
-        if config.lm_eval is not None:
-            self.lm_eval(statistics)
-        if config.claims is not None:
-            self.claims()
+        for stage in stages:
+            stage.run(self)
         seconds = time.perf_counter() - start
         self.manifest["last_run"] = {"seconds": seconds, "cpu_seconds": time.process_time() - cpu_start,
                                      "computed": [n for n, r in self.records.items()
@@ -639,6 +308,3 @@ class _Experiment:
             self._log(f"report: {paths[1]}")
         return RunResult(self.run_dir, self.run_dir / MANIFEST, dict(self.records), time.perf_counter() - start, paths)
 
-
-COMPARISON_FIELDS = ("task", "language", "metric", "model", "reference", "n", "score", "reference_score", "delta",
-                     "delta_ci_low", "delta_ci_high", "p_value", "test")

@@ -1,0 +1,135 @@
+"""The ``steering`` stage (section ``steering:``): steering rates per pair and condition,
+examples and figures; its config section, cached run, report section and published files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from langneurons.blocks import Block, fmt_interval, fmt_number, read_json
+from langneurons.stage import Stage
+from langneurons.steer.experiment import SteeringOptions
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """The steering experiment on ``neuron_set`` (a set of ``identification``), with the options
+    of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
+
+    neuron_set: str = "lape"
+    options: SteeringOptions = field(default_factory=SteeringOptions)
+
+
+def run(context) -> None:
+    from importlib.metadata import version
+
+    from langneurons.steer.api import write_steering
+    from langneurons.steer.experiment import run_steering, steering_prompts
+    from langneurons.steer.langid import LinguaIdentifier
+
+    steering = context.config.steering
+    statistics = context.records["statistics"]
+    options = steering.options
+
+    def compute(directory: Path) -> None:
+        identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
+        result = run_steering(
+            context.loaded, context.neuron_set(steering.neuron_set), options, identifier,
+            context.statistics_for(options.languages) if options.needs_statistics else None,
+            set_name=steering.neuron_set, prompts=steering_prompts(options, asdict(context.config.statistics)),
+            progress=context.progress)
+        write_steering(result, directory, options.examples)
+
+    inputs = {"model": asdict(context.config.model), "options": asdict(options), "neuron_set": steering.neuron_set,
+              "neurons": context.records[f"identify/{steering.neuron_set}"].product,
+              "statistics": statistics.product if options.needs_statistics_folder else None,
+              "identifier": version("lingua-language-detector")}
+    context.stage("steering", inputs, compute, product=("steering.json",))
+
+
+# ---------------------------------------------------------------------------------- report
+
+def _text(value, limit: int = 90) -> str:
+    """One table cell of generated text: newlines shown as ⏎, cut at ``limit`` characters."""
+    text = "" if value is None else str(value).replace("\n", " ⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _prompt_source(prompts: str | None) -> str:
+    if prompts == "heldout":
+        return "lines of the statistics corpus that the statistics pass held out, never used to identify neurons"
+    return str(prompts)
+
+
+def steering_used_builtin_prompts(folder: Path) -> bool:
+    """True when the steering results in ``folder`` (its ``steering.json``) were prompted with the
+    project's built-in sentences, so their continuations may be shown and published."""
+    try:
+        data = json.loads((Path(folder) / "steering.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return data.get("meta", {}).get("options", {}).get("prompts") == "builtin"
+
+
+def _builtin_examples(run_dir: Path) -> tuple[list[dict], str | None]:
+    """Examples of ``<run>/steering-examples`` if that steering run used the built-in prompts."""
+    folder = run_dir / "steering-examples"
+    if not steering_used_builtin_prompts(folder) or not (folder / "examples.json").exists():
+        return [], None
+    return read_json(folder / "examples.json"), read_json(folder / "steering.json").get("best_condition")
+
+
+def steering_section(run_dir: Path, manifest: dict) -> list[Block]:
+    folder = run_dir / "steering"
+    if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
+        return []
+    data = read_json(folder / "steering.json")
+    meta, rows = data.get("meta", {}), data.get("rows", [])
+    options, identifier = meta.get("options", {}), meta.get("identifier", {})
+    best = data.get("best_condition")
+    blocks: list[Block] = [
+        ("h2", "Language steering"),
+        ("p", f"Prompts: the first {options.get('prompt_words')} words of {options.get('prompt_count')} sentences "
+              f"({_prompt_source(options.get('prompts'))}) per source language; greedy continuations of "
+              f"{options.get('max_new_tokens')} new tokens with the intervention on {options.get('positions')} "
+              f"positions. Each continuation's language is identified by {identifier.get('identifier', '?')} "
+              f"{identifier.get('version', '')} among {len(identifier.get('languages', []))} candidate languages. "
+              "Rates in percent with 95% Wilson intervals: target = in the target language, source = still in "
+              "the source language, other = another language or undetermined. Fluency: perplexity of the "
+              "continuations under the unintervened model (higher = less like what the model writes unsteered). "
+              f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."),
+        ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "source % [95% CI]", "other %",
+                   "fluency ppl"],
+         [[f"{r['source']}>{r['target']}", r["condition"], str(r["neurons"]), str(r["n"]),
+           fmt_interval(r["target_rate"], r["target_ci_low"], r["target_ci_high"]),
+           fmt_interval(r["source_rate"], r["source_ci_low"], r["source_ci_high"]), fmt_number(r["other_rate"]),
+           fmt_number(r["fluency_ppl"])] for r in rows]),
+    ]
+    if (folder / "steering_heatmap.png").exists():
+        blocks.append(("image", folder / "steering_heatmap.png",
+                       f"target-language rate of the best condition ({best}) and its random control"))
+    if (folder / "steering_sweep.png").exists():
+        blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
+    examples = read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
+    if examples and options.get("prompts") != "builtin":  # a data set's text never enters a report
+        examples, best = _builtin_examples(run_dir)
+        blocks.append(("p", f"The run's own examples are not shown: its prompts are text of a corpus "
+                            f"({options.get('prompts')}); `steering/examples.json` in the run directory has them. "
+                            + ("The examples below come from `langneurons steer --prompts builtin ... -o "
+                               "<run>/steering-examples` on the same neuron set: the project's own prompts."
+                               if examples else "")))
+    if examples:
+        blocks += [
+            ("h3", f"Examples (baseline vs {best})"),
+            ("table", ["pair", "prompt", "baseline", "language", "steered", "language"],
+             [[f"{e['source']}>{e['target']}", _text(e["prompt"]), _text(e["baseline"]),
+               e["baseline_language"] or "undetermined", _text(e["steered"]),
+               e["steered_language"] or "undetermined"] for e in examples]),
+        ]
+    return blocks
+
+
+STEERING = Stage("steering", "steering", run, report=steering_section, published=(
+    "steering/steering.csv", "steering/steering.json", "steering/*.png", "steering/*.svg",
+    "steering-examples/steering.json", "steering-examples/steering.csv", "steering-examples/examples.json"))
