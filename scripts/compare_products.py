@@ -146,7 +146,8 @@ def tiny_config(root: Path) -> dict:
     for folder in (tests, tests / "runner"):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
-    from conftest import tiny_config as base_config, write_fixtures  # tests/runner/conftest.py
+    from conftest import tiny_config as base_config  # tests/runner/conftest.py
+    from conftest import write_fixtures
 
     write_fixtures(root)
     config = base_config(root)

@@ -17,8 +17,6 @@ examples (accuracy: McNemar exact test; EM/F1: paired bootstrap). All scores are
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -31,6 +29,7 @@ from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, answer_text, greedy_generate, stop_token_ids
 from langneurons.evaluate.metrics import compare_accuracy, paired_bootstrap, squad_scores, summarize
+from langneurons.identify.neuron_set import as_neuron_set
 from langneurons.tables import rows_to_csv
 from langneurons.tasks.prompts import (
     DEFAULT_MAX_LENGTH,
@@ -306,7 +305,8 @@ def evaluate_grid(
     Args:
         tasks: task (``xnli``/``xquad``) -> language -> examples, or a :class:`PreparedTask`
             (raw examples are tokenised here, once, with ``max_length``/``max_new_tokens``).
-        neuron_sets: name -> NeuronSet; each with each of ``actions`` is one grid condition.
+        neuron_sets: name -> NeuronSet (or its file path); each with each of ``actions`` is one
+            grid condition.
         actions: intervention actions of :mod:`langneurons.intervene.spec` (``zero``,
             ``scale=0``, ``stat=p90`` (evaluated language's statistic), ``stat=mean@en`` ...).
         statistics: language -> ActivationStatistics, for ``stat`` / ``add`` actions.
@@ -314,7 +314,7 @@ def evaluate_grid(
         neurons_model_info: ModelInfo of the model the neuron sets and statistics were made on
             (default ``loaded.info``; pass the base model's when ``loaded`` is a fine-tuned adapter).
     """
-    neuron_sets = dict(neuron_sets or {})
+    neuron_sets = {name: as_neuron_set(value) for name, value in (neuron_sets or {}).items()}
     info = neurons_model_info or loaded.info
     for neuron_set in neuron_sets.values():
         neuron_set.check_model(info)

@@ -60,7 +60,7 @@ from langneurons.finetune.neuron_lora import (
     check_mlp_targets,
     count_parameters,
 )
-from langneurons.identify.neuron_set import NeuronSet
+from langneurons.identify.neuron_set import NeuronSet, as_neuron_set
 from langneurons.languages import check_languages
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import DEFAULT_MODEL, DEFAULT_MODEL_ID, LoadedModel, ModelInfo, load_model
@@ -194,6 +194,7 @@ def training_neurons(
         if not config.neuron_set_path:
             raise LangNeuronsError(f"neuron mode {config.neurons!r} needs a neuron set (--neurons-file)")
         neuron_set = NeuronSet.load(config.neuron_set_path)
+    neuron_set = as_neuron_set(neuron_set)
     neuron_set.check_model(info)
     union = torch.zeros(neuron_set.num_layers, neuron_set.neurons_per_layer, dtype=torch.bool)
     for language in config.languages:
@@ -345,7 +346,7 @@ def finetune(
     train_examples: Sequence,
     config: FinetuneConfig,
     output_dir: str | os.PathLike,
-    neuron_set: NeuronSet | None = None,
+    neuron_set: NeuronSet | str | os.PathLike | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
     dev_examples: Sequence | None = None,

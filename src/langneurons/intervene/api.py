@@ -7,7 +7,7 @@ from pathlib import Path
 
 from langneurons.activations.api import load_heldout, load_statistics_dir
 from langneurons.errors import LangNeuronsError, brief
-from langneurons.identify.neuron_set import NeuronSet
+from langneurons.identify.neuron_set import as_neuron_set
 from langneurons.intervene.ppxc import MEASURES, PPXCResult, ppxc_matrix, write_ppxc
 from langneurons.intervene.spec import parse_action
 from langneurons.languages import check_languages
@@ -43,10 +43,13 @@ def check_ppxc_options(action: str, token_budget: int | None, batch_size: int, m
         raise LangNeuronsError(f"unknown PPXC measure {brief(measure)}; use one of {', '.join(MEASURES)}")
 
 
-def ppl_matrix(loaded: LoadedModel, neuron_set_path, statistics_dir, options: PPXCOptions, out_dir=None,
+def ppl_matrix(loaded: LoadedModel, neuron_set, statistics_dir, options: PPXCOptions | None = None, out_dir=None,
                cache_dir=None, progress: bool = True) -> tuple[PPXCResult, list[Path]]:
-    """Compute the PPXC matrix on the held-out blocks saved by ``collect`` in ``statistics_dir``."""
-    neuron_set = NeuronSet.load(neuron_set_path)
+    """Compute the PPXC matrix on the held-out blocks saved by ``collect`` in ``statistics_dir``.
+
+    ``neuron_set``: a :class:`NeuronSet` or the path of one; ``options``: default :class:`PPXCOptions`."""
+    options = options or PPXCOptions()
+    neuron_set = as_neuron_set(neuron_set)
     neuron_set.check_model(loaded.info)
     languages = list(check_languages(options.languages)) if options.languages else neuron_set.languages
     missing = [lang for lang in languages if lang not in neuron_set.languages]

@@ -20,7 +20,6 @@ from langneurons.provenance import MANIFEST
 from langneurons.registry import report_order
 from langneurons.steer.stage import steering_used_builtin_prompts  # noqa: F401 (its earlier home)
 
-
 # ---------------------------------------------------------------------------------- sections
 
 

@@ -16,43 +16,42 @@ String values may use ``${name}`` variables (``vars:`` section, ``--var``/``--da
 
 from __future__ import annotations
 
-import re
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Union
-
-import yaml
+from typing import Any
 
 from langneurons.activations.api import CollectOptions, options_dict
-from langneurons.errors import LangNeuronsError, brief
+from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.stage import EvaluationConfig
 from langneurons.finetune.stage import FinetuneRunConfig
-from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
+from langneurons.finetune.train import FinetuneConfig
 from langneurons.harness.stage import LmEvalConfig
-from langneurons.identify.api import METHODS, IdentifyOptions
+from langneurons.identify.api import IdentifyOptions
 from langneurons.identify.api import options_dict as identify_options_dict
 from langneurons.identify.stage import IdentifyConfig, StabilityConfig
 from langneurons.intervene.stage import PPXCConfig
-from langneurons.languages import check_language
+from langneurons.models.loading import ModelOptions
 from langneurons.report.claims import ClaimsConfig
-from langneurons.steer.experiment import SteeringOptions, parse_pair
+from langneurons.runner.schema import (  # noqa: F401
+    MAX_CONFIG_VALUES,
+    build,
+    check_expanded_size,
+    convert,
+    join_path,
+    merge,
+    plain,
+    read_yaml,
+    substitute_variables,
+)
+from langneurons.runner.validation import validate
+from langneurons.steer.experiment import SteeringOptions
 from langneurons.steer.stage import SteeringConfig
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """What :func:`langneurons.models.loading.load_model` gets; ``device`` moves the model after loading."""
-
-    name: str = "gemma3-270m"
-    revision: str | None = None
-    dtype: str = "float32"
-    device_map: str | None = None
-    load_in_4bit: bool = False
-    gguf_file: str | None = None
-    device: str | None = None
+ModelConfig = ModelOptions
+"""The ``model:`` section: :class:`langneurons.models.loading.ModelOptions` (one declaration for
+the config, the CLI and the harness backend)."""
 
 
 STATISTICS_EXCLUDED = ("languages", "shard", "backend")
@@ -131,11 +130,11 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         """The config as YAML-ready data that :func:`load_config` reads back into an equal config."""
-        data = _plain(asdict(self))
-        data["statistics"] = {k: v for k, v in _plain(options_dict(self.statistics)).items()
+        data = plain(asdict(self))
+        data["statistics"] = {k: v for k, v in plain(options_dict(self.statistics)).items()
                               if k not in STATISTICS_EXCLUDED}
         data["identification"] = [
-            {"name": entry.name, **{k: v for k, v in _plain(identify_options_dict(entry.options)).items()
+            {"name": entry.name, **{k: v for k, v in plain(identify_options_dict(entry.options)).items()
                                     if k not in IDENTIFY_EXCLUDED},
              "figures": entry.figures}
             for entry in self.identification
@@ -169,11 +168,6 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------- loading
 
 
-MAX_CONFIG_VALUES = 100_000
-"""A config with more values than this once YAML aliases are expanded is refused (an alias bomb
-of a few hundred bytes expands to billions); real configs have a few hundred."""
-
-
 def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | None = None) -> ExperimentConfig:
     """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`.
 
@@ -187,7 +181,7 @@ def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | Non
         data, origin = dict(source), "config"
     else:
         path = Path(source)
-        data, origin = _read_yaml(path), path.name
+        data, origin = read_yaml(path), path.name
     try:
         check_expanded_size(data)
         data = substitute_variables(data, variables)
@@ -204,88 +198,6 @@ def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | Non
     return config
 
 
-def check_expanded_size(data: Any, limit: int = MAX_CONFIG_VALUES) -> None:
-    """Refuse data with more than ``limit`` values counted with every alias expanded (and
-    self-referencing data); stops counting at the limit, so an alias bomb costs no time."""
-    count, stack = 0, [data]
-    while stack:
-        value = stack.pop()
-        count += 1
-        if count > limit:
-            raise LangNeuronsError(f"the config expands to more than {limit} values (YAML aliases?); refused")
-        if isinstance(value, Mapping):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, (list, tuple)):
-            stack.extend(value)
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    if not path.is_file():
-        raise LangNeuronsError(f"experiment config not found: {path}")
-    if path.resolve() in seen:
-        raise LangNeuronsError(f"{path}: 'extends' loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0][:120]})") from None
-    except (UnicodeDecodeError, OSError) as error:
-        raise LangNeuronsError(f"{path}: not a readable UTF-8 text file ({str(error)[:120]})") from None
-    try:
-        check_expanded_size(data)
-    except LangNeuronsError as error:
-        raise LangNeuronsError(f"{path}: {error}") from None
-    if not isinstance(data, dict):
-        raise LangNeuronsError(f"{path}: an experiment config must be a mapping of sections")
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    base = _read_yaml((path.parent / str(parent)), seen + (path.resolve(),))
-    return merge(base, data)
-
-
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def substitute_variables(data: dict, variables: Mapping[str, str] | None = None) -> dict:
-    """``data`` without its ``vars`` section, with every ``${name}`` in its strings replaced
-    (``variables`` first, then ``vars``)."""
-    data = dict(data)
-    defaults = data.pop("vars", None) or {}
-    if not isinstance(defaults, Mapping):
-        raise LangNeuronsError("vars must be a mapping of names to strings")
-    values = {str(k): str(v) for k, v in {**defaults, **(variables or {})}.items()}
-
-    def replace_in(value: Any, path: str) -> Any:
-        if isinstance(value, str):
-            def lookup(match: re.Match) -> str:
-                name = match.group(1)
-                if name not in values:
-                    raise LangNeuronsError(f"{path} uses ${{{name}}} but no value is given "
-                                           f"(add it under vars: or pass --var {name}=VALUE)")
-                return values[name]
-
-            return _VARIABLE.sub(lookup, value)
-        if isinstance(value, Mapping):
-            return {k: replace_in(v, _join(path, str(k))) for k, v in value.items()}
-        if isinstance(value, list):
-            return [replace_in(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return value
-
-    return replace_in(data, "")
-
-
-def merge(base: Mapping, override: Mapping) -> dict:
-    """``override`` on top of ``base``: nested mappings merged, other values replaced."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _parse(data: dict) -> ExperimentConfig:
     """Sections whose types are stage option dataclasses (statistics: CollectOptions,
     identification: IdentifyOptions, finetune: FinetuneConfig) are read with the experiment-wide
@@ -294,9 +206,9 @@ def _parse(data: dict) -> ExperimentConfig:
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
     own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering") if key in data}
-    config = _build(ExperimentConfig, data, "")
+    config = build(ExperimentConfig, data, "")
     languages = config.languages
-    statistics = _build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
+    statistics = build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
                         fixed={"languages": languages})
     identification = (_identification(own["identification"]) if "identification" in own
                       else config.identification)
@@ -311,8 +223,8 @@ def _steering(section: Any) -> SteeringConfig:
         raise LangNeuronsError("steering must be a mapping")
     options = {k: v for k, v in section.items() if k != "neuron_set"}
     return SteeringConfig(
-        neuron_set=_convert(str, section.get("neuron_set", "lape"), "steering.neuron_set"),
-        options=_build(SteeringOptions, options, "steering", extra=("neuron_set",)),
+        neuron_set=convert(str, section.get("neuron_set", "lape"), "steering.neuron_set"),
+        options=build(SteeringOptions, options, "steering", extra=("neuron_set",)),
     )
 
 
@@ -329,9 +241,9 @@ def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
             raise LangNeuronsError(f"missing key {path}.name")
         options = {k: v for k, v in entry.items() if k not in ("name", "figures")}
         parsed.append(IdentifyConfig(
-            name=_convert(str, entry["name"], f"{path}.name"),
-            options=_build(IdentifyOptions, options, path, excluded=IDENTIFY_EXCLUDED, extra=("name", "figures")),
-            figures=_convert(bool, entry.get("figures", True), f"{path}.figures"),
+            name=convert(str, entry["name"], f"{path}.name"),
+            options=build(IdentifyOptions, options, path, excluded=IDENTIFY_EXCLUDED, extra=("name", "figures")),
+            figures=convert(bool, entry.get("figures", True), f"{path}.figures"),
         ))
     return tuple(parsed)
 
@@ -364,301 +276,16 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
                                    f"{', '.join(sorted(option_fields | set(_RUN_KEYS)))}")
         if "name" not in merged:
             raise LangNeuronsError(f"{path} needs a name")
-        options = _build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
+        options = build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
         parsed.append(FinetuneRunConfig(
-            name=_convert(str, merged["name"], f"{path}.name"),
-            source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
-            neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
+            name=convert(str, merged["name"], f"{path}.name"),
+            source_language=convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
+            neuron_set=convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
             options=options,
         ))
     return tuple(parsed)
 
 
-def _build(cls, data: Any, path: str, excluded: tuple[str, ...] = (), fixed: Mapping | None = None,
-           extra: tuple[str, ...] = ()):
-    """An instance of dataclass ``cls`` from a mapping, every key and type checked.
-
-    excluded: fields the mapping may not set (``fixed`` values or the defaults apply);
-    extra: further keys the section allows, read elsewhere (named in the error message only).
-    """
-    where = path or "the config"
-    if not isinstance(data, Mapping):
-        raise LangNeuronsError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls) if f.init and not f.name.startswith("_") and f.name not in excluded]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise LangNeuronsError(f"unknown key {_join(path, unknown[0])}; allowed: {', '.join(sorted(known + list(extra)))}")
-    kwargs = dict(fixed or {})
-    for f in fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], _join(path, f.name))
-        elif f.init and f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
-            raise LangNeuronsError(f"missing key {_join(path, f.name)}")
-    try:
-        return cls(**kwargs)
-    except LangNeuronsError as error:
-        raise LangNeuronsError(f"{where}: {error}") from None
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _convert(hint, value: Any, path: str):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _convert(option, value, path)
-            except LangNeuronsError as error:
-                errors.append(error)
-        raise errors[0]
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise LangNeuronsError(f"{path} must be a list, got {type(value).__name__}")
-        return tuple(_convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
-    if is_dataclass(hint):
-        return _build(hint, value, path)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be true or false, got {brief(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise LangNeuronsError(f"{path} must be an integer, got {brief(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LangNeuronsError(f"{path} must be a number, got {brief(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be a string, got {brief(value)}")
-        return str(value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise LangNeuronsError(f"{path} must be a mapping")
-        return dict(value)
-    return value
-
-
 # ---------------------------------------------------------------------------------- validation
 
 
-def _languages(values, path: str, allowed: tuple[str, ...] | None = None) -> None:
-    if len(set(values)) != len(values):
-        raise LangNeuronsError(f"{path} lists a language twice: {list(values)}")
-    for i, language in enumerate(values):
-        try:
-            check_language(language)
-        except LangNeuronsError:
-            raise LangNeuronsError(f"unknown language {brief(language)} in {path}[{i}]; use ISO 639-1 codes "
-                                   "such as en, fr, hi, zh") from None
-        if allowed is not None and language not in allowed:
-            raise LangNeuronsError(f"{path}[{i}]: language {brief(language)} is not among the experiment's languages "
-                                   f"({', '.join(allowed)})")
-
-
-def _names(values, path: str, defined: list[str], what: str) -> None:
-    for i, name in enumerate(values):
-        if name not in defined:
-            raise LangNeuronsError(f"{path}[{i}]: no {what} named {brief(name)} (defined: {', '.join(defined) or 'none'})")
-
-
-def validate(config: ExperimentConfig) -> None:
-    """Cross-references and languages (the types were checked by the parser)."""
-    if not config.languages:
-        raise LangNeuronsError("languages: at least one language is needed")
-    _languages(config.languages, "languages")
-    languages = config.languages
-    sets: list[str] = []
-    for i, entry in enumerate(config.identification):
-        path = f"identification[{i}]"
-        if entry.method not in METHODS:
-            raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
-        if entry.name in sets:
-            raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
-        if entry.method == "random":
-            if entry.options.like is None:
-                raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
-            _names([entry.options.like], f"{path}.like", sets, "earlier neuron set")
-        sets.append(entry.name)
-    _check_model(config.model)
-    if config.ppxc is not None:
-        from langneurons.intervene.api import check_ppxc_options
-
-        try:
-            check_ppxc_options(config.ppxc.action, config.ppxc.token_budget, config.ppxc.batch_size,
-                               config.ppxc.measure)
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"ppxc: {error}") from None
-        _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
-        if config.ppxc.languages is not None:
-            _languages(config.ppxc.languages, "ppxc.languages", languages)
-    if config.steering is not None:
-        _validate_steering(config.steering, sets, languages)
-    if config.stability is not None:
-        _names(config.stability.neuron_sets, "stability.neuron_sets", sets, "neuron set")
-        for name in config.stability.neuron_sets:
-            if config.neuron_set(name).method not in ("lape", "act-prob"):
-                raise LangNeuronsError(f"stability.neuron_sets: {name!r} is a {config.neuron_set(name).method} set; "
-                                       "stability resamples lape and act-prob sets")
-        if (config.statistics.replicates or 0) < 2:
-            raise LangNeuronsError("stability needs statistics.replicates >= 2 (per-chunk counts of the statistics pass)")
-        if not 0.0 < config.stability.min_frequency <= 1.0:
-            raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
-        if config.stability.resamples < 1 or config.stability.splits < 0:
-            raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
-    for i, entry in enumerate(config.identification):
-        if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
-            raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
-    runs: list[str] = []
-    for i, run in enumerate(config.finetune):
-        path = f"finetune.runs[{i}]"
-        if run.name in runs or run.name == "base":
-            raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
-        runs.append(run.name)
-        _languages([run.source_language], f"{path}.source_language")
-        try:
-            options = run.options.resolved()
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"{path}: {error}") from None
-        if getattr(config.tasks, options.task) is None:
-            raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
-        if options.neurons in ("languages", "random"):
-            if run.neuron_set is None:
-                raise LangNeuronsError(f"{path}: neurons {brief(options.neurons)} needs neuron_set (one of {sets})")
-            _names([run.neuron_set], f"{path}.neuron_set", sets, "neuron set")
-            _languages(options.languages, f"{path}.languages", languages)
-        elif options.neurons not in NEURON_MODES:
-            raise LangNeuronsError(f"{path}.neurons: unknown mode {brief(options.neurons)}")
-    evaluation = config.evaluation
-    if evaluation is not None:
-        allowed = languages if evaluation.neuron_sets else None
-        _languages(evaluation.languages, "evaluation.languages", allowed)
-        for task in ("xnli", "xquad"):
-            section = getattr(config.tasks, task)
-            if section is not None and section.languages is not None:
-                _languages(section.languages, f"tasks.{task}.languages", allowed)
-        _names(evaluation.models, "evaluation.models", ["base"] + runs, "model ('base' or a fine-tuning run)")
-        _names(evaluation.neuron_sets, "evaluation.neuron_sets", sets, "neuron set")
-        _names(evaluation.intervene_models or (), "evaluation.intervene_models", list(evaluation.models), "model")
-        if evaluation.reference is not None:
-            _names([evaluation.reference], "evaluation.reference", list(evaluation.models), "model")
-        for i, task in enumerate(evaluation.tasks):
-            if task not in ("xnli", "xquad"):
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: unknown task {brief(task)}; use xnli or xquad")
-            if getattr(config.tasks, task) is None:
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: task {brief(task)} has no data section under tasks")
-        if evaluation.positions not in ("all", "prompt"):
-            raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {brief(evaluation.positions)}")
-        from langneurons.intervene.spec import parse_action
-
-        for i, action in enumerate(evaluation.actions):
-            try:
-                parse_action(action)
-            except LangNeuronsError as error:
-                raise LangNeuronsError(f"evaluation.actions[{i}]: {error}") from None
-    if config.claims is not None:
-        claims = config.claims
-        if not 0 < claims.alpha < 1 or claims.practical_points < 0 or not 0 < claims.outer_fraction <= 0.5:
-            raise LangNeuronsError("claims: need 0 < alpha < 1, practical_points >= 0, 0 < outer_fraction <= 0.5")
-        if claims.bootstrap_resamples < 1:
-            raise LangNeuronsError("claims.bootstrap_resamples must be >= 1")
-        for i, pair in enumerate(claims.related_pairs):
-            if len(pair) != 2:
-                raise LangNeuronsError(f"claims.related_pairs[{i}] must name two languages, got {list(pair)}")
-            _languages(pair, f"claims.related_pairs[{i}]")  # pairs outside the PPXC languages are skipped
-    _check_tasks(config.tasks)
-    if evaluation is not None:
-        _at_least(evaluation.batch_size, 1, "evaluation.batch_size")
-        _at_least(evaluation.bootstrap_resamples, 1, "evaluation.bootstrap_resamples")
-        if not 0.0 < evaluation.confidence < 1.0:
-            raise LangNeuronsError(f"evaluation.confidence must be in (0, 1), got {brief(evaluation.confidence)}")
-    if config.lm_eval is not None:
-        _validate_lm_eval(config.lm_eval, sets, languages)
-    if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
-        raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {brief(config.tasks.xquad.train)}")
-
-
-def _at_least(value: int | None, minimum: int, path: str) -> None:
-    if value is not None and value < minimum:
-        raise LangNeuronsError(f"{path} must be at least {minimum}, got {brief(value)}")
-
-
-def _check_model(model: ModelConfig) -> None:
-    from langneurons.models.loading import _DTYPES
-
-    if model.dtype not in _DTYPES:
-        raise LangNeuronsError(f"model.dtype: unknown dtype {brief(model.dtype)}; use one of {', '.join(_DTYPES)}")
-
-
-def _check_tasks(tasks: TasksConfig) -> None:
-    """Numbers of the task sections (limits, lengths, fractions)."""
-    for task in ("xnli", "xquad"):
-        section = getattr(tasks, task)
-        if section is None:
-            continue
-        for name in ("eval_limit", "train_limit", "dev_limit", "max_length", "max_new_tokens"):
-            if hasattr(section, name):
-                _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
-    if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
-        raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
-
-
-def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tuple[str, ...]) -> None:
-    """The set exists, the pairs' languages are the experiment's (statistics, neurons) and the
-    identifier covers them."""
-    from langneurons.steer.langid import check_covered
-
-    _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
-    options = steering.options
-    for i, pair in enumerate(options.pairs):
-        for language in parse_pair(pair):
-            if language not in languages:
-                raise LangNeuronsError(f"steering.pairs[{i}]: language {language!r} is not among the experiment's "
-                                       f"languages ({', '.join(languages)})")
-            try:
-                check_covered(language)
-            except LangNeuronsError as error:
-                raise LangNeuronsError(f"steering.pairs[{i}]: {error}") from None
-    if options.identifier_languages is not None:
-        _languages(options.identifier_languages, "steering.identifier_languages")
-
-
-def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[str, ...]) -> None:
-    from langneurons.intervene.spec import parse_action
-
-    if not section.tasks:
-        raise LangNeuronsError("lm_eval.tasks: at least one harness task is needed")
-    _names(section.neuron_sets, "lm_eval.neuron_sets", sets, "neuron set")
-    if section.languages is not None:
-        _languages(section.languages, "lm_eval.languages", languages)
-    if section.positions not in ("all", "prompt"):
-        raise LangNeuronsError(f"lm_eval.positions must be all or prompt, got {section.positions!r}")
-    for i, action in enumerate(section.actions):
-        try:
-            parse_action(action)
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"lm_eval.actions[{i}]: {error}") from None
-    for i, folder in enumerate(section.include_path):
-        if not Path(folder).is_dir():
-            raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
-    if section.limit is not None and section.limit < 1:
-        raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.limit}")
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively (JSON/YAML friendly)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

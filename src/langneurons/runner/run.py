@@ -83,14 +83,8 @@ class RunResult:
 
 
 def default_loader(spec: ModelConfig) -> LoadedModel:
-    """Load the configured model with :func:`langneurons.models.loading.load_model`."""
-    from langneurons.models.loading import load_model
-
-    loaded = load_model(spec.name, revision=spec.revision, dtype=spec.dtype, device_map=spec.device_map,
-                        load_in_4bit=spec.load_in_4bit, gguf_file=spec.gguf_file)
-    if spec.device:
-        loaded.model.to(spec.device)
-    return loaded
+    """Load the configured model (:meth:`langneurons.models.loading.ModelOptions.load`)."""
+    return spec.load()
 
 
 def run_experiment(
@@ -265,7 +259,6 @@ class Experiment:
     def prepared_task(self, task: str, language: str):
         """The evaluation examples of ``task`` in ``language``, tokenised once per run."""
         from langneurons.evaluate.evaluation import prepare_task
-        from langneurons.tasks.selection import task_examples
 
         key = (task, language)
         if key not in self._prepared:

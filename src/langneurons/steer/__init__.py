@@ -11,6 +11,7 @@ measured on the generated text by a language identifier.
 from langneurons.steer.experiment import SteeringOptions, SteeringResult, run_steering
 from langneurons.steer.langid import Identification, LinguaIdentifier, covered_languages, uncovered_languages
 from langneurons.steer.metric import LanguageRates, Rate, language_rates
+from langneurons.steer.api import steer
 
 __all__ = [
     "Identification",
@@ -22,5 +23,6 @@ __all__ = [
     "covered_languages",
     "language_rates",
     "run_steering",
+    "steer",
     "uncovered_languages",
 ]

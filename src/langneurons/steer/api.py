@@ -21,7 +21,7 @@ from pathlib import Path
 
 from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
-from langneurons.identify.neuron_set import NeuronSet
+from langneurons.identify.neuron_set import NeuronSet, as_neuron_set, content_sha256
 from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering,
                                           steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
@@ -85,7 +85,7 @@ def statistics_options(statistics_dir) -> dict:
 
 def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, identifier=None):
     """Load and check the inputs before any model work: (neuron set, statistics or None, identifier,
-    prompts: source language -> texts)."""
+    prompts: source language -> texts). ``neuron_set_path``: a path or a :class:`NeuronSet`."""
     from langneurons.activations.api import load_statistics_dir
 
     identifier = identifier or LinguaIdentifier(options.identifier_languages, options.min_confidence)
@@ -96,7 +96,7 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
     if options.needs_statistics_folder and statistics_dir is None:
         raise LangNeuronsError("add/stat steering actions and 'heldout' prompts need --statistics "
                                "(the folder written by 'collect')")
-    neuron_set = NeuronSet.load(neuron_set_path)
+    neuron_set = as_neuron_set(neuron_set_path)
     statistics = None
     if options.needs_statistics:
         statistics = load_statistics_dir(statistics_dir, options.languages)
@@ -110,6 +110,9 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
     """Run the steering experiment (:func:`langneurons.steer.experiment.run_steering`) and write its
     files and a manifest.
 
+    ``neuron_set_path``: the neuron set's file, or a :class:`NeuronSet` (the manifest then records
+    the SHA-256 of its content instead of a file's).
+
     ``prepared``: what :func:`prepare` returned for the same arguments (not loaded twice)."""
     import time
 
@@ -121,7 +124,10 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
     result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, prompts=prompts,
                           progress=progress)
     files = write_steering(result, out_dir, options.examples)
-    inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": file_sha256(Path(neuron_set_path))}}
+    if isinstance(neuron_set_path, NeuronSet):
+        inputs = {"neuron_set": {"path": None, "content_sha256": content_sha256(neuron_set_path)}}
+    else:
+        inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": file_sha256(Path(neuron_set_path))}}
     if statistics is not None:
         inputs["statistics"] = {language: file_sha256(Path(statistics_dir) / f"{language}.safetensors")
                                 for language in statistics}
