@@ -30,15 +30,8 @@ from langneurons.finetune.neuron_lora import (
     count_parameters,
     neuron_lora_plan,
 )
-from langneurons.finetune.train import (
-    NEURON_MODES,
-    FinetuneConfig,
-    FinetuneResult,
-    finetune,
-    load_finetuned,
-    read_finetune_metadata,
-    train_step,
-)
+from langneurons.finetune.checkpoints import load_finetuned, read_finetune_metadata
+from langneurons.finetune.train import NEURON_MODES, FinetuneConfig, FinetuneResult, finetune, train_step
 
 __all__ = [
     "MLP_ROLES",

@@ -90,7 +90,7 @@ class LangNeuronsLM(HFLM):
         self.base = loaded
         self.statistics_dir = statistics
         if adapter:
-            from langneurons.finetune.train import load_finetuned
+            from langneurons.finetune.checkpoints import load_finetuned
 
             loaded = load_finetuned(adapter, base=loaded)
         self.loaded = loaded
