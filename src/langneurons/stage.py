@@ -19,9 +19,9 @@ clear)``, which runs ``compute(directory)`` unless its outputs for ``inputs`` ar
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langneurons.blocks import Block
 
@@ -70,3 +70,18 @@ class Stage:
 
     def enabled(self, config) -> bool:
         return self.run is not None and (self.section is None or bool(getattr(config, self.section)))
+
+
+class WrappedOptions:
+    """Mixin of a config section that wraps its stage's options dataclass (field ``options``, the
+    one declaration of those options, as the stage command takes them) next to the section's own
+    fields (the neuron sets it runs on, ...), and is written flat in the config: ``KEYS`` are the
+    section's keys in their written order. :meth:`flat` is the section as written (and as its
+    stage's cache key has always hashed it)."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def flat(self) -> dict:
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
+        values.update(asdict(self.options))
+        return {key: values[key] for key in self.KEYS}

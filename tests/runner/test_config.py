@@ -89,7 +89,7 @@ def test_a_config_file_can_extend_another_merging_mappings_and_replacing_lists(t
     child = load_config(tmp_path / "child.yaml")
     assert child.languages == ("en", "fr")
     assert child.statistics.token_budget == 99 and child.statistics.block_length == 16  # merged
-    assert child.ppxc.languages == ("fr",) and child.ppxc.token_budget == 30
+    assert child.ppxc.options.languages == ("fr",) and child.ppxc.options.token_budget == 30
 
 
 def test_file_errors_name_the_file(tmp_path, make_config):

@@ -8,42 +8,32 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from langneurons.blocks import Block, fmt_interval, fmt_p, read_json
-from langneurons.stage import Stage
+from langneurons.harness.api import LmEvalOptions
+from langneurons.stage import Stage, WrappedOptions
 
 
 @dataclass(frozen=True)
-class LmEvalConfig:
+class LmEvalConfig(WrappedOptions):
     """lm-evaluation-harness tasks (extra ``langneurons[lm-eval]``) on the base model under the
     baseline and, for every neuron set x language x action, the intervention on that language's
     neurons (plus its layer-matched random control when ``random_control``).
 
-    ``tasks``: harness task or group names; ``include_path``: folders of extra task YAML files
-    (relative to the working directory); ``languages``: whose neurons are intervened (default:
-    the experiment's languages); ``limit``: documents per task; ``num_fewshot``: None keeps each
-    task's default. Scores and paired tests as in :mod:`langneurons.harness.api`."""
+    ``options``: the harness tasks and how they are run and compared
+    (:class:`langneurons.harness.api.LmEvalOptions`: ``tasks``, ``include_path`` relative to the
+    working directory, ``limit``, ``num_fewshot``, bootstrap settings, ``seed``), written flat in
+    the section; ``languages``: whose neurons are intervened (default: the experiment's
+    languages). Scores and paired tests as in :mod:`langneurons.harness.api`."""
 
-    tasks: tuple[str, ...]
-    include_path: tuple[str, ...] = ()
+    options: LmEvalOptions
     neuron_sets: tuple[str, ...] = ()
     languages: tuple[str, ...] | None = None
     actions: tuple[str, ...] = ("zero",)
     positions: str = "all"
     random_control: bool = True
-    limit: int | None = None
-    num_fewshot: int | None = None
     batch_size: int = 8
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
 
-
-def lm_eval_options(section: LmEvalConfig):
-    """The :class:`langneurons.harness.api.LmEvalOptions` of the section."""
-    from langneurons.harness.api import LmEvalOptions
-
-    return LmEvalOptions(tasks=section.tasks, include_path=section.include_path, limit=section.limit,
-                         num_fewshot=section.num_fewshot, bootstrap_resamples=section.bootstrap_resamples,
-                         confidence=section.confidence, seed=section.seed)
+    KEYS = ("tasks", "include_path", "neuron_sets", "languages", "actions", "positions", "random_control", "limit",
+            "num_fewshot", "batch_size", "bootstrap_resamples", "confidence", "seed")
 
 
 def check(config) -> None:
@@ -52,7 +42,7 @@ def check(config) -> None:
     from langneurons.harness.api import task_manager
 
     register()
-    task_manager(lm_eval_options(config.lm_eval))
+    task_manager(config.lm_eval.options)
 
 
 def run(context) -> None:
@@ -72,15 +62,15 @@ def run(context) -> None:
         from langneurons.harness.api import conditions_for, run_lm_eval
         from langneurons.harness.backend import LangNeuronsLM
 
-        conditions = conditions_for(specs, random_control=section.random_control, seed=section.seed,
+        conditions = conditions_for(specs, random_control=section.random_control, seed=section.options.seed,
                                     neuron_sets={name: context.neuron_set(name) for name in section.neuron_sets})
         lm = LangNeuronsLM(loaded=context.loaded, batch_size=section.batch_size,
                            statistics=str(context.run_dir / "statistics") if needs_statistics else None)
-        result = run_lm_eval(lm, conditions, lm_eval_options(section), model_name=context.config.model.name)
+        result = run_lm_eval(lm, conditions, section.options, model_name=context.config.model.name)
         result.write(directory)
 
-    inputs = {"model": asdict(context.config.model), "options": asdict(section), "languages": languages,
-              "task_files": {folder: folder_sha256(Path(folder)) for folder in section.include_path},
+    inputs = {"model": asdict(context.config.model), "options": section.flat(), "languages": languages,
+              "task_files": {folder: folder_sha256(Path(folder)) for folder in section.options.include_path},
               "neuron_sets": {name: context.records[f"identify/{name}"].product for name in section.neuron_sets},
               "statistics": statistics.product if needs_statistics else None}
     context.stage("lm_eval", inputs, compute, product=("scores.json", "samples.jsonl"))

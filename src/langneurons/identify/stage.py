@@ -10,7 +10,8 @@ from pathlib import Path
 
 from langneurons.blocks import Block, fmt_number, read_json, stage_folders
 from langneurons.identify.api import IdentifyOptions
-from langneurons.stage import Stage
+from langneurons.identify.stability import StabilityOptions
+from langneurons.stage import Stage, WrappedOptions
 
 NEURON_FIGURES = (("neuron_counts", "neurons per language"), ("neuron_layers", "neurons per layer"),
                   ("neuron_overlap", "overlap between languages"), ("lape_entropy", "LAPE entropy"))
@@ -32,17 +33,17 @@ class IdentifyConfig:
 
 
 @dataclass(frozen=True)
-class StabilityConfig:
-    """Resampling stability (:mod:`langneurons.identify.stability`) of ``neuron_sets`` (LAPE or
-    act-prob sets of this config); needs ``statistics.replicates`` >= 2. ``min_frequency``: the
-    selection frequency of the stable set written next to the table."""
+class StabilityConfig(WrappedOptions):
+    """Resampling stability (:mod:`langneurons.identify.stability`, :class:`StabilityOptions`,
+    written flat in the section) of ``neuron_sets`` (LAPE or act-prob sets of this config); needs
+    ``statistics.replicates`` >= 2. ``min_frequency``: the selection frequency of the stable set
+    written next to the table."""
 
     neuron_sets: tuple[str, ...] = ("lape",)
-    resamples: int = 100
-    splits: int = 20
-    seed: int = 0
-    confidence: float = 0.95
+    options: StabilityOptions = field(default_factory=StabilityOptions)
     min_frequency: float = 0.8
+
+    KEYS = ("neuron_sets", "resamples", "splits", "seed", "confidence", "min_frequency")
 
 
 def run_identify(context) -> None:
@@ -68,12 +69,10 @@ def run_identify(context) -> None:
 def run_stability(context) -> None:
     from langneurons.identify.api import options_dict as identify_options_dict
     from langneurons.identify.api import stability_of
-    from langneurons.identify.stability import StabilityOptions
 
     config = context.config.stability
     statistics = context.records["statistics"]
-    resampling = StabilityOptions(resamples=config.resamples, splits=config.splits, seed=config.seed,
-                                  confidence=config.confidence)
+    resampling = config.options
     for set_name in config.neuron_sets:
         options = replace(context.config.neuron_set(set_name).options, languages=tuple(context.config.languages))
 

@@ -3,27 +3,24 @@ neuron set; its config section, cached run, report section and published files."
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from langneurons.blocks import Block, fmt_number, fmt_signed, read_csv, read_json, stage_folders
-from langneurons.stage import Stage
+from langneurons.intervene.api import PPXCOptions
+from langneurons.stage import Stage, WrappedOptions
 
 
 @dataclass(frozen=True)
-class PPXCConfig:
-    """Perplexity-change matrices of ``neuron_sets`` on ``languages`` (default: all)."""
+class PPXCConfig(WrappedOptions):
+    """Perplexity-change matrices of ``neuron_sets`` with :class:`PPXCOptions` (written flat in the
+    section; ``languages`` default: all, ``token_budget`` default: every held-out block)."""
 
     neuron_sets: tuple[str, ...] = ("lape",)
-    languages: tuple[str, ...] | None = None
-    action: str = "zero"
-    random_control: bool = True
-    token_budget: int | None = None
-    batch_size: int = 8
-    measure: str = "delta_nll"
-    seed: int = 0
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
+    options: PPXCOptions = field(default_factory=lambda: PPXCOptions(token_budget=None))
+
+    KEYS = ("neuron_sets", "languages", "action", "random_control", "token_budget", "batch_size", "measure", "seed",
+            "bootstrap_resamples", "confidence")
 
 
 def run(context) -> None:
@@ -31,10 +28,11 @@ def run(context) -> None:
     from langneurons.intervene import ppxc_matrix, write_ppxc
     from langneurons.intervene.figures import write_ppxc_figure
 
-    options = context.config.ppxc
+    section = context.config.ppxc
+    options = section.options
     statistics = context.records["statistics"]
     languages = list(options.languages or context.config.languages)
-    for set_name in options.neuron_sets:
+    for set_name in section.neuron_sets:
 
         def compute(directory: Path, set_name=set_name) -> None:
             heldout = {language: load_heldout(context.run_dir / "statistics", language) for language in languages}
@@ -49,7 +47,7 @@ def run(context) -> None:
             write_ppxc(result, directory)
             write_ppxc_figure(result, directory, name="ppxc", measure=options.measure)
 
-        own_options = {k: v for k, v in asdict(options).items() if k != "neuron_sets"}  # not the other sets
+        own_options = {k: v for k, v in section.flat().items() if k != "neuron_sets"}  # not the other sets
         inputs = {"options": own_options, "languages": languages, "statistics": statistics.product,
                   "neurons": context.records[f"identify/{set_name}"].product}
         context.stage(f"ppxc/{set_name}", inputs, compute, product=("ppxc.json",))

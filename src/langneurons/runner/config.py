@@ -17,7 +17,8 @@ String values may use ``${name}`` variables (``vars:`` section, ``--var``/``--da
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,9 @@ class ExperimentConfig:
             data["steering"] = {"neuron_set": data["steering"]["neuron_set"], **data["steering"]["options"]}
         if data["lm_eval"] is None:  # configs without the section read and hash as before it existed
             del data["lm_eval"]
+        for name in WRAPPED_SECTIONS:  # written flat: their own keys and their options' in one mapping
+            if getattr(self, name) is not None:
+                data[name] = plain(getattr(self, name).flat())
         return data
 
     def neuron_set(self, name: str) -> IdentifyConfig:
@@ -205,7 +209,8 @@ def _parse(data: dict) -> ExperimentConfig:
     data = dict(data)
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
-    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering") if key in data}
+    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering", *WRAPPED_SECTIONS)
+           if key in data}
     config = build(ExperimentConfig, data, "")
     languages = config.languages
     statistics = build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
@@ -214,7 +219,34 @@ def _parse(data: dict) -> ExperimentConfig:
                       else config.identification)
     runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
     steering = _steering(own["steering"]) if own.get("steering") is not None else None
-    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering)
+    wrapped = {name: _wrapped(WRAPPED_SECTIONS[name], own[name], name) if own.get(name) is not None else None
+               for name in WRAPPED_SECTIONS}
+    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering,
+                   **wrapped)
+
+
+WRAPPED_SECTIONS = {"ppxc": PPXCConfig, "stability": StabilityConfig, "lm_eval": LmEvalConfig}
+"""Sections that wrap their stage's options dataclass (:class:`langneurons.stage.WrappedOptions`)."""
+
+
+def _wrapped(cls, section: Any, path: str):
+    """A :class:`~langneurons.stage.WrappedOptions` section from its flat mapping: the keys of its
+    options dataclass build ``options`` (defaults: those of the section's default options, where
+    it has one), the others the section's own fields."""
+    if not isinstance(section, Mapping):
+        raise LangNeuronsError(f"{path} must be a mapping")
+    unknown = sorted(set(section) - set(cls.KEYS))
+    if unknown:
+        raise LangNeuronsError(f"unknown key {join_path(path, unknown[0])}; allowed: {', '.join(sorted(cls.KEYS))}")
+    options_field = next(f for f in fields(cls) if f.name == "options")
+    options_cls = typing.get_type_hints(cls)["options"]
+    option_keys = [f.name for f in fields(options_cls)]
+    defaults = {}
+    if options_field.default_factory is not MISSING:
+        defaults = {f.name: getattr(options_field.default_factory(), f.name) for f in fields(options_cls)}
+    options = build(options_cls, {k: v for k, v in section.items() if k in option_keys}, path,
+                    excluded=tuple(k for k in option_keys if k not in cls.KEYS), fixed=defaults)
+    return build(cls, {k: v for k, v in section.items() if k not in option_keys}, path, fixed={"options": options})
 
 
 def _steering(section: Any) -> SteeringConfig:

@@ -57,13 +57,13 @@ def validate(config) -> None:
         from langneurons.intervene.api import check_ppxc_options
 
         try:
-            check_ppxc_options(config.ppxc.action, config.ppxc.token_budget, config.ppxc.batch_size,
-                               config.ppxc.measure)
+            options = config.ppxc.options
+            check_ppxc_options(options.action, options.token_budget, options.batch_size, options.measure)
         except LangNeuronsError as error:
             raise LangNeuronsError(f"ppxc: {error}") from None
         _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
-        if config.ppxc.languages is not None:
-            _languages(config.ppxc.languages, "ppxc.languages", languages)
+        if config.ppxc.options.languages is not None:
+            _languages(config.ppxc.options.languages, "ppxc.languages", languages)
     if config.steering is not None:
         _validate_steering(config.steering, sets, languages)
     if config.stability is not None:
@@ -76,7 +76,7 @@ def validate(config) -> None:
             raise LangNeuronsError("stability needs statistics.replicates >= 2 (per-chunk counts of the statistics pass)")
         if not 0.0 < config.stability.min_frequency <= 1.0:
             raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
-        if config.stability.resamples < 1 or config.stability.splits < 0:
+        if config.stability.options.resamples < 1 or config.stability.options.splits < 0:
             raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
     for i, entry in enumerate(config.identification):
         if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
@@ -198,7 +198,7 @@ def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tup
 def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[str, ...]) -> None:
     from langneurons.intervene.spec import parse_action
 
-    if not section.tasks:
+    if not section.options.tasks:
         raise LangNeuronsError("lm_eval.tasks: at least one harness task is needed")
     _names(section.neuron_sets, "lm_eval.neuron_sets", sets, "neuron set")
     if section.languages is not None:
@@ -210,8 +210,8 @@ def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[s
             parse_action(action)
         except LangNeuronsError as error:
             raise LangNeuronsError(f"lm_eval.actions[{i}]: {error}") from None
-    for i, folder in enumerate(section.include_path):
+    for i, folder in enumerate(section.options.include_path):
         if not Path(folder).is_dir():
             raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
-    if section.limit is not None and section.limit < 1:
-        raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.limit}")
+    if section.options.limit is not None and section.options.limit < 1:
+        raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.options.limit}")
