@@ -12,6 +12,16 @@ Pooling: where a per-language test is underpowered the claim pools the languages
 per-example differences of all target languages together, paired by example; or the mean over
 languages of a PPXC statistic, bootstrapped over every language's held-out blocks at once). The
 per-language numbers are in ``details``.
+
+The two headline claims of Mondal et al. 2025 ("no gain larger than ``practical_points``") use
+the margin rule of :func:`margin_verdict`: supported when the pooled interval's upper bound is
+below +margin, contradicted when its lower bound is above +margin; a null result is never called
+from a model that did not learn the task (:func:`english_score`). Every claim states the largest
+gain its run excludes (``largest_gain_excluded``, the upper bound) and the headline comparisons
+carry a power table (``power.json``/``power.csv``: the n now, the half-width it achieves, the n a
+±margin interval needs; :mod:`langneurons.evaluate.power`). The subnetwork-enhancement claim
+(Gurgurov et al. 2025) reads per-unit held-out NLLs from ``lm_eval_ppl/<model>/perplexity.json``
+(:class:`PerplexityUnits`).
 """
 
 from __future__ import annotations
@@ -621,18 +631,18 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
         return (f" (seeds {','.join(map(str, r['seeds']))}: per seed {min(r['seed_deltas']):+.1f} to "
                 f"{max(r['seed_deltas']):+.1f})")
 
-    others = "; ".join(f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
-                       f"{spread(r)}" for r in rows if r is not headline)
+    parts = [f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
+             f"{spread(r)}" for r in rows if r is not headline]
     if capacity["capacity_control"]:
-        others += (f"; matched-module control {capacity['capacity_control']}: {capacity['accuracy']:.1f}% on the "
-                   f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
+        parts.append(f"matched-module control {capacity['capacity_control']}: {capacity['accuracy']:.1f}% on the "
+                     f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
     else:
-        others += "; " + capacity["note"]
+        parts.append(capacity["note"])
     english = [english_score([r for name in runs_ for r in grids[name].records(headline["task"], config.source_language)],
                              headline["task"], config, label)
                for label, runs_ in ((headline["model"], headline["runs"]),
                                     (headline["reference"], headline["reference_runs"]))]
-    others += "; " + "; ".join(e["note"] for e in english)
+    others = "; ".join(parts + [e["note"] for e in english])
     seeds_text = f", {len(headline['runs'])} seeds pooled" if headline["seed_deltas"] else ""
     return ClaimResult(
         id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
