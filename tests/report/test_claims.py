@@ -231,13 +231,17 @@ def test_a_significant_neuron_lora_gain_below_the_margin_supports_the_claim():
     # 4000 fr pairs, LAPE LoRA right on 20 more: +0.5 points, interval about [+0.3, +0.7]: above 0, below +1
     base = [True] * 1600 + [False] * 2400
     better = [True] * 1620 + [False] * 2380
-    grids = {name: _grid(name, {("fr", "baseline"): flags}) for name, flags in
+    grids = {name: _grid(name, {("fr", "baseline"): flags, ("en", "baseline"): LEARNED_EN}) for name, flags in
              (("lape", better), ("random", base), ("plain", base), ("all", [True] * 2000 + [False] * 2000))}
     runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "plain": ("xnli", "none"),
             "all": ("xnli", "all")}
     claim = neuron_lora(grids, runs, CONFIG)
     assert claim.estimate == pytest.approx(0.5) and 0 < claim.ci_low and claim.ci_high < 1.0
     assert claim.verdict == SUPPORTED and claim.p_value < 0.05
+    # the same null result from a neuron-LoRA model at chance in English settles nothing
+    grids["lape"] = _grid("lape", {("fr", "baseline"): better, ("en", "baseline"): [True] * 34 + [False] * 66})
+    claim = neuron_lora(grids, runs, CONFIG)
+    assert claim.verdict == INCONCLUSIVE and "model did not learn the task: lape en accuracy 34.0" in claim.measure
 
 
 def test_neuron_lora_seeds_are_pooled_paired_by_seed_and_their_spread_is_reported():

@@ -553,7 +553,7 @@ def interventions(grids: dict, config: ClaimsConfig, reference_model=None, avail
         rule=f"supported: on the model(s) that learned the task ({config.source_language} score's interval above "
              f"chance + {margin:g}), every cell's gain over the unintervened model has upper bound < +{margin:g}; "
              f"contradicted: some cell's lower bound > +{margin:g} over the unintervened model and over its random "
-             f"twin ({config.random_set}:<action>); largest gain excluded: the largest upper bound",
+             f"twin ({config.random_set}:<action>, where evaluated); largest gain excluded: the largest upper bound",
         details=rows + learned, largest_gain_excluded=max(g["delta_ci_high"] for g in gains), power=power,
     )
 
@@ -643,6 +643,9 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
                for label, runs_ in ((headline["model"], headline["runs"]),
                                     (headline["reference"], headline["reference_runs"]))]
     others = "; ".join(parts + [e["note"] for e in english])
+    if verdict == SUPPORTED and not english[0]["learned"]:
+        verdict = INCONCLUSIVE  # the neuron-LoRA model itself did not learn: no gain over anything is expected
+        others += f"; model did not learn the task: {english[0]['note']}"
     seeds_text = f", {len(headline['runs'])} seeds pooled" if headline["seed_deltas"] else ""
     return ClaimResult(
         id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
@@ -652,8 +655,9 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
         estimate=headline["delta"], ci_low=headline["delta_ci_low"], ci_high=headline["delta_ci_high"],
         unit="points", n=f"{headline['n']} examples ({headline['languages']})", test=headline["test"],
         p_value=headline["p_value"], verdict=verdict,
-        rule=f"supported: upper bounds vs random and vs plain LoRA < +{margin:g}, and the "
-             "matched-module control (LoRA on every MLP neuron's same weights) learned the task (target-language "
+        rule=f"supported: upper bounds vs random and vs plain LoRA < +{margin:g}, the neuron-LoRA model learned the "
+             f"task ({config.source_language} score's interval above chance + {margin:g}) and the "
+             "matched-module control (LoRA on every MLP neuron's same weights) learned it too (target-language "
              f"accuracy above chance); contradicted: a lower bound > +{margin:g}; largest gain excluded: the larger "
              "upper bound (vs random, vs plain LoRA); seeds pooled, paired by (language, seed, example)",
         details=rows + [capacity] + english, largest_gain_excluded=max(r["delta_ci_high"] for r in decisive),
