@@ -415,7 +415,7 @@ def test_perplexity_files_are_checked(tmp_path):
     assert PerplexityUnits.from_dict(good).languages["hi"][0]["nll"] == 3.5
     for broken in ({"role": "full"}, {"target_language": None}, {"format": "other"},
                    {"languages": {"hi": [{"id": "d0", "nll": 3.5, "tokens": 0}]}},
-                   {"languages": {"hi": [{"id": "d0", "nll": 1.0, "tokens": 1}, {"id": "d0", "nll": 1.0, "tokens": 1}]}}):
+                   {"languages": {"hi": [{"id": "d0", "nll": 1.0, "tokens": 1}] * 2}}):
         with pytest.raises(LangNeuronsError):
             PerplexityUnits.from_dict({**good, **broken})
     _perplexity_files(tmp_path)

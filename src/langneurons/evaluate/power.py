@@ -25,7 +25,7 @@ The bootstrap percentile interval the claims report is close to this normal inte
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -149,7 +149,3 @@ def paired_power(differences: Sequence[float] | torch.Tensor, groups: Sequence[s
         else available_per_language >= per_language,
     )
 
-
-def power_rows(estimates: Mapping[str, PowerEstimate]) -> list[dict]:
-    """One table row per named estimate: ``comparison`` then the :class:`PowerEstimate` fields."""
-    return [{"comparison": name, **estimate.to_dict()} for name, estimate in estimates.items()]

@@ -522,7 +522,8 @@ def interventions(grids: dict, config: ClaimsConfig, reference_model=None, avail
     for row in power:
         row["decisive"] = row["comparison"].split(" ", 1)[0] in decisive_models
     gains = [r for r in rows if r["decisive"] and r["contrast"] == "unintervened"]
-    twins = {(r["model"], r["task"], r["condition"]): r for r in rows if r["decisive"] and r["contrast"] != "unintervened"}
+    twins = {(r["model"], r["task"], r["condition"]): r for r in rows
+             if r["decisive"] and r["contrast"] != "unintervened"}
     learned = [english_score(grids[m].records(t, config.source_language), t, config, m)
                for m, t in sorted({(r["model"], r["task"]) for r in gains})]
     margin = config.practical_points
@@ -591,8 +592,8 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
             references = groups.get((task, reference_mode))
             if not references:
                 continue
-            matched = [(seed, name, _same_seed(references, seed)) for seed, name in sorted(own.items(),
-                                                                                           key=lambda i: _seed_key(i[0]))]
+            ordered = sorted(own.items(), key=lambda item: _seed_key(item[0]))
+            matched = [(seed, name, _same_seed(references, seed)) for seed, name in ordered]
             matched = [m for m in matched if m[2] is not None]
             if not matched:
                 continue
@@ -600,11 +601,12 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
             languages = _targets(grids[matched[0][1]], task, config.source_language)
 
             def pairs_of(chosen):
-                return [(f"{l}@{seed}" if several else l, grids[reference].records(task, l), grids[name].records(task, l))
-                        for seed, name, reference in chosen for l in languages]
+                return [(f"{l}@{seed}" if several else l, grids[reference].records(task, l),
+                         grids[name].records(task, l)) for seed, name, reference in chosen for l in languages]
 
             row, estimate = _comparison(task, pairs_of(matched), config, available)
-            per_seed = [_comparison(task, pairs_of([m]), config, available)[0]["delta"] for m in matched] if several else []
+            per_seed = ([_comparison(task, pairs_of([m]), config, available)[0]["delta"] for m in matched]
+                        if several else [])
             model = bases[matched[0][1]] if several else matched[0][1]
             reference = bases[matched[0][2]] if several and len({m[2] for m in matched}) > 1 else matched[0][2]
             rows.append({"model": model, "reference": reference, "reference_mode": reference_mode, "task": task,
@@ -638,9 +640,10 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
                      f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
     else:
         parts.append(capacity["note"])
-    english = [english_score([r for name in runs_ for r in grids[name].records(headline["task"], config.source_language)],
-                             headline["task"], config, label)
-               for label, runs_ in ((headline["model"], headline["runs"]),
+    task = headline["task"]
+    english = [english_score([r for name in names for r in grids[name].records(task, config.source_language)],
+                             task, config, label)
+               for label, names in ((headline["model"], headline["runs"]),
                                     (headline["reference"], headline["reference_runs"]))]
     others = "; ".join(parts + [e["note"] for e in english])
     if verdict == SUPPORTED and not english[0]["learned"]:
@@ -837,7 +840,8 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
     role = "random-rows" if "random-rows" in advantages else "lora"
     headline = advantages[role]
     parameters = {"lape-rows": {l: lape[l].trainable_parameters for l in targets},
-                  **{r: {l: by_target[l].trainable_parameters for l in targets} for r, by_target in comparators.items()}}
+                  **{r: {l: by_target[l].trainable_parameters for l in targets}
+                     for r, by_target in comparators.items()}}
     counts = [v for by_language in parameters.values() for v in by_language.values() if v]
     unequal = bool(counts) and max(counts) > 1.05 * min(counts)
 
@@ -846,7 +850,8 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
 
     others = "; ".join(f"vs {r}: {interval(a)}" for r, a in advantages.items() if r != role)
     tuned = "; ".join(f"{r} {interval(g)}" for r, g in gains.items())
-    params_text = ", ".join(f"{r} {'/'.join(str(v) for v in by_language.values())}" for r, by_language in parameters.items())
+    params_text = ", ".join(f"{r} {'/'.join(str(v) for v in by_language.values())}"
+                            for r, by_language in parameters.items())
     details = [{"comparison": f"{r} - lape-rows", "kind": "advantage", **a} for r, a in advantages.items()]
     details += [{"comparison": f"untuned - {r}", "kind": "gain over the untuned model", **g} for r, g in gains.items()]
     details.append({"kind": "trainable parameters", **parameters})

@@ -220,7 +220,8 @@ def _claims(run_dir: Path, manifest: dict) -> list[Block]:
     rows = [[f"{c['claim']} ({c['source']})", c["measure"],
              f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
                                           else "") + f" {c['unit']}",
-             excluded(c), c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]] for c in claims]
+             excluded(c), c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]]
+            for c in claims]
     return [("h2", "Claims of the literature, tested"),
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
                   "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise. "
