@@ -81,6 +81,10 @@ def test_off_by_default_and_the_neuron_statistics_are_the_same_either_way(loaded
     assert CollectConfig().residual is False
     assert "residual" not in options_dict(CollectOptions(languages=("en",)))  # runner keys of old folders unchanged
     assert options_dict(CollectOptions(languages=("en",), residual=True))["residual"] is True
+    from langneurons.runner.config import load_config
+
+    assert "residual" not in load_config({"languages": ["en", "fr"]}).to_dict()["statistics"]
+    assert load_config({"languages": ["en"], "statistics": {"residual": True}}).statistics.residual is True
     plain = collect_statistics(loaded_llama, blocks, CollectConfig(batch_size=3), output=tmp_path / "a" / "en.safetensors",
                                progress=False)
     assert not (tmp_path / "a" / "en.residual.safetensors").exists()
