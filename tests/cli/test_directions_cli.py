@@ -24,7 +24,7 @@ def test_collect_identify_and_directional_ppl_matrix(workspace, langneurons, tmp
     random = DirectionSet.load(tmp_path / "diffmean.random.safetensors")
     torch.testing.assert_close(random.norms(), directions.norms())
     result = langneurons("ppl-matrix", "--model", workspace / "model", "--directions", tmp_path / "diffmean.safetensors",
-                         "-s", stats, "--layers", "1", "--token-budget", "30", "--out", tmp_path / "ppxc",
+                         "-s", stats, "--layers", "1", "--weighting", "spread", "--token-budget", "30", "--out", tmp_path / "ppxc",
                          "--cache-dir", tmp_path / "cache", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "directions" in result.stdout
@@ -42,6 +42,7 @@ def test_collect_identify_and_directional_ppl_matrix(workspace, langneurons, tmp
         (["ppl-matrix", "-n", "a.json", "--directions", "d.safetensors", "--model", "./missing"], "either --neurons"),
         (["ppl-matrix", "--directions", "d.safetensors", "--action", "zero", "--model", "./missing"], "action is ablate"),
         (["ppl-matrix", "--directions", "d.safetensors", "--layers", "3-1", "--model", "./missing"], "bad layer range"),
+        (["ppl-matrix", "--directions", "d.safetensors", "--weighting", "x", "--model", "./missing"], "random weighting"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path, langneurons):

@@ -147,6 +147,9 @@ def test_shards_merge_exactly_into_the_single_pass(loaded_llama, tokenizer, tmp_
         collect(loaded_llama, CollectOptions(**options, shard=(index, 2)), tmp_path / "shards", progress=False)
     shards = [statistics_path(tmp_path / "shards", "en", (index, 2)) for index in range(2)]
     merge_statistics(shards, tmp_path / "merged" / "en.safetensors")
+    from langneurons.activations.api import load_statistics_dir
+
+    assert list(load_statistics_dir(tmp_path / "single")) == ["en"]  # the residual file is no language of its own
     single = load_residual_dir(tmp_path / "single")["en"]
     merged = load_residual_dir(tmp_path / "merged", ["en"])["en"]
     assert torch.equal(merged.token_count, single.token_count)
