@@ -200,3 +200,40 @@ def test_two_gloo_ranks_write_the_single_process_residual_files(tmp_path):
         assert torch.equal(ranks[language].token_count, single[language].token_count)
         torch.testing.assert_close(ranks[language].residual_sum, single[language].residual_sum, rtol=1e-12, atol=1e-9)
     assert not list(out.glob("*.partial"))
+
+
+def _stop_then_resume_as_rank(rank: int, model_dir, out) -> None:
+    """Stop after one batch (per-rank checkpoints of both statistics), then finish."""
+    import json
+    from pathlib import Path
+
+    from langneurons.activations.distributed import distributed_session
+
+    loaded = load_model(str(model_dir))
+    blocks = pack_blocks(loaded.tokenizer, ["the cat sat on the mat and slept"] * 30, "en", block_length=12)
+    config, output = CollectConfig(batch_size=2, checkpoint_every=1, residual=True), Path(out) / "en.safetensors"
+    with distributed_session() as context:
+        collect_statistics(loaded, blocks, config, output, progress=False, distributed=context, stop_after_batches=1)
+        written = Path(out, f"en.residual.safetensors.rank{rank}of2.partial").exists()
+        collect_statistics(loaded, blocks, config, output, progress=False, distributed=context)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps({"checkpoint_written": written}))
+
+
+def test_each_rank_resumes_its_residual_sums_without_double_counting(tmp_path):
+    import json
+
+    model_dir = tmp_path / "model"
+    tiny_model("llama").save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    out = tmp_path / "ranks"
+    assert run_ranks(_stop_then_resume_as_rank, (model_dir, out), out, world_size=2) == [0, 0], rank_errors(out)
+    assert all(json.loads((out / f"rank{rank}.json").read_text())["checkpoint_written"] for rank in range(2))
+    assert not list(out.glob("*.partial"))
+    loaded = load_model(str(model_dir))
+    blocks = pack_blocks(loaded.tokenizer, ["the cat sat on the mat and slept"] * 30, "en", block_length=12)
+    collect_statistics(loaded, blocks, CollectConfig(batch_size=2, residual=True), tmp_path / "one" / "en.safetensors",
+                       progress=False)
+    resumed = ResidualStatistics.load(out / "en.residual.safetensors")
+    single = ResidualStatistics.load(tmp_path / "one" / "en.residual.safetensors")
+    assert torch.equal(resumed.token_count, single.token_count)
+    torch.testing.assert_close(resumed.residual_sum, single.residual_sum, rtol=1e-12, atol=1e-9)

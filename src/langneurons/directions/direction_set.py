@@ -13,7 +13,8 @@ A direction set of K languages on a model with L decoder blocks and residual wid
 
 plus ``languages``, ``method`` (``diffmean``, ``random``), ``parameters`` and ``source``
 (``model_id``, ``revision``, ``architecture``, ``num_layers``, ``neurons_per_layer``,
-``weights_fingerprint``, ``hidden_size``, ``token_counts``, ``corpus_fingerprints``).
+``weights_fingerprint``, ``hidden_size``, ``token_counts``, ``corpus_fingerprints``, the statistics
+pass's ``statistics_config``).
 
 One safetensors file; everything but the tensors is in its metadata (``format``, ``languages``,
 ``method``, ``parameters``, ``source`` as JSON).
@@ -246,7 +247,8 @@ def diffmean(residuals: dict, rank: int = 0) -> DirectionSet:
               "weights_fingerprint": meta.weights_fingerprint, "hidden_size": first.hidden_size,
               "token_counts": {language: residuals[language].tokens for language in languages},
               "corpus_fingerprints": {language: residuals[language].meta.corpus_fingerprint for language in languages},
-              "tool_version": meta.tool_version, "site": "residual stream after each decoder block"}
+              "statistics_config": meta.config, "tool_version": meta.tool_version,
+              "site": "residual stream after each decoder block"}
     parameters = {"contrast": "mean of the other languages' means", "rank": rank}
     return DirectionSet(directions.float(), languages, "diffmean", parameters, source, means=means.float(),
                         subspace=subspace.float() if subspace is not None else None, spread=spread.float())
