@@ -119,7 +119,12 @@ def test_a_stopped_pass_resumes_without_counting_a_block_twice(loaded_llama, blo
     output = tmp_path / "en.safetensors"
     collect_statistics(loaded_llama, blocks, config, output=output, progress=False, stop_after_batches=2)
     assert (tmp_path / "en.residual.safetensors.partial").exists()
-    collect_statistics(loaded_llama, blocks, config, output=output, progress=False)
+    from langneurons.hooks import hooks
+
+    forwards = []
+    with hooks([(loaded_llama.adapter.body(), lambda module, inputs, output: forwards.append(1))]):
+        collect_statistics(loaded_llama, blocks, config, output=output, progress=False)
+    assert len(forwards) == -(-blocks.num_blocks // 2) - 2  # the two batches before the stop are not rerun
     assert not list(tmp_path.glob("*.partial"))
     resumed = ResidualStatistics.load(residual_path(output))
     whole = _block_outputs(loaded_llama, blocks)
@@ -208,6 +213,7 @@ def _stop_then_resume_as_rank(rank: int, model_dir, out) -> None:
     from pathlib import Path
 
     from langneurons.activations.distributed import distributed_session
+    from langneurons.hooks import hooks
 
     loaded = load_model(str(model_dir))
     blocks = pack_blocks(loaded.tokenizer, ["the cat sat on the mat and slept"] * 30, "en", block_length=12)
@@ -215,8 +221,12 @@ def _stop_then_resume_as_rank(rank: int, model_dir, out) -> None:
     with distributed_session() as context:
         collect_statistics(loaded, blocks, config, output, progress=False, distributed=context, stop_after_batches=1)
         written = Path(out, f"en.residual.safetensors.rank{rank}of2.partial").exists()
-        collect_statistics(loaded, blocks, config, output, progress=False, distributed=context)
-    (Path(out) / f"rank{rank}.json").write_text(json.dumps({"checkpoint_written": written}))
+        forwards = []
+        with hooks([(loaded.adapter.body(), lambda module, inputs, output: forwards.append(1))]):
+            collect_statistics(loaded, blocks, config, output, progress=False, distributed=context)
+    own_batches = -(-len(range(rank, blocks.num_blocks, 2)) // config.batch_size)
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(
+        {"checkpoint_written": written, "forwards": len(forwards), "expected": own_batches - 1}))
 
 
 def test_each_rank_resumes_its_residual_sums_without_double_counting(tmp_path):
@@ -227,7 +237,9 @@ def test_each_rank_resumes_its_residual_sums_without_double_counting(tmp_path):
     tiny_tokenizer().save_pretrained(model_dir)
     out = tmp_path / "ranks"
     assert run_ranks(_stop_then_resume_as_rank, (model_dir, out), out, world_size=2) == [0, 0], rank_errors(out)
-    assert all(json.loads((out / f"rank{rank}.json").read_text())["checkpoint_written"] for rank in range(2))
+    for rank in range(2):
+        report = json.loads((out / f"rank{rank}.json").read_text())
+        assert report["checkpoint_written"] and report["forwards"] == report["expected"]  # resumed, not rerun
     assert not list(out.glob("*.partial"))
     loaded = load_model(str(model_dir))
     blocks = pack_blocks(loaded.tokenizer, ["the cat sat on the mat and slept"] * 30, "en", block_length=12)
