@@ -112,7 +112,8 @@ def test_files_are_written(run, tmp_path):
     paths = write_steering(result, tmp_path, example_count=2)
     names = sorted(p.name for p in paths)
     assert names == ["examples.json", "generations.jsonl", "steering.csv", "steering.json", "steering_heatmap.png",
-                     "steering_heatmap.svg", "steering_sweep.png", "steering_sweep.svg"]
+                     "steering_heatmap.svg", "steering_scores.png", "steering_scores.svg", "steering_sweep.png",
+                     "steering_sweep.svg"]
     data = json.loads((tmp_path / "steering.json").read_text())
     assert data["best_condition"] == "lape:activate:add=1" and len(data["rows"]) == len(result.rows)
     examples = json.loads((tmp_path / "examples.json").read_text())

@@ -12,7 +12,8 @@ Files written to the output folder (atomic):
   language and degeneration flag;
 * ``examples.json``: per pair a few *test* prompts with the baseline and the best condition's
   continuation side by side;
-* ``steering_heatmap.png/svg`` and ``steering_sweep.png/svg`` (:mod:`langneurons.report.steering_figures`);
+* ``steering_heatmap.png/svg``, ``steering_sweep.png/svg`` and ``steering_scores.png/svg`` of the test
+  rows (:mod:`langneurons.report.steering_figures`);
 * with :func:`steer`: ``manifest.json`` (package versions, SHA-256 of the neuron set and statistics
   files read, wall and CPU seconds, the files written and their SHA-256).
 """
