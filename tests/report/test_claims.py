@@ -181,6 +181,8 @@ def _steering_folder(directory, hits: dict, loops: dict = None, dev_hits: dict =
             for split, chosen, indices in (("test", hits.get((pair, condition), set()), range(test_prompts)),
                                            ("dev", dev_hits.get((pair, condition), set()),
                                             range(test_prompts, test_prompts + dev_prompts))):
+                if not indices:
+                    continue
                 looping = loops.get((pair, condition), set())
                 rows.append({"source": source, "target": target, "condition": condition, "split": split,
                              "n": len(indices), "neuron_set": condition.split(":")[0],
@@ -230,3 +232,21 @@ def test_steering_claim_compares_fluent_target_rates_on_test_prompts_only(tmp_pa
     _steering_folder(tmp_path / "flat", {("en>fr", best): {0, 5}, ("en>fr", twin): {1, 6}})
     assert steering(tmp_path / "flat", ClaimsConfig()).verdict == "inconclusive"
     assert steering(tmp_path / "missing", ClaimsConfig()) is None
+
+
+def test_steering_claim_of_results_without_a_prompt_split_says_the_choice_was_made_on_them(tmp_path):
+    import json
+
+    from langneurons.report.claims import steering
+
+    best, twin = "lape:activate:add=4", "random:activate:add=4"
+    _steering_folder(tmp_path / "old", {("en>fr", best): set(range(12)), ("en>hi", best): set(range(12))},
+                     dev_prompts=0)
+    for name in ("steering.json", "generations.jsonl"):  # results written before the split: no split fields
+        path = tmp_path / "old" / name
+        text = path.read_text()
+        path.write_text(text.replace(', "split": "test"', "").replace(', "split": "dev"', ""))
+    assert '"split"' not in (tmp_path / "old" / "generations.jsonl").read_text()
+    claim = steering(tmp_path / "old", ClaimsConfig())
+    assert claim.estimate == pytest.approx(100.0) and "chosen on the same prompts" in claim.rule
+    assert json.loads((tmp_path / "old" / "steering.json").read_text())["rows"][0]["n"] == 12

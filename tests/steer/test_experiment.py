@@ -127,6 +127,25 @@ def test_files_are_written(run, tmp_path):
             "combined_ci_high"} <= set(header)
 
 
+def test_the_files_name_the_condition_best_on_dev_even_when_another_is_best_on_test(tmp_path):
+    from langneurons.steer.experiment import SteeringResult
+
+    def row(condition, split, fluent, target):
+        return {"source": "en", "target": "fr", "condition": condition, "split": split, "neuron_set": "lape",
+                "mode": "activate", "kind": "add", "strength": float(condition[-1]), "target_rate": target,
+                "target_ci_low": 0.0, "target_ci_high": 100.0, "fluent_target_rate": fluent,
+                "fluent_target_ci_low": 0.0, "fluent_target_ci_high": 100.0, "combined_score": fluent,
+                "combined_ci_low": None, "combined_ci_high": None}
+
+    rows = [row("lape:activate:add=1", "dev", 60.0, 70.0), row("lape:activate:add=1", "test", 20.0, 30.0),
+            row("lape:activate:add=2", "dev", 40.0, 90.0), row("lape:activate:add=2", "test", 80.0, 95.0)]
+    result = SteeringResult(rows, [], {"neuron_set": "lape"})
+    assert result.best_condition("lape") == "lape:activate:add=1"
+    assert result.row("en", "fr", "lape:activate:add=2")["fluent_target_rate"] == 80.0  # the test row by default
+    write_steering(result, tmp_path)
+    assert json.loads((tmp_path / "steering.json").read_text())["best_condition"] == "lape:activate:add=1"
+
+
 def test_conditions_and_actions():
     options = SteeringOptions(actions=("add=2", "scale=3"), deactivate=False)
     assert [c.name for c in conditions(options, ["lape"])] == ["baseline", "lape:activate:add=2",

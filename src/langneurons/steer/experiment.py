@@ -58,8 +58,8 @@ from langneurons.steer.langid import Identification, Identifier, check_covered
 from langneurons.steer.degeneration import is_degenerate
 from langneurons.steer.metric import LOOP_AWARE_FIELDS, language_rates, loop_aware_scores
 from langneurons.steer.prompts import HELDOUT, heldout_prompts, load_prompts
-from langneurons.steer.selection import (SELECTION_METRIC, SPLITS, best_condition, dev_count, selection_split,
-                                         split_labels)
+from langneurons.steer.selection import (SELECTION_METRIC, SPLITS, TIE_BREAK, best_condition, dev_count,
+                                         selection_split, split_labels)
 
 MODES = ("baseline", "deactivate", "activate", "both")
 ACTIVATION_KINDS = ("add", "stat", "scale", "constant")
@@ -425,6 +425,6 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
         "identifier": describe() if describe else {"identifier": getattr(identifier, "name", "custom")},
         "splits": {language: {split: [i for i, label in enumerate(labels) if label == split] for split in SPLITS}
                    for language, labels in splits.items()},
-        "selection": {"metric": SELECTION_METRIC, "split": selection_split(rows)},
+        "selection": {"metric": SELECTION_METRIC, "tie_break": TIE_BREAK, "split": selection_split(rows)},
     }
     return SteeringResult(rows, generations, meta)
