@@ -63,10 +63,10 @@ from langneurons.steer.selection import (SELECTION_METRIC, SPLITS, TIE_BREAK, be
 
 MODES = ("baseline", "deactivate", "activate", "both")
 ACTIVATION_KINDS = ("add", "stat", "scale", "constant")
-ROW_FIELDS = ("source", "target", "condition", "split", "neuron_set", "mode", "kind", "strength", "action", "positions",
-              "neurons", "n", "target_count", "target_rate", "target_ci_low", "target_ci_high", "source_count",
-              "source_rate", "source_ci_low", "source_ci_high", "other_count", "other_rate", "other_ci_low",
-              "other_ci_high", "mean_confidence", "fluency_ppl", "fluency_tokens", "mean_new_tokens",
+ROW_FIELDS = ("source", "target", "condition", "split", "neuron_set", "mode", "kind", "strength", "action",
+              "positions", "neurons", "n", "target_count", "target_rate", "target_ci_low", "target_ci_high",
+              "source_count", "source_rate", "source_ci_low", "source_ci_high", "other_count", "other_rate",
+              "other_ci_low", "other_ci_high", "mean_confidence", "fluency_ppl", "fluency_tokens", "mean_new_tokens",
               *LOOP_AWARE_FIELDS)
 
 
@@ -256,8 +256,8 @@ class SteeringResult:
 
     def best_condition(self, neuron_set: str) -> str | None:
         """The non-baseline condition of ``neuron_set`` with the highest mean fluent target rate over
-        the pairs on the dev prompts (test prompts when there is no dev part; ties: the first in
-        condition order); None when the set has no condition."""
+        the pairs on the dev prompts (test prompts when there is no dev part; ties: the higher mean
+        target rate, then the first in condition order); None when the set has no condition."""
         return best_condition(self.rows, neuron_set, SELECTION_METRIC)
 
 
