@@ -160,8 +160,12 @@ def test_the_steering_section_reports_test_prompts_with_loop_aware_scores(run_di
     meta = {"neuron_set": "lape", "options": {"prompts": "heldout", "prompt_count": 50, "prompt_words": 8,
                                               "max_new_tokens": 16, "positions": "all", "dev_fraction": 0.5},
             "identifier": {"identifier": "lingua-language-detector", "languages": ["en", "hi"]}}
+    pooled = [{"condition": "lape:activate:add=4", "split": "test", "pairs": ["en>fr", "en>hi"], "n": 50,
+               "target_rate": 80.0, "target_ci_low": 67.0, "target_ci_high": 89.0, "fluent_target_rate": 50.0,
+               "fluent_target_ci_low": 36.7, "fluent_target_ci_high": 63.3, "degenerate_rate": 30.0,
+               "combined_score": 75.0, "combined_ci_low": 64.0, "combined_ci_high": 84.0}]
     (folder / "steering.json").write_text(json.dumps({"meta": meta, "best_condition": "lape:activate:add=4",
-                                                      "rows": rows}))
+                                                      "rows": rows, "pooled": pooled}))
     figures = write_steering_figures(rows, folder, "lape:activate:add=4")
     assert sorted(p.name for p in figures if p.suffix == ".png") == ["steering_heatmap.png", "steering_scores.png",
                                                                     "steering_sweep.png"]
@@ -174,6 +178,7 @@ def test_the_steering_section_reports_test_prompts_with_loop_aware_scores(run_di
     assert "97.0" not in text and "91.0" not in text
     assert text.count("| en>hi |") == 3
     assert "steering_scores.png" in text
+    assert "| lape:activate:add=4 | 2 | 50 | 80.0 [67.0, 89.0] | 50.0 [36.7, 63.3] | 30.0 | 75.0 [64.0, 84.0] |" in text
     # a combined score without an interval says why
     rows[3]["combined_ci_low"] = rows[3]["combined_ci_high"] = None
     rows[3]["n"] = 12

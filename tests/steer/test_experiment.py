@@ -116,6 +116,10 @@ def test_files_are_written(run, tmp_path):
                      "steering_sweep.svg"]
     data = json.loads((tmp_path / "steering.json").read_text())
     assert data["best_condition"] == "lape:activate:add=1" and len(data["rows"]) == len(result.rows)
+    pooled = {p["condition"]: p for p in data["pooled"]}  # the test prompts of every pair, per condition
+    assert len(pooled) == len({r["condition"] for r in result.rows})
+    assert pooled["lape:activate:add=1"]["n"] == 3 and pooled["lape:activate:add=1"]["fluent_target_rate"] == 100.0
+    assert pooled["baseline"]["target_count"] == 0 and pooled["baseline"]["pairs"] == ["en>fr"]
     examples = json.loads((tmp_path / "examples.json").read_text())
     assert len(examples) == 2 and examples[0]["baseline_language"] == "en" and examples[0]["steered_language"] == "fr"
     # examples are test prompts (0 and 1 of the split), never dev prompts

@@ -111,3 +111,33 @@ def test_combined_score_interval_resamples_prompts():
     assert low < score < high
     # no variation, no width
     assert combined_score([1] * 25, [0] * 25) == pytest.approx((100.0, 100.0, 100.0))
+
+
+def test_pooled_scores_pool_the_test_generations_of_every_pair_per_condition():
+    from langneurons.steer.metric import combined_score, pooled_scores
+
+    def record(pair, condition, index, split, in_target, loop):
+        source, target = pair.split(">")
+        return {"source": source, "target": target, "condition": condition, "prompt_index": index, "split": split,
+                "language": target if in_target else source, "degenerate": loop,
+                "continuation": "plus plus plus plus" if loop else "Un texte ordinaire."}
+
+    generations = []
+    for pair in ("en>fr", "en>hi"):
+        for i in range(12):  # test: 8 of 12 in the target, 3 of those loops; dev: everything in the target
+            generations.append(record(pair, "lape:add=4", i, "test", i < 8, i < 3))
+            generations.append(record(pair, "baseline", i, "test", False, False))
+        for i in range(12, 16):
+            generations.append(record(pair, "lape:add=4", i, "dev", True, False))
+    pooled = {p["condition"]: p for p in pooled_scores(generations, seed=1)}
+    steered = pooled["lape:add=4"]
+    assert steered["n"] == 24 and steered["pairs"] == ["en>fr", "en>hi"]  # dev records are not pooled
+    assert (steered["target_count"], steered["degenerate_count"], steered["fluent_target_count"]) == (16, 6, 10)
+    low, high = wilson_interval(10, 24)
+    assert (steered["fluent_target_ci_low"], steered["fluent_target_ci_high"]) == pytest.approx((100 * low, 100 * high))
+    # harmonic mean of 16/24 and 18/24; 24 units: an interval, the same as combined_score's
+    assert steered["combined_score"] == pytest.approx(100 * 2 * (16 / 24) * (18 / 24) / (34 / 24))
+    expected = combined_score([i < 8 for i in range(12)] * 2, [i < 3 for i in range(12)] * 2, seed=1)
+    assert (steered["combined_ci_low"], steered["combined_ci_high"]) == pytest.approx(expected[1:])
+    assert pooled["baseline"]["combined_score"] == 0.0
+    assert [p["n"] for p in pooled_scores(generations, split="dev")] == [8]

@@ -302,6 +302,17 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
            _interval(r["source_rate"], r["source_ci_low"], r["source_ci_high"]), _number(r["other_rate"]),
            _number(r["fluency_ppl"])] for r in rows]),
     ]
+    if data.get("pooled"):
+        blocks += [
+            ("p", "Pooled over pairs: per condition, the test continuations of every pair together (n = pairs x "
+                  "test prompts; the combined score's interval resamples them)."),
+            ("table", ["condition", "pairs", "n", "target % [95% CI]", "fluent target % [95% CI]", "degenerate %",
+                       "combined [95% CI]"],
+             [[p["condition"], str(len(p.get("pairs", []))), str(p["n"]),
+               _interval(p["target_rate"], p["target_ci_low"], p["target_ci_high"]),
+               _interval(p["fluent_target_rate"], p["fluent_target_ci_low"], p["fluent_target_ci_high"]),
+               _number(p["degenerate_rate"]), _combined(p)] for p in data["pooled"]]),
+        ]
     if (folder / "steering_heatmap.png").exists():
         blocks.append(("image", folder / "steering_heatmap.png",
                        f"fluent target rate (raw target rate) of the best condition ({best}) and its random "

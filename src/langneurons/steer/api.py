@@ -6,8 +6,9 @@ Files written to the output folder (atomic):
   ``test``; :data:`ROW_FIELDS`): rates in the target / source / other language (percent, 95%
   Wilson interval), fluency perplexity, degenerate and fluent target rates (Wilson) and the
   combined score (bootstrap interval); the JSON adds provenance (model, neuron set, identifier and
-  its version, options, the prompt indices of each split) and the best condition, chosen on the
-  dev rows;
+  its version, options, the prompt indices of each split), the best condition, chosen on the
+  dev rows, and ``pooled``: per condition the test generations of all pairs pooled
+  (:func:`langneurons.steer.metric.pooled_scores`);
 * ``generations.jsonl``: every prompt's continuation per condition with its split, identified
   language and degeneration flag;
 * ``examples.json``: per pair a few *test* prompts with the baseline and the best condition's
@@ -29,6 +30,7 @@ from langneurons.identify.neuron_set import NeuronSet
 from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering,
                                           steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
+from langneurons.steer.metric import pooled_scores
 
 
 def examples(result: SteeringResult, count: int) -> list[dict]:
@@ -60,9 +62,11 @@ def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> l
     out_dir = Path(out_dir)
     best = result.best_condition(result.meta.get("neuron_set", ""))
     lines = "".join(json.dumps(g, ensure_ascii=False, sort_keys=True) + "\n" for g in result.generations)
+    pooled = pooled_scores(result.generations, seed=result.meta.get("options", {}).get("seed", 0))
     files = [
         write_text(out_dir / "steering.csv", rows_to_csv(result.rows, ROW_FIELDS)),
-        write_json(out_dir / "steering.json", {"meta": result.meta, "best_condition": best, "rows": result.rows}),
+        write_json(out_dir / "steering.json", {"meta": result.meta, "best_condition": best, "rows": result.rows,
+                                               "pooled": pooled}),
         write_text(out_dir / "generations.jsonl", lines),
         write_json(out_dir / "examples.json", examples(result, example_count)),
     ]

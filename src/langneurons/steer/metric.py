@@ -176,3 +176,34 @@ def loop_aware_scores(identifications: Sequence[Identification], texts: Sequence
     score, low, high = combined_score(in_target, degenerate, confidence, n_resamples, seed)
     return LoopAwareScores(n, Rate.of(sum(degenerate), n, confidence), Rate.of(fluent, n, confidence),
                            score, low, high)
+
+
+def pooled_scores(generations: Sequence[dict], split: str = "test", confidence: float = 0.95,
+                  n_resamples: int = 2000, seed: int = 0) -> list[dict]:
+    """Per condition, its ``split`` generations of every pair pooled (records with ``condition``,
+    ``target``, ``language``, ``degenerate`` and ``split``; records without ``split`` count as test):
+    ``n`` (pairs x prompts), target / fluent target / degenerate counts and rates with Wilson
+    intervals, and the combined score with its bootstrap interval over the (pair, prompt) units.
+    One dict per condition, in first-seen order."""
+    flags: dict[str, list[tuple[bool, bool]]] = {}
+    pairs: dict[str, set] = {}
+    for g in generations:
+        if g.get("split", "test") != split:
+            continue
+        degenerate = g["degenerate"] if "degenerate" in g else is_degenerate(g.get("continuation", ""))
+        flags.setdefault(g["condition"], []).append((g["language"] == g["target"], bool(degenerate)))
+        pairs.setdefault(g["condition"], set()).add(f"{g['source']}>{g['target']}")
+    out = []
+    for condition, values in flags.items():
+        in_target, degenerate = [t for t, _ in values], [d for _, d in values]
+        n = len(values)
+        score, low, high = combined_score(in_target, degenerate, confidence, n_resamples, seed)
+        row: dict = {"condition": condition, "split": split, "pairs": sorted(pairs[condition]), "n": n}
+        for name, count in (("target", sum(in_target)), ("degenerate", sum(degenerate)),
+                            ("fluent_target", sum(t and not d for t, d in values))):
+            rate = Rate.of(count, n, confidence)
+            row.update({f"{name}_count": count, f"{name}_rate": rate.rate, f"{name}_ci_low": rate.ci_low,
+                        f"{name}_ci_high": rate.ci_high})
+        row.update({"combined_score": score, "combined_ci_low": low, "combined_ci_high": high})
+        out.append(row)
+    return out
