@@ -287,42 +287,74 @@ def test_claims_are_written_as_json_csv_and_a_markdown_table(tmp_path):
     assert not math.isnan(claims[0].estimate)
 
 
-def _steering_folder(directory, hits: dict):
-    """steering.json + generations.jsonl: ``hits[condition]`` = prompt indices continued in the target."""
+LOOP, SENTENCE = "plus plus plus plus plus plus", "Le conseil a voté un nouveau plan hier soir."
+
+
+def _steering_folder(directory, hits: dict, loops: dict = None, dev_hits: dict = None, test_prompts: int = 12,
+                     dev_prompts: int = 4, with_flags: bool = True):
+    """steering.json + generations.jsonl of hand-built results: ``hits[(pair, condition)]`` = test prompt
+    indices continued in the target language, ``loops[...]`` = those of them that loop (degenerate);
+    ``dev_hits`` the same for the dev prompts (indices after the test ones)."""
     import json
 
     directory.mkdir()
+    loops, dev_hits = loops or {}, dev_hits or {}
     rows, lines = [], []
     for pair in ("en>fr", "en>hi"):
         source, target = pair.split(">")
         for condition in ("baseline", "lape:activate:add=4", "random:activate:add=4", "lape:deactivate"):
-            chosen = hits.get((pair, condition), set())
-            rows.append({"source": source, "target": target, "condition": condition, "n": 4,
-                         "neuron_set": condition.split(":")[0], "target_rate": 25.0 * len(chosen),
-                         "target_ci_low": 0.0, "target_ci_high": 100.0, "fluency_ppl": 10.0})
-            lines += [json.dumps({"source": source, "target": target, "condition": condition, "prompt_index": i,
-                                  "language": target if i in chosen else source}) for i in range(4)]
+            for split, chosen, indices in (("test", hits.get((pair, condition), set()), range(test_prompts)),
+                                           ("dev", dev_hits.get((pair, condition), set()),
+                                            range(test_prompts, test_prompts + dev_prompts))):
+                if not indices:
+                    continue
+                looping = loops.get((pair, condition), set())
+                rows.append({"source": source, "target": target, "condition": condition, "split": split,
+                             "n": len(indices), "neuron_set": condition.split(":")[0],
+                             "target_rate": 100 * len(chosen) / len(indices), "target_ci_low": 0.0,
+                             "target_ci_high": 100.0, "fluency_ppl": 10.0})
+                for i in indices:
+                    record = {"source": source, "target": target, "condition": condition, "prompt_index": i,
+                              "split": split, "language": target if i in chosen else source,
+                              "continuation": LOOP if i in looping else SENTENCE}
+                    if with_flags:
+                        record["degenerate"] = i in looping
+                    lines.append(json.dumps(record))
     (directory / "steering.json").write_text(json.dumps({"best_condition": "lape:activate:add=4", "rows": rows}))
     (directory / "generations.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_steering_claim_pairs_the_best_condition_with_its_random_twin_on_the_same_prompts(tmp_path):
+def test_steering_claim_compares_fluent_target_rates_on_test_prompts_only(tmp_path):
     from langneurons.report.claims import steering
 
-    # best condition: 6 of 8 prompts in the target; its random twin: 1 (prompt 0 of en>fr, also a hit of
-    # the best); baseline none. Discordant pairs 5 vs 0: McNemar exact p = 2 x 0.5^5.
-    _steering_folder(tmp_path / "steering", {("en>fr", "lape:activate:add=4"): {0, 1, 2},
-                                             ("en>hi", "lape:activate:add=4"): {0, 1, 3},
-                                             ("en>fr", "random:activate:add=4"): {0},
-                                             ("en>hi", "lape:deactivate"): {0, 1, 2, 3}})
+    # test prompts (12 per pair, 24 pairs x prompts): the best condition continues 10 of 12 per pair in the
+    # target language, 4 of them loops -> 12 fluent (50%), 20 raw (83.3%); its random twin one fluent
+    # (en>fr prompt 0, a loop for the best condition); baseline none. Discordant pairs 12 vs 1:
+    # McNemar exact p = 2 x P(X >= 12 | 13, 1/2) = 2 x 14 / 2^13.
+    best, twin = "lape:activate:add=4", "random:activate:add=4"
+    hits = {("en>fr", best): set(range(10)), ("en>hi", best): set(range(10)), ("en>fr", twin): {0}}
+    loops = {("en>fr", best): {0, 1, 2, 3}, ("en>hi", best): {0, 1, 2, 3}}
+    # the dev prompts say the opposite (the twin always succeeds): a claim that read them would differ
+    dev_hits = {(pair, twin): set(range(12, 16)) for pair in ("en>fr", "en>hi")}
+    _steering_folder(tmp_path / "steering", hits, loops, dev_hits)
     claim = steering(tmp_path / "steering", ClaimsConfig())
-    assert claim.estimate == pytest.approx(100 * (6 - 1) / 8)
-    assert claim.p_value == pytest.approx(2 * 0.5**5)
+    assert claim.estimate == pytest.approx(100 * (12 - 1) / 24)
+    assert claim.p_value == pytest.approx(2 * 14 / 2**13)
     assert claim.ci_low > 0 and claim.verdict == "supported"
-    assert "75.0% vs 12.5% (baseline 0.0%)" in claim.measure and claim.n.startswith("8 prompts")
+    assert "fluent 50.0% vs 4.2% (baseline 0.0%)" in claim.measure
+    assert "raw target rates 83.3% vs 4.2% (baseline 0.0%)" in claim.measure
+    assert claim.n.startswith("24 test prompts") and "chosen on the dev prompts" in claim.rule
+    assert {d["split"] for d in claim.details} == {"test"}
+    # results written without degeneration flags: the continuations are tested again, same claim
+    _steering_folder(tmp_path / "unflagged", hits, loops, dev_hits, with_flags=False)
+    assert steering(tmp_path / "unflagged", ClaimsConfig()).estimate == pytest.approx(claim.estimate)
+    # the raw target rate would call a loop-maker a success; the fluent target rate does not
+    all_loops = {key: set(range(10)) for key in loops}
+    _steering_folder(tmp_path / "loops", hits, all_loops)
+    looping = steering(tmp_path / "loops", ClaimsConfig())
+    assert looping.estimate == pytest.approx(-100 / 24) and looping.verdict != "supported"
     # no gain over random: the interval straddles 0
-    _steering_folder(tmp_path / "flat", {("en>fr", "lape:activate:add=4"): {0},
-                                         ("en>fr", "random:activate:add=4"): {1}})
+    _steering_folder(tmp_path / "flat", {("en>fr", best): {0, 5}, ("en>fr", twin): {1, 6}})
     assert steering(tmp_path / "flat", ClaimsConfig()).verdict == "inconclusive"
     assert steering(tmp_path / "missing", ClaimsConfig()) is None
 
@@ -426,3 +458,21 @@ def test_perplexity_files_are_checked(tmp_path):
     with pytest.raises(LangNeuronsError, match="same held-out units"):
         subnetwork_enhancement(load_perplexities(tmp_path / "lm_eval_ppl"), CONFIG)
     assert load_perplexities(tmp_path / "nothing") == {}
+
+
+def test_steering_claim_of_results_without_a_prompt_split_says_the_choice_was_made_on_them(tmp_path):
+    import json
+
+    from langneurons.report.claims import steering
+
+    best, twin = "lape:activate:add=4", "random:activate:add=4"
+    _steering_folder(tmp_path / "old", {("en>fr", best): set(range(12)), ("en>hi", best): set(range(12))},
+                     dev_prompts=0)
+    for name in ("steering.json", "generations.jsonl"):  # results written before the split: no split fields
+        path = tmp_path / "old" / name
+        text = path.read_text()
+        path.write_text(text.replace(', "split": "test"', "").replace(', "split": "dev"', ""))
+    assert '"split"' not in (tmp_path / "old" / "generations.jsonl").read_text()
+    claim = steering(tmp_path / "old", ClaimsConfig())
+    assert claim.estimate == pytest.approx(100.0) and "chosen on the same prompts" in claim.rule
+    assert json.loads((tmp_path / "old" / "steering.json").read_text())["rows"][0]["n"] == 12

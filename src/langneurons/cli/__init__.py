@@ -353,6 +353,7 @@ def steer(
     prompt_count: Annotated[int, typer.Option(help="Prompts per source language.")] = 8,
     prompt_words: Annotated[int, typer.Option(help="Words per prompt (2 x characters for unspaced scripts).")] = 8,
     prompts_from_end: Annotated[bool, typer.Option(help="Take the last lines of a corpus folder (not read by a budgeted 'collect').")] = False,
+    dev_fraction: Annotated[float, typer.Option(help="Share of the prompts (seeded) that choose the best condition; the rest are the test prompts every reported rate uses (0: no split).")] = 0.5,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy new tokens per prompt.")] = 16,
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 8,
     positions: Annotated[str, typer.Option(help="Intervene on 'all' positions or on 'prompt' tokens only.")] = "all",
@@ -371,8 +372,10 @@ def steer(
     Per pair and condition (baseline; zero the source's neurons; activate the target's; both;
     each again on layer-matched random neurons): the rates of continuations in the target
     language, in the source language and other/undetermined (95% Wilson intervals), and the
-    perplexity of the continuations under the unintervened model (fluency). The identifier is
-    lingua, offline; a language it does not cover is refused.
+    perplexity of the continuations under the unintervened model (fluency), the share that loops
+    (degenerate), the fluent target rate (target language, not degenerate) and a combined score.
+    The prompts are split into dev (choose the best condition) and test (every reported rate).
+    The identifier is lingua, offline; a language it does not cover is refused.
     """
     from langneurons.steer.api import prepare, steer as run_steer
     from langneurons.steer.experiment import SteeringOptions
@@ -381,7 +384,8 @@ def steer(
         pairs=tuple(p.strip() for p in pairs.split(",") if p.strip()),
         actions=tuple(a.strip() for a in actions.split(",") if a.strip()), deactivate=deactivate,
         random_control=random_control, seed=seed, prompts=prompts, prompt_count=prompt_count,
-        prompt_words=prompt_words, prompts_from_end=prompts_from_end, max_new_tokens=max_new_tokens,
+        prompt_words=prompt_words, prompts_from_end=prompts_from_end, dev_fraction=dev_fraction,
+        max_new_tokens=max_new_tokens,
         batch_size=batch_size, positions=positions,
         identifier_languages=_languages(identifier_languages) if identifier_languages else None,
         min_confidence=min_confidence, examples=examples,
@@ -390,12 +394,13 @@ def steer(
     loaded = model.load()
     result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress)
     table = Table(title=f"steering {loaded.info.model_id}")
-    for column in ("pair", "condition", "n", "target % [95% CI]", "source %", "other %", "fluency ppl"):
+    for column in ("pair", "condition", "test n", "target % [95% CI]", "fluent target %", "source %", "other %",
+                   "fluency ppl"):
         table.add_column(column, overflow="fold")
-    for row in result.rows:
+    for row in (r for r in result.rows if r["split"] == "test"):
         table.add_row(f"{row['source']}>{row['target']}", row["condition"], str(row["n"]),
                       f"{row['target_rate']:.0f} [{row['target_ci_low']:.0f}, {row['target_ci_high']:.0f}]",
-                      f"{row['source_rate']:.0f}", f"{row['other_rate']:.0f}",
+                      f"{row['fluent_target_rate']:.0f}", f"{row['source_rate']:.0f}", f"{row['other_rate']:.0f}",
                       "-" if row["fluency_ppl"] is None else f"{row['fluency_ppl']:.1f}")
     console.print(table)
     console.print(f"{len(files)} files in {out}")

@@ -333,9 +333,14 @@ def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
 
 def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
     """Gurgurov et al. 2025: intervening on language neurons makes the model write in the target
-    language. The steering stage's best condition on the language set against the same condition
-    on its layer-matched random set, paired by (pair, prompt), pairs pooled."""
+    language. The steering stage's best condition on the language set (chosen on the dev prompts)
+    against the same condition on its layer-matched random set, on the *test* prompts only, paired
+    by (pair, prompt), pairs pooled. Success is a fluent target continuation: in the target language
+    and not degenerate (:mod:`langneurons.steer.degeneration`), so loops in the target script do not
+    count; the raw target rates are stated beside it."""
     from langneurons.evaluate.metrics import compare_accuracy
+    from langneurons.steer.degeneration import is_degenerate
+    from langneurons.steer.selection import TEST, selection_split
 
     directory = Path(directory)
     if not (directory / "steering.json").exists() or not (directory / "generations.jsonl").exists():
@@ -345,42 +350,59 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
     if not best or ":" not in best:
         return None
     control = "random:" + best.split(":", 1)[1]
-    in_target: dict[tuple, bool] = {}
+    chosen_on = selection_split(data["rows"])
+    outcomes: dict[tuple, tuple[bool, bool]] = {}  # (condition, source, target, prompt) -> (in target, fluent)
     with open(directory / "generations.jsonl", encoding="utf-8") as handle:
         for line in handle:
             g = json.loads(line)
-            if g["condition"] in (best, control, "baseline"):
-                in_target[(g["condition"], g["source"], g["target"], g["prompt_index"])] = g["language"] == g["target"]
-    keys = sorted(key[1:] for key in in_target if key[0] == best and (control, *key[1:]) in in_target)
+            if g["condition"] in (best, control, "baseline") and g.get("split", TEST) == TEST:
+                degenerate = g["degenerate"] if "degenerate" in g else is_degenerate(g.get("continuation", ""))
+                in_target = g["language"] == g["target"]
+                outcomes[(g["condition"], g["source"], g["target"], g["prompt_index"])] = (in_target,
+                                                                                           in_target and not degenerate)
+    keys = sorted(key[1:] for key in outcomes if key[0] == best and (control, *key[1:]) in outcomes)
     if not keys:
         return None
-    steered = [in_target[(best, *key)] for key in keys]
-    random_twin = [in_target[(control, *key)] for key in keys]
-    baseline = [in_target.get(("baseline", *key), False) for key in keys]
+
+    def flags(condition, which):  # which: 0 = in the target language, 1 = fluent target
+        return [outcomes.get((condition, *key), (False, False))[which] for key in keys]
+
+    def percent(values):
+        return 100 * sum(values) / len(keys)
+
+    steered, random_twin, baseline = flags(best, 1), flags(control, 1), flags("baseline", 1)
     comparison = compare_accuracy(random_twin, steered, config.bootstrap_resamples, 1 - config.alpha, config.seed)
-    rows = [r for r in data["rows"] if r["condition"] in (best, control, "baseline")]
+    rows = [r for r in data["rows"] if r["condition"] in (best, control, "baseline") and r.get("split", TEST) == TEST]
 
     def mean(name, field):
-        values = [r[field] for r in rows if r["condition"] == name and r[field] is not None]
+        values = [r[field] for r in rows if r["condition"] == name and r.get(field) is not None]
         return sum(values) / len(values) if values else float("nan")
 
     pairs = sorted({f"{r['source']}>{r['target']}" for r in rows})
-    verdict = (SUPPORTED if comparison.ci_low > 0 else CONTRADICTED if comparison.ci_high < 0 else INCONCLUSIVE)
+    low, high = comparison.ci_low, comparison.ci_high
+    verdict = (INCONCLUSIVE if low is None or high is None else SUPPORTED if low > 0 else CONTRADICTED if high < 0
+               else INCONCLUSIVE)
+    selection = ("The best condition is chosen on the dev prompts (by fluent target rate) and scored on the "
+                 "disjoint test prompts" if chosen_on != TEST else
+                 "The best condition is chosen on the same prompts (no dev split), which favours the language set")
     return ClaimResult(
         id="steering", claim="Intervening on language-specific neurons makes the model write in the target language",
         source="Gurgurov et al. 2025; Tang et al. 2024",
-        measure=f"target-language rate of continuations (lingua), best condition {best} minus the same on "
-                f"layer-matched random neurons, pairs pooled; rates {100 * sum(steered) / len(keys):.1f}% vs "
-                f"{100 * sum(random_twin) / len(keys):.1f}% (baseline {100 * sum(baseline) / len(keys):.1f}%); "
+        measure=f"fluent target rate of test-prompt continuations (target language by lingua, not degenerate), "
+                f"best condition {best} minus the same on layer-matched random neurons, pairs pooled; "
+                f"fluent {percent(steered):.1f}% vs {percent(random_twin):.1f}% (baseline {percent(baseline):.1f}%); "
+                f"raw target rates {percent(flags(best, 0)):.1f}% vs {percent(flags(control, 0)):.1f}% "
+                f"(baseline {percent(flags('baseline', 0)):.1f}%); "
                 f"fluency ppl {mean(best, 'fluency_ppl'):.1f} vs random {mean(control, 'fluency_ppl'):.1f}, "
                 f"baseline {mean('baseline', 'fluency_ppl'):.1f}",
-        estimate=comparison.delta, ci_low=comparison.ci_low, ci_high=comparison.ci_high, unit="points",
-        n=f"{len(keys)} prompts x pairs ({', '.join(pairs)})", test=comparison.test, p_value=comparison.p_value,
+        estimate=comparison.delta, ci_low=low, ci_high=high, unit="points",
+        n=f"{len(keys)} test prompts x pairs ({', '.join(pairs)})", test=comparison.test, p_value=comparison.p_value,
         verdict=verdict,
-        rule="supported: lower bound > 0; contradicted: upper bound < 0. The best condition is chosen on the "
-             "same prompts, which favours the language set; the random twin is the same action on random neurons",
-        details=[{k: r[k] for k in ("source", "target", "condition", "n", "target_rate", "target_ci_low",
-                                    "target_ci_high", "fluency_ppl")} for r in rows],
+        rule=f"supported: lower bound > 0; contradicted: upper bound < 0. {selection}; the random twin is the "
+             "same action on random neurons",
+        details=[{k: r.get(k) for k in ("source", "target", "condition", "split", "n", "target_rate",
+                                        "fluent_target_rate", "fluent_target_ci_low", "fluent_target_ci_high",
+                                        "combined_score", "fluency_ppl")} for r in rows],
     )
 
 
