@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "langneurons"
-STAGE_PACKAGES = ("activations", "corpus", "identify", "intervene", "steer", "finetune", "evaluate", "tasks",
-                  "harness", "models")
+STAGE_PACKAGES = ("activations", "corpus", "identify", "intervene", "directions", "steer", "finetune", "evaluate",
+                  "tasks", "harness", "models")
 UPPER = ("langneurons.runner", "langneurons.cli", "langneurons.report")
 
 

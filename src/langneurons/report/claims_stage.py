@@ -16,14 +16,49 @@ def run(context) -> None:
     config = context.config
     models = list(config.evaluation.models) if config.evaluation is not None else []
     runs = {run.name: (run.task, run.options.neurons) for run in config.finetune}
+    reference = config.evaluation.reference if config.evaluation is not None else None
 
     def compute(directory: Path) -> None:
-        write_claims(evaluate_claims(context.run_dir, config.claims, runs, models), directory)
+        write_claims(evaluate_claims(context.run_dir, config.claims, runs, models, reference_model=reference),
+                     directory)
 
     upstream = {name: record.product for name, record in context.records.items()
                 if name.startswith(("identify/", "ppxc/", "evaluate/")) or name == "steering"}
-    inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "upstream": upstream}
+    inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
+              "upstream": upstream}
     context.stage("claims", inputs, compute, product=("claims.json",))
+
+
+def _power(run_dir: Path) -> list[Block]:
+    """The power table of the headline comparisons (claims/power.json), decisive rows only."""
+    path = run_dir / "claims" / "power.json"
+    rows = [r for r in (read_json(path) if path.exists() else []) if r.get("decisive", True)]
+    if not rows:
+        return []
+    margin = rows[0]["margin"]
+
+    def count(value) -> str:
+        return "–" if value is None else str(value)
+
+    def verdict(r) -> str:
+        if r["required_n"] is None:
+            return "not estimable (no discordant pairs)"
+        if r["reached"]:
+            return "reached"
+        return {True: "not reached; the test set has enough", False: "not reached; the test set is too small",
+                None: "not reached"}[r["reachable"]]
+
+    table = [[r["claim"], r["comparison"], r["languages"], str(r["n"]), str(r["n_per_language"]),
+              "–" if r["p01"] is None else f"{r['p01']:.3f} / {r['p10']:.3f}", f"±{r['achieved_half_width']:.1f}",
+              count(r["required_n_per_language"]), count(r["available_per_language"]), verdict(r)] for r in rows]
+    return [("h3", "Power of the headline comparisons"),
+            ("p", f"From this run's paired outcomes: the examples per language that a pooled 95% interval of "
+                  f"half-width ±{margin:g} point needs, n = ceil(z² · var / margin²) with var = p01 + p10 − "
+                  "(p01 − p10)² for accuracy (the McNemar discordance rates; the variance of the per-example "
+                  "differences for F1), split evenly over the pooled languages; and the half-width the current "
+                  "n achieves (claims/power.csv)."),
+            ("table", ["claim", "comparison", "languages", "n", "n per language", "p01 / p10", "achieved",
+                       f"n per language needed for ±{margin:g} point", "available per language", "budget"], table)]
 
 
 def claims_section(run_dir: Path, manifest: dict) -> list[Block]:
@@ -35,14 +70,23 @@ def claims_section(run_dir: Path, manifest: dict) -> list[Block]:
     def value(number) -> str:
         return "–" if number is None else (f"{number:+.3f}" if abs(number) < 10 else f"{number:+.1f}")
 
+    def excluded(c) -> str:
+        bound = c.get("largest_gain_excluded", c["ci_high"])
+        return "–" if bound is None else f"{value(bound)} {c['unit']}"
+
     rows = [[f"{c['claim']} ({c['source']})", c["measure"],
              f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
                                           else "") + f" {c['unit']}",
-             c["n"], fmt_p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]] for c in claims]
+             excluded(c), c["n"], fmt_p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]]
+            for c in claims]
     return [("h2", "Claims of the literature, tested"),
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
-                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise."),
-            ("table", ["claim (source)", "measured", "estimate [95% CI]", "n", "p", "verdict"], rows)]
+                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise. "
+                  "The two headline claims (no gain larger than the margin) are supported when the interval's upper "
+                  "bound is below +margin and contradicted when its lower bound is above it; the largest gain "
+                  "excluded is that upper bound."),
+            ("table", ["claim (source)", "measured", "estimate [95% CI]", "largest gain excluded", "n", "p",
+                       "verdict"], rows)] + _power(run_dir)
 
 
-CLAIMS = Stage("claims", "claims", run, report=claims_section, published=("claims/claims.*",), report_first=True)
+CLAIMS = Stage("claims", "claims", run, report=claims_section, published=("claims/claims.*", "claims/power.*"), report_first=True)

@@ -80,14 +80,30 @@ def _builtin_examples(run_dir: Path) -> tuple[list[dict], str | None]:
     return read_json(folder / "examples.json"), read_json(folder / "steering.json").get("best_condition")
 
 
+def _combined(row: dict) -> str:
+    """The combined steering score with its bootstrap interval, or why it has none."""
+    if row.get("combined_score") is None:
+        return "–"
+    if row.get("combined_ci_low") is None:
+        return f"{fmt_number(row['combined_score'])} [n/a ({row['n']} prompts < 20)]"
+    return fmt_interval(row["combined_score"], row["combined_ci_low"], row["combined_ci_high"])
+
+
 def steering_section(run_dir: Path, manifest: dict) -> list[Block]:
     folder = run_dir / "steering"
     if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
         return []
     data = read_json(folder / "steering.json")
-    meta, rows = data.get("meta", {}), data.get("rows", [])
+    meta, all_rows = data.get("meta", {}), data.get("rows", [])
+    rows = [r for r in all_rows if r.get("split", "test") == "test"]  # every reported number: test prompts
     options, identifier = meta.get("options", {}), meta.get("identifier", {})
     best = data.get("best_condition")
+    dev_n = next((r["n"] for r in all_rows if r.get("split") == "dev"), 0)
+    split_note = (f"Each source language's prompts are split (seeded, disjoint) into {dev_n} dev and "
+                  f"{rows[0]['n'] if rows else 0} test prompts: the best condition ({best}) is chosen on the dev "
+                  "prompts by the fluent target rate; every number and figure here is on the test prompts. "
+                  if dev_n else f"The prompts are not split: the best condition ({best}) is chosen on the same "
+                                "prompts it is scored on, which favours it. ")
     blocks: list[Block] = [
         ("h2", "Language steering"),
         ("p", f"Prompts: the first {options.get('prompt_words')} words of {options.get('prompt_count')} sentences "
@@ -98,19 +114,41 @@ def steering_section(run_dir: Path, manifest: dict) -> list[Block]:
               "Rates in percent with 95% Wilson intervals: target = in the target language, source = still in "
               "the source language, other = another language or undetermined. Fluency: perplexity of the "
               "continuations under the unintervened model (higher = less like what the model writes unsteered). "
+              "Degenerate: the continuation loops (30% or more of its character 4-grams repeat an earlier one, "
+              "`langneurons.steer.degeneration`); fluent target = in the target language and not degenerate "
+              "(95% Wilson interval); combined = harmonic mean of the target rate and the non-degenerate share "
+              "(95% bootstrap interval over prompts, none below 20 prompts). "
+              + split_note +
               f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."),
-        ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "source % [95% CI]", "other %",
-                   "fluency ppl"],
+        ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "fluent target % [95% CI]",
+                   "degenerate %", "combined [95% CI]", "source % [95% CI]", "other %", "fluency ppl"],
          [[f"{r['source']}>{r['target']}", r["condition"], str(r["neurons"]), str(r["n"]),
            fmt_interval(r["target_rate"], r["target_ci_low"], r["target_ci_high"]),
+           fmt_interval(r.get("fluent_target_rate"), r.get("fluent_target_ci_low"), r.get("fluent_target_ci_high")),
+           fmt_number(r.get("degenerate_rate")), _combined(r),
            fmt_interval(r["source_rate"], r["source_ci_low"], r["source_ci_high"]), fmt_number(r["other_rate"]),
            fmt_number(r["fluency_ppl"])] for r in rows]),
     ]
+    if data.get("pooled"):
+        blocks += [
+            ("p", "Pooled over pairs: per condition, the test continuations of every pair together (n = pairs x "
+                  "test prompts; the combined score's interval resamples them)."),
+            ("table", ["condition", "pairs", "n", "target % [95% CI]", "fluent target % [95% CI]", "degenerate %",
+                       "combined [95% CI]"],
+             [[p["condition"], str(len(p.get("pairs", []))), str(p["n"]),
+               fmt_interval(p["target_rate"], p["target_ci_low"], p["target_ci_high"]),
+               fmt_interval(p["fluent_target_rate"], p["fluent_target_ci_low"], p["fluent_target_ci_high"]),
+               fmt_number(p["degenerate_rate"]), _combined(p)] for p in data["pooled"]]),
+        ]
     if (folder / "steering_heatmap.png").exists():
         blocks.append(("image", folder / "steering_heatmap.png",
-                       f"target-language rate of the best condition ({best}) and its random control"))
+                       f"fluent target rate (raw target rate) of the best condition ({best}) and its random "
+                       "control, test prompts"))
     if (folder / "steering_sweep.png").exists():
-        blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
+        blocks.append(("image", folder / "steering_sweep.png", "fluent target rate against strength, test prompts"))
+    if (folder / "steering_scores.png").exists():
+        blocks.append(("image", folder / "steering_scores.png",
+                       "target rate, fluent target rate and combined score per condition, test prompts"))
     examples = read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
     if examples and options.get("prompts") != "builtin":  # a data set's text never enters a report
         examples, best = _builtin_examples(run_dir)
