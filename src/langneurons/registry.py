@@ -37,3 +37,12 @@ def report_order() -> list[Stage]:
     with_section = [stage for stage in STAGES if stage.report is not None]
     return [stage for stage in with_section if stage.report_first] + [
         stage for stage in with_section if not stage.report_first]
+
+
+def published_patterns() -> tuple[str, ...]:
+    """Glob patterns (relative to a run directory) of the files a published result keeps: the
+    config, manifest and report, then each stage's ``published`` patterns."""
+    from langneurons.provenance import MANIFEST
+
+    return ("config.yaml", MANIFEST, "report/report.md") + tuple(
+        pattern for stage in STAGES for pattern in stage.published)

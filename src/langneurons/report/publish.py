@@ -15,10 +15,9 @@ from pathlib import Path
 from langneurons.artefacts import write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.provenance import MANIFEST
-from langneurons.registry import STAGES
+from langneurons.registry import published_patterns
 
-PUBLISHED = ("config.yaml", MANIFEST, "report/report.md") + tuple(
-    pattern for stage in STAGES for pattern in stage.published)
+PUBLISHED = published_patterns()
 """Glob patterns (relative to the run directory) of what a published result holds (each study's
 ``published`` patterns of :data:`langneurons.registry.STAGES`): never
 ``generations.jsonl`` or ``examples.json`` of steering (continuations of data-set prompts); the
@@ -53,7 +52,7 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     if target.exists():
         shutil.rmtree(target)
     files = []
-    for pattern in PUBLISHED:
+    for pattern in published_patterns():
         for source in sorted(run_dir.glob(pattern)):
             if source.is_file() and _publishable(source, run_dir):
                 destination = target / source.relative_to(run_dir)

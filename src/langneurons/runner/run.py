@@ -57,7 +57,7 @@ from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
 from langneurons.provenance import MANIFEST, STAGE_RECORD, file_sha256, machine_description, package_versions
 from langneurons.provenance import RUN_FORMAT as FORMAT
-from langneurons.registry import STAGES
+from langneurons import registry
 from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
 from langneurons.stage import StageRecord
 from langneurons.tasks.selection import task_examples  # noqa: F401 (langneurons.runner.task_examples)
@@ -278,7 +278,7 @@ class Experiment:
         start, cpu_start = time.perf_counter(), time.process_time()
         config = self.config
         self._check_run_dir()
-        stages = [stage for stage in STAGES if stage.enabled(config)]
+        stages = [stage for stage in registry.STAGES if stage.enabled(config)]
         for stage in stages:  # extras and names that only the libraries know, before any stage runs
             if stage.check is not None:
                 stage.check(config)
