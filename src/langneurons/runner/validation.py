@@ -158,10 +158,10 @@ def _at_least(value: int | None, minimum: int, path: str) -> None:
 
 
 def _check_model(model) -> None:
-    from langneurons.models.loading import _DTYPES
+    from langneurons.models.loading import DTYPES
 
-    if model.dtype not in _DTYPES:
-        raise LangNeuronsError(f"model.dtype: unknown dtype {brief(model.dtype)}; use one of {', '.join(_DTYPES)}")
+    if model.dtype not in DTYPES:
+        raise LangNeuronsError(f"model.dtype: unknown dtype {brief(model.dtype)}; use one of {', '.join(DTYPES)}")
 
 
 def _check_tasks(tasks) -> None:
