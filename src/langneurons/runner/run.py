@@ -50,14 +50,13 @@ from pathlib import Path
 
 import yaml
 
-from langneurons import __version__
+from langneurons import __version__, registry
 from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, stable_hash, write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
 from langneurons.provenance import MANIFEST, STAGE_RECORD, file_sha256, machine_description, package_versions
 from langneurons.provenance import RUN_FORMAT as FORMAT
-from langneurons import registry
 from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
 from langneurons.stage import StageRecord
 from langneurons.tasks.selection import task_examples  # noqa: F401 (langneurons.runner.task_examples)
