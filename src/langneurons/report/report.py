@@ -53,8 +53,13 @@ def _p(value) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _interval(score, low, high, signed: bool = False) -> str:
+def _interval(score, low, high, signed: bool = False, units=None) -> str:
+    """``score [low, high]``; without an interval (too few resampling units) ``score [n/a (k units < 20)]``."""
     fmt = _signed if signed else _number
+    if (low is None or low == "") and units not in (None, ""):
+        from langneurons.evaluate.metrics import unavailable
+
+        return f"{fmt(score)} [{unavailable(int(units))}]"
     return f"{fmt(score)} [{fmt(low)}, {fmt(high)}]"
 
 
@@ -349,7 +354,7 @@ def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
         ("h3", "Scores"),
         ("table", ["model", "task", "language", "condition", "metric", "n", "score [95% CI]"],
          [[r["model"], r["task"], r["language"], r["condition"], r["metric"], str(r["n"]),
-           _interval(r["score"], r["ci_low"], r["ci_high"])] for r in rows]),
+           _interval(r["score"], r["ci_low"], r["ci_high"], units=r["n"])] for r in rows]),
     ]
     deltas = [r for r in rows if r.get("delta") is not None]
     if deltas:
@@ -359,8 +364,8 @@ def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
                   "accuracy: exact McNemar test, EM/F1: paired bootstrap."),
             ("table", ["model", "task", "language", "condition", "neurons", "metric", "Δ [95% CI]", "p", "test"],
              [[r["model"], r["task"], r["language"], r["condition"], str(r["neurons"]), r["metric"],
-               _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True), _p(r["p_value"]),
-               r["test"]] for r in deltas]),
+               _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True, units=r["n"]),
+               _p(r["p_value"]), r["test"]] for r in deltas]),
         ]
         if (results / "intervention_deltas.png").exists():
             blocks.append(("image", results / "intervention_deltas.png", "intervention deltas per language"))
@@ -373,7 +378,7 @@ def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
             ("table", ["task", "language", "metric", "model", "reference", "score", "reference score",
                        "Δ [95% CI]", "p", "test"],
              [[c["task"], c["language"], c["metric"], c["model"], c["reference"], _number(c["score"]),
-               _number(c["reference_score"]), _interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True),
+               _number(c["reference_score"]), _interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True, c.get("n")),
                _p(c["p_value"]), c["test"]] for c in comparisons]),
         ]
     return blocks
@@ -392,8 +397,9 @@ def _lm_eval(run_dir: Path, manifest: dict) -> list[Block]:
               "`lm_eval/samples.jsonl`; the harness's own aggregates: `lm_eval/harness.json`."),
         ("table", ["task", "filter", "metric", "condition", "neurons", "n", "score [95% CI]", "Δ [95% CI]", "p"],
          [[r["task"], r["filter"], r["metric"], r["condition"], str(r["neurons"]), str(r["n"]),
-           _interval(r["score"], r["ci_low"], r["ci_high"]),
-           "–" if r["delta"] is None else _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True),
+           _interval(r["score"], r["ci_low"], r["ci_high"], units=r["n"]),
+           "–" if r["delta"] is None else _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True,
+                                                    units=r["n"]),
            _p(r["p_value"])] for r in rows]),
     ]
     return blocks
