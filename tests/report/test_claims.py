@@ -13,6 +13,7 @@ from langneurons.report.claims import (
     CONTRADICTED,
     INCONCLUSIVE,
     SUPPORTED,
+    TOO_FEW_UNITS,
     ClaimsConfig,
     claims_markdown,
     interventions,
@@ -70,9 +71,10 @@ def _cell(base, shift):
                                      [10 * (b + shift) for b in base], tokens)
 
 
-def _ppxc(shifts: dict, languages=("en", "fr", "es")):
-    """Intervened NLL = baseline + shifts[set](row, col) in every block (a point interval)."""
-    base = {l: [1.0 + 0.5 * i, 2.0, 0.5, 1.5] for i, l in enumerate(languages)}
+def _ppxc(shifts: dict, languages=("en", "fr", "es"), blocks=20):
+    """Intervened NLL = baseline + shifts[set](row, col) in every one of ``blocks`` blocks (a point
+    interval; 20 blocks: just enough units for one)."""
+    base = {l: ([1.0 + 0.5 * i, 2.0, 0.5, 1.5] * blocks)[:blocks] for i, l in enumerate(languages)}
     intervened = {name: {r: {c: _cell(base[c], shift(r, c)) for c in languages} for r in languages}
                   for name, shift in shifts.items()}
     counts = {name: {l: 3 for l in languages} for name in shifts}
@@ -162,7 +164,7 @@ def test_claims_are_written_as_json_csv_and_a_markdown_table(tmp_path):
     assert not math.isnan(claims[0].estimate)
 
 
-def _steering_folder(directory, hits: dict):
+def _steering_folder(directory, hits: dict, prompts: int = 12):
     """steering.json + generations.jsonl: ``hits[condition]`` = prompt indices continued in the target."""
     import json
 
@@ -172,11 +174,11 @@ def _steering_folder(directory, hits: dict):
         source, target = pair.split(">")
         for condition in ("baseline", "lape:activate:add=4", "random:activate:add=4", "lape:deactivate"):
             chosen = hits.get((pair, condition), set())
-            rows.append({"source": source, "target": target, "condition": condition, "n": 4,
-                         "neuron_set": condition.split(":")[0], "target_rate": 25.0 * len(chosen),
+            rows.append({"source": source, "target": target, "condition": condition, "n": prompts,
+                         "neuron_set": condition.split(":")[0], "target_rate": 100.0 * len(chosen) / prompts,
                          "target_ci_low": 0.0, "target_ci_high": 100.0, "fluency_ppl": 10.0})
             lines += [json.dumps({"source": source, "target": target, "condition": condition, "prompt_index": i,
-                                  "language": target if i in chosen else source}) for i in range(4)]
+                                  "language": target if i in chosen else source}) for i in range(prompts)]
     (directory / "steering.json").write_text(json.dumps({"best_condition": "lape:activate:add=4", "rows": rows}))
     (directory / "generations.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -184,19 +186,60 @@ def _steering_folder(directory, hits: dict):
 def test_steering_claim_pairs_the_best_condition_with_its_random_twin_on_the_same_prompts(tmp_path):
     from langneurons.report.claims import steering
 
-    # best condition: 6 of 8 prompts in the target; its random twin: 1 (prompt 0 of en>fr, also a hit of
-    # the best); baseline none. Discordant pairs 5 vs 0: McNemar exact p = 2 x 0.5^5.
-    _steering_folder(tmp_path / "steering", {("en>fr", "lape:activate:add=4"): {0, 1, 2},
-                                             ("en>hi", "lape:activate:add=4"): {0, 1, 3},
+    # best condition: 18 of 24 prompts in the target; its random twin: 1 (prompt 0 of en>fr, also a hit
+    # of the best); baseline none. Discordant pairs 17 vs 0: McNemar exact p = 2 x 0.5^17.
+    _steering_folder(tmp_path / "steering", {("en>fr", "lape:activate:add=4"): set(range(9)),
+                                             ("en>hi", "lape:activate:add=4"): set(range(1, 10)),
                                              ("en>fr", "random:activate:add=4"): {0},
-                                             ("en>hi", "lape:deactivate"): {0, 1, 2, 3}})
+                                             ("en>hi", "lape:deactivate"): set(range(12))})
     claim = steering(tmp_path / "steering", ClaimsConfig())
-    assert claim.estimate == pytest.approx(100 * (6 - 1) / 8)
-    assert claim.p_value == pytest.approx(2 * 0.5**5)
-    assert claim.ci_low > 0 and claim.verdict == "supported"
-    assert "75.0% vs 12.5% (baseline 0.0%)" in claim.measure and claim.n.startswith("8 prompts")
+    assert claim.estimate == pytest.approx(100 * (18 - 1) / 24)
+    assert claim.p_value == pytest.approx(2 * 0.5**17)
+    assert claim.ci_low > 0 and claim.verdict == "supported" and claim.units == 24
+    assert "75.0% vs 4.2% (baseline 0.0%)" in claim.measure and claim.n.startswith("24 prompts")
+    # 8 (pair, prompt) units: too few for the bootstrap interval; no p-value, no verdict
+    _steering_folder(tmp_path / "few", {("en>fr", "lape:activate:add=4"): {0, 1, 2, 3},
+                                        ("en>hi", "lape:activate:add=4"): {0, 1, 2, 3}}, prompts=4)
+    few = steering(tmp_path / "few", ClaimsConfig())
+    assert (few.ci_low, few.ci_high, few.p_value, few.verdict) == (None, None, None, TOO_FEW_UNITS)
     # no gain over random: the interval straddles 0
     _steering_folder(tmp_path / "flat", {("en>fr", "lape:activate:add=4"): {0},
                                          ("en>fr", "random:activate:add=4"): {1}})
     assert steering(tmp_path / "flat", ClaimsConfig()).verdict == "inconclusive"
     assert steering(tmp_path / "missing", ClaimsConfig()) is None
+
+
+# ------------------------------------------------------------------ too few resampling units
+
+
+def test_one_held_out_unit_gives_no_interval_no_p_value_and_no_verdict(tmp_path):
+    """The demo's old case: one block per language, a zero-width interval that said "supported, p < 0.001"."""
+    shifts = {"language-specific": lambda r, c: 1.0 if r == c else 0.2, "random": lambda r, c: 0.1}
+    languages = ("fr", "es", "hi", "zh")
+    result = _ppxc(shifts, languages, blocks=1)
+    neurons = _set({"fr": [[0, 1], [0, 2]], "es": [[0, 1], [0, 3]], "hi": [[1, 1]], "zh": [[2, 1]]})
+    claims = [ppxc_specificity(result, CONFIG), related_languages(result, neurons, CONFIG),
+              own_threshold(result, result, CONFIG)]
+    for claim in claims:
+        assert claim.verdict == TOO_FEW_UNITS == "inconclusive (too few units)"
+        assert (claim.ci_low, claim.ci_high, claim.p_value, claim.units) == (None, None, None, 1)
+        assert "n/a (1 units < 20)" in claim.n
+    assert claims[0].estimate == pytest.approx(0.8)  # the point estimate is still reported
+    assert "n/a (1 units < 20)" in claims[0].measure  # LAPE specificity's own interval too
+    table = claims_markdown(claims)
+    assert table.count("[n/a (1 units < 20)]") == 3 and "< 0.001" not in table
+    assert "**supported**" not in table and "**contradicted**" not in table
+    # 19 blocks: still too few; 20: an interval and a verdict
+    assert ppxc_specificity(_ppxc(shifts, languages, blocks=19), CONFIG).verdict == TOO_FEW_UNITS
+    assert ppxc_specificity(_ppxc(shifts, languages, blocks=20), CONFIG).verdict == SUPPORTED
+
+
+def test_evaluation_claims_on_too_few_examples_are_inconclusive():
+    base, gain = [True] * 5 + [False] * 5, [True] * 10  # 10 examples
+    grid = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): gain})
+    claim = interventions({"m": grid}, CONFIG)
+    assert claim.estimate == pytest.approx(50.0)
+    assert (claim.ci_low, claim.p_value, claim.verdict) == (None, None, TOO_FEW_UNITS)
+    grids = {name: _grid(name, {("fr", "baseline"): base}) for name in ("lape", "random", "plain")}
+    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "plain": ("xnli", "none")}
+    assert neuron_lora(grids, runs, CONFIG).verdict == TOO_FEW_UNITS

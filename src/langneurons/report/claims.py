@@ -6,7 +6,10 @@ artefacts the run has: what was measured (estimate, 95 % interval, n), the test,
 a verdict decided by the rule stated with the claim (thresholds from :class:`ClaimsConfig`):
 
 * ``supported`` / ``contradicted`` -- the interval (or test) settles the claim at ``alpha``;
-* ``inconclusive`` -- it does not, at this sample size.
+* ``inconclusive`` -- it does not, at this sample size;
+* ``inconclusive (too few units)`` -- a bootstrap interval would rest on fewer than
+  :data:`~langneurons.evaluate.metrics.MIN_RESAMPLING_UNITS` (20) resampling units (held-out
+  documents per language, examples): no interval and no p-value are given, and no verdict.
 
 Pooling: where a per-language test is underpowered the claim pools the languages (the
 per-example differences of all target languages together, paired by example; or the mean over
@@ -29,6 +32,7 @@ from langneurons.errors import LangNeuronsError
 from langneurons.languages import flores_code
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+TOO_FEW_UNITS = "inconclusive (too few units)"  # = langneurons.evaluate.metrics.TOO_FEW_UNITS
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,30 @@ class ClaimResult:
     verdict: str
     rule: str
     details: list[dict] = field(default_factory=list)
+    units: int | None = None
+    """Resampling units behind the interval (fewest per language), None for exact tests."""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _too_few(claim: ClaimResult) -> ClaimResult:
+    """``claim`` without interval, p-value or verdict when its ``units`` are below the minimum."""
+    from langneurons.evaluate.metrics import enough_units, unavailable
+
+    if claim.units is None or enough_units(claim.units):
+        return claim
+    claim.ci_low = claim.ci_high = claim.p_value = None
+    claim.verdict = TOO_FEW_UNITS
+    claim.n = f"{claim.n}; interval {unavailable(claim.units)}"
+    return claim
+
+
+def _span(interval, units: int, spec: str = "+.3f") -> str:
+    """``[low, high]`` or ``n/a (k units < 20)`` for an interval that is None."""
+    from langneurons.evaluate.metrics import unavailable
+
+    return unavailable(units) if interval is None else f"[{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -177,6 +202,12 @@ def _pooled_specificity(resampled: dict, languages: Sequence[str]) -> torch.Tens
     return torch.stack(differences).mean(0)
 
 
+def _ppxc_n(result) -> str:
+    """``K languages x k held-out documents (t tokens)``: the fewest units and tokens of a language."""
+    units, tokens = min(result.units().values()), min(result.baseline[l].token_count for l in result.languages)
+    return f"{len(result.languages)} languages x {units} {result.unit_name} ({tokens} tokens)"
+
+
 def _ppxc_point(result, set_name: str) -> float:
     specificity = result.specificity(set_name)
     return sum(v["difference"] for v in specificity.values()) / len(specificity)
@@ -184,47 +215,50 @@ def _ppxc_point(result, set_name: str) -> float:
 
 def ppxc_specificity(result, config: ClaimsConfig) -> ClaimResult | None:
     """Deactivating i's neurons hurts i far more than other languages, and more than random neurons do."""
-    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.evaluate.metrics import resampling_interval
     from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM
 
     resampled = result.resampled_delta_nll()
     if resampled is None or RANDOM not in resampled or len(result.languages) < 2:
         return None
     languages = result.languages
+    units = min(result.units().values())
     own = _pooled_specificity(resampled[LANGUAGE_SPECIFIC], languages)
     control = _pooled_specificity(resampled[RANDOM], languages)
     excess = own - control
-    low, high = percentile_interval(excess, 1 - config.alpha)
+    low, high = resampling_interval(excess, units, 1 - config.alpha) or (None, None)
     intervals = result.intervals()["difference"]
-    individually = sum(intervals[LANGUAGE_SPECIFIC][l][0] > 0 for l in languages)
+    individually = sum(intervals[LANGUAGE_SPECIFIC][l] is not None and intervals[LANGUAGE_SPECIFIC][l][0] > 0
+                       for l in languages)
     own_point, control_point = _ppxc_point(result, LANGUAGE_SPECIFIC), _ppxc_point(result, RANDOM)
-    own_low, own_high = percentile_interval(own, 1 - config.alpha)
-    verdict = (SUPPORTED if low > 0 and own_low > 0 and individually > len(languages) / 2
+    own_interval = resampling_interval(own, units, 1 - config.alpha)
+    verdict = (INCONCLUSIVE if low is None
+               else SUPPORTED if low > 0 and own_interval[0] > 0 and individually > len(languages) / 2
                else CONTRADICTED if high < 0 else INCONCLUSIVE)
     details = [{"set": name, "language": l, "difference": result.specificity(name)[l]["difference"],
-                "ci_low": intervals[name][l][0], "ci_high": intervals[name][l][1],
+                "ci_low": (intervals[name][l] or (None, None))[0], "ci_high": (intervals[name][l] or (None, None))[1],
                 "neurons": result.neuron_counts[name][l]}
                for name in (LANGUAGE_SPECIFIC, RANDOM) for l in languages]
-    return ClaimResult(
+    return _too_few(ClaimResult(
         id="ppxc", claim="Deactivating language i's neurons raises perplexity on i far more than on other "
                          "languages, and far more than random neurons of the same layers do",
         source="Tang et al. 2024; Mondal et al. 2025",
         measure=f"specificity (Δ NLL on i − mean Δ NLL on the others, nats/token), mean over {len(languages)} "
-                f"languages: LAPE {own_point:+.3f} [{own_low:+.3f}, {own_high:+.3f}], random {control_point:+.3f}; "
+                f"languages: LAPE {own_point:+.3f} {_span(own_interval, units)}, random {control_point:+.3f}; "
                 f"estimate: LAPE − random; {individually}/{len(languages)} languages individually > 0",
         estimate=own_point - control_point, ci_low=low, ci_high=high, unit="nats/token",
-        n=f"{len(languages)} languages x {result.baseline[languages[0]].token_count} held-out tokens",
-        test="block bootstrap over held-out text, baseline and intervened on the same resampled blocks",
+        n=_ppxc_n(result),
+        test=f"bootstrap over {result.unit_name}, baseline and intervened on the same resampled {result.unit}",
         p_value=float((excess <= 0).double().mean()), verdict=verdict,
         rule="supported: LAPE specificity and LAPE − random both > 0 (intervals) and most languages > 0 "
              "individually; contradicted: LAPE − random < 0",
-        details=details,
-    )
+        details=details, units=units,
+    ))
 
 
 def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult | None:
     """Related languages share neurons and affect each other's perplexity more than unrelated ones."""
-    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.evaluate.metrics import resampling_interval
     from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC
 
     resampled = result.resampled_delta_nll()
@@ -232,6 +266,7 @@ def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult |
     pairs = [tuple(p) for p in config.related_pairs if len(p) == 2 and set(p) <= set(languages)]
     if resampled is None or not pairs or len(languages) < 3:
         return None
+    units = min(result.units().values())
     cells = resampled[LANGUAGE_SPECIFIC]
     point = result.matrix("delta_nll", LANGUAGE_SPECIFIC)
     index = {l: i for i, l in enumerate(languages)}
@@ -243,40 +278,44 @@ def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult |
         cross = (cells[a][b] + cells[b][a]) / 2
         baseline = torch.stack([(cells[a][c] + cells[b][c]) / 2 for c in unrelated]).mean(0)
         excess = cross - baseline
-        low, high = percentile_interval(excess, 1 - config.alpha)
+        low, high = resampling_interval(excess, units, 1 - config.alpha) or (None, None)
         point_cross = float(point[index[a], index[b]] + point[index[b], index[a]]) / 2
         point_base = sum(float(point[index[a], index[c]] + point[index[b], index[c]]) / 2 for c in unrelated) / len(unrelated)
         shared = jaccard(neuron_set.mask(a), neuron_set.mask(b))
         others = [jaccard(neuron_set.mask(x), neuron_set.mask(c)) for x in (a, b) for c in unrelated]
         other_jaccard = sum(others) / len(others)
-        all_clear &= low > 0 and shared > other_jaccard
+        all_clear &= low is not None and low > 0 and shared > other_jaccard
         excesses.append(excess)
         details.append({"pair": f"{a}/{b}", "unrelated": ",".join(unrelated), "cross_delta_nll": point_cross,
                         "unrelated_delta_nll": point_base, "excess": point_cross - point_base, "ci_low": low,
                         "ci_high": high, "jaccard": shared, "unrelated_jaccard": other_jaccard})
     pooled = torch.stack(excesses).mean(0)
-    low, high = percentile_interval(pooled, 1 - config.alpha)
+    low, high = resampling_interval(pooled, units, 1 - config.alpha) or (None, None)
     estimate = sum(d["excess"] for d in details) / len(details)
-    verdict = SUPPORTED if all_clear else CONTRADICTED if high < 0 else INCONCLUSIVE
+    verdict = (INCONCLUSIVE if low is None else SUPPORTED if all_clear else CONTRADICTED if high < 0
+               else INCONCLUSIVE)
     summary = "; ".join(f"{d['pair']}: Jaccard {d['jaccard']:.2f} vs {d['unrelated_jaccard']:.2f} unrelated, "
-                        f"excess {d['excess']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" for d in details)
-    return ClaimResult(
+                        f"excess {d['excess']:+.3f} "
+                        f"{_span(None if d['ci_low'] is None else (d['ci_low'], d['ci_high']), units)}"
+                        for d in details)
+    return _too_few(ClaimResult(
         id="related", claim="Related languages (fr/es; hi/ur) share neurons and cross-affect perplexity",
         source="Tang et al. 2024; Mondal et al. 2025",
         measure=f"Δ NLL when one of a pair's neurons are zeroed, on the other language, minus the same on unrelated "
                 f"languages (nats/token), mean over pairs; {summary}",
-        estimate=estimate, ci_low=low, ci_high=high, unit="nats/token", n=f"{len(pairs)} pairs",
-        test="block bootstrap over held-out text; LAPE set overlap (Jaccard) against unrelated pairs",
+        estimate=estimate, ci_low=low, ci_high=high, unit="nats/token",
+        n=f"{len(pairs)} pairs; {_ppxc_n(result)}",
+        test=f"bootstrap over {result.unit_name}; LAPE set overlap (Jaccard) against unrelated pairs",
         p_value=float((pooled <= 0).double().mean()), verdict=verdict,
         rule="supported: every pair's excess > 0 (interval) and its Jaccard above unrelated pairs'; "
              "contradicted: pooled excess < 0",
-        details=details,
-    )
+        details=details, units=units,
+    ))
 
 
 def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
     """act-prob with the paper's own-percentile threshold selects neurons no better than chance."""
-    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.evaluate.metrics import resampling_interval
     from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM
 
     def excess(result):
@@ -292,25 +331,29 @@ def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
     if own_excess is None:
         return None
     values, estimate = own_excess
-    low, high = percentile_interval(values, 1 - config.alpha)
+    units = min(own.units().values())
+    low, high = resampling_interval(values, units, 1 - config.alpha) or (None, None)
     note = ""
     if pooled is not None and excess(pooled) is not None:
         pooled_values, pooled_estimate = excess(pooled)
-        p_low, p_high = percentile_interval(pooled_values, 1 - config.alpha)
-        note = f"; the pooled threshold: {pooled_estimate:+.3f} [{p_low:+.3f}, {p_high:+.3f}]"
-    verdict = CONTRADICTED if low > 0 else SUPPORTED if high < 0 or (low <= 0 <= high) else INCONCLUSIVE
-    return ClaimResult(
+        pooled_units = min(pooled.units().values())
+        note = (f"; the pooled threshold: {pooled_estimate:+.3f} "
+                f"{_span(resampling_interval(pooled_values, pooled_units, 1 - config.alpha), pooled_units)}")
+    verdict = (INCONCLUSIVE if low is None else CONTRADICTED if low > 0
+               else SUPPORTED if high < 0 or (low <= 0 <= high) else INCONCLUSIVE)
+    return _too_few(ClaimResult(
         id="own-threshold", claim="act-prob with the paper's own-language percentile threshold selects neurons "
                                   "no better than chance at language specificity",
         source="this project (pitfalls.md); the threshold of Mondal et al. 2025's code",
         measure=f"mean PPXC specificity of act-prob (own threshold) minus its layer-matched random control "
                 f"(nats/token){note}",
         estimate=estimate, ci_low=low, ci_high=high, unit="nats/token",
-        n=f"{len(own.languages)} languages x {own.baseline[own.languages[0]].token_count} held-out tokens",
-        test="block bootstrap over held-out text", p_value=float((values <= 0).double().mean()), verdict=verdict,
+        n=_ppxc_n(own), test=f"bootstrap over {own.unit_name}", p_value=float((values <= 0).double().mean()),
+        verdict=verdict,
         rule="supported: no detectable excess over random (interval contains 0 or lies below); "
              "contradicted: excess > 0",
-    )
+        units=units,
+    ))
 
 
 def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
@@ -347,8 +390,9 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
         return sum(values) / len(values) if values else float("nan")
 
     pairs = sorted({f"{r['source']}>{r['target']}" for r in rows})
-    verdict = (SUPPORTED if comparison.ci_low > 0 else CONTRADICTED if comparison.ci_high < 0 else INCONCLUSIVE)
-    return ClaimResult(
+    verdict = (INCONCLUSIVE if comparison.ci_low is None else SUPPORTED if comparison.ci_low > 0
+               else CONTRADICTED if comparison.ci_high < 0 else INCONCLUSIVE)
+    return _too_few(ClaimResult(
         id="steering", claim="Intervening on language-specific neurons makes the model write in the target language",
         source="Gurgurov et al. 2025; Tang et al. 2024",
         measure=f"target-language rate of continuations (lingua), best condition {best} minus the same on "
@@ -363,7 +407,8 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
              "same prompts, which favours the language set; the random twin is the same action on random neurons",
         details=[{k: r[k] for k in ("source", "target", "condition", "n", "target_rate", "target_ci_low",
                                     "target_ci_high", "fluency_ppl")} for r in rows],
-    )
+        units=len(keys),
+    ))
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -405,9 +450,11 @@ def interventions(grids: dict, config: ClaimsConfig) -> ClaimResult | None:
         return None
     best = max(rows, key=lambda r: r["delta"])
     practical = config.practical_points
-    verdict = (CONTRADICTED if any(r["delta_ci_low"] > practical for r in rows)
+    units = min(r["n"] for r in rows)
+    verdict = (INCONCLUSIVE if any(r["delta_ci_low"] is None for r in rows)
+               else CONTRADICTED if any(r["delta_ci_low"] > practical for r in rows)
                else SUPPORTED if all(r["delta_ci_high"] < practical for r in rows) else INCONCLUSIVE)
-    return ClaimResult(
+    return _too_few(ClaimResult(
         id="interventions", claim=f"Test-time interventions on a target language's neurons do not improve its "
                                   f"XNLI/XQuAD score by more than {practical:g} point",
         source="Mondal et al. 2025",
@@ -418,8 +465,8 @@ def interventions(grids: dict, config: ClaimsConfig) -> ClaimResult | None:
         verdict=verdict,
         rule=f"supported: every cell's upper bound < +{practical:g}; contradicted: some cell's lower bound > "
              f"+{practical:g}",
-        details=rows,
-    )
+        details=rows, units=units,
+    ))
 
 
 def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig) -> ClaimResult | None:
@@ -445,21 +492,24 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig) -> ClaimResult | 
     decisive = [r for r in rows if r["reference_mode"] in ("random", "none")]
     if not decisive:
         return None
-    verdict = (CONTRADICTED if any(r["delta_ci_low"] > 0 for r in decisive)
+    verdict = (INCONCLUSIVE if any(r["delta_ci_low"] is None for r in decisive)
+               else CONTRADICTED if any(r["delta_ci_low"] > 0 for r in decisive)
                else SUPPORTED if all(r["delta_ci_high"] < config.practical_points for r in decisive)
                else INCONCLUSIVE)
     capacity = _capacity_check(grids, by_mode, decisive[0]["task"], config)
     if verdict == SUPPORTED and not capacity["learned"]:
         verdict = INCONCLUSIVE  # a null result of MLP adapters that cannot learn the task proves nothing
     headline = next((r for r in decisive if r["reference_mode"] == "random"), decisive[0])
-    others = "; ".join(f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
-                       for r in rows if r is not headline)
+    def span(r):
+        return _span(None if r["delta_ci_low"] is None else (r["delta_ci_low"], r["delta_ci_high"]), r["n"], "+.1f")
+
+    others = "; ".join(f"vs {r['reference']}: {r['delta']:+.1f} {span(r)}" for r in rows if r is not headline)
     if capacity["capacity_control"]:
         others += (f"; matched-module control {capacity['capacity_control']}: {capacity['accuracy']:.1f}% on the "
                    f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
     else:
         others += "; " + capacity["note"]
-    return ClaimResult(
+    return _too_few(ClaimResult(
         id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
         source="Mondal et al. 2025",
         measure=f"{headline['model']} minus {headline['reference']} on the target languages pooled "
@@ -470,8 +520,8 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig) -> ClaimResult | 
         rule=f"supported: upper bounds vs random and vs plain LoRA < +{config.practical_points:g}, and the "
              "matched-module control (LoRA on every MLP neuron's same weights) learned the task (target-language "
              "accuracy above chance); contradicted: a lower bound > 0",
-        details=rows + [capacity],
-    )
+        details=rows + [capacity], units=min(r["n"] for r in decisive),
+    ))
 
 
 def _capacity_check(grids: dict, by_mode: dict, task: str, config: ClaimsConfig) -> dict:
@@ -537,7 +587,7 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
 
 
 CLAIM_FIELDS = ("id", "claim", "source", "measure", "estimate", "ci_low", "ci_high", "unit", "n", "test", "p_value",
-                "verdict", "rule")
+                "verdict", "rule", "units")
 
 
 def claims_markdown(claims: Sequence[ClaimResult]) -> str:
@@ -552,6 +602,10 @@ def claims_markdown(claims: Sequence[ClaimResult]) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     for c in claims:
         interval = f" [{number(c.ci_low)}, {number(c.ci_high)}]" if c.ci_low is not None else ""
+        if c.verdict == TOO_FEW_UNITS:
+            from langneurons.evaluate.metrics import unavailable
+
+            interval = f" [{unavailable(c.units)}]"
         p = "–" if c.p_value is None else ("< 0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
         lines.append(f"| {c.claim} ({c.source}) | {c.measure} | {number(c.estimate)}{interval} {c.unit} | {c.n} | "
                      f"{p} | **{c.verdict}** |")

@@ -228,13 +228,22 @@ def _claims(run_dir: Path, manifest: dict) -> list[Block]:
     def value(number) -> str:
         return "–" if number is None else (f"{number:+.3f}" if abs(number) < 10 else f"{number:+.1f}")
 
-    rows = [[f"{c['claim']} ({c['source']})", c["measure"],
-             f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
-                                          else "") + f" {c['unit']}",
+    def interval(c) -> str:
+        if c["ci_low"] is not None:
+            return f" [{value(c['ci_low'])}, {value(c['ci_high'])}]"
+        if c.get("units") is not None and c["verdict"].endswith("(too few units)"):
+            from langneurons.evaluate.metrics import unavailable
+
+            return f" [{unavailable(c['units'])}]"
+        return ""
+
+    rows = [[f"{c['claim']} ({c['source']})", c["measure"], f"{value(c['estimate'])}{interval(c)} {c['unit']}",
              c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]] for c in claims]
     return [("h2", "Claims of the literature, tested"),
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
-                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise."),
+                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise; "
+                  "inconclusive (too few units) when a bootstrap interval would rest on fewer than 20 resampling "
+                  "units (held-out documents per language, examples, prompts): then no interval and no p-value."),
             ("table", ["claim (source)", "measured", "estimate [95% CI]", "n", "p", "verdict"], rows)]
 
 
