@@ -322,7 +322,12 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
     if (folder / "steering_heatmap.png").exists():
         blocks.append(("image", folder / "steering_heatmap.png",
                        f"target-language rate of the best condition ({best}) and its random control"))
-    if (folder / "steering_sweep.png").exists():
+    from langneurons.report.steering_figures import no_sweep_reason
+
+    reason = no_sweep_reason(rows)
+    if reason is not None:
+        blocks.append(("p", reason))
+    elif (folder / "steering_sweep.png").exists():
         blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
     examples = _read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
     if examples and options.get("prompts") != "builtin":  # a data set's text never enters a report

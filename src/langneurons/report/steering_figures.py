@@ -5,7 +5,9 @@
   random control; empty cells are pairs not run.
 * :func:`sweep_figure`: target-language rate against the action strength, one panel per pair,
   one line per (kind, mode) and neuron set (random control dashed), Wilson 95% intervals as
-  error bars, the baseline as a grey line.
+  error bars, the baseline as a grey line. Drawn only when a sweep has at least
+  :data:`MIN_SWEEP_STRENGTHS` strengths (:func:`sweep_strengths`): a single strength is one point
+  on an axis that means nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,32 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from langneurons.report.neuron_figures import save_figure
+
+
+MIN_SWEEP_STRENGTHS = 2
+"""Fewest distinct strengths of one action kind for a strength-sweep figure."""
+
+
+def sweep_strengths(rows: Sequence[dict]) -> int:
+    """Most distinct strengths of any one sweep (pair, neuron set, mode, kind) in steering ``rows``;
+    0 when no row has a strength."""
+    strengths: dict[tuple, set] = {}
+    for r in rows:
+        if r.get("mode") in ("activate", "both") and r.get("strength") not in (None, ""):
+            key = (r["source"], r["target"], r["neuron_set"], r["mode"], r["kind"])
+            strengths.setdefault(key, set()).add(float(r["strength"]))
+    return max((len(values) for values in strengths.values()), default=0)
+
+
+def no_sweep_reason(rows: Sequence[dict]) -> str | None:
+    """One line saying why there is no strength-sweep figure, or None when there is one."""
+    count = sweep_strengths(rows)
+    if count >= MIN_SWEEP_STRENGTHS:
+        return None
+    if count == 0:
+        return "No strength-sweep figure: no condition has a strength."
+    return (f"No strength-sweep figure: each action was run at a single strength (it is drawn for "
+            f"{MIN_SWEEP_STRENGTHS} or more).")
 
 
 def _pairs(rows: Sequence[dict]) -> list[tuple[str, str]]:
@@ -94,10 +122,15 @@ def sweep_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
 
 
 def write_steering_figures(rows: Sequence[dict], out_dir: str | Path, condition: str | None) -> list[Path]:
-    """``steering_heatmap.png/svg`` (when ``condition``) and ``steering_sweep.png/svg``."""
+    """``steering_heatmap.png/svg`` (when ``condition``) and ``steering_sweep.png/svg`` (when a
+    sweep has >= MIN_SWEEP_STRENGTHS strengths; otherwise a sweep figure of an earlier run in
+    ``out_dir`` is removed, so the folder never shows one the rows do not support)."""
     paths = []
     if condition is not None:
         paths += save_figure(steering_heatmap(rows, condition), Path(out_dir), "steering_heatmap")
-    if any(r["strength"] not in (None, "") for r in rows):
+    if no_sweep_reason(rows) is None:
         paths += save_figure(sweep_figure(rows), Path(out_dir), "steering_sweep")
+    else:
+        for suffix in (".png", ".svg"):
+            (Path(out_dir) / f"steering_sweep{suffix}").unlink(missing_ok=True)
     return paths
