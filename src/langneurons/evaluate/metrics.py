@@ -157,7 +157,8 @@ def summarize(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> ScoreSummary:
-    """Mean of per-example percent scores with its bootstrap CI."""
+    """Mean of per-example percent scores with its bootstrap CI (None with fewer than
+    :data:`MIN_RESAMPLING_UNITS` examples)."""
     tensor = _as_values(values)
     low, high = bootstrap_ci(tensor, n_resamples, confidence, seed)
     return ScoreSummary(metric=metric, n=len(tensor), score=tensor.mean().item(), ci_low=low, ci_high=high)
