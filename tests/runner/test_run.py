@@ -194,6 +194,32 @@ def test_held_out_files_without_a_tokenizer_fingerprint_keep_an_existing_run_wor
     assert "statistics" in result.cached and "ppxc/lape" in result.computed
 
 
+def test_ppxc_resamples_documents_and_older_held_out_files_get_theirs_back(tiny_run, tmp_path, rerun):
+    """The PPXC intervals resample held-out documents; a run whose held-out files predate document
+    ids keeps its cached statistics and its rerun PPXC still resamples documents (re-packed)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    _, _, tiny_dir, _, _ = tiny_run
+    fresh = json.loads((tiny_dir / "ppxc" / "lape" / "ppxc.json").read_text())["resampling"]
+    assert fresh["unit"] == "held-out documents" and min(fresh["units"].values()) >= 1
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    for path in (run_dir / "statistics").glob("*.heldout.safetensors"):  # as an older version wrote them
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata()
+        tensors = load_file(str(path))
+        tensors.pop("document_ids")
+        save_file(tensors, str(path), metadata=header)
+    stage = json.loads((run_dir / "statistics" / "stage.json").read_text())
+    stage["outputs"] = {name: _sha256(run_dir / name) for name in stage["outputs"]}  # the old run's own hashes
+    (run_dir / "statistics" / "stage.json").write_text(json.dumps(stage))
+    config["ppxc"]["token_budget"] = 20  # PPXC must run again on the old held-out files
+    result, _ = rerun(config, run_dir)
+    assert "statistics" in result.cached and "ppxc/lape" in result.computed
+    again = json.loads((run_dir / "ppxc" / "lape" / "ppxc.json").read_text())["resampling"]
+    assert again["unit"] == "held-out documents"
+
+
 def test_a_run_directory_in_use_by_another_run_is_refused(tiny_run, tmp_path, rerun):
     from langneurons.artefacts import folder_lock
 
