@@ -263,10 +263,12 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
     # per pair: baseline + (lape, random) x (deactivate + activate + both)
     assert len(data["rows"]) == 2 * (1 + 2 * 3) and data["meta"]["neuron_set"] == "lape"
     assert {r["n"] for r in data["rows"]} == {2}
-    for name in ("steering.csv", "generations.jsonl", "examples.json", "steering_sweep.png", "steering_heatmap.svg"):
+    for name in ("steering.csv", "generations.jsonl", "examples.json", "steering_heatmap.svg"):
         assert (run_dir / "steering" / name).is_file(), name
+    assert not (run_dir / "steering" / "steering_sweep.png").exists()  # one strength: no sweep to draw
     html = result.report[1].read_text()
     assert ">Language steering<" in html and "lape:both:add=2" in html
+    assert "No strength-sweep figure: each action was run at a single strength" in html
     prompts = {g["prompt"] for g in map(json.loads, (run_dir / "steering" / "generations.jsonl").open())}
     assert "own examples are not shown" in html and not [p for p in prompts if p in html]  # corpus text stays out
     result, loader = rerun(config, run_dir)
