@@ -175,3 +175,29 @@ def test_intervals_resting_on_too_few_units_are_shown_as_unavailable(run_dir):
     assert "| language-specific | en | 2 | 0.9000 | n/a (3 units < 20) |" in markdown  # PPXC specificity
     assert "[n/a (3 units < 20)] nats/token" in markdown and "inconclusive (too few units)" in markdown
     assert "No strength-sweep figure: each action was run at a single strength" in markdown
+
+
+def test_claims_section_states_the_largest_excluded_gain_and_the_power_of_the_headline_comparisons(run_dir):
+    from langneurons.evaluate.evaluation import GridResult
+    from langneurons.report.claims import ClaimsConfig, interventions, write_claims
+
+    # fr, 100 pairs: p01 = 0.10, p10 = 0.05 -> +5 points; n for +-1 point: ceil(1.959964^2 x 0.1475 / 1e-4) = 5667
+    reference = [True] * 5 + [False] * 10 + [True] * 40 + [False] * 45
+    intervened = [False] * 5 + [True] * 10 + [True] * 40 + [False] * 45
+    flags = {("fr", "baseline"): reference, ("fr", "lape:stat=p90"): intervened,
+             ("en", "baseline"): [True] * 80 + [False] * 20}
+    predictions = [{"task": "xnli", "language": l, "condition": c, "id": f"x{i}", "correct": f}
+                   for (l, c), values in flags.items() for i, f in enumerate(values)]
+    claim = interventions({"ft": GridResult("ft", [], predictions)}, ClaimsConfig(bootstrap_resamples=200))
+    write_claims([claim], run_dir / "claims")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["stages"]["claims"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
+    manifest["stage_order"].append("claims")
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    markdown = write_report(run_dir)[0].read_text()
+    assert "| claim (source) | measured | estimate [95% CI] | largest gain excluded | n | p | verdict |" in markdown
+    bound = f"{claim.ci_high:+.3f}" if abs(claim.ci_high) < 10 else f"{claim.ci_high:+.1f}"
+    assert f"| {bound} points | 100 examples (fr) |" in markdown
+    assert "### Power of the headline comparisons" in markdown
+    assert ("| interventions | ft xnli lape:stat=p90 - baseline | fr | 100 | 100 | 0.100 / 0.050 | ±7.5 | 5667 | "
+            "5010 | not reached; the test set is too small |") in markdown

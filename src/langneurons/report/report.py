@@ -244,6 +244,10 @@ def _claims(run_dir: Path, manifest: dict) -> list[Block]:
     def value(number) -> str:
         return "–" if number is None else (f"{number:+.3f}" if abs(number) < 10 else f"{number:+.1f}")
 
+    def excluded(c) -> str:
+        bound = c.get("largest_gain_excluded", c["ci_high"])
+        return "–" if bound is None else f"{value(bound)} {c['unit']}"
+
     def interval(c) -> str:
         if c["ci_low"] is not None:
             return f" [{value(c['ci_low'])}, {value(c['ci_high'])}]"
@@ -254,13 +258,50 @@ def _claims(run_dir: Path, manifest: dict) -> list[Block]:
         return ""
 
     rows = [[f"{c['claim']} ({c['source']})", c["measure"], f"{value(c['estimate'])}{interval(c)} {c['unit']}",
-             c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]] for c in claims]
+             excluded(c), c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]]
+            for c in claims]
     return [("h2", "Claims of the literature, tested"),
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
                   "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise; "
                   "inconclusive (too few units) when a bootstrap interval would rest on fewer than 20 resampling "
-                  "units (held-out documents per language, examples, prompts): then no interval and no p-value."),
-            ("table", ["claim (source)", "measured", "estimate [95% CI]", "n", "p", "verdict"], rows)]
+                  "units (held-out documents per language, examples, prompts): then no interval and no p-value. "
+                  "The two headline claims (no gain larger than the margin) are supported when the interval's upper "
+                  "bound is below +margin and contradicted when its lower bound is above it; the largest gain "
+                  "excluded is that upper bound."),
+            ("table", ["claim (source)", "measured", "estimate [95% CI]", "largest gain excluded", "n", "p",
+                       "verdict"], rows)] + _power(run_dir)
+
+
+def _power(run_dir: Path) -> list[Block]:
+    """The power table of the headline comparisons (claims/power.json), decisive rows only."""
+    path = run_dir / "claims" / "power.json"
+    rows = [r for r in (_read_json(path) if path.exists() else []) if r.get("decisive", True)]
+    if not rows:
+        return []
+    margin = rows[0]["margin"]
+
+    def count(value) -> str:
+        return "–" if value is None else str(value)
+
+    def verdict(r) -> str:
+        if r["required_n"] is None:
+            return "not estimable (no discordant pairs)"
+        if r["reached"]:
+            return "reached"
+        return {True: "not reached; the test set has enough", False: "not reached; the test set is too small",
+                None: "not reached"}[r["reachable"]]
+
+    table = [[r["claim"], r["comparison"], r["languages"], str(r["n"]), str(r["n_per_language"]),
+              "–" if r["p01"] is None else f"{r['p01']:.3f} / {r['p10']:.3f}", f"±{r['achieved_half_width']:.1f}",
+              count(r["required_n_per_language"]), count(r["available_per_language"]), verdict(r)] for r in rows]
+    return [("h3", "Power of the headline comparisons"),
+            ("p", f"From this run's paired outcomes: the examples per language that a pooled 95% interval of "
+                  f"half-width ±{margin:g} point needs, n = ceil(z² · var / margin²) with var = p01 + p10 − "
+                  "(p01 − p10)² for accuracy (the McNemar discordance rates; the variance of the per-example "
+                  "differences for F1), split evenly over the pooled languages; and the half-width the current "
+                  "n achieves (claims/power.csv)."),
+            ("table", ["claim", "comparison", "languages", "n", "n per language", "p01 / p10", "achieved",
+                       f"n per language needed for ±{margin:g} point", "available per language", "budget"], table)]
 
 
 def _text(value, limit: int = 90) -> str:
