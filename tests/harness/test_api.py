@@ -47,14 +47,22 @@ def test_paired_tests_match_a_hand_computation(tmp_path):
     assert acc["delta"] == pytest.approx(30.0 - 60.0)
     assert acc["score"] == pytest.approx(30.0) and acc["harness_value"] == pytest.approx(30.0)
     assert acc["unit"] == "percent" and acc["neurons"] == 7 and acc["n"] == 10
-    assert acc["delta_ci_low"] <= acc["delta"] <= acc["delta_ci_high"]
+    # 10 documents are too few resampling units: no bootstrap interval (the exact McNemar p stands)
+    assert acc["delta_ci_low"] is None and acc["delta_ci_high"] is None and acc["ci_low"] is None
     assert rows[("acc", BASELINE)]["score"] == pytest.approx(60.0) and rows[("acc", BASELINE)]["delta"] is None
 
     f1 = rows[("f1", "x:en:zero")]
     assert f1["test"] == "paired bootstrap" and f1["unit"] == "harness"
     assert f1["delta"] == pytest.approx((sum(f1_other) - sum(f1_base)) / 10)
     assert f1["score"] == pytest.approx(sum(f1_other) / 10)
-    assert f1["ci_low"] <= f1["score"] <= f1["ci_high"]
+    assert (f1["ci_low"], f1["ci_high"], f1["delta_ci_low"], f1["p_value"]) == (None, None, None, None)
+
+    # the same documents twice over (20 documents): intervals and the bootstrap p-value appear
+    twice = (_samples(BASELINE, base * 2, f1_base * 2) + _samples("x:en:zero", other * 2, f1_other * 2))
+    rows = {(r["metric"], r["condition"]): r for r in score_rows("m", twice, harness, conditions, n_resamples=500)}
+    acc, f1 = rows[("acc", "x:en:zero")], rows[("f1", "x:en:zero")]
+    assert acc["n"] == 20 and acc["delta_ci_low"] <= acc["delta"] <= acc["delta_ci_high"]
+    assert f1["ci_low"] <= f1["score"] <= f1["ci_high"] and 0.0 < f1["p_value"] <= 1.0
 
 
 def test_unpaired_documents_are_refused():

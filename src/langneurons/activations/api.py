@@ -200,8 +200,35 @@ def load_replicates_dir(directory, languages) -> dict[str, ReplicateStatistics]:
     return {lang: ReplicateStatistics.load(replicates_path(statistics_path(directory, lang))) for lang in languages}
 
 
-def load_heldout(directory, language: str):
-    return load_blocks(heldout_path(directory, language))
+def load_heldout(directory, language: str, tokenizer=None):
+    """Held-out blocks of ``language`` saved by :func:`collect`. Files written before documents
+    were recorded get their ``document_ids`` back when ``tokenizer`` is given and re-packing the
+    held-out documents of the corpus the folder's manifest names gives exactly the same blocks
+    (tokenization only, no model pass); otherwise they load without them."""
+    blocks = load_blocks(heldout_path(directory, language))
+    if blocks.document_ids is None and tokenizer is not None:
+        blocks = _recover_documents(Path(directory), blocks, tokenizer)
+    return blocks
+
+
+def _recover_documents(directory: Path, blocks, tokenizer):
+    import json
+    from dataclasses import replace
+
+    from langneurons.corpus.packing import pack_blocks, split_documents
+
+    try:
+        options = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))["options"]
+        corpus = load_corpus(options["corpus"], [blocks.language], max_documents=options.get("max_documents"),
+                             local_path=options.get("corpus_path"))
+        _, held = split_documents(corpus[blocks.language], float(options["heldout_fraction"]), int(options["seed"]))
+        again = pack_blocks(tokenizer, held, blocks.language, int(options["block_length"]), options["heldout_budget"])
+    except (OSError, ValueError, KeyError, TypeError, LangNeuronsError):
+        return blocks  # the corpus is gone or the manifest is not ours: intervals fall back to blocks
+    if (again.input_ids.shape != blocks.input_ids.shape or not torch.equal(again.input_ids, blocks.input_ids)
+            or not torch.equal(again.counted, blocks.counted)):
+        return blocks
+    return replace(blocks, document_ids=again.document_ids)
 
 
 def merge_statistics(paths, output) -> ActivationStatistics:

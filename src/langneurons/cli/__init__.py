@@ -218,17 +218,28 @@ def stability(
     table = Table("language", "set", "size interval", "bootstrap J [interval]", "split-half J [interval]", "chance J",
                   f"stable (>= {min_frequency:g})",
                   title=f"stability of {method} ({resamples} resamples of {result.replicates} chunks)")
+    from langneurons.evaluate.metrics import MIN_RESAMPLING_UNITS, unavailable
+
     for row in result.table(min_frequency):
-        table.add_row(row["language"], str(row["set_size"]), f"{row['size_low']:.0f}-{row['size_high']:.0f}",
+        size = (f"{row['size_low']:.0f}-{row['size_high']:.0f}" if row["size_low"] is not None
+                else unavailable(result.replicates))
+        table.add_row(row["language"], str(row["set_size"]), size,
                       _interval(row, "bootstrap_jaccard"), _interval(row, "split_half_jaccard"),
                       f"{row['chance_jaccard']:.3f}", str(row[f"stable_size_{min_frequency:g}"]))
     console.print(table)
+    if result.replicates < MIN_RESAMPLING_UNITS:
+        console.print(f"intervals unavailable: {result.replicates} chunks < {MIN_RESAMPLING_UNITS} (collect with "
+                      f"--replicates {MIN_RESAMPLING_UNITS} or more for intervals); medians only")
     console.print(f"stability tables, frequencies and figures in {out}")
 
 
 def _interval(row: dict, key: str) -> str:
     if row[f"{key}_median"] is None:
         return "-"
+    if row[f"{key}_low"] is None:
+        from langneurons.evaluate.metrics import unavailable
+
+        return f"{row[f'{key}_median']:.2f} [{unavailable(row['resampling_units'])}]"
     return f"{row[f'{key}_median']:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
 
 

@@ -167,10 +167,13 @@ def evaluate_command(
         write_delta_figure(result.rows, out)
     table = Table("task", "language", "condition", "metric", "n", "score [95% CI]", "Δ [95% CI]", "p",
                   title=f"{result.model} ({out})")
+    from langneurons.evaluate.metrics import interval_text
+
     for row in result.rows:
-        delta = "" if row["delta"] is None else f"{row['delta']:+.1f} [{row['delta_ci_low']:+.1f}, {row['delta_ci_high']:+.1f}]"
+        delta = "" if row["delta"] is None else interval_text(row["delta"], row["delta_ci_low"], row["delta_ci_high"],
+                                                              row["n"], "+.1f")
         table.add_row(row["task"], row["language"], row["condition"], row["metric"], str(row["n"]),
-                      f"{row['score']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]", delta,
+                      interval_text(row["score"], row["ci_low"], row["ci_high"], row["n"]), delta,
                       "" if row["p_value"] is None else f"{row['p_value']:.3g}")
     console.print(table)
     console.print(f"scores: {files['scores_csv']}; predictions: {files['predictions']}")
@@ -215,10 +218,13 @@ def lm_eval_command(
     result = run_lm_eval(lm, conditions, options, model_name=adapter.name if adapter else None, manager=manager)
     files = result.write(out)
     table = Table("task", "metric", "condition", "n", "score [95% CI]", "Δ [95% CI]", "p", title=f"{result.model} ({out})")
+    from langneurons.evaluate.metrics import interval_text
+
     for row in result.rows:
-        delta = "" if row["delta"] is None else f"{row['delta']:+.1f} [{row['delta_ci_low']:+.1f}, {row['delta_ci_high']:+.1f}]"
+        delta = "" if row["delta"] is None else interval_text(row["delta"], row["delta_ci_low"], row["delta_ci_high"],
+                                                              row["n"], "+.1f")
         table.add_row(row["task"], row["metric"], row["condition"], str(row["n"]),
-                      f"{row['score']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]", delta,
+                      interval_text(row["score"], row["ci_low"], row["ci_high"], row["n"]), delta,
                       "" if row["p_value"] is None else f"{row['p_value']:.3g}")
     console.print(table)
     console.print(f"scores: {files['scores_csv']}; per-example results: {files['samples']}")

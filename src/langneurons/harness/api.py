@@ -11,7 +11,8 @@ task, filter and metric:
 * for every condition, the paired difference to the baseline on the same documents: 0/1
   metrics (``acc``, ``acc_norm``, ``exact_match`` ...) with the exact McNemar test and a paired
   bootstrap CI (:func:`~langneurons.evaluate.metrics.compare_accuracy`), other numeric metrics with
-  the paired bootstrap (:func:`~langneurons.evaluate.metrics.paired_bootstrap`).
+  the paired bootstrap (:func:`~langneurons.evaluate.metrics.paired_bootstrap`). Below
+  MIN_RESAMPLING_UNITS (20) documents the CIs and bootstrap p-values are None (one shared guard).
 
 Units: 0/1 metrics are reported in percent (``unit`` = ``percent``, so ``acc`` 0.5 is 50.0);
 other metrics in the harness's own unit (``unit`` = ``harness``). Metrics without per-example

@@ -53,8 +53,13 @@ def _p(value) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def _interval(score, low, high, signed: bool = False) -> str:
+def _interval(score, low, high, signed: bool = False, units=None) -> str:
+    """``score [low, high]``; without an interval (too few resampling units) ``score [n/a (k units < 20)]``."""
     fmt = _signed if signed else _number
+    if (low is None or low == "") and units not in (None, ""):
+        from langneurons.evaluate.metrics import unavailable
+
+        return f"{fmt(score)} [{unavailable(int(units))}]"
     return f"{fmt(score)} [{fmt(low)}, {fmt(high)}]"
 
 
@@ -138,16 +143,26 @@ def _stability(run_dir: Path, manifest: dict) -> list[Block]:
         stable_key = next((key for key in rows[0] if key.startswith("stable_size_")), None) if rows else None
         blocks.append(("h3", f"{folder.name} ({data['method']}, {data['options']['resamples']} resamples of "
                              f"{data['replicates']} chunks)"))
+        if rows and rows[0].get("size_low", 0) is None:
+            blocks.append(("p", f"Intervals unavailable: {data['replicates']} chunks are fewer than the 20 "
+                                "resampling units an interval needs; medians only."))
 
         def interval(row, key):
             if row[f"{key}_median"] is None:
                 return "–"
+            if row[f"{key}_low"] is None:
+                return f"{row[f'{key}_median']:.2f} [{_unavailable_chunks(data)}]"
             return f"{row[f'{key}_median']:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+
+        def size_interval(row):
+            if row["size_low"] is None:
+                return _unavailable_chunks(data)
+            return f"{row['size_low']:.0f}–{row['size_high']:.0f}"
 
         blocks.append(("table", ["language", "set size", "size interval", "bootstrap Jaccard", "split-half Jaccard",
                                  "chance", f"stable (>= {stable_key.removeprefix('stable_size_')})" if stable_key
                                  else "stable"],
-                       [[r["language"], str(r["set_size"]), f"{r['size_low']:.0f}–{r['size_high']:.0f}",
+                       [[r["language"], str(r["set_size"]), size_interval(r),
                          interval(r, "bootstrap_jaccard"), interval(r, "split_half_jaccard"),
                          f"{r['chance_jaccard']:.3f}", str(r.get(stable_key, "–"))] for r in rows]))
         for name, caption in (("stability_jaccard", "Jaccard per language against chance"),
@@ -155,6 +170,12 @@ def _stability(run_dir: Path, manifest: dict) -> list[Block]:
             if (folder / f"{name}.png").exists():
                 blocks.append(("image", folder / f"{name}.png", f"{folder.name}: {caption}"))
     return blocks
+
+
+def _unavailable_chunks(data: dict) -> str:
+    from langneurons.evaluate.metrics import unavailable
+
+    return unavailable(int(data["replicates"]))
 
 
 def _agreement(run_dir: Path) -> list[Block]:
@@ -186,7 +207,8 @@ def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
         ("h2", "Perplexity change (PPXC)"),
         ("p", "Rows: the language whose neurons are intervened; columns: the language whose held-out text is "
               "scored. Colour: Δ NLL (nats/token, the log of the perplexity ratio); each cell shows Δ NLL and the "
-              "relative perplexity change; grey italics: the 95% block-bootstrap interval of Δ NLL contains 0. "
+              "relative perplexity change; grey italics: the 95% bootstrap interval of Δ NLL (over held-out "
+              "documents) contains 0, or is unavailable for want of units (fewer than 20 per language). "
               "Specificity of row language i: Δ NLL on i minus the mean Δ NLL on the other languages "
               "(nats/token; > 0 when the neurons matter more for their own language), with its 95% interval."),
     ]
@@ -199,9 +221,18 @@ def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
         if rows:
             blocks.append(("table", ["set", "language", "neurons", "difference (nats/token)", "95% CI", "ratio"],
                            [[r["set"], r["language"], r["neurons"], _number(r["difference"], 4),
-                             f"[{_signed(r.get('difference_ci_low'), 3)}, {_signed(r.get('difference_ci_high'), 3)}]",
+                             _ppxc_interval(r),
                              _number(r["ratio"], 2) if r["ratio"] not in ("", "nan") else "–"] for r in rows]))
     return blocks
+
+
+def _ppxc_interval(row: dict) -> str:
+    """``[low, high]`` of a specificity row, or ``n/a (k units < 20)`` when it has no interval."""
+    if row.get("difference_ci_low") in (None, "") and row.get("resampling_units") not in (None, ""):
+        from langneurons.evaluate.metrics import unavailable
+
+        return unavailable(int(row["resampling_units"]))
+    return f"[{_signed(row.get('difference_ci_low'), 3)}, {_signed(row.get('difference_ci_high'), 3)}]"
 
 
 def _claims(run_dir: Path, manifest: dict) -> list[Block]:
@@ -217,14 +248,23 @@ def _claims(run_dir: Path, manifest: dict) -> list[Block]:
         bound = c.get("largest_gain_excluded", c["ci_high"])
         return "–" if bound is None else f"{value(bound)} {c['unit']}"
 
-    rows = [[f"{c['claim']} ({c['source']})", c["measure"],
-             f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
-                                          else "") + f" {c['unit']}",
+    def interval(c) -> str:
+        if c["ci_low"] is not None:
+            return f" [{value(c['ci_low'])}, {value(c['ci_high'])}]"
+        if c.get("units") is not None and c["verdict"].endswith("(too few units)"):
+            from langneurons.evaluate.metrics import unavailable
+
+            return f" [{unavailable(c['units'])}]"
+        return ""
+
+    rows = [[f"{c['claim']} ({c['source']})", c["measure"], f"{value(c['estimate'])}{interval(c)} {c['unit']}",
              excluded(c), c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]]
             for c in claims]
     return [("h2", "Claims of the literature, tested"),
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
-                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise. "
+                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise; "
+                  "inconclusive (too few units) when a bootstrap interval would rest on fewer than 20 resampling "
+                  "units (held-out documents per language, examples, prompts): then no interval and no p-value. "
                   "The two headline claims (no gain larger than the margin) are supported when the interval's upper "
                   "bound is below +margin and contradicted when its lower bound is above it; the largest gain "
                   "excluded is that upper bound."),
@@ -358,7 +398,12 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
         blocks.append(("image", folder / "steering_heatmap.png",
                        f"fluent target rate (raw target rate) of the best condition ({best}) and its random "
                        "control, test prompts"))
-    if (folder / "steering_sweep.png").exists():
+    from langneurons.report.steering_figures import no_sweep_reason
+
+    reason = no_sweep_reason(rows)
+    if reason is not None:
+        blocks.append(("p", reason))
+    elif (folder / "steering_sweep.png").exists():
         blocks.append(("image", folder / "steering_sweep.png", "fluent target rate against strength, test prompts"))
     if (folder / "steering_scores.png").exists():
         blocks.append(("image", folder / "steering_scores.png",
@@ -428,7 +473,7 @@ def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
         ("h3", "Scores"),
         ("table", ["model", "task", "language", "condition", "metric", "n", "score [95% CI]"],
          [[r["model"], r["task"], r["language"], r["condition"], r["metric"], str(r["n"]),
-           _interval(r["score"], r["ci_low"], r["ci_high"])] for r in rows]),
+           _interval(r["score"], r["ci_low"], r["ci_high"], units=r["n"])] for r in rows]),
     ]
     deltas = [r for r in rows if r.get("delta") is not None]
     if deltas:
@@ -438,8 +483,8 @@ def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
                   "accuracy: exact McNemar test, EM/F1: paired bootstrap."),
             ("table", ["model", "task", "language", "condition", "neurons", "metric", "Δ [95% CI]", "p", "test"],
              [[r["model"], r["task"], r["language"], r["condition"], str(r["neurons"]), r["metric"],
-               _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True), _p(r["p_value"]),
-               r["test"]] for r in deltas]),
+               _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True, units=r["n"]),
+               _p(r["p_value"]), r["test"]] for r in deltas]),
         ]
         if (results / "intervention_deltas.png").exists():
             blocks.append(("image", results / "intervention_deltas.png", "intervention deltas per language"))
@@ -452,7 +497,7 @@ def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:
             ("table", ["task", "language", "metric", "model", "reference", "score", "reference score",
                        "Δ [95% CI]", "p", "test"],
              [[c["task"], c["language"], c["metric"], c["model"], c["reference"], _number(c["score"]),
-               _number(c["reference_score"]), _interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True),
+               _number(c["reference_score"]), _interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True, c.get("n")),
                _p(c["p_value"]), c["test"]] for c in comparisons]),
         ]
     return blocks
@@ -471,8 +516,9 @@ def _lm_eval(run_dir: Path, manifest: dict) -> list[Block]:
               "`lm_eval/samples.jsonl`; the harness's own aggregates: `lm_eval/harness.json`."),
         ("table", ["task", "filter", "metric", "condition", "neurons", "n", "score [95% CI]", "Δ [95% CI]", "p"],
          [[r["task"], r["filter"], r["metric"], r["condition"], str(r["neurons"]), str(r["n"]),
-           _interval(r["score"], r["ci_low"], r["ci_high"]),
-           "–" if r["delta"] is None else _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True),
+           _interval(r["score"], r["ci_low"], r["ci_high"], units=r["n"]),
+           "–" if r["delta"] is None else _interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True,
+                                                    units=r["n"]),
            _p(r["p_value"])] for r in rows]),
     ]
     return blocks

@@ -418,7 +418,8 @@ class _Experiment:
         languages = list(options.languages or self.config.languages)
 
         def compute(directory: Path) -> None:
-            heldout = {language: load_heldout(self.run_dir / "statistics", language) for language in languages}
+            heldout = {language: load_heldout(self.run_dir / "statistics", language, self.loaded.tokenizer)
+                       for language in languages}
             needs_statistics = options.action.split("=")[0] in ("stat", "add")
             result = ppxc_matrix(
                 self.loaded, self._neuron_set(set_name), heldout, languages, intervention_kind=options.action,
