@@ -37,7 +37,8 @@ def test_to_dict_reads_back_into_an_equal_config(name, make_config, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     assert load_config(path) == config
-    assert config.to_dict()["finetune"]["runs"][0]["task"] == config.finetune[0].task
+    if config.finetune:
+        assert config.to_dict()["finetune"]["runs"][0]["task"] == config.finetune[0].task
 
 
 @pytest.mark.parametrize("change, message", [
@@ -108,7 +109,9 @@ def test_file_errors_name_the_file(tmp_path, make_config):
 @pytest.mark.parametrize("name", ["demo", "demo-ci", "paper", "replication"])
 def test_the_built_in_configs_are_valid(name):
     config = load_config(builtin_config(name))
-    assert config.evaluation is not None and config.finetune and config.ppxc is not None
+    assert config.ppxc is not None and config.claims is not None
+    if name != "replication":  # the neuron-level study only (see the replication test below)
+        assert config.evaluation is not None and config.finetune
 
 
 def test_variables_fill_string_values_from_vars_or_the_caller(make_config):
@@ -126,7 +129,9 @@ def test_variables_fill_string_values_from_vars_or_the_caller(make_config):
 def test_the_replication_config_reads_the_data_folder_it_is_given():
     config = load_config(builtin_config("replication"), {"data": "/copies"})
     assert config.statistics.corpus == "/copies/flores200/devtest"
-    assert config.tasks.xnli.source == "/copies/xnli" and config.tasks.xquad.source == "/copies/xquad"
+    # the neuron-level study only: fine-tuning/transfer and steering are separate runs (issues 18, 19)
+    assert not config.finetune and config.evaluation is None and config.steering is None
+    assert config.statistics.replicates == 20 and config.ppxc.token_budget == 2048
     assert config.claims is not None and config.claims.related_pairs == (("fr", "es"), ("hi", "ur"))
     default = load_config(builtin_config("replication"))
     assert default.statistics.corpus == "../shared/data/flores200/devtest"
