@@ -109,7 +109,7 @@ def test_file_errors_name_the_file(tmp_path, make_config):
 @pytest.mark.parametrize("name", ["demo", "demo-ci", "paper", "replication"])
 def test_the_built_in_configs_are_valid(name):
     config = load_config(builtin_config(name))
-    assert config.ppxc is not None and config.claims is not None
+    assert config.ppxc is not None
     if name != "replication":  # the neuron-level study only (see the replication test below)
         assert config.evaluation is not None and config.finetune
 
