@@ -286,3 +286,57 @@ def test_run_into_a_run_directory_another_process_writes_is_refused(tmp_path, la
     assert_one_line_error(langneurons("run", config, "--run-dir", run_dir, "--no-progress"),
                           f"{run_dir} is in use by process {pid}")
     assert not (run_dir / "manifest.json").exists()
+
+
+# ================================================================ issue 21: hostile input, round 2
+
+# ---------------------------------------------------------------- 4, 5, 6: writes and deletions outside the output
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A folder with a precious file next to the outputs of a test: nothing may delete or write into it."""
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("precious")
+    return folder
+
+
+def _untouched(folder: Path) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == ["precious.txt"] \
+        and (folder / "precious.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", ["../victim", "..", "ABSOLUTE"])
+def test_publish_refuses_a_name_that_is_not_one_folder_name(name, victim, tmp_path, langneurons):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {"name": "x"}}))
+    results = tmp_path / "docs"
+    results.mkdir()
+    (results / "pitfalls.md").write_text("kept")
+    name = str(victim) if name == "ABSOLUTE" else name
+    result = langneurons("publish", run, "--results", results, "--name", name)
+    assert_one_line_error(result, "must be one plain name")
+    assert _untouched(victim) and [p.name for p in results.iterdir()] == ["pitfalls.md"]
+
+
+def test_run_refuses_a_stage_name_that_escapes_the_run_directory(victim, tmp_path, langneurons):
+    import yaml
+
+    config = {"name": "bad", "model": "./missing-model", "languages": ["en", "fr"],
+              "identification": [{"name": "../../victim", "method": "lape"}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = langneurons("run", path, "--run-dir", tmp_path / "runs" / "run", "--no-progress")
+    assert_one_line_error(result, "bad.yaml", "identification[0].name must be one plain name")
+    assert _untouched(victim) and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["../escaped", "ABSOLUTE"])
+def test_agreement_refuses_a_name_that_leaves_the_output_folder(name, statistics, tmp_path, langneurons):
+    name = str(tmp_path / "abs" / "x") if name == "ABSOLUTE" else name
+    out = tmp_path / "out" / "agree"
+    result = langneurons("agreement", statistics, statistics, "-o", out, "--name", name, "--no-figures")
+    assert_one_line_error(result, "--name must be one plain name")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "abs").exists()

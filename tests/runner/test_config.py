@@ -199,3 +199,33 @@ def test_steering_section_parses_and_refuses_uncovered_languages(make_config):
     config["steering"]["pairs"] = ["en>my"]
     with pytest.raises(LangNeuronsError, match=r"steering.pairs\[0\]: the language identifier \(lingua\) does not cover 'my'"):
         load_config(config)
+
+
+# ---------------------------------------------------------------- names that become folders (issue 21, item 5)
+
+
+@pytest.mark.parametrize("where", ["identification", "finetune", "name"])
+@pytest.mark.parametrize("name", ["../../victim", "..", ".", "", "a/b", "/abs/dir", "a\\b"])
+def test_a_stage_or_experiment_name_that_is_not_one_plain_name_is_refused(where, name, config_with):
+    def change(config):
+        if where == "identification":
+            config["identification"][0]["name"] = name
+            config["ppxc"]["neuron_sets"] = [name]
+        elif where == "finetune":
+            config["finetune"]["runs"][0]["name"] = name
+            config["evaluation"]["models"] = ["base", name, "lape-neurons"]
+        else:
+            config["name"] = name
+
+    with pytest.raises(LangNeuronsError, match="must be one plain name"):
+        load_config(config_with(change))
+
+
+def test_a_path_name_arriving_through_extends_is_refused(make_config, tmp_path):
+    base = make_config()
+    base["identification"][0]["name"] = "../../victim"
+    base["ppxc"]["neuron_sets"] = ["../../victim"]
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "name": "child"}))
+    with pytest.raises(LangNeuronsError, match=r"child.yaml: identification\[0\].name must be one plain name"):
+        load_config(tmp_path / "child.yaml")

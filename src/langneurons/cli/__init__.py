@@ -219,6 +219,9 @@ def agreement(
     from langneurons.identify.api import IdentifyOptions, identify as run_identify
     from langneurons.identify.neuron_set import NeuronSet
 
+    from langneurons.artefacts import check_plain_name
+
+    check_plain_name(name, "--name")  # before any identification
     chosen = _languages(languages) if languages else None
 
     def neuron_set(path: Path):

@@ -27,6 +27,7 @@ from typing import Any, Union
 import yaml
 
 from langneurons.activations.api import CollectOptions, options_dict
+from langneurons.artefacts import check_plain_name
 from langneurons.errors import LangNeuronsError, brief
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
@@ -589,6 +590,7 @@ def validate(config: ExperimentConfig) -> None:
         raise LangNeuronsError("languages: at least one language is needed")
     _languages(config.languages, "languages")
     languages = config.languages
+    check_plain_name(config.name, "name")  # the default run directory and published result folder
     sets: list[str] = []
     for i, entry in enumerate(config.identification):
         path = f"identification[{i}]"
@@ -596,6 +598,7 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
         if entry.name in sets:
             raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
+        check_plain_name(entry.name, f"{path}.name")  # the stage folder identify/<name>
         if entry.method == "random":
             if entry.options.like is None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
@@ -633,6 +636,7 @@ def validate(config: ExperimentConfig) -> None:
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
+        check_plain_name(run.name, f"{path}.name")  # the stage folders finetune/<name>, evaluate/<name>
         if run.name in runs or run.name == "base":
             raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
         runs.append(run.name)
