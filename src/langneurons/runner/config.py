@@ -777,3 +777,32 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def check_input_paths(config: ExperimentConfig) -> None:
+    """Every local input the config names exists (the statistics corpus and its local copy, the
+    steering prompts folder, the task sources of the tasks that are used), else a one-line error
+    naming the key; checked by the runner before any stage runs (a config is parsed without it,
+    so it can be read on another machine)."""
+    from langneurons.corpus.sources import HF_SOURCES
+
+    def exists(value: str | None, key: str, keywords: tuple[str, ...], folder: bool = False) -> None:
+        if value is None or value in keywords:
+            return
+        path = Path(value)
+        if not (path.is_dir() if folder else path.exists()):
+            raise LangNeuronsError(f"{key}: {'folder' if folder else 'file or folder'} not found: {value}")
+
+    statistics = config.statistics
+    exists(statistics.corpus, "statistics.corpus", ("builtin", *HF_SOURCES), folder=True)
+    exists(statistics.corpus_path, "statistics.corpus_path", (), folder=True)
+    if config.steering is not None:
+        exists(config.steering.options.prompts, "steering.prompts", ("builtin", "heldout"), folder=True)
+    used = set(config.evaluation.tasks) if config.evaluation is not None else set()
+    used |= {run.task for run in config.finetune}
+    for task in sorted(used):
+        section = getattr(config.tasks, task)
+        if section is None:
+            continue
+        exists(section.source, f"tasks.{task}.source", ("builtin", "hub"))
+        exists(section.train_source, f"tasks.{task}.train_source", ("builtin", "hub"))

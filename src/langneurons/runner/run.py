@@ -53,7 +53,7 @@ from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, inside, st
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
-from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
+from langneurons.runner.config import ExperimentConfig, ModelConfig, check_input_paths, load_config
 
 FORMAT = "langneurons.run/1"
 MANIFEST = "manifest.json"
@@ -138,6 +138,7 @@ def run_experiment(
                                "accelerate launch instead (see docs/scaling.md)")
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, variables)
+    check_input_paths(config)  # before any stage (and before the model loads)
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
     return _Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
