@@ -24,6 +24,7 @@ from langneurons.activations.statistics import ActivationStatistics
 from langneurons.artefacts import LOCK_FILE, folder_lock, write_json
 from langneurons.corpus.packing import load_blocks, prepare_language, save_blocks
 from langneurons.corpus.sources import load_corpus
+from langneurons.bounds import MAX_REPLICATES, check_count, check_seed
 from langneurons.errors import LangNeuronsError, brief, warn
 from langneurons.languages import check_languages
 from langneurons.models.loading import LoadedModel
@@ -93,6 +94,9 @@ def check_collect_options(options: CollectOptions) -> None:
     at_least("max_documents", 1, optional=True)
     if not 0.0 <= options.heldout_fraction < 1.0:
         raise LangNeuronsError(f"heldout-fraction must be in [0, 1), got {brief(options.heldout_fraction)}")
+    check_seed(options.seed)
+    if options.replicates is not None:
+        check_count(options.replicates, "replicates", 1, MAX_REPLICATES)
     if options.shard is not None and not 0 <= options.shard[0] < options.shard[1]:
         raise LangNeuronsError(f"shard must be i/n with 0 <= i < n, got {options.shard[0]}/{options.shard[1]}")
 

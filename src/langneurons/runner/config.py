@@ -630,6 +630,13 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
         if config.stability.resamples < 1 or config.stability.splits < 0:
             raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
+        from langneurons.identify.stability import StabilityOptions
+
+        try:  # the bounds of the stability command (resamples, splits, seed, confidence)
+            StabilityOptions(config.stability.resamples, config.stability.splits, config.stability.seed,
+                             config.stability.confidence)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"stability: {error}") from None
     for i, entry in enumerate(config.identification):
         if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
             raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
@@ -768,6 +775,11 @@ def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[s
             raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
     if section.limit is not None and section.limit < 1:
         raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.limit}")
+    from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
+
+    check_count(section.batch_size, "lm_eval.batch_size", 1, 1_000_000)
+    check_count(section.bootstrap_resamples, "lm_eval.bootstrap_resamples", 1, MAX_RESAMPLES)
+    check_seed(section.seed, "lm_eval.seed")
 
 
 def _plain(value: Any) -> Any:

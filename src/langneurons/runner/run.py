@@ -654,7 +654,14 @@ class _Experiment:
             from langneurons.harness.api import task_manager
 
             register()
-            task_manager(self._lm_eval_options())
+            manager = task_manager(self._lm_eval_options())
+            if config.lm_eval.positions == "prompt":
+                from langneurons.harness.api import non_generation_tasks
+
+                others = non_generation_tasks(self._lm_eval_options(), manager)
+                if others:
+                    raise LangNeuronsError(f"lm_eval.positions 'prompt' intervenes on generation only, but task "
+                                           f"{next(iter(others))!r} is a {next(iter(others.values()))} task")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
         self._save_manifest()

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from langneurons.corpus.packing import TokenBlocks
+from langneurons.bounds import check_seed
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, greedy_generate, stop_token_ids
 from langneurons.finetune.formatting import pad_id
@@ -108,6 +109,7 @@ class SteeringOptions:
                 raise LangNeuronsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.examples < 0:
             raise LangNeuronsError(f"examples must be >= 0, got {self.examples}")
+        check_seed(self.seed)
         if not 0.0 < self.confidence < 1.0:
             raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {self.confidence}")
 
