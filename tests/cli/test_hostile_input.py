@@ -340,3 +340,37 @@ def test_agreement_refuses_a_name_that_leaves_the_output_folder(name, statistics
     result = langneurons("agreement", statistics, statistics, "-o", out, "--name", name, "--no-figures")
     assert_one_line_error(result, "--name must be one plain name")
     assert not (tmp_path / "out").exists() and not (tmp_path / "abs").exists()
+
+
+# ---------------------------------------------------------------- 12: counts and seeds out of range
+
+HUGE = "1000000000000000"
+SEED_OVERFLOW = str(2**64)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["stability", "--resamples", HUGE], "resamples must be an integer in [1, 1,000,000]"),
+    (["stability", "--splits", HUGE], "splits must be an integer in [0, 1,000,000]"),
+    (["stability", "--seed", SEED_OVERFLOW], "seed must be an integer in [0, 4294967295]"),
+    (["stability", "--seed", "-1"], "seed must be an integer in [0, 4294967295]"),
+    (["identify", "--method", "lape", "--min-frequency", "0.8", "--resamples", HUGE], "resamples must be an integer"),
+    (["steer", "-n", "missing.json", "--seed", SEED_OVERFLOW], "seed must be an integer in [0, 4294967295]"),
+    (["steer", "-n", "missing.json", "--actions", "add=-1e30"], "add strength must be at most 1e+06"),
+])
+def test_counts_and_seeds_out_of_range_are_one_line_errors_before_any_work(args, message, tmp_path, langneurons):
+    out = tmp_path / "out"
+    result = langneurons(*args, "-s", tmp_path / "missing-stats", "-o", out,
+                         *(["--model", tmp_path / "missing-model"] if args[0] == "steer" else []))
+    assert_one_line_error(result, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--replicates", HUGE, "replicates must be an integer in [1, 10,000]"),
+    ("--seed", SEED_OVERFLOW, "seed must be an integer in [0, 4294967295]"),
+])
+def test_collect_refuses_huge_replicates_or_seed_and_leaves_no_file(option, value, message, workspace, tmp_path,
+                                                                   langneurons):
+    out = tmp_path / "stats"
+    assert_one_line_error(langneurons(*collect_args(workspace, out, option, value)), message)
+    assert not out.exists()
