@@ -374,3 +374,78 @@ def test_collect_refuses_huge_replicates_or_seed_and_leaves_no_file(option, valu
     out = tmp_path / "stats"
     assert_one_line_error(langneurons(*collect_args(workspace, out, option, value)), message)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- 13, 14: damaged or inconsistent replicates
+
+
+@pytest.fixture(scope="module")
+def replicated(workspace, tmp_path_factory):
+    """A statistics folder (en, fr) with per-chunk counts of 2 chunks, made through the CLI."""
+    from langneurons.cli import main
+
+    out = tmp_path_factory.mktemp("reps") / "stats"
+    argv = sys.argv
+    sys.argv = ["langneurons", *map(str, collect_args(workspace, out, "--replicates", "2"))]
+    try:
+        main()
+    except SystemExit as exit_:
+        assert not exit_.code
+    finally:
+        sys.argv = argv
+    return out
+
+
+def _rewrite(path: Path, change) -> None:
+    """Apply ``change(tensors, header)`` to a safetensors file (both dicts, changed in place)."""
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata())
+    tensors = load_file(str(path))
+    change(tensors, header)
+    save_file(tensors, str(path), metadata=header)
+
+
+def _over_one(tensors, header):
+    tensors["positive_count"][1, 0, 0] = tensors["token_count"][1] + 1
+
+
+def _plus_one(tensors, header):  # still within the chunk's tokens, but no longer the merged statistics' sum
+    counts = tensors["positive_count"]
+    index = (counts[0] < tensors["token_count"][0]).nonzero()[0]
+    counts[0][tuple(index)] += 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t, h: t.pop("histogram"), "no histogram tensor"),
+    (lambda t, h: h.update(meta="{not json"), "unreadable meta or sketch metadata"),
+    (lambda t, h: h.update(meta='{"model_id": "x"}'), "unreadable meta or sketch metadata"),
+    (lambda t, h: t.update(positive_count=t["positive_count"][..., : t["positive_count"].shape[-1] // 2].clone()),
+     "positive_count has shape"),
+    (_over_one, "chunk 1 counts more positive activations than its"),
+    (lambda t, h: t.update(positive_count=2 * t["positive_count"]), ""),
+    (_plus_one, "its chunks do not sum to the statistics"),
+])
+def test_damaged_or_inconsistent_replicates_are_one_line_errors_naming_the_file(change, message, replicated, tmp_path,
+                                                                              langneurons):
+    import shutil
+
+    stats = tmp_path / "stats"
+    shutil.copytree(replicated, stats)
+    damaged = stats / "fr.replicates.safetensors"
+    _rewrite(damaged, change)
+    out = tmp_path / "stability"
+    result = langneurons("stability", "-s", stats, "-o", out, "--resamples", "5", "--splits", "2", "--no-figures")
+    assert_one_line_error(result, str(damaged), message)
+    assert not out.exists()
+
+
+def test_statistics_with_more_positive_tokens_than_tokens_are_refused(replicated, tmp_path, langneurons):
+    import shutil
+
+    stats = tmp_path / "stats"
+    shutil.copytree(replicated, stats)
+    damaged = stats / "en.safetensors"
+    _rewrite(damaged, lambda t, h: t["positive_count"].__setitem__((0, 0), int(h["token_count"]) + 1))
+    result = langneurons("identify", "-s", stats, "-o", tmp_path / "set.json", "--no-figures")
+    assert_one_line_error(result, str(damaged), "positive counts outside [0, ")
+    assert not (tmp_path / "set.json").exists()

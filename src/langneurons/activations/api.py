@@ -189,14 +189,27 @@ def load_statistics_dir(directory, languages=None, expected=None) -> dict[str, A
     return {lang: ActivationStatistics.load(statistics_path(directory, lang), expected=expected) for lang in chosen}
 
 
-def load_replicates_dir(directory, languages) -> dict[str, ReplicateStatistics]:
-    """Per-chunk counts of ``languages`` in a folder collected with ``--replicates``."""
+def load_replicates_dir(directory, languages, statistics=None) -> dict[str, ReplicateStatistics]:
+    """Per-chunk counts of ``languages`` in a folder collected with ``--replicates``. With
+    ``statistics`` (language -> the merged statistics of the same folder) the chunks must sum to
+    them exactly (:func:`~.replicates.merged_check`), else a one-line error naming the file."""
+    from langneurons.activations.replicates import merged_check
+
     directory = Path(directory)
     missing = [lang for lang in languages if not replicates_path(statistics_path(directory, lang)).exists()]
     if missing:
         raise LangNeuronsError(f"no replicate statistics for {missing} in {directory}; "
                                "collect them with 'langneurons collect --replicates R'")
-    return {lang: ReplicateStatistics.load(replicates_path(statistics_path(directory, lang))) for lang in languages}
+    loaded = {}
+    for lang in languages:
+        path = replicates_path(statistics_path(directory, lang))
+        loaded[lang] = replicates = ReplicateStatistics.load(path)
+        merged = (statistics or {}).get(lang)
+        if merged is not None and (not replicates.meta.same_model(merged.meta) or replicates.sketch != merged.sketch
+                                   or not merged_check(replicates, merged)):
+            raise LangNeuronsError(f"{path}: its chunks do not sum to the statistics {statistics_path(directory, lang)}"
+                                   " (files of different passes, or damaged); collect again")
+    return loaded
 
 
 def load_heldout(directory, language: str):

@@ -149,7 +149,7 @@ def identify(statistics_dir, options: IdentifyOptions, output=None, figures: boo
 
 def _stability(statistics_dir, options: IdentifyOptions, stability_options: StabilityOptions) -> StabilityResult:
     statistics = load_statistics_dir(statistics_dir, options.languages)
-    replicates = load_replicates_dir(statistics_dir, list(statistics))
+    replicates = load_replicates_dir(statistics_dir, list(statistics), statistics)
     method_options = {"top_rate": options.top_rate, "filter_rate": options.filter_rate,
                       "percentile": options.percentile, "threshold": options.threshold}
     return stability(statistics, replicates, options.method, stability_options, **method_options)
