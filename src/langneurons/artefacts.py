@@ -57,6 +57,16 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return folder
 
 
+def check_folder_target(path: str | os.PathLike) -> Path:
+    """``path`` if it can become a folder (it is one, or nothing of it exists as a file); checked
+    before long work whose results land there. Creates nothing."""
+    folder = Path(path)
+    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise LangNeuronsError(f"cannot write into {folder}: {blocker} is a file, not a folder")
+    return folder
+
+
 def staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """A new empty folder in ``parent`` (to fill, then rename into place) with the normal folder mode."""
     staging = Path(tempfile.mkdtemp(prefix=prefix, dir=ensure_dir(parent)))

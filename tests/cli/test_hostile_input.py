@@ -449,3 +449,78 @@ def test_statistics_with_more_positive_tokens_than_tokens_are_refused(replicated
     result = langneurons("identify", "-s", stats, "-o", tmp_path / "set.json", "--no-figures")
     assert_one_line_error(result, str(damaged), "positive counts outside [0, ")
     assert not (tmp_path / "set.json").exists()
+
+
+# ---------------------------------------------------------------- 9: steer checks before the model loads
+
+
+@pytest.fixture(scope="module")
+def other_statistics(workspace, tmp_path_factory):
+    """Statistics (en, fr) of another tiny model: same architecture and size, other weights."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    from langneurons.cli import main
+
+    root = tmp_path_factory.mktemp("other")
+    tiny_model("llama", seed=1).save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    argv = sys.argv
+    sys.argv = ["langneurons", *map(str, collect_args(workspace, root / "stats", model=root / "model"))]
+    try:
+        main()
+    except SystemExit as exit_:
+        assert not exit_.code
+    finally:
+        sys.argv = argv
+    return root / "stats"
+
+
+def _steer_set(statistics, tmp_path, langneurons) -> Path:
+    path = tmp_path / "set.json"
+    result = langneurons("identify", "-s", statistics, "--top-rate", "0.05", "-o", path, "--no-figures")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_steer_refuses_statistics_of_another_model_before_loading_the_model(statistics, other_statistics, tmp_path,
+                                                                           langneurons):
+    neurons = _steer_set(statistics, tmp_path, langneurons)
+    out = tmp_path / "steering"
+    result = langneurons("steer", "--model", tmp_path / "not-loaded", "-n", neurons, "-s", other_statistics,
+                         "--pairs", "en>fr", "--actions", "add=1", "-o", out, "--no-progress")
+    assert_one_line_error(result, "the statistics of 'en' were recorded on", "not on the neuron set's model")
+    assert not out.exists()
+
+
+def test_steer_into_an_existing_file_is_refused_before_any_work(statistics, tmp_path, langneurons):
+    neurons = _steer_set(statistics, tmp_path, langneurons)
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    result = langneurons("steer", "--model", tmp_path / "not-loaded", "-n", neurons, "--pairs", "en>fr",
+                         "--actions", "scale=2", "-o", taken, "--no-progress")
+    assert_one_line_error(result, f"{taken} is a file, not a folder")
+    assert taken.read_text() == "a file"
+
+
+def test_run_steering_refuses_statistics_of_another_model_before_generating(statistics, other_statistics, workspace,
+                                                                           monkeypatch):
+    """The check after the model loaded (a set without a weights fingerprint cannot tell before)."""
+    from langneurons.activations.api import load_statistics_dir
+    from langneurons.errors import LangNeuronsError
+    from langneurons.identify.neuron_set import NeuronSet
+    from langneurons.models.loading import load_model
+    from langneurons.steer import experiment
+    from langneurons.steer.experiment import SteeringOptions, run_steering
+
+    def never(*args, **kwargs):
+        raise AssertionError("generated before the refusal")
+
+    monkeypatch.setattr(experiment, "steered_generate", never)
+    loaded = load_model(str(workspace / "model"))
+    stats = load_statistics_dir(other_statistics, ["en", "fr"])
+    neuron_set = NeuronSet({"en": [[0, 1]], "fr": [[0, 2]]}, loaded.info.num_layers, loaded.info.neurons_per_layer,
+                           "lape", {}, {"weights_fingerprint": loaded.info.weights_fingerprint})
+    identifier = type("Everything", (), {"covers": lambda self, language: True})()
+    with pytest.raises(LangNeuronsError, match="not on .* \\(weights "):
+        run_steering(loaded, neuron_set, SteeringOptions(pairs=("en>fr",), actions=("add=1",), random_control=False),
+                     identifier, stats, prompts={"en": ["the cat"]}, progress=False)

@@ -339,6 +339,9 @@ def steer(
         identifier_languages=_languages(identifier_languages) if identifier_languages else None,
         min_confidence=min_confidence, examples=examples,
     )
+    from langneurons.artefacts import check_folder_target
+
+    check_folder_target(out)  # before any work: the files land there
     prepared = prepare(options, neurons, statistics)  # every input checked before the model loads
     loaded = model.load()
     result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress)

@@ -250,6 +250,20 @@ class SteeringResult:
         return max(names, key=mean_rate)
 
 
+def check_statistics_model(statistics: Mapping | None, fingerprint: str | None, model: str,
+                           shape: tuple[int, int]) -> None:
+    """The statistics (language -> ActivationStatistics) were recorded on the model of weights
+    ``fingerprint`` and ``shape`` (layers, neurons per layer), described as ``model`` in the
+    message: the neuron set's model before the model loads, the loaded model before generating."""
+    for language, stats in (statistics or {}).items():
+        meta = stats.meta
+        if (meta.num_layers, meta.neurons_per_layer) != tuple(shape) \
+                or (fingerprint and meta.weights_fingerprint != fingerprint):
+            raise LangNeuronsError(f"the statistics of {language!r} were recorded on {meta.model_id} (weights "
+                                   f"{meta.weights_fingerprint}), not on {model} (weights {fingerprint}); use "
+                                   "statistics of the same model")
+
+
 def check_inputs(options: SteeringOptions, neuron_set: NeuronSet, identifier: Identifier,
                  statistics: Mapping | None) -> None:
     """Everything that can be checked before the model runs (one-line errors)."""
@@ -359,6 +373,8 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
         prompts: source language -> prompt texts (default: read as ``options`` says).
     """
     neuron_set.check_model(loaded.info)
+    check_statistics_model(statistics, loaded.info.weights_fingerprint, loaded.info.model_id,
+                           (loaded.info.num_layers, loaded.info.neurons_per_layer))
     check_inputs(options, neuron_set, identifier, statistics)
     set_name = set_name or neuron_set.method
     if set_name in ("random", "none"):
