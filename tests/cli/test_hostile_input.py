@@ -524,3 +524,36 @@ def test_run_steering_refuses_statistics_of_another_model_before_generating(stat
     with pytest.raises(LangNeuronsError, match="not on .* \\(weights "):
         run_steering(loaded, neuron_set, SteeringOptions(pairs=("en>fr",), actions=("add=1",), random_control=False),
                      identifier, stats, prompts={"en": ["the cat"]}, progress=False)
+
+
+# ---------------------------------------------------------------- 15: held-out prompts from a changed corpus
+
+
+def test_heldout_prompts_from_a_reordered_corpus_are_refused(workspace, tmp_path, langneurons):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(workspace / "corpus", corpus)
+    stats = tmp_path / "stats"
+    collect = ["collect", "--model", workspace / "model", "--corpus", corpus, "-l", "en,fr", "--token-budget", "120",
+               "--heldout-budget", "30", "--block-length", "16", "--out", stats, "--no-progress"]
+    assert langneurons(*collect).returncode == 0
+    manifest = json.loads((stats / "manifest.json").read_text())
+    assert set(manifest["corpus_files"]) == {"en", "fr"} and len(manifest["corpus_files"]["en"]["sha256"]) == 64
+    neurons = _steer_set(stats, tmp_path, langneurons)
+    steer = ["steer", "--model", tmp_path / "not-loaded", "-n", neurons, "-s", stats, "--pairs", "en>fr",
+             "--actions", "scale=2", "--prompts", "heldout", "--prompt-count", "1", "--prompt-words", "3",
+             "-o", tmp_path / "steering", "--no-progress"]
+    # unchanged corpus: every input passes, the (missing) model is the first thing that fails
+    assert "not-loaded" in assert_one_line_error(langneurons(*steer))
+
+    lines = (corpus / "en.txt").read_text(encoding="utf-8").splitlines()
+    (corpus / "en.txt").write_text("\n".join(reversed(lines)), encoding="utf-8")  # same lines, other order
+    assert_one_line_error(langneurons(*steer), f"corpus file {corpus / 'en.txt'} changed since the statistics pass")
+    assert not (tmp_path / "steering").exists()
+
+    del manifest["corpus_files"]  # statistics of an older langneurons: a warning line, then on as before
+    (stats / "manifest.json").write_text(json.dumps(manifest))
+    result = langneurons(*steer)
+    assert "warning: " in result.stderr and "records no corpus file fingerprints" in result.stderr
+    assert "not-loaded" in assert_one_line_error(result)

@@ -292,3 +292,26 @@ def test_an_unused_task_section_is_not_checked(make_config, make_fixtures, tmp_p
     config["tasks"]["xquad"]["source"] = str(tmp_path / "missing")
     config["evaluation"]["tasks"] = ["xnli"]
     check_input_paths(load_config(config))  # xquad is neither evaluated nor fine-tuned on: no error
+
+
+def test_heldout_steering_prompts_are_refused_when_the_corpus_changed_since_the_statistics(make_config, make_fixtures,
+                                                                                        tmp_path, rerun):
+    """Issue 21, item 15: the statistics record each corpus file's SHA-256; re-read held-out lines
+    must come from the same file."""
+    make_fixtures(tmp_path)
+    config = make_config(tmp_path)
+    for key in ("ppxc", "finetune", "evaluation", "claims"):
+        config.pop(key)
+    config["identification"] = config["identification"][:1]
+    config["steering"] = {"neuron_set": "lape", "pairs": ["en>fr"], "actions": ["scale=2"], "prompts": "heldout",
+                          "prompt_count": 1, "prompt_words": 2, "max_new_tokens": 2, "random_control": False,
+                          "deactivate": False, "identifier_languages": ["en", "fr", "hi"]}
+    result, _ = rerun(config, tmp_path / "run", report=False)
+    assert "steering" in result.computed
+    recorded = json.loads((tmp_path / "run" / "statistics" / "manifest.json").read_text())["corpus_files"]
+    assert recorded["en"]["path"] == str(tmp_path / "corpus" / "en.txt")
+    corpus = tmp_path / "corpus" / "en.txt"
+    corpus.write_text("\n".join(reversed(corpus.read_text(encoding="utf-8").splitlines())) + "\n", encoding="utf-8")
+    config["steering"]["max_new_tokens"] = 3  # the steering stage runs again; the statistics are reused
+    with pytest.raises(LangNeuronsError, match=f"corpus file {corpus} changed since the statistics pass"):
+        rerun(config, tmp_path / "run", report=False)

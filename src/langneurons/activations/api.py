@@ -10,6 +10,8 @@ and sums their statistics (:mod:`.distributed`); rank 0 writes the same files as
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -168,11 +170,53 @@ def _collect(loaded, options, languages, out_dir: Path, progress: bool, context)
         "options": options_dict(options),
         "languages": languages,
         "token_counts": {lang: stats.token_count for lang, stats in results.items()},
+        "corpus_files": corpus_fingerprints(options.corpus, languages),
     }
     if main:
         write_json(out_dir / ("manifest.json" if options.shard is None else f"manifest.shard{options.shard[0]}.json"),
                    manifest)
     return results
+
+
+def corpus_fingerprints(corpus: str, languages) -> dict[str, dict[str, str]]:
+    """Language -> ``{"path", "sha256"}`` of the corpus file a statistics pass reads (recorded in its
+    manifest; ``heldout`` steering prompts are re-read from it and must be the same lines)."""
+    from langneurons.corpus.sources import corpus_files
+
+    return {language: {"path": str(path), "sha256": file_sha256(path)}
+            for language, path in corpus_files(corpus, languages).items()}
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_corpus_unchanged(statistics_dir, languages) -> None:
+    """The corpus files of ``languages`` are those the statistics pass of ``statistics_dir`` read
+    (same SHA-256), so lines re-read from them (``heldout`` prompts) are the lines it held out; a
+    one-line error naming a changed file; a warning for statistics that record no fingerprints."""
+    manifest_path = Path(statistics_dir) / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        recorded, corpus = manifest.get("corpus_files"), manifest["options"]["corpus"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise LangNeuronsError(f"cannot read the statistics manifest {manifest_path}: {error}") from None
+    if recorded is None:
+        warn(f"{manifest_path} records no corpus file fingerprints (statistics of an older langneurons): cannot "
+             "check that the held-out lines re-read from the corpus are the ones held out")
+        return
+    now = corpus_fingerprints(corpus, [language for language in languages if language in recorded])
+    for language in languages:
+        if language not in recorded:
+            continue
+        path = recorded[language]["path"]
+        if language not in now or now[language]["sha256"] != recorded[language]["sha256"]:
+            raise LangNeuronsError(f"corpus file {path} changed since the statistics pass of {statistics_dir} "
+                                   "(SHA-256 differs): its held-out lines are no longer known; collect again")
 
 
 def load_statistics_dir(directory, languages=None, expected=None) -> dict[str, ActivationStatistics]:

@@ -449,6 +449,10 @@ class _Experiment:
         options = steering.options
 
         def compute(directory: Path) -> None:
+            if options.prompts == "heldout":  # the lines re-read from the corpus must be the ones held out
+                from langneurons.activations.api import check_corpus_unchanged
+
+                check_corpus_unchanged(self.run_dir / "statistics", options.source_languages)
             identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
             result = run_steering(
                 self.loaded, self._neuron_set(steering.neuron_set), options, identifier,

@@ -25,6 +25,7 @@ from langneurons.identify.neuron_set import NeuronSet
 from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs,
                                           check_statistics_model, run_steering, steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
+from langneurons.steer.prompts import HELDOUT
 
 
 def examples(result: SteeringResult, count: int) -> list[dict]:
@@ -103,6 +104,10 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
                            f"the neuron set's model {source.get('model_id', '?')}",
                            (neuron_set.num_layers, neuron_set.neurons_per_layer))
     check_inputs(options, neuron_set, identifier, statistics)
+    if options.prompts == HELDOUT:  # the lines re-read from the corpus must be the ones held out
+        from langneurons.activations.api import check_corpus_unchanged
+
+        check_corpus_unchanged(statistics_dir, options.source_languages)
     prompts = steering_prompts(options, statistics_options(statistics_dir) if statistics_dir is not None else None)
     return neuron_set, statistics, identifier, prompts
 
