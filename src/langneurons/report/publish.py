@@ -3,6 +3,11 @@ of a run directory copied into ``docs/results/<name>/`` (the same layout, so the
 links keep working), without the per-example predictions, adapters, statistics or any text of
 the data sets; plus the claims table in ``docs/results/README.md`` and, between marker comments,
 in the project README. Everything written here is read from the run's artefacts.
+
+Hostile input: the result name is one plain folder name (:func:`~langneurons.artefacts.check_plain_name`)
+and only that folder inside the results folder is ever replaced; a symbolic link in the run
+directory (file or folder) is refused, never followed (only regular files inside the run are
+copied); the manifest and the README to update are checked before anything is written.
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     target = results_dir / name
     if not inside(target, results_dir):
         raise LangNeuronsError(f"the result folder {target} is not inside the results folder {results_dir}")
+    if target.exists() and not target.is_dir():
+        raise LangNeuronsError(f"cannot publish to {target}: it is a file, not a folder")
     _sources(run_dir)  # every link refused before anything is read or written
     write_report(run_dir)
     sources = _sources(run_dir)

@@ -49,7 +49,8 @@ from pathlib import Path
 import yaml
 
 from langneurons import __version__
-from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, inside, stable_hash, write_json, write_text
+from langneurons.artefacts import (LOCK_FILE, check_plain_name, ensure_dir, folder_lock, stable_hash, write_json,
+                                   write_text)
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
@@ -314,8 +315,8 @@ class _Experiment:
         """Run ``compute(directory)`` unless its outputs for ``inputs`` are cached (module docstring)."""
         key = stable_hash(FORMAT, __version__, name, inputs)
         directory = self.run_dir / name
-        if not inside(directory, self.run_dir):  # names are checked when the config loads; never write outside
-            raise LangNeuronsError(f"stage {name!r} would write outside the run directory {self.run_dir}")
+        for part in name.split("/"):  # names are checked when the config loads; never a stage outside the run
+            check_plain_name(part, f"stage {name!r}: each part")
         record_path = directory / STAGE_RECORD
         try:
             previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
