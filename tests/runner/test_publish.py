@@ -98,7 +98,7 @@ def _tree(folder):
 def test_a_result_name_that_is_not_one_plain_name_is_refused_and_nothing_is_deleted(name, finished_run, tmp_path):
     results = tmp_path / "docs" / "results"
     results.mkdir(parents=True)
-    (results / "kept" ).mkdir()
+    (results / "kept").mkdir()
     (results / "kept" / "README.md").write_text("earlier result")
     victim = tmp_path / "docs" / "victim"
     victim.mkdir()
