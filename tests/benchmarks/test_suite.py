@@ -19,7 +19,8 @@ def test_every_module_reports_ratios_without_errors(rows):
     assert not [row for row in rows if "error" in row], [row.get("error") for row in rows]
     assert {row["module"] for row in rows} == {"benchmarks.bench_statistics", "benchmarks.bench_interventions",
                                               "benchmarks.bench_generation", "benchmarks.bench_finetune",
-                                              "benchmarks.bench_steering", "benchmarks.bench_lm_eval"}
+                                              "benchmarks.bench_steering", "benchmarks.bench_lm_eval",
+                                              "benchmarks.bench_residual"}
     for row in rows:
         assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"] and row["ratio_median"] > 0
 
@@ -71,3 +72,12 @@ def test_the_statistics_profile_times_every_step_of_the_update(tmp_path):
             "histogram: scatter_add_"} <= set(parts)
     assert all(row["seconds"] > 0 for row in result["rows"]) and result["steps_alone_in_plain_copies"] > 0
     assert (tmp_path / "profile.md").read_text().startswith("Statistics-pass profile: tiny-llama-bench")
+
+
+def test_residual_benchmark_runs_on_the_tiny_model():
+    from benchmarks import bench_residual
+
+    loaded = suite.load_benchmark_model("tiny")
+    [result] = bench_residual.run(loaded, suite.benchmark_input_ids(loaded, 2, 128), repeats=1)
+    assert result.ratio_median > 0 and result.target == "<= 1.05"
+    assert result.extra["tokens_per_batch"] == 2 * 127 and result.extra["hidden_size"] == loaded.adapter.hidden_size

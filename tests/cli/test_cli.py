@@ -67,12 +67,13 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
     (workspace / "prompts" / "en.txt").write_text("the cat sat on it\na mat is red today\nthe dog and the cat\n")
     result = langneurons("steer", "--model", workspace / "model", "-n", workspace / "lape.json", "-s", stats,
                          "--pairs", "en>fr,en>es", "--actions", "add=2,stat=p90", "--prompts", workspace / "prompts",
-                         "--prompt-count", "2", "--prompt-words", "3", "--max-new-tokens", "3",
+                         "--prompt-count", "3", "--prompt-words", "3", "--max-new-tokens", "3",
                          "--identifier-languages", "en,fr,es,de", "-o", workspace / "steer", "--no-progress")
     assert result.returncode == 0, result.stderr
     data = json.loads((workspace / "steer" / "steering.json").read_text())
-    # per pair: baseline + 2 sets x (deactivate + 2 actions x (activate, both))
-    assert len(data["rows"]) == 2 * (1 + 2 * (1 + 2 * 2)) and "steering" in result.stdout
+    # per pair and prompt split (1 dev, 2 test prompts): baseline + 2 sets x (deactivate + 2 actions x (activate, both))
+    assert len(data["rows"]) == 2 * 2 * (1 + 2 * (1 + 2 * 2)) and "steering" in result.stdout
+    assert sorted(r["n"] for r in data["rows"] if r["condition"] == "baseline") == [1, 1, 2, 2]
     assert {r["condition"] for r in data["rows"]} >= {"baseline", "lape:both:add=2", "random:activate:stat=p90"}
     assert data["meta"]["identifier"]["languages"] == ["de", "en", "es", "fr"]
     assert (workspace / "steer" / "steering_sweep.svg").exists()
@@ -95,6 +96,8 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["steer", "-n", "missing.json", "--pairs", "en-fr", "--model", "./missing"], "SOURCE>TARGET"),
         (["steer", "-n", "missing.json", "--pairs", "en>fr", "--actions", "scale=2", "--model", "./missing"], "not found"),
         (["steer", "-n", "missing.json", "--actions", "zero", "--model", "./missing"], "activating the target"),
+        (["steer", "-n", "missing.json", "--dev-fraction", "1", "--model", "./missing"], "dev_fraction must be in [0, 1)"),
+        (["steer", "-n", "missing.json", "--prompt-count", "1", "--model", "./missing"], "leaves no dev prompt"),
         (["steer", "-n", "missing.json", "--actions", "scale=2", "--prompts", "heldout", "--model", "./missing"],
          "'heldout' prompts need --statistics"),
     ],

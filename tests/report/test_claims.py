@@ -17,11 +17,13 @@ from langneurons.report.claims import (
     claims_markdown,
     interventions,
     layer_concentration,
+    margin_verdict,
     neuron_lora,
     own_threshold,
     permutation_p_value,
     ppxc_specificity,
     related_languages,
+    run_seed,
     script_counts,
     write_claims,
 )
@@ -120,17 +122,89 @@ def _grid(model, task_rows):
     return GridResult(model, [], predictions)
 
 
+def test_the_margin_rule_supports_no_gain_beyond_the_margin_and_contradicts_a_gain_beyond_it():
+    assert margin_verdict(-0.5, 0.9, 1.0) == SUPPORTED
+    assert margin_verdict(0.2, 0.9, 1.0) == SUPPORTED  # a significant gain smaller than the margin is no gain
+    assert margin_verdict(1.1, 3.0, 1.0) == CONTRADICTED
+    assert margin_verdict(0.5, 1.5, 1.0) == INCONCLUSIVE
+    assert margin_verdict(0.0, 1.0, 1.0) == INCONCLUSIVE  # the bound must lie strictly below the margin
+
+
+LEARNED_EN = [True] * 80 + [False] * 20  # 80% on 100 English pairs: Wilson [71.1, 86.7], above 33.3 + 1
+
+
 def test_intervention_claim_pools_target_languages_and_ignores_the_source_and_random_sets():
     base = [True] * 50 + [False] * 50
     gain = [True] * 70 + [False] * 30  # +20 points: far above 1
     grid = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): gain, ("hi", "baseline"): base,
-                       ("hi", "lape:zero"): gain, ("en", "baseline"): base, ("en", "lape:zero"): base,
+                       ("hi", "lape:zero"): gain, ("en", "baseline"): LEARNED_EN, ("en", "lape:zero"): base,
                        ("fr", "random:zero"): base})
     claim = interventions({"m": grid}, CONFIG)
     assert claim.estimate == pytest.approx(20.0) and claim.n.startswith("200 examples (fr,hi)")
     assert claim.verdict == CONTRADICTED and claim.test == "mcnemar exact"
-    same = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): base})
-    assert interventions({"m": same}, CONFIG).verdict == SUPPORTED  # exactly 0, interval [0, 0]
+    twin = next(d for d in claim.details if d.get("contrast") == "random twin")
+    assert twin["versus"] == "random:zero" and twin["languages"] == "fr" and twin["delta"] == pytest.approx(20.0)
+    assert "vs its random twin random:zero: +20.0" in claim.measure
+    same = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): base, ("en", "baseline"): LEARNED_EN})
+    supported = interventions({"m": same}, CONFIG)
+    assert supported.verdict == SUPPORTED  # exactly 0, interval [0, 0], on a model that learned
+    assert supported.largest_gain_excluded == 0.0
+    assert "m en accuracy 80.0 [71.1, 86.7] (n = 100) above chance + margin (34.3)" in supported.measure
+
+
+def test_a_gain_shared_by_the_random_twin_does_not_contradict_and_a_model_at_chance_settles_nothing():
+    base = [True] * 50 + [False] * 50
+    gain = [True] * 70 + [False] * 30
+    both = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): gain, ("fr", "random:zero"): gain,
+                       ("en", "baseline"): LEARNED_EN})
+    assert interventions({"m": both}, CONFIG).verdict == INCONCLUSIVE  # +20 over none, 0 over random
+    at_chance = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): base,
+                            ("en", "baseline"): [True] * 34 + [False] * 66})
+    claim = interventions({"m": at_chance}, CONFIG)
+    assert claim.verdict == INCONCLUSIVE and claim.ci_high == 0.0
+    assert "model did not learn the task: m en accuracy 34.0 [" in claim.measure
+    assert "not above chance + margin (34.3)" in claim.measure
+    english = next(d for d in claim.details if d.get("metric") == "accuracy" and "learned" in d)
+    low, high = wilson_interval(34, 100)
+    assert (english["ci_low"], english["ci_high"]) == pytest.approx((100 * low, 100 * high))
+    no_english = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): base})
+    assert interventions({"m": no_english}, CONFIG).verdict == INCONCLUSIVE
+
+
+def test_the_intervention_claim_is_decided_on_the_reference_model_only():
+    base = [True] * 50 + [False] * 50
+    zero_shot = _grid("base", {("fr", "baseline"): base, ("fr", "lape:zero"): [True] * 70 + [False] * 30,
+                               ("fr", "random:zero"): base, ("en", "baseline"): LEARNED_EN})
+    tuned = _grid("ft", {("fr", "baseline"): base, ("fr", "lape:zero"): base, ("en", "baseline"): LEARNED_EN})
+    grids = {"base": zero_shot, "ft": tuned}
+    assert interventions(grids, CONFIG).verdict == CONTRADICTED  # every model decides by default
+    claim = interventions(grids, CONFIG, reference_model="ft")
+    assert claim.verdict == SUPPORTED and "on ft," in claim.measure
+    assert {d["model"]: d["decisive"] for d in claim.details if "decisive" in d} == {"base": False, "ft": True}
+
+
+def test_the_power_of_an_intervention_cell_from_its_discordance_rates():
+    # fr, 100 pairs: 10 only the intervened model gets right, 5 only the unintervened one (+5 points).
+    # p01 = 0.10, p10 = 0.05: n for +-1 point = ceil(1.959964^2 x 0.1475 / 0.01^2) = 5667 > 5010 in XNLI test;
+    # now: 1.959964 x sqrt(0.1475 / 100) = 7.527 points.
+    reference = [True] * 5 + [False] * 10 + [True] * 40 + [False] * 45
+    intervened = [False] * 5 + [True] * 10 + [True] * 40 + [False] * 45
+    grid = _grid("ft", {("fr", "baseline"): reference, ("fr", "lape:stat=p90"): intervened,
+                        ("en", "baseline"): LEARNED_EN})
+    claim = interventions({"ft": grid}, CONFIG)
+    assert claim.estimate == pytest.approx(5.0) and claim.verdict == INCONCLUSIVE
+    (row,) = claim.power
+    assert row["comparison"] == "ft xnli lape:stat=p90 - baseline" and row["decisive"]
+    assert (row["p01"], row["p10"]) == pytest.approx((0.10, 0.05))
+    assert row["required_n"] == 5667 and row["required_n_per_language"] == 5667
+    assert row["achieved_half_width"] == pytest.approx(7.527, abs=1e-3)
+    assert row["n"] == 100 and row["available_per_language"] == 5010
+    assert not row["reached"] and row["reachable"] is False
+    assert claim.largest_gain_excluded == claim.ci_high
+
+
+def _capacity(details):
+    return next(d for d in details if "capacity_control" in d)
 
 
 def test_neuron_lora_claim_compares_with_random_and_plain_lora_on_the_same_examples():
@@ -141,9 +215,10 @@ def test_neuron_lora_claim_compares_with_random_and_plain_lora_on_the_same_examp
             "all": ("xnli", "all")}
     grids["all"] = _grid("all", {("fr", "baseline"): [True] * 50 + [False] * 50})  # 50% > chance, p < 0.001
     claim = neuron_lora(grids, runs, CONFIG)
-    assert claim.estimate == 0.0 and claim.verdict == SUPPORTED
+    assert claim.estimate == 0.0 and claim.verdict == SUPPORTED and claim.largest_gain_excluded == 0.0
     assert {d.get("reference") for d in claim.details} == {"random", "plain", "all", None}
-    assert claim.details[-1]["learned"] and claim.details[-1]["accuracy"] == 50.0
+    assert _capacity(claim.details)["learned"] and _capacity(claim.details)["accuracy"] == 50.0
+    assert {row["contrast"] for row in claim.power} == {"random", "none", "all"}
     grids["all"] = _grid("all", {("fr", "baseline"): [True] * 34 + [False] * 66})  # at chance: proves nothing
     assert neuron_lora(grids, runs, CONFIG).verdict == INCONCLUSIVE
     del runs["all"]
@@ -152,51 +227,252 @@ def test_neuron_lora_claim_compares_with_random_and_plain_lora_on_the_same_examp
     assert neuron_lora(grids, runs, CONFIG).verdict == CONTRADICTED
 
 
+def test_a_significant_neuron_lora_gain_below_the_margin_supports_the_claim():
+    # 4000 fr pairs, LAPE LoRA right on 20 more: +0.5 points, interval about [+0.3, +0.7]: above 0, below +1
+    base = [True] * 1600 + [False] * 2400
+    better = [True] * 1620 + [False] * 2380
+    grids = {name: _grid(name, {("fr", "baseline"): flags, ("en", "baseline"): LEARNED_EN}) for name, flags in
+             (("lape", better), ("random", base), ("plain", base), ("all", [True] * 2000 + [False] * 2000))}
+    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "plain": ("xnli", "none"),
+            "all": ("xnli", "all")}
+    claim = neuron_lora(grids, runs, CONFIG)
+    assert claim.estimate == pytest.approx(0.5) and 0 < claim.ci_low and claim.ci_high < 1.0
+    assert claim.verdict == SUPPORTED and claim.p_value < 0.05
+    # the same null result from a neuron-LoRA model at chance in English settles nothing
+    grids["lape"] = _grid("lape", {("fr", "baseline"): better, ("en", "baseline"): [True] * 34 + [False] * 66})
+    claim = neuron_lora(grids, runs, CONFIG)
+    assert claim.verdict == INCONCLUSIVE and "model did not learn the task: lape en accuracy 34.0" in claim.measure
+
+
+def test_neuron_lora_seeds_are_pooled_paired_by_seed_and_their_spread_is_reported():
+    # seed s: LAPE LoRA right on 40 + 10 s of 100 fr pairs, random LoRA of the same seed on 40:
+    # per-seed differences 0, +10, +20; pooled over the 300 (seed, example) pairs: +10
+    base = [True] * 40 + [False] * 60
+    grids, runs = {}, {}
+    for seed in range(3):
+        for name, flags, mode in ((f"xnli-lape@{seed}", [True] * (40 + 10 * seed) + [False] * (60 - 10 * seed),
+                                   "languages"), (f"xnli-random@{seed}", base, "random")):
+            grids[name] = _grid(name, {("fr", "baseline"): flags, ("en", "baseline"): LEARNED_EN})
+            runs[name] = ("xnli", mode)
+    grids["plain"] = _grid("plain", {("fr", "baseline"): base})  # one plain-LoRA run serves every seed
+    runs["plain"] = ("xnli", "none")
+    claim = neuron_lora(grids, runs, CONFIG)
+    assert claim.estimate == pytest.approx(10.0) and claim.n.startswith("300 examples (fr)")
+    assert "xnli-lape minus xnli-random" in claim.measure and "3 seeds pooled" in claim.measure
+    assert "seeds 0,1,2: per seed +0.0 to +20.0" in claim.measure
+    plain = next(d for d in claim.details if d.get("reference_mode") == "none")
+    assert plain["reference"] == "plain" and plain["n"] == 300 and plain["delta"] == pytest.approx(10.0)
+    assert plain["seed_deltas"] == pytest.approx([0.0, 10.0, 20.0])
+    # the same runs under other names, their seeds given by the runner
+    renamed = {f"run{i}": grids[name] for i, name in enumerate(sorted(runs))}
+    names = dict(zip(sorted(runs), renamed))
+    seeds = {names[n]: run_seed(n) for n in runs if "@" in n}
+    again = neuron_lora(renamed, {names[n]: runs[n] for n in runs}, CONFIG, seeds=seeds)
+    assert again.estimate == pytest.approx(10.0) and "per seed +0.0 to +20.0" in again.measure
+    assert run_seed("xnli-lape@2") == ("xnli-lape", 2) and run_seed("a@b") == ("a@b", None)
+
+
 def test_claims_are_written_as_json_csv_and_a_markdown_table(tmp_path):
     neurons = _set({"en": [[0, 1], [3, 1]], "hi": [[0, 2], [3, 2], [3, 3]]})
     claims = [layer_concentration(neurons, CONFIG), script_counts(neurons, CONFIG)]
     paths = write_claims(claims, tmp_path)
-    assert sorted(p.name for p in paths) == ["claims.csv", "claims.json", "claims.md"]
+    assert sorted(p.name for p in paths) == ["claims.csv", "claims.json", "claims.md", "power.csv", "power.json"]
     table = claims_markdown(claims)
     assert table.count("\n") == 4 and "Tang et al. 2024" in table and "**supported**" in table
+    assert "| largest gain excluded |" in table and f"| {claims[0].ci_high:+.1f} % |" in table
+    assert claims[0].largest_gain_excluded == claims[0].ci_high and claims[1].largest_gain_excluded is None
+    header = (tmp_path / "claims.csv").read_text().splitlines()[0]
+    assert header.split(",")[7] == "largest_gain_excluded"
+    assert (tmp_path / "power.json").read_text().strip() == "[]"
     assert not math.isnan(claims[0].estimate)
 
 
-def _steering_folder(directory, hits: dict):
-    """steering.json + generations.jsonl: ``hits[condition]`` = prompt indices continued in the target."""
+LOOP, SENTENCE = "plus plus plus plus plus plus", "Le conseil a voté un nouveau plan hier soir."
+
+
+def _steering_folder(directory, hits: dict, loops: dict = None, dev_hits: dict = None, test_prompts: int = 12,
+                     dev_prompts: int = 4, with_flags: bool = True):
+    """steering.json + generations.jsonl of hand-built results: ``hits[(pair, condition)]`` = test prompt
+    indices continued in the target language, ``loops[...]`` = those of them that loop (degenerate);
+    ``dev_hits`` the same for the dev prompts (indices after the test ones)."""
     import json
 
     directory.mkdir()
+    loops, dev_hits = loops or {}, dev_hits or {}
     rows, lines = [], []
     for pair in ("en>fr", "en>hi"):
         source, target = pair.split(">")
         for condition in ("baseline", "lape:activate:add=4", "random:activate:add=4", "lape:deactivate"):
-            chosen = hits.get((pair, condition), set())
-            rows.append({"source": source, "target": target, "condition": condition, "n": 4,
-                         "neuron_set": condition.split(":")[0], "target_rate": 25.0 * len(chosen),
-                         "target_ci_low": 0.0, "target_ci_high": 100.0, "fluency_ppl": 10.0})
-            lines += [json.dumps({"source": source, "target": target, "condition": condition, "prompt_index": i,
-                                  "language": target if i in chosen else source}) for i in range(4)]
+            for split, chosen, indices in (("test", hits.get((pair, condition), set()), range(test_prompts)),
+                                           ("dev", dev_hits.get((pair, condition), set()),
+                                            range(test_prompts, test_prompts + dev_prompts))):
+                if not indices:
+                    continue
+                looping = loops.get((pair, condition), set())
+                rows.append({"source": source, "target": target, "condition": condition, "split": split,
+                             "n": len(indices), "neuron_set": condition.split(":")[0],
+                             "target_rate": 100 * len(chosen) / len(indices), "target_ci_low": 0.0,
+                             "target_ci_high": 100.0, "fluency_ppl": 10.0})
+                for i in indices:
+                    record = {"source": source, "target": target, "condition": condition, "prompt_index": i,
+                              "split": split, "language": target if i in chosen else source,
+                              "continuation": LOOP if i in looping else SENTENCE}
+                    if with_flags:
+                        record["degenerate"] = i in looping
+                    lines.append(json.dumps(record))
     (directory / "steering.json").write_text(json.dumps({"best_condition": "lape:activate:add=4", "rows": rows}))
     (directory / "generations.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_steering_claim_pairs_the_best_condition_with_its_random_twin_on_the_same_prompts(tmp_path):
+def test_steering_claim_compares_fluent_target_rates_on_test_prompts_only(tmp_path):
     from langneurons.report.claims import steering
 
-    # best condition: 6 of 8 prompts in the target; its random twin: 1 (prompt 0 of en>fr, also a hit of
-    # the best); baseline none. Discordant pairs 5 vs 0: McNemar exact p = 2 x 0.5^5.
-    _steering_folder(tmp_path / "steering", {("en>fr", "lape:activate:add=4"): {0, 1, 2},
-                                             ("en>hi", "lape:activate:add=4"): {0, 1, 3},
-                                             ("en>fr", "random:activate:add=4"): {0},
-                                             ("en>hi", "lape:deactivate"): {0, 1, 2, 3}})
+    # test prompts (12 per pair, 24 pairs x prompts): the best condition continues 10 of 12 per pair in the
+    # target language, 4 of them loops -> 12 fluent (50%), 20 raw (83.3%); its random twin one fluent
+    # (en>fr prompt 0, a loop for the best condition); baseline none. Discordant pairs 12 vs 1:
+    # McNemar exact p = 2 x P(X >= 12 | 13, 1/2) = 2 x 14 / 2^13.
+    best, twin = "lape:activate:add=4", "random:activate:add=4"
+    hits = {("en>fr", best): set(range(10)), ("en>hi", best): set(range(10)), ("en>fr", twin): {0}}
+    loops = {("en>fr", best): {0, 1, 2, 3}, ("en>hi", best): {0, 1, 2, 3}}
+    # the dev prompts say the opposite (the twin always succeeds): a claim that read them would differ
+    dev_hits = {(pair, twin): set(range(12, 16)) for pair in ("en>fr", "en>hi")}
+    _steering_folder(tmp_path / "steering", hits, loops, dev_hits)
     claim = steering(tmp_path / "steering", ClaimsConfig())
-    assert claim.estimate == pytest.approx(100 * (6 - 1) / 8)
-    assert claim.p_value == pytest.approx(2 * 0.5**5)
+    assert claim.estimate == pytest.approx(100 * (12 - 1) / 24)
+    assert claim.p_value == pytest.approx(2 * 14 / 2**13)
     assert claim.ci_low > 0 and claim.verdict == "supported"
-    assert "75.0% vs 12.5% (baseline 0.0%)" in claim.measure and claim.n.startswith("8 prompts")
+    assert "fluent 50.0% vs 4.2% (baseline 0.0%)" in claim.measure
+    assert "raw target rates 83.3% vs 4.2% (baseline 0.0%)" in claim.measure
+    assert claim.n.startswith("24 test prompts") and "chosen on the dev prompts" in claim.rule
+    assert {d["split"] for d in claim.details} == {"test"}
+    # results written without degeneration flags: the continuations are tested again, same claim
+    _steering_folder(tmp_path / "unflagged", hits, loops, dev_hits, with_flags=False)
+    assert steering(tmp_path / "unflagged", ClaimsConfig()).estimate == pytest.approx(claim.estimate)
+    # the raw target rate would call a loop-maker a success; the fluent target rate does not
+    all_loops = {key: set(range(10)) for key in loops}
+    _steering_folder(tmp_path / "loops", hits, all_loops)
+    looping = steering(tmp_path / "loops", ClaimsConfig())
+    assert looping.estimate == pytest.approx(-100 / 24) and looping.verdict != "supported"
     # no gain over random: the interval straddles 0
-    _steering_folder(tmp_path / "flat", {("en>fr", "lape:activate:add=4"): {0},
-                                         ("en>fr", "random:activate:add=4"): {1}})
+    _steering_folder(tmp_path / "flat", {("en>fr", best): {0, 5}, ("en>fr", twin): {1, 6}})
     assert steering(tmp_path / "flat", ClaimsConfig()).verdict == "inconclusive"
     assert steering(tmp_path / "missing", ClaimsConfig()) is None
+
+
+# ---------------------------------------------------------------------------------- subnetwork enhancement
+
+# per target, summed NLL (nats) of four held-out units; tokens hi [10, 20, 30, 40], ur [10] x 4
+# NLL/token:       hi: untuned 3.0, LAPE rows 2.5, random rows 2.8, LoRA 2.7
+#                  ur: untuned 4.0, LAPE rows 3.5, random rows 3.8, LoRA 3.8
+# LAPE-rows advantage (comparator - LAPE rows), mean of hi and ur: random 0.3, LoRA (0.2 + 0.3) / 2 = 0.25
+SUBNETWORK = {
+    "hi": {"tokens": [10, 20, 30, 40], "baseline": [30, 60, 90, 120], "lape-rows": [20, 50, 80, 100],
+           "random-rows": [28, 56, 84, 112], "lora": [27, 54, 81, 108]},
+    "ur": {"tokens": [10, 10, 10, 10], "baseline": [40, 40, 40, 40], "lape-rows": [30, 34, 36, 40],
+           "random-rows": [36, 38, 38, 40], "lora": [38, 38, 38, 38]},
+}
+
+
+def _perplexity_files(directory, table=SUBNETWORK, parameters=None):
+    from langneurons.report.claims import PerplexityUnits
+
+    parameters = parameters or {"lape-rows": 1000, "random-rows": 1000, "lora": 1008}
+    languages = sorted(table)
+
+    def units(language, role):
+        column = table[language]
+        return [{"id": f"doc{i}", "nll": float(nll), "tokens": tokens}
+                for i, (nll, tokens) in enumerate(zip(column[role], column["tokens"]))]
+
+    files = [PerplexityUnits("base", "baseline", None, None, {l: units(l, "baseline") for l in languages})]
+    files += [PerplexityUnits(f"{l}-{role}", role, l, parameters[role], {l: units(l, role)})
+              for l in languages for role in ("lape-rows", "random-rows", "lora")]
+    for entry in files:
+        entry.write(directory / "lm_eval_ppl" / entry.model / "perplexity.json")
+
+
+def test_subnetwork_claim_reads_per_unit_nll_files_and_pools_the_target_languages(tmp_path):
+    import json
+
+    from langneurons.report.claims import evaluate_claims, load_perplexities
+
+    _perplexity_files(tmp_path)
+    data = json.loads((tmp_path / "lm_eval_ppl" / "hi-lape-rows" / "perplexity.json").read_text())
+    assert data["format"] == "langneurons.perplexity/1" and data["target_language"] == "hi"
+    assert data["languages"]["hi"][1] == {"id": "doc1", "nll": 50.0, "tokens": 20}
+    # zero-shot XNLI (context, not the verdict): on hi, LAPE rows 26/60 vs untuned 20/60 -> +10 points
+    _grid("base", {("hi", "baseline"): [True] * 20 + [False] * 40}).write(tmp_path / "evaluate" / "base")
+    _grid("hi-lape-rows", {("hi", "baseline"): [True] * 26 + [False] * 34}).write(
+        tmp_path / "evaluate" / "hi-lape-rows")
+    (claim,) = [c for c in evaluate_claims(tmp_path, CONFIG) if c.id == "subnetwork"]
+    assert claim.estimate == pytest.approx(0.3)
+    lora = next(d for d in claim.details if d.get("comparison") == "lora - lape-rows")
+    assert lora["estimate"] == pytest.approx(0.25) and lora["per_language"] == pytest.approx({"hi": 0.2, "ur": 0.3})
+    gain = next(d for d in claim.details if d.get("comparison") == "untuned - lape-rows")
+    assert gain["estimate"] == pytest.approx(0.5)
+    assert claim.ci_low > CONFIG.practical_nats and lora["ci_low"] > CONFIG.practical_nats
+    assert claim.verdict == SUPPORTED and claim.largest_gain_excluded == min(claim.ci_high, lora["ci_high"])
+    assert claim.n == "2 languages x 8 held-out units (140 tokens)" and "(unequal)" not in claim.measure
+    xnli = next(d for d in claim.details if d.get("kind") == "zero-shot xnli")
+    assert xnli["role"] == "lape-rows" and xnli["delta"] == pytest.approx(10.0) and xnli["n"] == 60
+    assert "zero-shot XNLI minus the untuned model: lape-rows +10.0" in claim.measure
+    assert set(load_perplexities(tmp_path / "lm_eval_ppl")) == {"base"} | {
+        f"{l}-{r}" for l in ("hi", "ur") for r in ("lape-rows", "random-rows", "lora")}
+
+
+def test_subnetwork_claim_is_contradicted_only_when_the_lape_rows_learned(tmp_path):
+    from langneurons.report.claims import load_perplexities, subnetwork_enhancement
+
+    same = {l: dict(columns, **{"random-rows": columns["lape-rows"]}) for l, columns in SUBNETWORK.items()}
+    _perplexity_files(tmp_path / "same", same)
+    claim = subnetwork_enhancement(load_perplexities(tmp_path / "same" / "lm_eval_ppl"), CONFIG)
+    assert (claim.estimate, claim.ci_low, claim.ci_high) == (0.0, 0.0, 0.0)
+    assert claim.verdict == CONTRADICTED  # LAPE rows learned (0.5 nats/token) but no better than random rows
+    untrained = {l: dict(columns, **{"lape-rows": columns["baseline"], "random-rows": columns["baseline"]})
+                 for l, columns in SUBNETWORK.items()}
+    _perplexity_files(tmp_path / "flat", untrained, {"lape-rows": 1000, "random-rows": 1000, "lora": 5000})
+    claim = subnetwork_enhancement(load_perplexities(tmp_path / "flat" / "lm_eval_ppl"), CONFIG)
+    assert claim.verdict == INCONCLUSIVE and claim.measure.startswith("LAPE rows did not learn")
+    assert "(unequal)" in claim.measure
+
+
+def test_perplexity_files_are_checked(tmp_path):
+    import json
+
+    from langneurons.errors import LangNeuronsError
+    from langneurons.report.claims import PerplexityUnits, load_perplexities, subnetwork_enhancement
+
+    good = {"format": "langneurons.perplexity/1", "model": "m", "role": "lora", "target_language": "hi",
+            "trainable_parameters": 8, "languages": {"hi": [{"id": "d0", "nll": 3.5, "tokens": 2}]}}
+    assert PerplexityUnits.from_dict(good).languages["hi"][0]["nll"] == 3.5
+    for broken in ({"role": "full"}, {"target_language": None}, {"format": "other"},
+                   {"languages": {"hi": [{"id": "d0", "nll": 3.5, "tokens": 0}]}},
+                   {"languages": {"hi": [{"id": "d0", "nll": 1.0, "tokens": 1}] * 2}}):
+        with pytest.raises(LangNeuronsError):
+            PerplexityUnits.from_dict({**good, **broken})
+    _perplexity_files(tmp_path)
+    path = tmp_path / "lm_eval_ppl" / "hi-lora" / "perplexity.json"
+    data = json.loads(path.read_text())
+    data["languages"]["hi"] = data["languages"]["hi"][:3]  # one unit missing: cannot pair
+    path.write_text(json.dumps(data))
+    with pytest.raises(LangNeuronsError, match="same held-out units"):
+        subnetwork_enhancement(load_perplexities(tmp_path / "lm_eval_ppl"), CONFIG)
+    assert load_perplexities(tmp_path / "nothing") == {}
+
+
+def test_steering_claim_of_results_without_a_prompt_split_says_the_choice_was_made_on_them(tmp_path):
+    import json
+
+    from langneurons.report.claims import steering
+
+    best, twin = "lape:activate:add=4", "random:activate:add=4"
+    _steering_folder(tmp_path / "old", {("en>fr", best): set(range(12)), ("en>hi", best): set(range(12))},
+                     dev_prompts=0)
+    for name in ("steering.json", "generations.jsonl"):  # results written before the split: no split fields
+        path = tmp_path / "old" / name
+        text = path.read_text()
+        path.write_text(text.replace(', "split": "test"', "").replace(', "split": "dev"', ""))
+    assert '"split"' not in (tmp_path / "old" / "generations.jsonl").read_text()
+    claim = steering(tmp_path / "old", ClaimsConfig())
+    assert claim.estimate == pytest.approx(100.0) and "chosen on the same prompts" in claim.rule
+    assert json.loads((tmp_path / "old" / "steering.json").read_text())["rows"][0]["n"] == 12

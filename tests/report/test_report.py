@@ -129,3 +129,85 @@ def test_the_built_in_data_warning_follows_the_data_the_run_used(run_dir):
         (run_dir / "manifest.json").write_text(json.dumps(manifest))
         markdown, _ = write_report(run_dir)
         assert ("Built-in sample data" in markdown.read_text()) is warned, (corpus, extra)
+
+
+def test_claims_section_states_the_largest_excluded_gain_and_the_power_of_the_headline_comparisons(run_dir):
+    from langneurons.evaluate.evaluation import GridResult
+    from langneurons.report.claims import ClaimsConfig, interventions, write_claims
+
+    # fr, 100 pairs: p01 = 0.10, p10 = 0.05 -> +5 points; n for +-1 point: ceil(1.959964^2 x 0.1475 / 1e-4) = 5667
+    reference = [True] * 5 + [False] * 10 + [True] * 40 + [False] * 45
+    intervened = [False] * 5 + [True] * 10 + [True] * 40 + [False] * 45
+    flags = {("fr", "baseline"): reference, ("fr", "lape:stat=p90"): intervened,
+             ("en", "baseline"): [True] * 80 + [False] * 20}
+    predictions = [{"task": "xnli", "language": l, "condition": c, "id": f"x{i}", "correct": f}
+                   for (l, c), values in flags.items() for i, f in enumerate(values)]
+    claim = interventions({"ft": GridResult("ft", [], predictions)}, ClaimsConfig(bootstrap_resamples=200))
+    write_claims([claim], run_dir / "claims")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["stages"]["claims"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
+    manifest["stage_order"].append("claims")
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    markdown = write_report(run_dir)[0].read_text()
+    assert "| claim (source) | measured | estimate [95% CI] | largest gain excluded | n | p | verdict |" in markdown
+    bound = f"{claim.ci_high:+.3f}" if abs(claim.ci_high) < 10 else f"{claim.ci_high:+.1f}"
+    assert f"| {bound} points | 100 examples (fr) |" in markdown
+    assert "### Power of the headline comparisons" in markdown
+    assert ("| interventions | ft xnli lape:stat=p90 - baseline | fr | 100 | 100 | 0.100 / 0.050 | ±7.5 | 5667 | "
+            "5010 | not reached; the test set is too small |") in markdown
+
+
+def _steering_row(condition, split, n, target, fluent, degenerate, combined, ci=None):
+    return {"source": "en", "target": "hi", "condition": condition, "split": split,
+            "neuron_set": condition.split(":")[0] if ":" in condition else None,
+            "mode": "baseline" if condition == "baseline" else "activate", "kind": None if condition == "baseline"
+            else "add", "strength": None if condition == "baseline" else 4.0, "neurons": 0 if condition == "baseline"
+            else 6, "n": n, "target_rate": target, "target_ci_low": target - 10, "target_ci_high": target + 5,
+            "source_rate": 100 - target, "source_ci_low": 0.0, "source_ci_high": 100.0, "other_rate": 0.0,
+            "fluency_ppl": 12.0, "degenerate_rate": degenerate, "fluent_target_rate": fluent,
+            "fluent_target_ci_low": fluent - 20, "fluent_target_ci_high": fluent + 10, "combined_score": combined,
+            "combined_ci_low": None if ci is None else ci[0], "combined_ci_high": None if ci is None else ci[1]}
+
+
+def test_the_steering_section_reports_test_prompts_with_loop_aware_scores(run_dir):
+    from langneurons.report.steering_figures import write_steering_figures
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["stages"]["steering"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    rows = [_steering_row("baseline", "dev", 25, 0.0, 0.0, 4.0, 0.0),
+            _steering_row("baseline", "test", 25, 0.0, 0.0, 8.0, 0.0, (0.0, 0.0)),
+            _steering_row("lape:activate:add=4", "dev", 25, 97.0, 91.0, 8.0, 94.0),
+            _steering_row("lape:activate:add=4", "test", 25, 84.0, 52.0, 36.0, 73.5, (61.2, 83.9)),
+            _steering_row("random:activate:add=4", "dev", 25, 0.0, 0.0, 0.0, 0.0),
+            _steering_row("random:activate:add=4", "test", 25, 4.0, 4.0, 0.0, 7.7, (0.0, 18.5))]
+    folder = run_dir / "steering"
+    folder.mkdir()
+    meta = {"neuron_set": "lape", "options": {"prompts": "heldout", "prompt_count": 50, "prompt_words": 8,
+                                              "max_new_tokens": 16, "positions": "all", "dev_fraction": 0.5},
+            "identifier": {"identifier": "lingua-language-detector", "languages": ["en", "hi"]}}
+    pooled = [{"condition": "lape:activate:add=4", "split": "test", "pairs": ["en>fr", "en>hi"], "n": 50,
+               "target_rate": 80.0, "target_ci_low": 67.0, "target_ci_high": 89.0, "fluent_target_rate": 50.0,
+               "fluent_target_ci_low": 36.7, "fluent_target_ci_high": 63.3, "degenerate_rate": 30.0,
+               "combined_score": 75.0, "combined_ci_low": 64.0, "combined_ci_high": 84.0}]
+    (folder / "steering.json").write_text(json.dumps({"meta": meta, "best_condition": "lape:activate:add=4",
+                                                      "rows": rows, "pooled": pooled}))
+    figures = write_steering_figures(rows, folder, "lape:activate:add=4")
+    assert sorted(p.name for p in figures if p.suffix == ".png") == ["steering_heatmap.png", "steering_scores.png",
+                                                                    "steering_sweep.png"]
+    text = write_report(run_dir)[0].read_text()
+    assert "split (seeded, disjoint) into 25 dev and 25 test prompts" in text
+    assert "| fluent target % [95% CI] | degenerate % | combined [95% CI] |" in text
+    # test rows only: the dev rows' 97% / 91% never appear
+    assert "| en>hi | lape:activate:add=4 | 6 | 25 | 84.0 [74.0, 89.0] | 52.0 [32.0, 62.0] | 36.0 | " \
+           "73.5 [61.2, 83.9] |" in text
+    assert "97.0" not in text and "91.0" not in text
+    assert text.count("| en>hi |") == 3
+    assert "steering_scores.png" in text
+    assert "| lape:activate:add=4 | 2 | 50 | 80.0 [67.0, 89.0] | 50.0 [36.7, 63.3] | 30.0 | 75.0 [64.0, 84.0] |" in text
+    # a combined score without an interval says why
+    rows[3]["combined_ci_low"] = rows[3]["combined_ci_high"] = None
+    rows[3]["n"] = 12
+    (folder / "steering.json").write_text(json.dumps({"meta": meta, "best_condition": "lape:activate:add=4",
+                                                      "rows": rows}))
+    assert "73.5 [n/a (12 prompts < 20)]" in write_report(run_dir)[0].read_text()

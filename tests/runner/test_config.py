@@ -178,6 +178,8 @@ def test_echoed_values_are_bounded_and_alias_bombs_are_refused(config_with, tmp_
     ({"pairs": ["en-fr"]}, "steering: a steering pair is written SOURCE>TARGET"),
     ({"pairs": ["en>fr"], "neuron_set": "lapee"}, "steering.neuron_set.*no neuron set named 'lapee'"),
     ({"pairs": ["en>fr"], "actions": ["zero"]}, "activating the target takes one of"),
+    ({"pairs": ["en>fr"], "dev_fraction": 1.0}, r"steering: dev_fraction must be in \[0, 1\)"),
+    ({"pairs": ["en>fr"], "prompt_count": 1}, "steering: dev_fraction 0.5 of 1 prompts leaves no dev prompt"),
 ])
 def test_steering_section_errors(make_config, steering, message):
     config = make_config()
@@ -194,6 +196,9 @@ def test_steering_section_parses_and_refuses_uncovered_languages(make_config):
     assert parsed.steering.neuron_set == "act-prob"
     assert parsed.steering.options.pairs == ("en>fr", "fr>hi") and parsed.steering.options.actions == ("add=1", "stat=p95")
     assert parsed.to_dict()["steering"]["max_new_tokens"] == 4
+    assert parsed.steering.options.dev_fraction == 0.5  # half the prompts choose, half are reported
+    config["steering"]["dev_fraction"] = 0.25
+    assert load_config(config).steering.options.dev_fraction == 0.25
     assert "steering" not in load_config(make_config()).to_dict()  # absent section: the config dict as before
     config["languages"] = ["en", "fr", "hi", "my"]
     config["steering"]["pairs"] = ["en>my"]

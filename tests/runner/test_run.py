@@ -234,9 +234,9 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
     assert result.computed == ["steering", "claims"] and loader.calls == 1
     assert "steering" in {c["id"] for c in json.loads((run_dir / "claims" / "claims.json").read_text())}
     data = json.loads((run_dir / "steering" / "steering.json").read_text())
-    # per pair: baseline + (lape, random) x (deactivate + activate + both)
-    assert len(data["rows"]) == 2 * (1 + 2 * 3) and data["meta"]["neuron_set"] == "lape"
-    assert {r["n"] for r in data["rows"]} == {2}
+    # per pair and prompt split (1 dev, 1 test prompt): baseline + (lape, random) x (deactivate + activate + both)
+    assert len(data["rows"]) == 2 * 2 * (1 + 2 * 3) and data["meta"]["neuron_set"] == "lape"
+    assert {r["n"] for r in data["rows"]} == {1} and {r["split"] for r in data["rows"]} == {"dev", "test"}
     for name in ("steering.csv", "generations.jsonl", "examples.json", "steering_sweep.png", "steering_heatmap.svg"):
         assert (run_dir / "steering" / name).is_file(), name
     html = result.report[1].read_text()

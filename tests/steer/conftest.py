@@ -63,6 +63,8 @@ def planted_model():
         head[:, 1] = 0.0
         head[ENGLISH.start : ENGLISH.stop, 1] = 4.0
         head[FRENCH.start : FRENCH.stop, 0] = 4.0
+        # word w(k+1) reads word wk's random embedding dimensions: continuations count upwards, not loop
+        head[4:, 3:] = 10.0 * embedding[3:-1, 3:]
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()

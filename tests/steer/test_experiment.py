@@ -32,7 +32,10 @@ def run(planted, planted_set, planted_statistics, fake_identifier, english):
 
 def test_the_pipeline_finds_the_planted_effect_and_the_random_control_does_not(run):
     result = run()
-    rows = {r["condition"]: r for r in result.rows}
+    # six prompts: three dev, three test (seeded), every condition has one row per split
+    assert result.meta["splits"]["en"] == {"dev": [2, 3, 5], "test": [0, 1, 4]}
+    assert [r["split"] for r in result.rows[:4]] == ["dev", "test", "dev", "test"]
+    rows = {r["condition"]: r for r in result.rows if r["split"] == "test"}
     assert list(rows) == ["baseline", "lape:deactivate", "lape:activate:add=0", "lape:both:add=0",
                           "lape:activate:add=1", "lape:both:add=1", "lape:activate:stat=p90", "lape:both:stat=p90",
                           "lape:activate:scale=4", "lape:both:scale=4", "random:deactivate",
@@ -44,7 +47,7 @@ def test_the_pipeline_finds_the_planted_effect_and_the_random_control_does_not(r
     # the planted neuron's target mean is positive, its source mean ~0: adding turns every continuation French,
     # and so does setting it to the French P90; strength 0 and scaling a ~0 activation do nothing
     for name in ("lape:activate:add=1", "lape:both:add=1", "lape:activate:stat=p90", "lape:both:stat=p90"):
-        assert rows[name]["target_rate"] == 100.0 and rows[name]["target_count"] == 6, name
+        assert rows[name]["target_rate"] == 100.0 and rows[name]["target_count"] == 3, name
     for name in ("lape:deactivate", "lape:activate:add=0", "lape:activate:scale=4"):
         assert rows[name]["target_rate"] == 0.0, name
     # the layer-matched random control never includes the planted neuron and never steers
@@ -53,16 +56,46 @@ def test_the_pipeline_finds_the_planted_effect_and_the_random_control_does_not(r
     assert result.meta["neurons"]["random"] == {"en": 2, "fr": 3}
     # the counts of intervened neurons: deactivate = en's 2, activate = fr's 3, both = 5
     assert [rows[n]["neurons"] for n in ("lape:deactivate", "lape:activate:add=1", "lape:both:add=1")] == [2, 3, 5]
-    # CIs are Wilson intervals of the counts
-    low, high = wilson_interval(6, 6)
+    # CIs are Wilson intervals of the counts (of the three test prompts)
+    low, high = wilson_interval(3, 3)
     assert (rows["lape:activate:add=1"]["target_ci_low"], rows["lape:activate:add=1"]["target_ci_high"]) == \
         pytest.approx((100 * low, 100 * high))
     # fluency: the unintervened model finds the steered French continuation far less likely
-    assert math.isfinite(rows["baseline"]["fluency_ppl"]) and rows["baseline"]["fluency_tokens"] == 30
+    assert math.isfinite(rows["baseline"]["fluency_ppl"]) and rows["baseline"]["fluency_tokens"] == 15
     assert rows["lape:activate:add=1"]["fluency_ppl"] > 10 * rows["baseline"]["fluency_ppl"]
+    # the planted model counts upwards (w104 w105 ...), it does not loop: the fluent target rate is the
+    # target rate, the combined score the harmonic mean of 100 and 100, without an interval at 3 prompts
+    assert rows["lape:activate:add=1"]["degenerate_count"] == 0
+    assert rows["lape:activate:add=1"]["fluent_target_rate"] == 100.0
+    assert rows["lape:activate:add=1"]["combined_score"] == 100.0
+    assert rows["lape:activate:add=1"]["combined_ci_low"] is None
+    assert rows["baseline"]["combined_score"] == 0.0  # harmonic mean of 0 (target) and 100 (fluency)
+    # the first fluent-target-best condition on the dev prompts
     assert result.best_condition("lape") == "lape:activate:add=1"
+    assert result.meta["selection"]["split"] == "dev"
     steered = [g for g in result.generations if g["condition"] == "lape:activate:add=1"]
-    assert len(steered) == 6 and all(g["language"] == "fr" for g in steered)
+    assert len(steered) == 6 and all(g["language"] == "fr" and not g["degenerate"] for g in steered)
+    assert [g["split"] for g in steered] == ["test", "test", "dev", "dev", "test", "dev"]
+
+
+def test_rows_count_degenerate_and_fluent_generations_of_their_split(run):
+    from langneurons.steer.degeneration import is_degenerate
+
+    result = run(actions=("add=1",), random_control=False)
+    for row in result.rows:
+        mine = [g for g in result.generations if (g["condition"], g["split"]) == (row["condition"], row["split"])]
+        assert row["n"] == len(mine) == 3
+        assert row["degenerate_count"] == sum(is_degenerate(g["continuation"]) for g in mine)
+        assert row["fluent_target_count"] == sum(g["language"] == "fr" and not g["degenerate"] for g in mine)
+        low, high = wilson_interval(row["fluent_target_count"], 3)
+        assert (row["fluent_target_ci_low"], row["fluent_target_ci_high"]) == pytest.approx((100 * low, 100 * high))
+
+
+def test_without_a_dev_part_every_prompt_is_a_test_prompt(run):
+    result = run(actions=("add=1",), random_control=False, dev_fraction=0.0)
+    assert {r["split"] for r in result.rows} == {"test"} and all(r["n"] == 6 for r in result.rows)
+    assert result.meta["selection"]["split"] == "test"
+    assert result.best_condition("lape") == "lape:activate:add=1"
 
 
 def test_prompt_only_interventions_steer_the_first_token(run):
@@ -79,13 +112,42 @@ def test_files_are_written(run, tmp_path):
     paths = write_steering(result, tmp_path, example_count=2)
     names = sorted(p.name for p in paths)
     assert names == ["examples.json", "generations.jsonl", "steering.csv", "steering.json", "steering_heatmap.png",
-                     "steering_heatmap.svg", "steering_sweep.png", "steering_sweep.svg"]
+                     "steering_heatmap.svg", "steering_scores.png", "steering_scores.svg", "steering_sweep.png",
+                     "steering_sweep.svg"]
     data = json.loads((tmp_path / "steering.json").read_text())
     assert data["best_condition"] == "lape:activate:add=1" and len(data["rows"]) == len(result.rows)
+    pooled = {p["condition"]: p for p in data["pooled"]}  # the test prompts of every pair, per condition
+    assert len(pooled) == len({r["condition"] for r in result.rows})
+    assert pooled["lape:activate:add=1"]["n"] == 3 and pooled["lape:activate:add=1"]["fluent_target_rate"] == 100.0
+    assert pooled["baseline"]["target_count"] == 0 and pooled["baseline"]["pairs"] == ["en>fr"]
     examples = json.loads((tmp_path / "examples.json").read_text())
     assert len(examples) == 2 and examples[0]["baseline_language"] == "en" and examples[0]["steered_language"] == "fr"
+    # examples are test prompts (0 and 1 of the split), never dev prompts
+    assert [e["prompt"] for e in examples] == [result.generations[i]["prompt"] for i in (0, 1)]
+    assert examples[0]["steered_degenerate"] is False
     header = (tmp_path / "steering.csv").read_text().splitlines()[0].split(",")
-    assert header[:4] == ["source", "target", "condition", "neuron_set"] and "fluency_ppl" in header
+    assert header[:5] == ["source", "target", "condition", "split", "neuron_set"] and "fluency_ppl" in header
+    assert {"degenerate_rate", "fluent_target_rate", "fluent_target_ci_low", "combined_score",
+            "combined_ci_high"} <= set(header)
+
+
+def test_the_files_name_the_condition_best_on_dev_even_when_another_is_best_on_test(tmp_path):
+    from langneurons.steer.experiment import SteeringResult
+
+    def row(condition, split, fluent, target):
+        return {"source": "en", "target": "fr", "condition": condition, "split": split, "neuron_set": "lape",
+                "mode": "activate", "kind": "add", "strength": float(condition[-1]), "target_rate": target,
+                "target_ci_low": 0.0, "target_ci_high": 100.0, "fluent_target_rate": fluent,
+                "fluent_target_ci_low": 0.0, "fluent_target_ci_high": 100.0, "combined_score": fluent,
+                "combined_ci_low": None, "combined_ci_high": None}
+
+    rows = [row("lape:activate:add=1", "dev", 60.0, 70.0), row("lape:activate:add=1", "test", 20.0, 30.0),
+            row("lape:activate:add=2", "dev", 40.0, 90.0), row("lape:activate:add=2", "test", 80.0, 95.0)]
+    result = SteeringResult(rows, [], {"neuron_set": "lape"})
+    assert result.best_condition("lape") == "lape:activate:add=1"
+    assert result.row("en", "fr", "lape:activate:add=2")["fluent_target_rate"] == 80.0  # the test row by default
+    write_steering(result, tmp_path)
+    assert json.loads((tmp_path / "steering.json").read_text())["best_condition"] == "lape:activate:add=1"
 
 
 def test_conditions_and_actions():
@@ -110,6 +172,8 @@ def test_conditions_and_actions():
     ({"actions": ("stat=p900",)}, "unknown statistic"),
     ({"positions": "generated"}, "positions"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"dev_fraction": 1.0}, r"dev_fraction must be in \[0, 1\)"),
+    ({"dev_fraction": 0.5, "prompt_count": 1}, "leaves no dev prompt"),
 ])
 def test_bad_options_are_one_line_errors(options, message):
     with pytest.raises(LangNeuronsError, match=message):

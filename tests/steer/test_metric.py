@@ -56,3 +56,88 @@ def test_language_rates_bad_input():
         language_rates([], "en", "fr")
     with pytest.raises(LangNeuronsError, match="the same"):
         language_rates([Identification("en", 1.0)], "en", "en")
+
+
+def test_fluent_target_rate_counts_target_language_continuations_that_do_not_loop():
+    from langneurons.steer.metric import loop_aware_scores
+
+    texts = ["Le conseil municipal a voté hier soir un nouveau plan.",  # fr, fluent
+             "plus plus plus plus plus plus",                           # "fr" by the identifier, a loop
+             "La ville ouvrira une nouvelle bibliothèque au printemps.",  # fr, fluent
+             "The committee will meet again next week.",               # en, fluent
+             "the the the the the the the"]                            # en, a loop
+    ids = [Identification(code, 0.9) for code in ("fr", "fr", "fr", "en", "en")]
+    scores = loop_aware_scores(ids, texts, "fr")
+    assert scores.n == 5 and scores.degenerate_rate.count == 2 and scores.fluent_target_rate.count == 2
+    assert scores.fluent_target_rate.rate == pytest.approx(40.0)  # the raw target rate would be 60
+    low, high = wilson_interval(2, 5)
+    assert (scores.fluent_target_rate.ci_low, scores.fluent_target_rate.ci_high) == pytest.approx((100 * low, 100 * high))
+    # combined: harmonic mean of T = 0.6 and F = 3/5 non-degenerate = 0.6 -> 60; no interval at 5 prompts
+    assert scores.combined_score == pytest.approx(60.0)
+    assert scores.combined_ci_low is None and scores.combined_ci_high is None
+    row = scores.flat()
+    assert row["fluent_target_count"] == 2 and row["degenerate_rate"] == pytest.approx(40.0)
+    with pytest.raises(LangNeuronsError, match="one identification per continuation"):
+        loop_aware_scores(ids[:2], texts, "fr")
+
+
+def test_combined_score_is_the_harmonic_mean_of_target_and_non_degenerate_shares():
+    from langneurons.steer.metric import combined_score
+
+    # T = 3/4, F = 3/4 -> 75
+    assert combined_score([1, 1, 1, 0], [1, 0, 0, 0])[0] == pytest.approx(75.0)
+    # T = 1, F = 1/2 -> 2 x 0.5 / 1.5 = 2/3
+    assert combined_score([1, 1, 1, 1], [1, 1, 0, 0])[0] == pytest.approx(200 / 3)
+    # forcing by looping scores 0, so does fluent text that never reaches the target
+    assert combined_score([1, 1], [1, 1])[0] == 0.0 and combined_score([0, 0], [0, 0])[0] == 0.0
+    with pytest.raises(LangNeuronsError, match="same positive number"):
+        combined_score([1, 0], [0])
+
+
+def test_combined_score_interval_resamples_prompts():
+    from langneurons.evaluate.metrics import bootstrap_ci
+    from langneurons.steer.metric import MIN_BOOTSTRAP_PROMPTS, combined_score
+
+    # fewer than 20 prompts: no interval; at 20 there is one
+    assert combined_score([1, 0] * 9 + [1], [0] * 19)[1:] == (None, None)
+    assert MIN_BOOTSTRAP_PROMPTS == 20 and combined_score([1, 0] * 10, [0] * 20)[1] is not None
+    # a prompt's two flags are resampled together: when every target continuation is the only
+    # non-degenerate one, T* = F* in every resample, so the score's interval is the bootstrap interval of
+    # the target share itself (same seed, same resamples)
+    target = [1, 0, 0, 1, 1, 0, 1, 1, 0, 1] * 3
+    score, low, high = combined_score(target, [1 - t for t in target], n_resamples=500, seed=3)
+    expected = bootstrap_ci([100.0 * t for t in target], n_resamples=500, seed=3)
+    assert score == pytest.approx(60.0) and (low, high) == pytest.approx(expected)
+    assert low < score < high
+    # no variation, no width
+    assert combined_score([1] * 25, [0] * 25) == pytest.approx((100.0, 100.0, 100.0))
+
+
+def test_pooled_scores_pool_the_test_generations_of_every_pair_per_condition():
+    from langneurons.steer.metric import combined_score, pooled_scores
+
+    def record(pair, condition, index, split, in_target, loop):
+        source, target = pair.split(">")
+        return {"source": source, "target": target, "condition": condition, "prompt_index": index, "split": split,
+                "language": target if in_target else source, "degenerate": loop,
+                "continuation": "plus plus plus plus" if loop else "Un texte ordinaire."}
+
+    generations = []
+    for pair in ("en>fr", "en>hi"):
+        for i in range(12):  # test: 8 of 12 in the target, 3 of those loops; dev: everything in the target
+            generations.append(record(pair, "lape:add=4", i, "test", i < 8, i < 3))
+            generations.append(record(pair, "baseline", i, "test", False, False))
+        for i in range(12, 16):
+            generations.append(record(pair, "lape:add=4", i, "dev", True, False))
+    pooled = {p["condition"]: p for p in pooled_scores(generations, seed=1)}
+    steered = pooled["lape:add=4"]
+    assert steered["n"] == 24 and steered["pairs"] == ["en>fr", "en>hi"]  # dev records are not pooled
+    assert (steered["target_count"], steered["degenerate_count"], steered["fluent_target_count"]) == (16, 6, 10)
+    low, high = wilson_interval(10, 24)
+    assert (steered["fluent_target_ci_low"], steered["fluent_target_ci_high"]) == pytest.approx((100 * low, 100 * high))
+    # harmonic mean of 16/24 and 18/24; 24 units: an interval, the same as combined_score's
+    assert steered["combined_score"] == pytest.approx(100 * 2 * (16 / 24) * (18 / 24) / (34 / 24))
+    expected = combined_score([i < 8 for i in range(12)] * 2, [i < 3 for i in range(12)] * 2, seed=1)
+    assert (steered["combined_ci_low"], steered["combined_ci_high"]) == pytest.approx(expected[1:])
+    assert pooled["baseline"]["combined_score"] == 0.0
+    assert [p["n"] for p in pooled_scores(generations, split="dev")] == [8]

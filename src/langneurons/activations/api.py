@@ -27,6 +27,7 @@ from langneurons.artefacts import LOCK_FILE, folder_lock, write_json
 from langneurons.corpus.packing import load_blocks, prepare_language, save_blocks
 from langneurons.corpus.sources import load_corpus
 from langneurons.bounds import MAX_REPLICATES, check_count, check_seed
+from langneurons.directions.residual import merge_residual_files
 from langneurons.errors import LangNeuronsError, brief, warn
 from langneurons.languages import check_languages
 from langneurons.models.loading import LoadedModel
@@ -43,6 +44,8 @@ class CollectOptions:
     CUDA is available, or ``$LANGNEURONS_DIST_BACKEND``).
     replicates: also keep per-chunk counts in this many interleaved chunks of blocks, in
     ``<lang>.replicates.safetensors`` (:mod:`.replicates`; needed by ``langneurons stability``).
+    residual: also keep per-language, per-layer sums of the residual stream after each block in
+    ``<lang>.residual.safetensors`` (:mod:`langneurons.directions.residual`; needed by DiffMean).
     """
 
     languages: tuple[str, ...]
@@ -59,12 +62,13 @@ class CollectOptions:
     shard: tuple[int, int] | None = None
     backend: str | None = None
     replicates: int | None = None
+    residual: bool = False
 
     def __post_init__(self):
         check_collect_options(self)
 
 
-ADDED_OPTIONS = {"replicates": None}
+ADDED_OPTIONS = {"replicates": None, "residual": False}
 """Fields added to :class:`CollectOptions` after its first release, with their defaults. At the
 default they are left out of :func:`options_dict`, so manifests and the runner's cache keys of
 existing statistics folders stay the same."""
@@ -143,7 +147,8 @@ def _collect(loaded, options, languages, out_dir: Path, progress: bool, context)
     results: dict[str, ActivationStatistics] = {}
     if options.replicates is not None and options.replicates < 1:
         raise LangNeuronsError(f"replicates must be at least 1, got {options.replicates}")
-    config = CollectConfig(batch_size=options.batch_size, sketch=options.sketch, replicates=options.replicates)
+    config = CollectConfig(batch_size=options.batch_size, sketch=options.sketch, replicates=options.replicates,
+                           residual=options.residual)
     for language in languages:
         data = prepare_language(
             loaded.tokenizer, corpus[language], language, options.block_length, options.token_budget,
@@ -279,6 +284,7 @@ def merge_statistics(paths, output) -> ActivationStatistics:
         seen[part.meta.corpus_fingerprint] = path
         merged = merged.merge(part)
     _merge_replicates(paths, output, merged)
+    merge_residual_files(paths, output)
     merged.save(output)
     return merged
 

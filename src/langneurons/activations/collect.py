@@ -18,6 +18,7 @@ the same number of ranks.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from langneurons.activations.sketch import SketchConfig, histogram_update
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.artefacts import stable_hash
 from langneurons.corpus.packing import TokenBlocks
+from langneurons.directions.residual import ResidualPass
 from langneurons.errors import LangNeuronsError
 from langneurons.hooks import activation_hooks
 from langneurons.models.loading import LoadedModel
@@ -103,6 +105,7 @@ class CollectConfig:
     checkpoint_every: int = 50
     device: str | None = None  # where statistics live (default: the model's first device)
     replicates: int | None = None  # also keep per-chunk counts in this many chunks (activations/replicates.py)
+    residual: bool = False  # also keep residual-stream sums in <lang>.residual.safetensors (directions/residual.py)
 
 
 def statistics_meta(loaded: LoadedModel, language: str, blocks: TokenBlocks, config: CollectConfig) -> StatisticsMeta:
@@ -209,6 +212,8 @@ def collect_with_replicates(
     replicate_key = _replicates_key(key, count) if count is not None else None
     if replicate_key is not None:
         key = replicate_key  # a checkpoint without per-chunk counts cannot resume a pass with them
+    if config.residual:
+        key = stable_hash(key, "residual")  # nor one without residual sums a pass with them
     if distributed is not None:
         key = stable_hash(key, distributed.rank, distributed.world_size)
         suffix = f".rank{distributed.rank}of{distributed.world_size}.partial"
@@ -228,6 +233,8 @@ def collect_with_replicates(
         if existing is not None and count is not None:
             existing_replicates = _read_replicates(replicate_output, replicate_key)
             existing = existing if existing_replicates is not None else None
+        if existing is not None and config.residual and not ResidualPass.complete(output, _input_hash(meta)):
+            existing = None
     if distributed is not None:
         existing = dist_stats.share_from_main(existing, meta, config.sketch, distributed)
     if existing is not None:
@@ -238,9 +245,10 @@ def collect_with_replicates(
     device = torch.device(config.device) if config.device else loaded.device
     stats, start = ActivationStatistics.empty(meta, config.sketch, device=device), 0
     replicates = ReplicateStatistics.empty(meta, config.sketch, count, device=device) if count is not None else None
+    residual = ResidualPass(loaded, meta, output, suffix, device) if config.residual else None
     if partial is not None and (resumed := _read_checkpoint(partial, key)) is not None:
         resumed_replicates = _read_replicates(replicate_partial, key, resumed[1]) if count is not None else None
-        if count is None or resumed_replicates is not None:
+        if (count is None or resumed_replicates is not None) and (residual is None or residual.resume(key, resumed[1])):
             stats, start = resumed[0].to(device), resumed[1]
             replicates = resumed_replicates.to(device) if resumed_replicates is not None else None
     replicate_accumulator = ReplicateAccumulator(replicates) if replicates is not None else None
@@ -250,19 +258,24 @@ def collect_with_replicates(
         _write_checkpoint(partial, stats, done, key)
         if replicates is not None:
             replicates.save(replicate_partial, key, {"checkpoint": json.dumps({"blocks_done": done})})
+        if residual is not None:
+            residual.checkpoint(key, done)
 
     body = loaded.adapter.body()
     model_device = loaded.device
     batch_size = config.batch_size
     starts = list(range(start, blocks.num_blocks, batch_size))
     batches_run = 0
-    with activation_hooks(loaded.adapter, accumulator), torch.inference_mode():
+    residual_context = residual.hooks(loaded.adapter) if residual is not None else nullcontext()
+    with activation_hooks(loaded.adapter, accumulator), residual_context, torch.inference_mode():
         for batch_start in progress_bar(starts, description=f"statistics {blocks.language}", enabled=progress,
                                         total_done=start // batch_size, total=-(-blocks.num_blocks // batch_size)):
             rows = slice(batch_start, batch_start + batch_size)
             input_ids = blocks.input_ids[rows].to(model_device)
             counted = blocks.counted[rows]
             accumulator.set_counted(counted.reshape(-1))
+            if residual is not None:
+                residual.set_counted(counted.reshape(-1))
             if replicate_accumulator is not None:
                 chunks = chunk_of_blocks(block_ids[rows], count).repeat_interleave(counted.sum(1))
                 replicate_accumulator.set_chunks(chunks)
@@ -286,13 +299,15 @@ def collect_with_replicates(
     if stats.token_count <= 0:  # never written: a zero-token file would look complete to a later run
         raise LangNeuronsError(f"the statistics pass over {blocks.language!r} counted no tokens")
     replicates = replicates.to("cpu") if replicates is not None else None
+    if residual is not None:  # written before the statistics file, which marks the pass complete
+        residual.finish(distributed, _input_hash(meta), write=distributed is None or distributed.is_main)
     if output is not None and (distributed is None or distributed.is_main):
         if replicates is not None:
             replicates.save(replicate_output, replicate_key)
         stats.save(output)
     if distributed is not None:
         dist_stats.barrier(distributed)  # the file is in place before any rank drops its checkpoint
-    for path in (partial, replicate_partial):
+    for path in (partial, replicate_partial, residual.partial if residual is not None else None):
         if path is not None and path.exists():
             path.unlink()
     return stats, replicates

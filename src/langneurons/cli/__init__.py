@@ -64,6 +64,7 @@ def collect(
     seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
     shard: Annotated[Optional[str], typer.Option(help="'i/n': only every n-th block from i (merge later).")] = None,
     replicates: Annotated[Optional[int], typer.Option(help="Also keep per-chunk counts in R interleaved chunks of blocks (<lang>.replicates.safetensors) for 'langneurons stability'.")] = None,
+    residual: Annotated[bool, typer.Option(help="Also keep per-layer sums of the residual stream after each block (<lang>.residual.safetensors) for 'identify --method diffmean'.")] = False,
     model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -86,7 +87,7 @@ def collect(
         languages=_languages(languages), corpus=corpus, max_documents=max_documents, token_budget=token_budget,
         heldout_fraction=heldout_fraction, heldout_budget=heldout_budget, block_length=block_length,
         batch_size=batch_size, seed=seed, shard=shard_pair,
-        corpus_path=corpus_path, replicates=replicates,
+        corpus_path=corpus_path, replicates=replicates, residual=residual,
     )
     loaded = model.load(per_process=True)  # under torchrun with GPUs: each rank onto its own GPU
     results = run_collect(loaded, options, out, progress=progress)
@@ -125,14 +126,14 @@ def _print_summary(neuron_set) -> None:
 @app.command()
 def identify(
     statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect'.")] = Path("runs/statistics"),
-    method: Annotated[str, typer.Option(help="lape, act-prob, ap (Kojima et al. 2024: average precision of the activation at telling the language's tokens from the others', from the histograms) or random.")] = "lape",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Neuron set file (.json or .safetensors).")] = None,
+    method: Annotated[str, typer.Option(help="lape, act-prob, ap (Kojima et al. 2024: average precision of the activation at telling the language's tokens from the others', from the histograms), random, or diffmean (residual-stream directions: mean of the language minus the mean of the other languages' means; needs 'collect --residual').")] = "lape",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Neuron set file (.json or .safetensors); a direction set (.safetensors) for diffmean.")] = None,
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Subset of languages (default all).")] = None,
     top_rate: Annotated[Optional[float], typer.Option(help="LAPE: fraction of all neurons kept (0.01). act-prob, ap: fraction per language (0.00125).")] = None,
     filter_rate: Annotated[float, typer.Option(help="LAPE: probability bar as a quantile of all probabilities.")] = 0.95,
     percentile: Annotated[float, typer.Option(help="act-prob: threshold percentile t.")] = 90.0,
     threshold: Annotated[str, typer.Option(help="act-prob: 'pooled' (all languages) or 'own' (paper code).")] = "pooled",
-    like: Annotated[Optional[Path], typer.Option(help="random: neuron set whose per-layer counts to match.")] = None,
+    like: Annotated[Optional[Path], typer.Option(help="random: neuron set whose per-layer counts to match, or direction set whose per-layer norms to match.")] = None,
     seed: Annotated[int, typer.Option(help="random: seed; with --min-frequency: seed of the resamples.")] = 0,
     exclude_selected: Annotated[bool, typer.Option(help="random: avoid the neurons of --like.")] = False,
     min_frequency: Annotated[Optional[float], typer.Option(help="lape, act-prob: keep only neurons selected in at least this fraction of bootstrap resamples (e.g. 0.8; needs 'collect --replicates').")] = None,
@@ -140,10 +141,14 @@ def identify(
     export_lape: Annotated[Optional[Path], typer.Option(help="Also write the LAPE release format (torch.save).")] = None,
     venn: Annotated[Optional[str], typer.Option(help="2 or 3 languages for the Venn diagram.")] = None,
     figures: Annotated[bool, typer.Option(help="Write figures next to the neuron set.")] = True,
+    rank: Annotated[int, typer.Option(help="diffmean: also store the rank-R language subspace per layer (0: none).")] = 0,
+    weighting: Annotated[str, typer.Option(help="random with a direction set: isotropic or spread (scaled like the stream).")] = "isotropic",
 ) -> None:
-    """Identify language-specific neurons; print a summary and write the set and its figures."""
+    """Identify language-specific neurons (or residual directions); print a summary and write the set."""
     from langneurons.identify.api import IdentifyOptions, identify as run_identify
 
+    if _identify_directions(statistics, method, out, languages, like, seed, rank, weighting):
+        return
     out = out or statistics.parent / f"{method}.json"
     options = IdentifyOptions(
         method=method, languages=_languages(languages) if languages else None, top_rate=top_rate,
@@ -156,6 +161,30 @@ def identify(
         result.neuron_set.export_lape(export_lape)
     _print_summary(result.neuron_set)
     console.print(f"neuron set: {out}" + (f"; figures: {out.with_name(out.stem + '_figures')}" if figures else ""))
+
+
+def _identify_directions(statistics, method, out, languages, like, seed, rank, weighting) -> bool:
+    """``identify`` for residual directions (diffmean, or random like a direction set); False
+    when the request is about neurons."""
+    from langneurons.directions import api as directions
+    from langneurons.directions.direction_set import is_direction_set_file
+
+    if method == "random" and like is not None and is_direction_set_file(like):
+        out = out or like.with_name(like.stem + ".random.safetensors")
+        result = directions.random_directions(like, seed=seed, weighting=weighting, output=out)
+    elif method == "diffmean":
+        out = out or statistics.parent / "diffmean.safetensors"
+        options = directions.DiffMeanOptions(languages=_languages(languages) if languages else None, rank=rank)
+        result = directions.identify_directions(statistics, options, output=out)
+    else:
+        return False
+    rows = result.summary_rows()
+    table = Table(*rows[0].keys(), title=f"{result.method} directions of {result.source.get('model_id', '?')}")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    console.print(f"direction set: {out}")
+    return True
 
 
 @app.command()
@@ -265,10 +294,13 @@ def plot(
 @app.command("ppl-matrix")
 @model_options
 def ppl_matrix(
-    neurons: Annotated[Path, typer.Option("--neurons", "-n", help="Neuron set file (.json or .safetensors).")],
+    neurons: Annotated[Optional[Path], typer.Option("--neurons", "-n", help="Neuron set file (.json or .safetensors).")] = None,
+    directions: Annotated[Optional[Path], typer.Option("--directions", help="Direction set (.safetensors from 'identify --method diffmean'): row i ablates language i's residual direction instead.")] = None,
+    layers: Annotated[str, typer.Option(help="With --directions: layers where the direction is ablated ('all', '5', '2,5', '4-9').")] = "all",
+    weighting: Annotated[str, typer.Option(help="With --directions: random control directions isotropic, or spread (scaled per dimension like the stream); norms always matched.")] = "isotropic",
     statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect' (held-out text and statistics).")] = Path("runs/statistics"),
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Rows and columns (default: the set's languages).")] = None,
-    action: Annotated[str, typer.Option("--action", help="What to do to row language i's neurons: zero, constant=V, scale=F, stat=p90[@lang], add=S@src>tgt.")] = "zero",
+    action: Annotated[Optional[str], typer.Option("--action", help="What to do to row language i's neurons: zero (default), constant=V, scale=F, stat=p90[@lang], add=S@src>tgt; with --directions only ablate.")] = None,
     random_control: Annotated[bool, typer.Option(help="Add layer-matched random-neuron control rows.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the random control.")] = 0,
     token_budget: Annotated[int, typer.Option(help="Held-out target tokens per language.")] = 20_000,
@@ -278,15 +310,33 @@ def ppl_matrix(
     model: ModelChoice = ModelChoice(),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Perplexity-change matrix: intervene on language i's neurons, measure perplexity on language j."""
+    """Perplexity-change matrix: intervene on language i's neurons (or ablate its residual direction),
+    measure perplexity on language j."""
     from langneurons.intervene.api import PPXCOptions, ppl_matrix as run_ppl_matrix
 
-    options = PPXCOptions(languages=_languages(languages) if languages else None, action=action,
-                          random_control=random_control, seed=seed, token_budget=token_budget, batch_size=batch_size)
-    loaded = model.load()
-    result, files = run_ppl_matrix(loaded, neurons, statistics, options, out_dir=out, cache_dir=cache_dir,
-                                   progress=progress)
-    table = Table("set", "language", "neurons", "diag dNLL - mean off-diag", "ratio", title=f"PPXC specificity ({action})")
+    if (neurons is None) == (directions is None):
+        raise LangNeuronsError("give either --neurons NEURONSET or --directions DIRECTIONSET")
+    if directions is not None:
+        from langneurons.directions.api import DirectionPPXCOptions, direction_ppl_matrix, parse_layers
+
+        if action not in (None, "ablate"):
+            raise LangNeuronsError(f"with --directions the action is ablate, got --action {action}")
+        action = "ablate"
+        options = DirectionPPXCOptions(languages=_languages(languages) if languages else None,
+                                       layers=parse_layers(layers), random_control=random_control, seed=seed,
+                                       weighting=weighting, token_budget=token_budget, batch_size=batch_size)
+        loaded = model.load()
+        result, files = direction_ppl_matrix(loaded, directions, statistics, options, out_dir=out,
+                                             cache_dir=cache_dir, progress=progress)
+    else:
+        action = action or "zero"
+        options = PPXCOptions(languages=_languages(languages) if languages else None, action=action,
+                              random_control=random_control, seed=seed, token_budget=token_budget,
+                              batch_size=batch_size)
+        loaded = model.load()
+        result, files = run_ppl_matrix(loaded, neurons, statistics, options, out_dir=out, cache_dir=cache_dir,
+                                       progress=progress)
+    table = Table("set", "language", "neurons" if directions is None else "directions", "diag dNLL - mean off-diag", "ratio", title=f"PPXC specificity ({action})")
     for set_name in result.sets:
         for language, values in result.specificity(set_name).items():
             table.add_row(set_name, language, str(result.neuron_counts[set_name][language]),
@@ -306,6 +356,7 @@ def steer(
     prompt_count: Annotated[int, typer.Option(help="Prompts per source language.")] = 8,
     prompt_words: Annotated[int, typer.Option(help="Words per prompt (2 x characters for unspaced scripts).")] = 8,
     prompts_from_end: Annotated[bool, typer.Option(help="Take the last lines of a corpus folder (not read by a budgeted 'collect').")] = False,
+    dev_fraction: Annotated[float, typer.Option(help="Share of the prompts (seeded) that choose the best condition; the rest are the test prompts every reported rate uses (0: no split).")] = 0.5,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy new tokens per prompt.")] = 16,
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 8,
     positions: Annotated[str, typer.Option(help="Intervene on 'all' positions or on 'prompt' tokens only.")] = "all",
@@ -324,8 +375,10 @@ def steer(
     Per pair and condition (baseline; zero the source's neurons; activate the target's; both;
     each again on layer-matched random neurons): the rates of continuations in the target
     language, in the source language and other/undetermined (95% Wilson intervals), and the
-    perplexity of the continuations under the unintervened model (fluency). The identifier is
-    lingua, offline; a language it does not cover is refused.
+    perplexity of the continuations under the unintervened model (fluency), the share that loops
+    (degenerate), the fluent target rate (target language, not degenerate) and a combined score.
+    The prompts are split into dev (choose the best condition) and test (every reported rate).
+    The identifier is lingua, offline; a language it does not cover is refused.
     """
     from langneurons.steer.api import prepare, steer as run_steer
     from langneurons.steer.experiment import SteeringOptions
@@ -334,7 +387,8 @@ def steer(
         pairs=tuple(p.strip() for p in pairs.split(",") if p.strip()),
         actions=tuple(a.strip() for a in actions.split(",") if a.strip()), deactivate=deactivate,
         random_control=random_control, seed=seed, prompts=prompts, prompt_count=prompt_count,
-        prompt_words=prompt_words, prompts_from_end=prompts_from_end, max_new_tokens=max_new_tokens,
+        prompt_words=prompt_words, prompts_from_end=prompts_from_end, dev_fraction=dev_fraction,
+        max_new_tokens=max_new_tokens,
         batch_size=batch_size, positions=positions,
         identifier_languages=_languages(identifier_languages) if identifier_languages else None,
         min_confidence=min_confidence, examples=examples,
@@ -346,12 +400,13 @@ def steer(
     loaded = model.load()
     result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress)
     table = Table(title=f"steering {loaded.info.model_id}")
-    for column in ("pair", "condition", "n", "target % [95% CI]", "source %", "other %", "fluency ppl"):
+    for column in ("pair", "condition", "test n", "target % [95% CI]", "fluent target %", "source %", "other %",
+                   "fluency ppl"):
         table.add_column(column, overflow="fold")
-    for row in result.rows:
+    for row in (r for r in result.rows if r["split"] == "test"):
         table.add_row(f"{row['source']}>{row['target']}", row["condition"], str(row["n"]),
                       f"{row['target_rate']:.0f} [{row['target_ci_low']:.0f}, {row['target_ci_high']:.0f}]",
-                      f"{row['source_rate']:.0f}", f"{row['other_rate']:.0f}",
+                      f"{row['fluent_target_rate']:.0f}", f"{row['source_rate']:.0f}", f"{row['other_rate']:.0f}",
                       "-" if row["fluency_ppl"] is None else f"{row['fluency_ppl']:.1f}")
     console.print(table)
     console.print(f"{len(files)} files in {out}")

@@ -40,7 +40,7 @@ from torch import nn
 
 from langneurons.artefacts import stable_hash
 from langneurons.errors import LangNeuronsError
-from langneurons.hooks import activation_hooks
+from langneurons.hooks import activation_hooks, residual_hooks
 from langneurons.models.architectures import ModelAdapter, _unwrap, adapter_for
 
 KINDS = ("zero", "constant", "stat", "add", "scale")
@@ -261,10 +261,15 @@ def intervene(
     """Apply ``intervention`` to every forward pass of ``target`` (a LoadedModel or a
     transformers model) inside the ``with`` block; hooks are removed on exit, also on errors.
 
-    ``positions`` and ``prompt_lengths``: see the module docstring.
+    ``positions`` and ``prompt_lengths``: see the module docstring. ``intervention`` may also be a
+    :class:`~langneurons.directions.interventions.DirectionIntervention` (``site == "residual"``):
+    it is then applied to the decoder blocks' outputs instead of the neuron activations.
     """
     adapter = _adapter(target)
-    if (intervention.num_layers, intervention.neurons_per_layer) != (adapter.num_layers, adapter.neurons_per_layer):
+    on_residual = getattr(intervention, "site", "neurons") == "residual"
+    if on_residual:
+        intervention.check_adapter(adapter)
+    elif (intervention.num_layers, intervention.neurons_per_layer) != (adapter.num_layers, adapter.neurons_per_layer):
         raise LangNeuronsError(
             f"intervention is for a {intervention.num_layers}x{intervention.neurons_per_layer} model, "
             f"this model has {adapter.num_layers}x{adapter.neurons_per_layer} neurons"
@@ -290,5 +295,6 @@ def intervene(
                 entry_points = {id(m): m for m in (_unwrap(adapter.model), adapter.body())}
                 for module in entry_points.values():
                     stack.enter_context(_pre_hook(module, scope.pre_hook))
-            stack.enter_context(activation_hooks(adapter, fn, layers=intervention.layers))
+            attach = residual_hooks if on_residual else activation_hooks
+            stack.enter_context(attach(adapter, fn, layers=intervention.layers))
         yield intervention

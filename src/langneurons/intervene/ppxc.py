@@ -332,10 +332,34 @@ def ppxc_matrix(
     interventions: dict[str, dict[str, Intervention]] = {
         name: {row: factory(row, chosen.indices(row)) for row in languages} for name, chosen in sets.items()
     }
-    label = next(iter(interventions[LANGUAGE_SPECIFIC].values())).label
     config = {"token_budget": token_budget, "seed": seed, "random_control": random_control,
               "heldout": {l: {"fingerprint": b.fingerprint(), "tokens": target_count(b)} for l, b in blocks.items()}}
-    key = stable_hash(FORMAT, loaded.info.to_dict(), neuron_set.method, languages, config,
+    counts = {name: {row: iv.num_neurons for row, iv in rows.items()} for name, rows in interventions.items()}
+    return ppxc_from_interventions(loaded, blocks, languages, interventions, counts, neuron_set.method, config,
+                                   cache_dir, progress, batch_size, (n_resamples, confidence, seed))
+
+
+def ppxc_from_interventions(
+    loaded,
+    blocks: Mapping[str, TokenBlocks],
+    languages: list[str],
+    interventions: Mapping[str, Mapping[str, object]],
+    counts: Mapping[str, Mapping[str, int]],
+    method: str,
+    config: dict,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    batch_size: int = 8,
+    resampling: tuple[int, float, int] = (1000, 0.95, 0),
+) -> PPXCResult:
+    """The PPXC cells of given interventions: set name -> row language -> an intervention
+    :func:`~langneurons.intervene.interventions.intervene` accepts (neurons or residual
+    directions), scored on ``blocks`` (already within the token budget). ``counts``: units
+    intervened per set and row (0: the row is the baseline). ``config`` and ``method`` enter the
+    cache key; ``resampling`` is (bootstrap resamples, confidence, seed) of the intervals."""
+    n_resamples, confidence, seed = resampling
+    label = next(iter(interventions[LANGUAGE_SPECIFIC].values())).label
+    key = stable_hash(FORMAT, loaded.info.to_dict(), method, languages, config,
                       {name: {row: iv.key() for row, iv in rows.items()} for name, rows in interventions.items()})
     final = partial = None
     cells: dict[str, dict] = {}
@@ -357,7 +381,7 @@ def ppxc_matrix(
 
     jobs = [("baseline", None, col) for col in languages]
     jobs += [(name, row, col) for name, rows in interventions.items() for row in languages
-             if rows[row].num_neurons > 0 for col in languages]
+             if counts[name][row] > 0 for col in languages]
     for name, row, col in progress_bar(jobs, "PPXC cells", enabled=progress):
         cell = f"{name}/{row}/{col}"
         if cell in cells:
@@ -370,13 +394,13 @@ def ppxc_matrix(
 
     baseline = {col: PerplexityResult.from_dict(cells[f"baseline/None/{col}"]) for col in languages}
     intervened = {
-        name: {row: {col: (PerplexityResult.from_dict(cells[f"{name}/{row}/{col}"]) if rows[row].num_neurons
+        name: {row: {col: (PerplexityResult.from_dict(cells[f"{name}/{row}/{col}"]) if counts[name][row]
                            else baseline[col])  # nothing intervened: exactly the baseline
                      for col in languages} for row in languages}
-        for name, rows in interventions.items()
+        for name in interventions
     }
-    counts = {name: {row: iv.num_neurons for row, iv in rows.items()} for name, rows in interventions.items()}
-    result = PPXCResult(languages, baseline, intervened, counts, loaded.info.to_dict(), neuron_set.method, label,
+    counts = {name: dict(rows) for name, rows in counts.items()}
+    result = PPXCResult(languages, baseline, intervened, counts, loaded.info.to_dict(), method, label,
                         key, config, (n_resamples, confidence, seed))
     if final is not None:
         write_json(final, result.to_dict())

@@ -144,6 +144,7 @@ class ModelAdapter:
             raise UnsupportedArchitectureError(
                 f"{spec.family}: none of the layer paths {list(spec.layers)} exist on {type(inner).__name__}"
             )
+        self.blocks: list[nn.Module] = list(layers)  # the decoder blocks; their output is the residual stream
         self.layers: list[LayerModules] = []
         for index, layer in enumerate(layers):
             mlp = _get(layer, spec.mlp)
@@ -172,6 +173,11 @@ class ModelAdapter:
         if len(sizes) != 1:
             raise UnsupportedArchitectureError(f"{self.spec.family}: layers have different MLP widths {sorted(sizes)}")
         return sizes.pop()
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the residual stream, read from the down projection's output dimension."""
+        return int(self.down_neuron_weight(0).shape[1])
 
     def down_input_size(self, down: nn.Module) -> int:
         weight = down.weight

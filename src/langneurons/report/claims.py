@@ -12,6 +12,16 @@ Pooling: where a per-language test is underpowered the claim pools the languages
 per-example differences of all target languages together, paired by example; or the mean over
 languages of a PPXC statistic, bootstrapped over every language's held-out blocks at once). The
 per-language numbers are in ``details``.
+
+The two headline claims of Mondal et al. 2025 ("no gain larger than ``practical_points``") use
+the margin rule of :func:`margin_verdict`: supported when the pooled interval's upper bound is
+below +margin, contradicted when its lower bound is above +margin; a null result is never called
+from a model that did not learn the task (:func:`english_score`). Every claim states the largest
+gain its run excludes (``largest_gain_excluded``, the upper bound) and the headline comparisons
+carry a power table (``power.json``/``power.csv``: the n now, the half-width it achieves, the n a
+±margin interval needs; :mod:`langneurons.evaluate.power`). The subnetwork-enhancement claim
+(Gurgurov et al. 2025) reads per-unit held-out NLLs from ``lm_eval_ppl/<model>/perplexity.json``
+(:class:`PerplexityUnits`).
 """
 
 from __future__ import annotations
@@ -49,6 +59,8 @@ class ClaimsConfig:
     lape_set: str = "lape"
     pooled_set: str = "act-prob"
     own_set: str = "act-prob-own"
+    random_set: str = "random"
+    practical_nats: float = 0.01
     source_language: str = "en"
     bootstrap_resamples: int = 2000
     seed: int = 0
@@ -72,6 +84,12 @@ class ClaimResult:
     verdict: str
     rule: str
     details: list[dict] = field(default_factory=list)
+    largest_gain_excluded: float | None = None
+    power: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.largest_gain_excluded is None and self.ci_high is not None:
+            self.largest_gain_excluded = self.ci_high
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -315,9 +333,14 @@ def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
 
 def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
     """Gurgurov et al. 2025: intervening on language neurons makes the model write in the target
-    language. The steering stage's best condition on the language set against the same condition
-    on its layer-matched random set, paired by (pair, prompt), pairs pooled."""
+    language. The steering stage's best condition on the language set (chosen on the dev prompts)
+    against the same condition on its layer-matched random set, on the *test* prompts only, paired
+    by (pair, prompt), pairs pooled. Success is a fluent target continuation: in the target language
+    and not degenerate (:mod:`langneurons.steer.degeneration`), so loops in the target script do not
+    count; the raw target rates are stated beside it."""
     from langneurons.evaluate.metrics import compare_accuracy
+    from langneurons.steer.degeneration import is_degenerate
+    from langneurons.steer.selection import TEST, selection_split
 
     directory = Path(directory)
     if not (directory / "steering.json").exists() or not (directory / "generations.jsonl").exists():
@@ -327,150 +350,343 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
     if not best or ":" not in best:
         return None
     control = "random:" + best.split(":", 1)[1]
-    in_target: dict[tuple, bool] = {}
+    chosen_on = selection_split(data["rows"])
+    outcomes: dict[tuple, tuple[bool, bool]] = {}  # (condition, source, target, prompt) -> (in target, fluent)
     with open(directory / "generations.jsonl", encoding="utf-8") as handle:
         for line in handle:
             g = json.loads(line)
-            if g["condition"] in (best, control, "baseline"):
-                in_target[(g["condition"], g["source"], g["target"], g["prompt_index"])] = g["language"] == g["target"]
-    keys = sorted(key[1:] for key in in_target if key[0] == best and (control, *key[1:]) in in_target)
+            if g["condition"] in (best, control, "baseline") and g.get("split", TEST) == TEST:
+                degenerate = g["degenerate"] if "degenerate" in g else is_degenerate(g.get("continuation", ""))
+                in_target = g["language"] == g["target"]
+                outcomes[(g["condition"], g["source"], g["target"], g["prompt_index"])] = (in_target,
+                                                                                           in_target and not degenerate)
+    keys = sorted(key[1:] for key in outcomes if key[0] == best and (control, *key[1:]) in outcomes)
     if not keys:
         return None
-    steered = [in_target[(best, *key)] for key in keys]
-    random_twin = [in_target[(control, *key)] for key in keys]
-    baseline = [in_target.get(("baseline", *key), False) for key in keys]
+
+    def flags(condition, which):  # which: 0 = in the target language, 1 = fluent target
+        return [outcomes.get((condition, *key), (False, False))[which] for key in keys]
+
+    def percent(values):
+        return 100 * sum(values) / len(keys)
+
+    steered, random_twin, baseline = flags(best, 1), flags(control, 1), flags("baseline", 1)
     comparison = compare_accuracy(random_twin, steered, config.bootstrap_resamples, 1 - config.alpha, config.seed)
-    rows = [r for r in data["rows"] if r["condition"] in (best, control, "baseline")]
+    rows = [r for r in data["rows"] if r["condition"] in (best, control, "baseline") and r.get("split", TEST) == TEST]
 
     def mean(name, field):
-        values = [r[field] for r in rows if r["condition"] == name and r[field] is not None]
+        values = [r[field] for r in rows if r["condition"] == name and r.get(field) is not None]
         return sum(values) / len(values) if values else float("nan")
 
     pairs = sorted({f"{r['source']}>{r['target']}" for r in rows})
-    verdict = (SUPPORTED if comparison.ci_low > 0 else CONTRADICTED if comparison.ci_high < 0 else INCONCLUSIVE)
+    low, high = comparison.ci_low, comparison.ci_high
+    verdict = (INCONCLUSIVE if low is None or high is None else SUPPORTED if low > 0 else CONTRADICTED if high < 0
+               else INCONCLUSIVE)
+    selection = ("The best condition is chosen on the dev prompts (by fluent target rate) and scored on the "
+                 "disjoint test prompts" if chosen_on != TEST else
+                 "The best condition is chosen on the same prompts (no dev split), which favours the language set")
     return ClaimResult(
         id="steering", claim="Intervening on language-specific neurons makes the model write in the target language",
         source="Gurgurov et al. 2025; Tang et al. 2024",
-        measure=f"target-language rate of continuations (lingua), best condition {best} minus the same on "
-                f"layer-matched random neurons, pairs pooled; rates {100 * sum(steered) / len(keys):.1f}% vs "
-                f"{100 * sum(random_twin) / len(keys):.1f}% (baseline {100 * sum(baseline) / len(keys):.1f}%); "
+        measure=f"fluent target rate of test-prompt continuations (target language by lingua, not degenerate), "
+                f"best condition {best} minus the same on layer-matched random neurons, pairs pooled; "
+                f"fluent {percent(steered):.1f}% vs {percent(random_twin):.1f}% (baseline {percent(baseline):.1f}%); "
+                f"raw target rates {percent(flags(best, 0)):.1f}% vs {percent(flags(control, 0)):.1f}% "
+                f"(baseline {percent(flags('baseline', 0)):.1f}%); "
                 f"fluency ppl {mean(best, 'fluency_ppl'):.1f} vs random {mean(control, 'fluency_ppl'):.1f}, "
                 f"baseline {mean('baseline', 'fluency_ppl'):.1f}",
-        estimate=comparison.delta, ci_low=comparison.ci_low, ci_high=comparison.ci_high, unit="points",
-        n=f"{len(keys)} prompts x pairs ({', '.join(pairs)})", test=comparison.test, p_value=comparison.p_value,
+        estimate=comparison.delta, ci_low=low, ci_high=high, unit="points",
+        n=f"{len(keys)} test prompts x pairs ({', '.join(pairs)})", test=comparison.test, p_value=comparison.p_value,
         verdict=verdict,
-        rule="supported: lower bound > 0; contradicted: upper bound < 0. The best condition is chosen on the "
-             "same prompts, which favours the language set; the random twin is the same action on random neurons",
-        details=[{k: r[k] for k in ("source", "target", "condition", "n", "target_rate", "target_ci_low",
-                                    "target_ci_high", "fluency_ppl")} for r in rows],
+        rule=f"supported: lower bound > 0; contradicted: upper bound < 0. {selection}; the random twin is the "
+             "same action on random neurons",
+        details=[{k: r.get(k) for k in ("source", "target", "condition", "split", "n", "target_rate",
+                                        "fluent_target_rate", "fluent_target_ci_low", "fluent_target_ci_high",
+                                        "combined_score", "fluency_ppl")} for r in rows],
     )
 
 
 # ---------------------------------------------------------------------------------- evaluation
 
+TEST_POOL_PER_LANGUAGE = {"xnli": 5010}
+"""Test examples per language a comparison could use (XNLI test: 5,010 pairs per language). XQuAD's
+held-out articles depend on the split, so its pool is passed in (``available``) or left unknown."""
+
+CHANCE = {"xnli": 100.0 / 3, "xquad": 0.0}
+"""Chance score (percent) of a task's headline metric: 3-way XNLI; XQuAD F1 has no guessing floor."""
+
+
+def margin_verdict(ci_low: float, ci_high: float, margin: float) -> str:
+    """The rule for "no gain larger than ``margin``": supported when the interval's upper bound is
+    below +margin, contradicted when its lower bound is above +margin, otherwise inconclusive."""
+    return SUPPORTED if ci_high < margin else CONTRADICTED if ci_low > margin else INCONCLUSIVE
+
+
+def run_seed(name: str, seeds=None) -> tuple[str, int | None]:
+    """(base run name, seed) of a fine-tuning run: from ``seeds`` (run name -> (base name, seed)),
+    else from a name ``<base>@<seed>`` (``xnli-lape@2`` -> ``("xnli-lape", 2)``), else ``(name, None)``."""
+    if seeds and name in seeds:
+        base, seed = seeds[name]
+        return str(base), None if seed is None else int(seed)
+    base, at, tail = name.rpartition("@")
+    if at and base and tail.isdigit():
+        return base, int(tail)
+    return name, None
+
+
+def _metric(task: str) -> str:
+    return "accuracy" if task == "xnli" else "f1"
+
+
+def _comparison(task: str, pairs: Sequence[tuple[str, list[dict], list[dict]]], config: ClaimsConfig,
+                available: dict | None = None) -> tuple[dict, dict]:
+    """``other`` minus ``reference`` over the examples of every group (``pairs``: (group, reference
+    records, other records); a group is a language, or language@seed) together, paired by group
+    and example id, for the task's headline metric; and the power of that comparison for a
+    half-width of ``practical_points`` (languages are the groups before any ``@``)."""
+    from langneurons.evaluate.evaluation import compare_records, metric_values
+    from langneurons.evaluate.power import paired_power
+
+    reference = [dict(r, id=f"{group}/{r['id']}") for group, ref, _ in pairs for r in ref]
+    other = [dict(r, id=f"{group}/{r['id']}") for group, _, mine in pairs for r in mine]
+    metric = _metric(task)
+    comparison = compare_records(task, reference, other, config.bootstrap_resamples, 1 - config.alpha,
+                                 config.seed)[metric]
+    by_id = {r["id"]: r for r in reference}
+    differences = metric_values(task, other, metric) - metric_values(task, [by_id[r["id"]] for r in other], metric)
+    languages = [r["id"].split("/", 1)[0].split("@", 1)[0] for r in other]
+    pool = (available if available is not None else TEST_POOL_PER_LANGUAGE).get(task)
+    power = paired_power(differences, languages, config.practical_points, 1 - config.alpha,
+                         accuracy=metric == "accuracy", available_per_language=pool)
+    return {"metric": metric, "n": len(other), **comparison}, {"task": task, "metric": metric, **power.to_dict()}
+
 
 def _pooled_comparison(task: str, pairs: Sequence[tuple[str, list[dict], list[dict]]], config: ClaimsConfig) -> dict:
     """``other`` minus ``reference`` over the examples of every language together (paired by
     language and example id), for the task's headline metric."""
-    from langneurons.evaluate.evaluation import compare_records
-
-    reference = [dict(r, id=f"{language}/{r['id']}") for language, ref, _ in pairs for r in ref]
-    other = [dict(r, id=f"{language}/{r['id']}") for language, _, mine in pairs for r in mine]
-    metric = "accuracy" if task == "xnli" else "f1"
-    comparison = compare_records(task, reference, other, config.bootstrap_resamples, 1 - config.alpha,
-                                 config.seed)[metric]
-    return {"metric": metric, "n": len(other), **comparison}
+    return _comparison(task, pairs, config)[0]
 
 
 def _targets(grid, task: str, source: str) -> list[str]:
     return sorted({p["language"] for p in grid.predictions if p["task"] == task and p["language"] != source})
 
 
-def interventions(grids: dict, config: ClaimsConfig) -> ClaimResult | None:
-    """Mondal et al. 2025: test-time interventions on a target language's neurons gain < 1 point."""
-    rows = []
+def english_score(records: Sequence[dict], task: str, config: ClaimsConfig, model: str) -> dict:
+    """Did ``model`` learn ``task``? Its source-language score (``records``) with a 95% interval
+    (accuracy: Wilson; F1: bootstrap) must lie above chance + ``practical_points``."""
+    from langneurons.evaluate.evaluation import metric_values
+    from langneurons.evaluate.metrics import bootstrap_ci, wilson_interval
+
+    metric, language = _metric(task), config.source_language
+    threshold = CHANCE.get(task, 0.0) + config.practical_points
+    if not records:
+        return {"model": model, "task": task, "language": language, "metric": metric, "learned": False,
+                "note": f"{model}: no {language} {task} score, so it cannot show that it learned the task"}
+    values = metric_values(task, records, metric)
+    if metric == "accuracy":
+        low, high = (100.0 * v for v in wilson_interval(int(sum(bool(r["correct"]) for r in records)), len(records),
+                                                         1 - config.alpha))
+    else:
+        low, high = bootstrap_ci(values, config.bootstrap_resamples, 1 - config.alpha, config.seed)
+    score, learned = float(values.mean()), low > threshold
+    return {"model": model, "task": task, "language": language, "metric": metric, "score": score, "ci_low": low,
+            "ci_high": high, "n": len(records), "chance": CHANCE.get(task, 0.0), "threshold": threshold,
+            "learned": learned,
+            "note": f"{model} {language} {metric} {score:.1f} [{low:.1f}, {high:.1f}] (n = {len(records)}) "
+                    f"{'above' if learned else 'not above'} chance + margin ({threshold:.1f})"}
+
+
+def _names(models) -> list[str]:
+    if models is None:
+        return []
+    return [models] if isinstance(models, str) else list(models)
+
+
+def interventions(grids: dict, config: ClaimsConfig, reference_model=None, available: dict | None = None
+                  ) -> ClaimResult | None:
+    """Mondal et al. 2025: test-time interventions on a target language's neurons gain < 1 point.
+
+    Every (model, task, action) cell of ``lape_set`` is compared, target languages pooled, with the
+    unintervened model and with its random twin (the same action on ``random_set``'s neurons).
+    The verdict is decided on ``reference_model`` (a name or names: the fine-tuned models that
+    learned the task; default every model): supported when every cell's gain over the
+    unintervened model has upper bound < +margin and each decisive model's source-language score
+    lies above chance + margin; contradicted when some cell's lower bound is > +margin over both
+    the unintervened model and its random twin. Cells of other models are listed as context."""
+    from langneurons.evaluate.evaluation import BASELINE
+
+    rows, power = [], []
     for model, grid in grids.items():
-        conditions = sorted({p["condition"] for p in grid.predictions
-                             if p["condition"].startswith(f"{config.lape_set}:")})
+        present = {p["condition"] for p in grid.predictions}
+        conditions = sorted(c for c in present if c.startswith(f"{config.lape_set}:"))
         for task in sorted({p["task"] for p in grid.predictions}):
             languages = _targets(grid, task, config.source_language)
             for condition in conditions:
-                pairs = [(l, grid.records(task, l), grid.records(task, l, condition)) for l in languages]
-                pairs = [p for p in pairs if p[1] and p[2]]
-                if pairs:
-                    rows.append({"model": model, "task": task, "condition": condition,
-                                 "languages": ",".join(p[0] for p in pairs),
-                                 **_pooled_comparison(task, pairs, config)})
+                twin = f"{config.random_set}:{condition.split(':', 1)[1]}"
+                for contrast, versus in (("unintervened", BASELINE), ("random twin", twin)):
+                    if versus not in present:
+                        continue
+                    pairs = [(l, grid.records(task, l, versus), grid.records(task, l, condition)) for l in languages]
+                    pairs = [p for p in pairs if p[1] and p[2]]
+                    if not pairs:
+                        continue
+                    row, estimate = _comparison(task, pairs, config, available)
+                    rows.append({"model": model, "task": task, "condition": condition, "versus": versus,
+                                 "contrast": contrast, "languages": ",".join(p[0] for p in pairs), **row})
+                    power.append({"claim": "interventions", "comparison": f"{model} {task} {condition} - {versus}",
+                                  "contrast": contrast, **estimate})
     if not rows:
         return None
-    best = max(rows, key=lambda r: r["delta"])
-    practical = config.practical_points
-    verdict = (CONTRADICTED if any(r["delta_ci_low"] > practical for r in rows)
-               else SUPPORTED if all(r["delta_ci_high"] < practical for r in rows) else INCONCLUSIVE)
+    chosen = [m for m in _names(reference_model) if any(r["model"] == m for r in rows)]
+    decisive_models = chosen or sorted({r["model"] for r in rows})
+    for row in rows:
+        row["decisive"] = row["model"] in decisive_models
+    for row in power:
+        row["decisive"] = row["comparison"].split(" ", 1)[0] in decisive_models
+    gains = [r for r in rows if r["decisive"] and r["contrast"] == "unintervened"]
+    twins = {(r["model"], r["task"], r["condition"]): r for r in rows
+             if r["decisive"] and r["contrast"] != "unintervened"}
+    learned = [english_score(grids[m].records(t, config.source_language), t, config, m)
+               for m, t in sorted({(r["model"], r["task"]) for r in gains})]
+    margin = config.practical_points
+    contradicting = [g for g in gains if g["delta_ci_low"] > margin
+                     and twins.get((g["model"], g["task"], g["condition"]), {"delta_ci_low": math.inf})["delta_ci_low"]
+                     > margin]
+    all_learned = all(entry["learned"] for entry in learned)
+    verdict = (CONTRADICTED if contradicting
+               else SUPPORTED if all(g["delta_ci_high"] < margin for g in gains) and all_learned else INCONCLUSIVE)
+    headline = (max(contradicting, key=lambda r: r["delta_ci_low"]) if contradicting
+                else max(gains, key=lambda r: r["delta_ci_high"]))
+    twin = twins.get((headline["model"], headline["task"], headline["condition"]))
+    twin_text = (f"; vs its random twin {twin['versus']}: {twin['delta']:+.1f} [{twin['delta_ci_low']:+.1f}, "
+                 f"{twin['delta_ci_high']:+.1f}]" if twin else "; no random twin evaluated")
+    learn_text = "; ".join(e["note"] for e in learned)
+    if not all_learned:
+        learn_text = "model did not learn the task: " + learn_text
     return ClaimResult(
         id="interventions", claim=f"Test-time interventions on a target language's neurons do not improve its "
-                                  f"XNLI/XQuAD score by more than {practical:g} point",
+                                  f"XNLI/XQuAD score by more than {margin:g} point",
         source="Mondal et al. 2025",
-        measure=f"intervened minus unintervened score, target languages pooled; the best of {len(rows)} "
-                f"(model, task, action) cells: {best['model']} {best['task']} {best['condition']}",
-        estimate=best["delta"], ci_low=best["delta_ci_low"], ci_high=best["delta_ci_high"], unit="points",
-        n=f"{best['n']} examples ({best['languages']})", test=best["test"], p_value=best["p_value"],
+        measure=f"intervened minus unintervened score on {', '.join(decisive_models)}, target languages pooled; "
+                f"the least favourable of {len(gains)} (model, task, action) cells (largest upper bound): "
+                f"{headline['model']} {headline['task']} {headline['condition']}{twin_text}; {learn_text}",
+        estimate=headline["delta"], ci_low=headline["delta_ci_low"], ci_high=headline["delta_ci_high"], unit="points",
+        n=f"{headline['n']} examples ({headline['languages']})", test=headline["test"], p_value=headline["p_value"],
         verdict=verdict,
-        rule=f"supported: every cell's upper bound < +{practical:g}; contradicted: some cell's lower bound > "
-             f"+{practical:g}",
-        details=rows,
+        rule=f"supported: on the model(s) that learned the task ({config.source_language} score's interval above "
+             f"chance + {margin:g}), every cell's gain over the unintervened model has upper bound < +{margin:g}; "
+             f"contradicted: some cell's lower bound > +{margin:g} over the unintervened model and over its random "
+             f"twin ({config.random_set}:<action>, where evaluated); largest gain excluded: the largest upper bound",
+        details=rows + learned, largest_gain_excluded=max(g["delta_ci_high"] for g in gains), power=power,
     )
 
 
-def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig) -> ClaimResult | None:
+def _seed_key(seed) -> int:
+    return -1 if seed is None else seed
+
+
+def _same_seed(references: dict, seed):
+    """The reference run of ``seed``, else the reference's only run, else None."""
+    if seed in references:
+        return references[seed]
+    return next(iter(references.values())) if len(references) == 1 else None
+
+
+def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, available: dict | None = None
+                ) -> ClaimResult | None:
     """Mondal et al. 2025: neuron-specific LoRA transfers no better than random-neuron or plain LoRA.
 
-    ``runs``: fine-tuning run name -> (task, neuron mode)."""
-    by_mode = {}
+    ``runs``: fine-tuning run name -> (task, neuron mode). Several seeds of a run (``seeds``: run
+    name -> (base name, seed), or names ``<base>@<seed>``) are pooled: each seed's neuron-LoRA
+    model is paired with the reference of the same seed (or the reference's only run) by
+    (language, seed, example); the spread of the per-seed estimates is in the measure."""
+    groups: dict[tuple[str, str], dict] = {}
+    bases = {}
     for name, (task, mode) in runs.items():
         if name in grids:
-            by_mode.setdefault((task, mode), name)
-    rows = []
-    for (task, mode), name in by_mode.items():
+            bases[name], seed = run_seed(name, seeds)
+            groups.setdefault((task, mode), {}).setdefault(seed, name)
+    rows, power = [], []
+    for (task, mode), own in groups.items():
         if mode != "languages":
             continue
         for reference_mode in ("random", "none", "all"):
-            reference = by_mode.get((task, reference_mode))
-            if reference is None:
+            references = groups.get((task, reference_mode))
+            if not references:
                 continue
-            languages = _targets(grids[name], task, config.source_language)
-            pairs = [(l, grids[reference].records(task, l), grids[name].records(task, l)) for l in languages]
-            rows.append({"model": name, "reference": reference, "reference_mode": reference_mode, "task": task,
-                         "languages": ",".join(languages), **_pooled_comparison(task, pairs, config)})
+            ordered = sorted(own.items(), key=lambda item: _seed_key(item[0]))
+            matched = [(seed, name, _same_seed(references, seed)) for seed, name in ordered]
+            matched = [m for m in matched if m[2] is not None]
+            if not matched:
+                continue
+            several = len(matched) > 1
+            languages = _targets(grids[matched[0][1]], task, config.source_language)
+
+            def pairs_of(chosen):
+                return [(f"{l}@{seed}" if several else l, grids[reference].records(task, l),
+                         grids[name].records(task, l)) for seed, name, reference in chosen for l in languages]
+
+            row, estimate = _comparison(task, pairs_of(matched), config, available)
+            per_seed = ([_comparison(task, pairs_of([m]), config, available)[0]["delta"] for m in matched]
+                        if several else [])
+            model = bases[matched[0][1]] if several else matched[0][1]
+            reference = bases[matched[0][2]] if several and len({m[2] for m in matched}) > 1 else matched[0][2]
+            rows.append({"model": model, "reference": reference, "reference_mode": reference_mode, "task": task,
+                         "languages": ",".join(languages), "seeds": [m[0] for m in matched if m[0] is not None],
+                         "seed_deltas": per_seed, "runs": [m[1] for m in matched],
+                         "reference_runs": sorted({m[2] for m in matched}), **row})
+            power.append({"claim": "neuron-lora", "comparison": f"{model} - {reference}",
+                          "contrast": reference_mode, "decisive": reference_mode in ("random", "none"), **estimate})
     decisive = [r for r in rows if r["reference_mode"] in ("random", "none")]
     if not decisive:
         return None
-    verdict = (CONTRADICTED if any(r["delta_ci_low"] > 0 for r in decisive)
-               else SUPPORTED if all(r["delta_ci_high"] < config.practical_points for r in decisive)
-               else INCONCLUSIVE)
-    capacity = _capacity_check(grids, by_mode, decisive[0]["task"], config)
+    margin = config.practical_points
+    verdict = (CONTRADICTED if any(r["delta_ci_low"] > margin for r in decisive)
+               else SUPPORTED if all(r["delta_ci_high"] < margin for r in decisive) else INCONCLUSIVE)
+    first = {key: by_seed[min(by_seed, key=_seed_key)] for key, by_seed in groups.items()}
+    capacity = _capacity_check(grids, first, decisive[0]["task"], config)
     if verdict == SUPPORTED and not capacity["learned"]:
         verdict = INCONCLUSIVE  # a null result of MLP adapters that cannot learn the task proves nothing
     headline = next((r for r in decisive if r["reference_mode"] == "random"), decisive[0])
-    others = "; ".join(f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
-                       for r in rows if r is not headline)
+
+    def spread(r) -> str:
+        if not r["seed_deltas"]:
+            return ""
+        return (f" (seeds {','.join(map(str, r['seeds']))}: per seed {min(r['seed_deltas']):+.1f} to "
+                f"{max(r['seed_deltas']):+.1f})")
+
+    parts = [f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
+             f"{spread(r)}" for r in rows if r is not headline]
     if capacity["capacity_control"]:
-        others += (f"; matched-module control {capacity['capacity_control']}: {capacity['accuracy']:.1f}% on the "
-                   f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
+        parts.append(f"matched-module control {capacity['capacity_control']}: {capacity['accuracy']:.1f}% on the "
+                     f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
     else:
-        others += "; " + capacity["note"]
+        parts.append(capacity["note"])
+    task = headline["task"]
+    english = [english_score([r for name in names for r in grids[name].records(task, config.source_language)],
+                             task, config, label)
+               for label, names in ((headline["model"], headline["runs"]),
+                                    (headline["reference"], headline["reference_runs"]))]
+    others = "; ".join(parts + [e["note"] for e in english])
+    if verdict == SUPPORTED and not english[0]["learned"]:
+        verdict = INCONCLUSIVE  # the neuron-LoRA model itself did not learn: no gain over anything is expected
+        others += f"; model did not learn the task: {english[0]['note']}"
+    seeds_text = f", {len(headline['runs'])} seeds pooled" if headline["seed_deltas"] else ""
     return ClaimResult(
         id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
         source="Mondal et al. 2025",
         measure=f"{headline['model']} minus {headline['reference']} on the target languages pooled "
-                f"({headline['metric']}); {others}",
+                f"({headline['metric']}{seeds_text}){spread(headline)}; {others}",
         estimate=headline["delta"], ci_low=headline["delta_ci_low"], ci_high=headline["delta_ci_high"],
         unit="points", n=f"{headline['n']} examples ({headline['languages']})", test=headline["test"],
         p_value=headline["p_value"], verdict=verdict,
-        rule=f"supported: upper bounds vs random and vs plain LoRA < +{config.practical_points:g}, and the "
-             "matched-module control (LoRA on every MLP neuron's same weights) learned the task (target-language "
-             "accuracy above chance); contradicted: a lower bound > 0",
-        details=rows + [capacity],
+        rule=f"supported: upper bounds vs random and vs plain LoRA < +{margin:g}, the neuron-LoRA model learned the "
+             f"task ({config.source_language} score's interval above chance + {margin:g}) and the "
+             "matched-module control (LoRA on every MLP neuron's same weights) learned it too (target-language "
+             f"accuracy above chance); contradicted: a lower bound > +{margin:g}; largest gain excluded: the larger "
+             "upper bound (vs random, vs plain LoRA); seeds pooled, paired by (language, seed, example)",
+        details=rows + [capacity] + english, largest_gain_excluded=max(r["delta_ci_high"] for r in decisive),
+        power=power,
     )
 
 
@@ -490,14 +706,234 @@ def _capacity_check(grids: dict, by_mode: dict, task: str, config: ClaimsConfig)
             "chance": 100.0 / 3, "p_value": p_value, "learned": p_value < config.alpha}
 
 
+# ---------------------------------------------------------------------------------- subnetwork enhancement
+
+PERPLEXITY_FILE = "perplexity.json"
+PERPLEXITY_FORMAT = "langneurons.perplexity/1"
+PERPLEXITY_ROLES = ("baseline", "lape-rows", "random-rows", "lora")
+
+
+@dataclass
+class PerplexityUnits:
+    """Held-out negative log-likelihood of one model, per unit of text, as read from
+    ``<run>/lm_eval_ppl/<model>/perplexity.json``::
+
+        {"format": "langneurons.perplexity/1",
+         "model": "hi-lape-rows",            # the model's name (an evaluate/<model> name for XNLI)
+         "role": "lape-rows",                # baseline | lape-rows | random-rows | lora
+         "target_language": "hi",            # the language it was tuned on (null for the baseline)
+         "trainable_parameters": 221184,     # null for the baseline
+         "languages": {"hi": [{"id": "doc-0", "nll": 812.5, "tokens": 301}, ...], ...}}
+
+    A unit is a held-out document or block of text that neither identification nor training saw;
+    ``nll`` is its summed token NLL in nats, ``tokens`` the number of predicted tokens (>= 1). Every
+    model must be scored on the same unit ids of a language (the bootstrap pairs them)."""
+
+    model: str
+    role: str
+    target_language: str | None
+    trainable_parameters: int | None
+    languages: dict[str, list[dict]]
+
+    def to_dict(self) -> dict:
+        return {"format": PERPLEXITY_FORMAT, **asdict(self)}
+
+    def write(self, path) -> Path:
+        from langneurons.artefacts import write_json
+
+        return write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data, origin: str = "perplexity data") -> "PerplexityUnits":
+        def fail(message: str):
+            raise LangNeuronsError(f"{origin}: {message}")
+
+        if not isinstance(data, dict) or data.get("format") != PERPLEXITY_FORMAT:
+            fail(f"not a {PERPLEXITY_FORMAT} file (its 'format' must be {PERPLEXITY_FORMAT!r})")
+        if data.get("role") not in PERPLEXITY_ROLES:
+            fail(f"role must be one of {', '.join(PERPLEXITY_ROLES)}, got {data.get('role')!r}")
+        if not isinstance(data.get("model"), str) or not data["model"]:
+            fail("model must be a non-empty string")
+        target = data.get("target_language")
+        if (target is None) != (data["role"] == "baseline"):
+            fail("target_language is null exactly for the baseline")
+        languages = data.get("languages")
+        if not isinstance(languages, dict) or not languages:
+            fail("languages must map a language to its list of units")
+        for language, units in languages.items():
+            if not isinstance(units, list) or not units:
+                fail(f"languages.{language} must be a non-empty list of units")
+            for unit in units:
+                if (not isinstance(unit, dict) or "id" not in unit or not isinstance(unit.get("tokens"), int)
+                        or unit["tokens"] < 1 or not isinstance(unit.get("nll"), (int, float))
+                        or not math.isfinite(unit["nll"])):
+                    fail(f"every unit of {language} needs an id, a finite nll (nats) and tokens >= 1, got {unit!r}")
+            if len({str(u["id"]) for u in units}) != len(units):
+                fail(f"unit ids of {language} repeat")
+        return cls(data["model"], data["role"], target, data.get("trainable_parameters"), languages)
+
+    @classmethod
+    def load(cls, path) -> "PerplexityUnits":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise LangNeuronsError(f"cannot read {path}: {error}") from error
+        return cls.from_dict(data, str(path))
+
+    def arrays(self, language: str, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nll [n], tokens [n]) of ``language``'s units in the order of ``ids``."""
+        units = {str(u["id"]): u for u in self.languages.get(language, [])}
+        if set(units) != set(ids):
+            raise LangNeuronsError(f"{self.model} was scored on other {language} units than the baseline; "
+                                   "every model needs the same held-out units")
+        chosen = [units[i] for i in ids]
+        return (torch.tensor([float(u["nll"]) for u in chosen], dtype=torch.float64),
+                torch.tensor([float(u["tokens"]) for u in chosen], dtype=torch.float64))
+
+
+def load_perplexities(directory) -> dict[str, PerplexityUnits]:
+    """Every ``<directory>/<model>/perplexity.json`` by model name (empty when there is none)."""
+    directory = Path(directory)
+    found = [PerplexityUnits.load(path) for path in sorted(directory.glob(f"*/{PERPLEXITY_FILE}"))]
+    by_name = {p.model: p for p in found}
+    if len(by_name) != len(found):
+        raise LangNeuronsError(f"two perplexity files in {directory} name the same model")
+    return by_name
+
+
+def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict | None = None) -> ClaimResult | None:
+    """Gurgurov et al. 2025 (arXiv 2510.13580): training a language's LAPE neurons' own weights on
+    its text lowers its perplexity more than training random rows or LoRA with as many parameters.
+
+    ``perplexities``: model name -> :class:`PerplexityUnits` (one ``baseline``; per target language
+    a ``lape-rows`` model and its ``random-rows`` and/or ``lora`` comparators). Per target language
+    and comparator C the advantage is NLL/token(C) - NLL/token(LAPE rows) on the target's held-out
+    units (> 0: LAPE rows better); the claim pools the mean over target languages, bootstrapped
+    over units (resampled per language, the same units for every model). ``grids``: evaluation
+    results by model name, for the tuned models' zero-shot XNLI on their target (context)."""
+    from langneurons.evaluate.metrics import percentile_interval
+
+    baselines = [p for p in perplexities.values() if p.role == "baseline"]
+    lape = {p.target_language: p for p in perplexities.values() if p.role == "lape-rows"}
+    if len(baselines) != 1 or not lape:
+        return None
+    baseline = baselines[0]
+    targets = sorted(lape)
+    comparators = {role: {p.target_language: p for p in perplexities.values() if p.role == role}
+                   for role in ("random-rows", "lora")}
+    comparators = {role: by_target for role, by_target in comparators.items() if set(targets) <= set(by_target)}
+    if not comparators:
+        return None
+    generator = torch.Generator().manual_seed(config.seed)
+    resamples = config.bootstrap_resamples
+    rates, resampled, units, tokens = {}, {}, 0, 0  # (model, language) -> NLL/token: point, [resamples]
+    for language in targets:
+        if language not in baseline.languages:
+            raise LangNeuronsError(f"the baseline {baseline.model} has no held-out {language} units")
+        ids = [str(u["id"]) for u in baseline.languages[language]]
+        index = torch.randint(len(ids), (resamples, len(ids)), generator=generator)
+        models = [baseline, lape[language]] + [by_target[language] for by_target in comparators.values()]
+        for model in models:
+            nll, count = model.arrays(language, ids)
+            rates[(model.model, language)] = float(nll.sum() / count.sum())
+            resampled[(model.model, language)] = nll[index].sum(1) / count[index].sum(1)
+        units += len(ids)
+        tokens += int(baseline.arrays(language, ids)[1].sum())
+
+    def pooled(first: dict, second: dict) -> dict:
+        """Mean over target languages of NLL/token(first) - NLL/token(second) with its interval."""
+        point = sum(rates[(first[l].model, l)] - rates[(second[l].model, l)] for l in targets) / len(targets)
+        samples = torch.stack([resampled[(first[l].model, l)] - resampled[(second[l].model, l)]
+                               for l in targets]).mean(0)
+        low, high = percentile_interval(samples, 1 - config.alpha)
+        return {"estimate": point, "ci_low": low, "ci_high": high, "p_value": float((samples <= 0).double().mean()),
+                "per_language": {l: rates[(first[l].model, l)] - rates[(second[l].model, l)] for l in targets}}
+
+    untuned = {l: baseline for l in targets}
+    advantages = {role: pooled(by_target, lape) for role, by_target in comparators.items()}
+    gains = {"lape-rows": pooled(untuned, lape), **{role: pooled(untuned, by_target)
+                                                    for role, by_target in comparators.items()}}
+    margin = config.practical_nats
+    learned = gains["lape-rows"]["ci_low"] > 0
+    verdict = (SUPPORTED if all(a["ci_low"] > margin for a in advantages.values())
+               else CONTRADICTED if learned and any(a["ci_high"] < margin for a in advantages.values())
+               else INCONCLUSIVE)
+    role = "random-rows" if "random-rows" in advantages else "lora"
+    headline = advantages[role]
+    parameters = {"lape-rows": {l: lape[l].trainable_parameters for l in targets},
+                  **{r: {l: by_target[l].trainable_parameters for l in targets}
+                     for r, by_target in comparators.items()}}
+    counts = [v for by_language in parameters.values() for v in by_language.values() if v]
+    unequal = bool(counts) and max(counts) > 1.05 * min(counts)
+
+    def interval(entry) -> str:
+        return f"{entry['estimate']:+.3f} [{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
+
+    others = "; ".join(f"vs {r}: {interval(a)}" for r, a in advantages.items() if r != role)
+    tuned = "; ".join(f"{r} {interval(g)}" for r, g in gains.items())
+    params_text = ", ".join(f"{r} {'/'.join(str(v) for v in by_language.values())}"
+                            for r, by_language in parameters.items())
+    details = [{"comparison": f"{r} - lape-rows", "kind": "advantage", **a} for r, a in advantages.items()]
+    details += [{"comparison": f"untuned - {r}", "kind": "gain over the untuned model", **g} for r, g in gains.items()]
+    details.append({"kind": "trainable parameters", **parameters})
+    xnli_text = ""
+    if grids:
+        xnli = _zero_shot_xnli(grids, baseline, {"lape-rows": lape, **comparators}, targets, config)
+        details += xnli
+        if xnli:
+            xnli_text = "; zero-shot XNLI minus the untuned model: " + ", ".join(
+                f"{x['role']} {x['delta']:+.1f} [{x['delta_ci_low']:+.1f}, {x['delta_ci_high']:+.1f}]" for x in xnli)
+    learn_text = "" if learned else "LAPE rows did not learn (no significant perplexity gain over the untuned model); "
+    return ClaimResult(
+        id="subnetwork", claim="Training a language's LAPE neurons' own weights on its text improves that language "
+                               "more than training random rows or LoRA with as many trainable parameters",
+        source="Gurgurov et al. 2025 (arXiv 2510.13580)",
+        measure=f"{learn_text}target-language NLL (nats/token) on held-out text, {role} minus LAPE rows "
+                f"(> 0: LAPE rows better), mean over {', '.join(targets)}; {others + '; ' if others else ''}"
+                f"gain over the untuned model: {tuned}; trainable parameters: {params_text}"
+                f"{' (unequal)' if unequal else ''}{xnli_text}",
+        estimate=headline["estimate"], ci_low=headline["ci_low"], ci_high=headline["ci_high"], unit="nats/token",
+        n=f"{len(targets)} languages x {units} held-out units ({tokens} tokens)",
+        test="paired bootstrap over held-out units (every model on the same resampled units)",
+        p_value=headline["p_value"], verdict=verdict,
+        rule=f"supported: the LAPE-rows advantage over random rows and over LoRA both have lower bound > "
+             f"+{margin:g} nats/token; contradicted: one has upper bound < +{margin:g} while LAPE rows did learn "
+             "(gain over the untuned model > 0); largest gain excluded: the smaller upper bound",
+        details=details, largest_gain_excluded=min(a["ci_high"] for a in advantages.values()),
+    )
+
+
+def _zero_shot_xnli(grids: dict, baseline, arms: dict, targets: Sequence[str], config: ClaimsConfig) -> list[dict]:
+    """Each arm's XNLI accuracy on the targets it was tuned for, minus the untuned model's, pooled
+    (McNemar, paired bootstrap); arms or a baseline without evaluation results are left out."""
+    if baseline.model not in grids:
+        return []
+    rows = []
+    for role, by_target in arms.items():
+        pairs = [(l, grids[baseline.model].records("xnli", l), grids[by_target[l].model].records("xnli", l))
+                 for l in targets if by_target[l].model in grids]
+        pairs = [p for p in pairs if p[1] and p[2]]
+        if pairs:
+            row = _comparison("xnli", pairs, config)[0]
+            rows.append({"kind": "zero-shot xnli", "role": role, "languages": ",".join(p[0] for p in pairs), **row})
+    return rows
+
+
 # ---------------------------------------------------------------------------------- a run
 
 
 def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = None,
-                    models: Sequence[str] = ()) -> list[ClaimResult]:
+                    models: Sequence[str] = (), reference_model=None, seeds: dict | None = None,
+                    available: dict | None = None) -> list[ClaimResult]:
     """Every claim the run directory has artefacts for (see the module docstring).
 
-    finetune_runs: run name -> (task, neuron mode); models: the evaluated models (``evaluate/<model>``)."""
+    finetune_runs: run name -> (task, neuron mode); models: the evaluated models (``evaluate/<model>``);
+    reference_model: the fine-tuned model(s) that learned the task, on which the test-time claim is
+    decided (the evaluation's ``reference``); seeds: run name -> (base name, seed) for seed
+    replicates (names ``<base>@<seed>`` are recognised without it); available: task -> test
+    examples per language for the power table (default :data:`TEST_POOL_PER_LANGUAGE`).
+    ``lm_eval_ppl/<model>/perplexity.json`` (:class:`PerplexityUnits`) feed the subnetwork claim."""
     from langneurons.evaluate.evaluation import GridResult
     from langneurons.identify.neuron_set import NeuronSet
     from langneurons.intervene.ppxc import PPXCResult
@@ -527,8 +963,13 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
             claims.append(related_languages(lape_ppxc, lape, config))
     grids = {name: GridResult.load(run_dir / "evaluate" / name) for name in models
              if (run_dir / "evaluate" / name / "scores.json").exists()}
-    claims.append(interventions(grids, config) if grids else None)
-    claims.append(neuron_lora(grids, finetune_runs or {}, config) if grids else None)
+    claims.append(interventions(grids, config, reference_model, available) if grids else None)
+    claims.append(neuron_lora(grids, finetune_runs or {}, config, seeds, available) if grids else None)
+    perplexities = load_perplexities(run_dir / "lm_eval_ppl")
+    if perplexities:
+        scored = {**grids, **{name: GridResult.load(run_dir / "evaluate" / name) for name in perplexities
+                              if name not in grids and (run_dir / "evaluate" / name / "scores.json").exists()}}
+        claims.append(subnetwork_enhancement(perplexities, config, scored))
     own = ppxc(config.own_set)
     if own is not None:
         claims.append(own_threshold(own, ppxc(config.pooled_set), config))
@@ -536,8 +977,11 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
     return [claim for claim in claims if claim is not None]
 
 
-CLAIM_FIELDS = ("id", "claim", "source", "measure", "estimate", "ci_low", "ci_high", "unit", "n", "test", "p_value",
-                "verdict", "rule")
+CLAIM_FIELDS = ("id", "claim", "source", "measure", "estimate", "ci_low", "ci_high", "largest_gain_excluded", "unit",
+                "n", "test", "p_value", "verdict", "rule")
+POWER_FIELDS = ("claim", "comparison", "contrast", "decisive", "task", "metric", "languages", "n", "n_per_language",
+                "p01", "p10", "sd", "margin", "achieved_half_width", "required_n", "required_n_per_language",
+                "required_n_alone", "available_per_language", "reached", "reachable")
 
 
 def claims_markdown(claims: Sequence[ClaimResult]) -> str:
@@ -548,23 +992,29 @@ def claims_markdown(claims: Sequence[ClaimResult]) -> str:
             return "–"
         return f"{value:+.3f}" if abs(value) < 10 else f"{value:+.1f}"
 
-    lines = ["| claim (source) | measured | estimate [95% CI] | n | p | verdict |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| claim (source) | measured | estimate [95% CI] | largest gain excluded | n | p | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in claims:
         interval = f" [{number(c.ci_low)}, {number(c.ci_high)}]" if c.ci_low is not None else ""
         p = "–" if c.p_value is None else ("< 0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
-        lines.append(f"| {c.claim} ({c.source}) | {c.measure} | {number(c.estimate)}{interval} {c.unit} | {c.n} | "
-                     f"{p} | **{c.verdict}** |")
+        excluded = "–" if c.largest_gain_excluded is None else f"{number(c.largest_gain_excluded)} {c.unit}"
+        lines.append(f"| {c.claim} ({c.source}) | {c.measure} | {number(c.estimate)}{interval} {c.unit} | {excluded} | "
+                     f"{c.n} | {p} | **{c.verdict}** |")
     return "\n".join(lines) + "\n"
 
 
 def write_claims(claims: Sequence[ClaimResult], directory) -> list[Path]:
-    """``claims.json`` (everything, with details), ``claims.csv`` and ``claims.md`` in ``directory``."""
+    """``claims.json`` (everything, with details), ``claims.csv`` and ``claims.md`` in ``directory``;
+    and the power table of the headline comparisons (``power.json`` / ``power.csv``, fields
+    :data:`POWER_FIELDS`: the n now, the half-width it achieves, the n a ±margin interval needs)."""
     from langneurons.artefacts import write_json, write_text
     from langneurons.evaluate.evaluation import rows_to_csv
 
     directory = Path(directory)
     data = [c.to_dict() for c in claims]
+    power = [row for c in claims for row in c.power]
     return [write_json(directory / "claims.json", json.loads(json.dumps(data, default=float))),
             write_text(directory / "claims.csv", rows_to_csv(data, CLAIM_FIELDS)),
-            write_text(directory / "claims.md", claims_markdown(claims))]
+            write_text(directory / "claims.md", claims_markdown(claims)),
+            write_json(directory / "power.json", json.loads(json.dumps(power, default=float))),
+            write_text(directory / "power.csv", rows_to_csv(power, POWER_FIELDS))]

@@ -49,13 +49,14 @@ def ppxc_figure(result: PPXCResult, measure: str = "delta_nll", title: str | Non
     figure = Figure(figsize=(size * len(matrices) + 1.5, size + 0.6), layout="constrained")
     axes = figure.subplots(1, len(matrices), squeeze=False)[0]
     image = None
+    unit = "directions" if result.config.get("unit") == "residual directions" else "neurons"  # directions/ppxc.py
     for ax, (name, values) in zip(axes, matrices.items()):
         image = ax.imshow(values.numpy(), cmap="RdBu_r", norm=norm)
         ax.set_xticks(range(len(languages)), languages)
         ax.set_yticks(range(len(languages)), languages)
         ax.set_xlabel("evaluated language")
         ax.set_ylabel("intervened language")
-        ax.set_title(f"{name} neurons")
+        ax.set_title(f"{name} {unit}")
         for i in range(len(languages)):
             for j in range(len(languages)):
                 value = float(values[i, j])
@@ -67,7 +68,7 @@ def ppxc_figure(result: PPXCResult, measure: str = "delta_nll", title: str | Non
                         style="italic" if uncertain else "normal")
     figure.colorbar(image, ax=list(axes), label=_LABELS[measure], shrink=0.8)
     model = result.model.get("model_id", "model")
-    figure.suptitle(title or f"PPXC: {model}, {result.method} neurons, {result.intervention}")
+    figure.suptitle(title or f"PPXC: {model}, {result.method} {unit}, {result.intervention}")
     return figure
 
 

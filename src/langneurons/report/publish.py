@@ -29,7 +29,7 @@ PUBLISHED = (
     "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*",
     "evaluate/*/scores.csv", "evaluate/*/scores.json",
     "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",
-    "claims/claims.*",
+    "claims/claims.*", "claims/power.*",
     "stability/*/stability.csv", "stability/*/stability.json", "stability/*/stable.json", "stability/*/*.png",
     "stability/*/*.svg",
     "steering/steering.csv", "steering/steering.json", "steering/*.png", "steering/*.svg",

@@ -213,14 +213,55 @@ def _claims(run_dir: Path, manifest: dict) -> list[Block]:
     def value(number) -> str:
         return "–" if number is None else (f"{number:+.3f}" if abs(number) < 10 else f"{number:+.1f}")
 
+    def excluded(c) -> str:
+        bound = c.get("largest_gain_excluded", c["ci_high"])
+        return "–" if bound is None else f"{value(bound)} {c['unit']}"
+
     rows = [[f"{c['claim']} ({c['source']})", c["measure"],
              f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
                                           else "") + f" {c['unit']}",
-             c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]] for c in claims]
+             excluded(c), c["n"], _p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]]
+            for c in claims]
     return [("h2", "Claims of the literature, tested"),
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
-                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise."),
-            ("table", ["claim (source)", "measured", "estimate [95% CI]", "n", "p", "verdict"], rows)]
+                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise. "
+                  "The two headline claims (no gain larger than the margin) are supported when the interval's upper "
+                  "bound is below +margin and contradicted when its lower bound is above it; the largest gain "
+                  "excluded is that upper bound."),
+            ("table", ["claim (source)", "measured", "estimate [95% CI]", "largest gain excluded", "n", "p",
+                       "verdict"], rows)] + _power(run_dir)
+
+
+def _power(run_dir: Path) -> list[Block]:
+    """The power table of the headline comparisons (claims/power.json), decisive rows only."""
+    path = run_dir / "claims" / "power.json"
+    rows = [r for r in (_read_json(path) if path.exists() else []) if r.get("decisive", True)]
+    if not rows:
+        return []
+    margin = rows[0]["margin"]
+
+    def count(value) -> str:
+        return "–" if value is None else str(value)
+
+    def verdict(r) -> str:
+        if r["required_n"] is None:
+            return "not estimable (no discordant pairs)"
+        if r["reached"]:
+            return "reached"
+        return {True: "not reached; the test set has enough", False: "not reached; the test set is too small",
+                None: "not reached"}[r["reachable"]]
+
+    table = [[r["claim"], r["comparison"], r["languages"], str(r["n"]), str(r["n_per_language"]),
+              "–" if r["p01"] is None else f"{r['p01']:.3f} / {r['p10']:.3f}", f"±{r['achieved_half_width']:.1f}",
+              count(r["required_n_per_language"]), count(r["available_per_language"]), verdict(r)] for r in rows]
+    return [("h3", "Power of the headline comparisons"),
+            ("p", f"From this run's paired outcomes: the examples per language that a pooled 95% interval of "
+                  f"half-width ±{margin:g} point needs, n = ceil(z² · var / margin²) with var = p01 + p10 − "
+                  "(p01 − p10)² for accuracy (the McNemar discordance rates; the variance of the per-example "
+                  "differences for F1), split evenly over the pooled languages; and the half-width the current "
+                  "n achieves (claims/power.csv)."),
+            ("table", ["claim", "comparison", "languages", "n", "n per language", "p01 / p10", "achieved",
+                       f"n per language needed for ±{margin:g} point", "available per language", "budget"], table)]
 
 
 def _text(value, limit: int = 90) -> str:
@@ -253,14 +294,30 @@ def _builtin_examples(run_dir: Path) -> tuple[list[dict], str | None]:
     return _read_json(folder / "examples.json"), _read_json(folder / "steering.json").get("best_condition")
 
 
+def _combined(row: dict) -> str:
+    """The combined steering score with its bootstrap interval, or why it has none."""
+    if row.get("combined_score") is None:
+        return "–"
+    if row.get("combined_ci_low") is None:
+        return f"{_number(row['combined_score'])} [n/a ({row['n']} prompts < 20)]"
+    return _interval(row["combined_score"], row["combined_ci_low"], row["combined_ci_high"])
+
+
 def _steering(run_dir: Path, manifest: dict) -> list[Block]:
     folder = run_dir / "steering"
     if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
         return []
     data = _read_json(folder / "steering.json")
-    meta, rows = data.get("meta", {}), data.get("rows", [])
+    meta, all_rows = data.get("meta", {}), data.get("rows", [])
+    rows = [r for r in all_rows if r.get("split", "test") == "test"]  # every reported number: test prompts
     options, identifier = meta.get("options", {}), meta.get("identifier", {})
     best = data.get("best_condition")
+    dev_n = next((r["n"] for r in all_rows if r.get("split") == "dev"), 0)
+    split_note = (f"Each source language's prompts are split (seeded, disjoint) into {dev_n} dev and "
+                  f"{rows[0]['n'] if rows else 0} test prompts: the best condition ({best}) is chosen on the dev "
+                  "prompts by the fluent target rate; every number and figure here is on the test prompts. "
+                  if dev_n else f"The prompts are not split: the best condition ({best}) is chosen on the same "
+                                "prompts it is scored on, which favours it. ")
     blocks: list[Block] = [
         ("h2", "Language steering"),
         ("p", f"Prompts: the first {options.get('prompt_words')} words of {options.get('prompt_count')} sentences "
@@ -271,19 +328,41 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
               "Rates in percent with 95% Wilson intervals: target = in the target language, source = still in "
               "the source language, other = another language or undetermined. Fluency: perplexity of the "
               "continuations under the unintervened model (higher = less like what the model writes unsteered). "
+              "Degenerate: the continuation loops (30% or more of its character 4-grams repeat an earlier one, "
+              "`langneurons.steer.degeneration`); fluent target = in the target language and not degenerate "
+              "(95% Wilson interval); combined = harmonic mean of the target rate and the non-degenerate share "
+              "(95% bootstrap interval over prompts, none below 20 prompts). "
+              + split_note +
               f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."),
-        ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "source % [95% CI]", "other %",
-                   "fluency ppl"],
+        ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "fluent target % [95% CI]",
+                   "degenerate %", "combined [95% CI]", "source % [95% CI]", "other %", "fluency ppl"],
          [[f"{r['source']}>{r['target']}", r["condition"], str(r["neurons"]), str(r["n"]),
            _interval(r["target_rate"], r["target_ci_low"], r["target_ci_high"]),
+           _interval(r.get("fluent_target_rate"), r.get("fluent_target_ci_low"), r.get("fluent_target_ci_high")),
+           _number(r.get("degenerate_rate")), _combined(r),
            _interval(r["source_rate"], r["source_ci_low"], r["source_ci_high"]), _number(r["other_rate"]),
            _number(r["fluency_ppl"])] for r in rows]),
     ]
+    if data.get("pooled"):
+        blocks += [
+            ("p", "Pooled over pairs: per condition, the test continuations of every pair together (n = pairs x "
+                  "test prompts; the combined score's interval resamples them)."),
+            ("table", ["condition", "pairs", "n", "target % [95% CI]", "fluent target % [95% CI]", "degenerate %",
+                       "combined [95% CI]"],
+             [[p["condition"], str(len(p.get("pairs", []))), str(p["n"]),
+               _interval(p["target_rate"], p["target_ci_low"], p["target_ci_high"]),
+               _interval(p["fluent_target_rate"], p["fluent_target_ci_low"], p["fluent_target_ci_high"]),
+               _number(p["degenerate_rate"]), _combined(p)] for p in data["pooled"]]),
+        ]
     if (folder / "steering_heatmap.png").exists():
         blocks.append(("image", folder / "steering_heatmap.png",
-                       f"target-language rate of the best condition ({best}) and its random control"))
+                       f"fluent target rate (raw target rate) of the best condition ({best}) and its random "
+                       "control, test prompts"))
     if (folder / "steering_sweep.png").exists():
-        blocks.append(("image", folder / "steering_sweep.png", "target-language rate against strength"))
+        blocks.append(("image", folder / "steering_sweep.png", "fluent target rate against strength, test prompts"))
+    if (folder / "steering_scores.png").exists():
+        blocks.append(("image", folder / "steering_scores.png",
+                       "target rate, fluent target rate and combined score per condition, test prompts"))
     examples = _read_json(folder / "examples.json") if (folder / "examples.json").exists() else []
     if examples and options.get("prompts") != "builtin":  # a data set's text never enters a report
         examples, best = _builtin_examples(run_dir)

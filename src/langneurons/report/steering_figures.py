@@ -1,11 +1,16 @@
-"""Figures of a steering result (PNG + SVG, atomic).
+"""Figures of a steering result (PNG + SVG, atomic), drawn from the *test* rows
+(:func:`write_steering_figures` drops the dev rows, which only choose the best condition).
 
-* :func:`steering_heatmap`: target-language rate (%) per source (rows) x target (columns) for
-  one condition, one panel for the language-specific set and one for the same condition on the
-  random control; empty cells are pairs not run.
-* :func:`sweep_figure`: target-language rate against the action strength, one panel per pair,
+* :func:`steering_heatmap`: fluent target rate (%) per source (rows) x target (columns) for one
+  condition, the raw target rate in brackets, one panel for the language-specific set and one
+  for the same condition on the random control; empty cells are pairs not run.
+* :func:`sweep_figure`: fluent target rate against the action strength, one panel per pair,
   one line per (kind, mode) and neuron set (random control dashed), Wilson 95% intervals as
-  error bars, the baseline as a grey line.
+  error bars, the raw target rate as a thin dotted line of the same colour, the baseline grey.
+* :func:`score_figure`: per pair and condition, the target rate, the fluent target rate and the
+  combined score with its bootstrap 95% interval (where there are enough prompts).
+
+Rows without the loop-aware fields (results written before them) are drawn by the target rate.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ def _pairs(rows: Sequence[dict]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((r["source"], r["target"]) for r in rows))
 
 
+def _fluent(row: dict, suffix: str = "rate") -> float:
+    """``fluent_target_<suffix>`` of a row, or ``target_<suffix>`` for rows without it."""
+    value = row.get(f"fluent_target_{suffix}")
+    return float(row[f"target_{suffix}"] if value is None else value)
+
+
 def steering_heatmap(rows: Sequence[dict], condition: str, title: str | None = None) -> Figure:
     """Heatmap of ``condition`` (a name like ``lape:both:add=4``) and its random-set twin."""
     sources = list(dict.fromkeys(r["source"] for r in rows))
@@ -38,9 +49,11 @@ def steering_heatmap(rows: Sequence[dict], condition: str, title: str | None = N
     image = None
     for ax, (name, label) in zip(axes, panels):
         values = np.full((len(sources), len(targets)), np.nan)
+        raw = np.full((len(sources), len(targets)), np.nan)
         for r in rows:
             if r["condition"] == name:
-                values[sources.index(r["source"]), targets.index(r["target"])] = float(r["target_rate"])
+                values[sources.index(r["source"]), targets.index(r["target"])] = _fluent(r)
+                raw[sources.index(r["source"]), targets.index(r["target"])] = float(r["target_rate"])
         image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=100.0)
         ax.set_xticks(range(len(targets)), targets)
         ax.set_yticks(range(len(sources)), sources)
@@ -50,10 +63,10 @@ def steering_heatmap(rows: Sequence[dict], condition: str, title: str | None = N
         for i in range(len(sources)):
             for j in range(len(targets)):
                 if not math.isnan(values[i, j]):
-                    ax.text(j, i, f"{values[i, j]:.0f}", ha="center", va="center", fontsize=9,
+                    ax.text(j, i, f"{values[i, j]:.0f} ({raw[i, j]:.0f})", ha="center", va="center", fontsize=8,
                             color="black" if values[i, j] > 60 else "white")
-    figure.colorbar(image, ax=list(axes), label="generations in the target language (%)", shrink=0.8)
-    figure.suptitle(title or "steering success rate")
+    figure.colorbar(image, ax=list(axes), label="fluent target-language generations (%)", shrink=0.8)
+    figure.suptitle(title or "steering success: fluent target rate (raw target rate), test prompts")
     return figure
 
 
@@ -69,35 +82,72 @@ def sweep_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
         mine = [r for r in rows if (r["source"], r["target"]) == (source, target)]
         baseline = next((r for r in mine if r["mode"] == "baseline"), None)
         if baseline is not None:
-            ax.axhline(float(baseline["target_rate"]), color="grey", linewidth=1, label="baseline")
+            ax.axhline(_fluent(baseline), color="grey", linewidth=1, label="baseline")
         groups = dict.fromkeys((r["neuron_set"], r["mode"], r["kind"]) for r in mine
                                if r["mode"] in ("activate", "both") and r["strength"] not in (None, ""))
         for set_name, mode, kind in groups:
-            points = sorted((float(r["strength"]), float(r["target_rate"]), float(r["target_ci_low"]),
-                             float(r["target_ci_high"])) for r in mine
+            points = sorted((float(r["strength"]), _fluent(r), _fluent(r, "ci_low"), _fluent(r, "ci_high"),
+                             float(r["target_rate"])) for r in mine
                             if (r["neuron_set"], r["mode"], r["kind"]) == (set_name, mode, kind)
                             and r["strength"] not in (None, ""))
-            x, y, low, high = (np.array(v) for v in zip(*points))
+            x, y, low, high, raw = (np.array(v) for v in zip(*points))
             key = (mode, kind)
             colours.setdefault(key, f"C{len(colours)}")
             ax.errorbar(x, y, yerr=[y - low, high - y], color=colours[key], capsize=2, marker="o", markersize=3,
                         linestyle="--" if set_name == "random" else "-", label=f"{set_name} {mode} {kind}")
+            ax.plot(x, raw, color=colours[key], linestyle=":", linewidth=0.8)
         ax.set_title(f"{source} -> {target}")
         ax.set_xlabel("strength (add S, scale F, constant V, stat percentile)")
-        ax.set_ylabel("in target language (%)")
+        ax.set_ylabel("fluent target (%); dotted: raw target")
         ax.set_ylim(-3, 103)
         ax.legend(fontsize=6)
     for ax in axes[len(pairs):]:
         ax.set_visible(False)
-    figure.suptitle(title or "steering strength sweep (dashed: layer-matched random neurons)")
+    figure.suptitle(title or "steering strength sweep, test prompts (dashed: layer-matched random neurons)")
+    return figure
+
+
+def score_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
+    """Per pair (one panel each) and condition (one line each): target rate, fluent target rate and
+    the combined score with its bootstrap interval."""
+    pairs = _pairs(rows)
+    names = list(dict.fromkeys(r["condition"] for r in rows))
+    figure = Figure(figsize=(4.0 * len(pairs) + 2.5, 0.22 * len(names) + 1.6), layout="constrained")
+    axes = figure.subplots(1, len(pairs), squeeze=False, sharey=True)[0]
+    for ax, (source, target) in zip(axes, pairs):
+        mine = {r["condition"]: r for r in rows if (r["source"], r["target"]) == (source, target)}
+        for y, name in enumerate(names):
+            r = mine.get(name)
+            if r is None:
+                continue
+            ax.plot(float(r["target_rate"]), y, marker="x", color="grey", linestyle="none",
+                    label="target rate" if y == 0 else None)
+            ax.plot(_fluent(r), y, marker="o", color="C0", markersize=4, linestyle="none",
+                    label="fluent target rate" if y == 0 else None)
+            if r.get("combined_score") is not None:
+                score, low, high = (r.get(k) for k in ("combined_score", "combined_ci_low", "combined_ci_high"))
+                error = None if low is None else [[score - low], [high - score]]
+                ax.errorbar(float(score), y, xerr=error, marker="D", color="C3", markersize=4, capsize=2,
+                            linestyle="none", label="combined score (95% bootstrap CI)" if y == 0 else None)
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlim(-3, 103)
+        ax.set_xlabel("percent")
+        ax.set_title(f"{source} -> {target}")
+    axes[0].legend(fontsize=6, loc="lower right")
+    figure.suptitle(title or "steering scores per condition, test prompts")
     return figure
 
 
 def write_steering_figures(rows: Sequence[dict], out_dir: str | Path, condition: str | None) -> list[Path]:
-    """``steering_heatmap.png/svg`` (when ``condition``) and ``steering_sweep.png/svg``."""
+    """``steering_heatmap.png/svg`` (when ``condition``), ``steering_sweep.png/svg`` and
+    ``steering_scores.png/svg`` of the test rows."""
+    rows = [r for r in rows if r.get("split", "test") == "test"]
     paths = []
     if condition is not None:
         paths += save_figure(steering_heatmap(rows, condition), Path(out_dir), "steering_heatmap")
     if any(r["strength"] not in (None, "") for r in rows):
         paths += save_figure(sweep_figure(rows), Path(out_dir), "steering_sweep")
+    if rows:
+        paths += save_figure(score_figure(rows), Path(out_dir), "steering_scores")
     return paths

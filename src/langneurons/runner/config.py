@@ -694,6 +694,8 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError("claims: need 0 < alpha < 1, practical_points >= 0, 0 < outer_fraction <= 0.5")
         if claims.bootstrap_resamples < 1:
             raise LangNeuronsError("claims.bootstrap_resamples must be >= 1")
+        if claims.practical_nats < 0:
+            raise LangNeuronsError("claims.practical_nats must be >= 0")
         for i, pair in enumerate(claims.related_pairs):
             if len(pair) != 2:
                 raise LangNeuronsError(f"claims.related_pairs[{i}] must name two languages, got {list(pair)}")

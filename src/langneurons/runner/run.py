@@ -574,13 +574,16 @@ class _Experiment:
         config = self.config
         models = list(config.evaluation.models) if config.evaluation is not None else []
         runs = {run.name: (run.task, run.options.neurons) for run in config.finetune}
+        reference = config.evaluation.reference if config.evaluation is not None else None
 
         def compute(directory: Path) -> None:
-            write_claims(evaluate_claims(self.run_dir, config.claims, runs, models), directory)
+            write_claims(evaluate_claims(self.run_dir, config.claims, runs, models, reference_model=reference),
+                         directory)
 
         upstream = {name: record.product for name, record in self.records.items()
                     if name.startswith(("identify/", "ppxc/", "evaluate/")) or name == "steering"}
-        inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "upstream": upstream}
+        inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
+                  "upstream": upstream}
         return self.stage("claims", inputs, compute, product=("claims.json",))
 
     def lm_eval(self, statistics: StageRecord) -> StageRecord:

@@ -2,7 +2,10 @@
 measured on the generated text by a language identifier.
 
 * :mod:`.langid`: the offline identifier (lingua) and its coverage of the language table;
-* :mod:`.metric`: per-condition rates (target / source / other) with Wilson intervals;
+* :mod:`.metric`: per-condition rates (target / source / other) with Wilson intervals, and the
+  loop-aware scores (degenerate and fluent target rates, combined score);
+* :mod:`.degeneration`: the loop test (repeated character 4-gram share);
+* :mod:`.selection`: the seeded dev/test prompt split and the choice of a best condition on dev;
 * :mod:`.prompts`: source-language prompts (first words of sentences);
 * :mod:`.experiment`: conditions, batched steered generation, fluency (:func:`run_steering`);
 * :mod:`.api`: the stage API of ``langneurons steer`` (:func:`steer`, files and figures).
@@ -10,17 +13,28 @@ measured on the generated text by a language identifier.
 
 from langneurons.steer.experiment import SteeringOptions, SteeringResult, run_steering
 from langneurons.steer.langid import Identification, LinguaIdentifier, covered_languages, uncovered_languages
-from langneurons.steer.metric import LanguageRates, Rate, language_rates
+from langneurons.steer.degeneration import is_degenerate, repeated_ngram_share
+from langneurons.steer.metric import (LanguageRates, LoopAwareScores, Rate, combined_score, language_rates,
+                                      loop_aware_scores)
+from langneurons.steer.selection import best_condition, best_of, split_labels
 
 __all__ = [
     "Identification",
     "LanguageRates",
     "LinguaIdentifier",
+    "LoopAwareScores",
     "Rate",
     "SteeringOptions",
     "SteeringResult",
+    "best_condition",
+    "best_of",
+    "combined_score",
     "covered_languages",
+    "is_degenerate",
     "language_rates",
+    "loop_aware_scores",
+    "repeated_ngram_share",
     "run_steering",
+    "split_labels",
     "uncovered_languages",
 ]

@@ -2,14 +2,19 @@
 
 Files written to the output folder (atomic):
 
-* ``steering.csv`` / ``steering.json``: one row per pair x condition (:data:`ROW_FIELDS`): rates
-  in the target / source / other language (percent, 95% Wilson interval), fluency perplexity;
-  the JSON adds provenance (model, neuron set, identifier and its version, options) and the
-  best condition;
-* ``generations.jsonl``: every prompt's continuation per condition with its identified language;
-* ``examples.json``: per pair a few prompts with the baseline and the best condition's
+* ``steering.csv`` / ``steering.json``: one row per pair x condition x prompt split (``dev`` /
+  ``test``; :data:`ROW_FIELDS`): rates in the target / source / other language (percent, 95%
+  Wilson interval), fluency perplexity, degenerate and fluent target rates (Wilson) and the
+  combined score (bootstrap interval); the JSON adds provenance (model, neuron set, identifier and
+  its version, options, the prompt indices of each split), the best condition, chosen on the
+  dev rows, and ``pooled``: per condition the test generations of all pairs pooled
+  (:func:`langneurons.steer.metric.pooled_scores`);
+* ``generations.jsonl``: every prompt's continuation per condition with its split, identified
+  language and degeneration flag;
+* ``examples.json``: per pair a few *test* prompts with the baseline and the best condition's
   continuation side by side;
-* ``steering_heatmap.png/svg`` and ``steering_sweep.png/svg`` (:mod:`langneurons.report.steering_figures`);
+* ``steering_heatmap.png/svg``, ``steering_sweep.png/svg`` and ``steering_scores.png/svg`` of the test
+  rows (:mod:`langneurons.report.steering_figures`);
 * with :func:`steer`: ``manifest.json`` (package versions, SHA-256 of the neuron set and statistics
   files read, wall and CPU seconds, the files written and their SHA-256).
 """
@@ -25,25 +30,28 @@ from langneurons.identify.neuron_set import NeuronSet
 from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs,
                                           check_statistics_model, run_steering, steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
+from langneurons.steer.metric import pooled_scores
 from langneurons.steer.prompts import HELDOUT
 
 
 def examples(result: SteeringResult, count: int) -> list[dict]:
-    """Per pair, the first ``count`` prompts: baseline and best-condition continuations with their languages."""
+    """Per pair, the first ``count`` test prompts: baseline and best-condition continuations with their
+    languages and degeneration flags."""
     best = result.best_condition(result.meta.get("neuron_set", ""))
     by_key = {(g["source"], g["target"], g["condition"], g["prompt_index"]): g for g in result.generations}
     out = []
     pairs = dict.fromkeys((r["source"], r["target"]) for r in result.rows)
     for source, target in pairs:
-        for index in range(count):
-            baseline = by_key.get((source, target, "baseline", index))
+        indices = sorted(g["prompt_index"] for g in result.generations if g["condition"] == "baseline"
+                         and (g["source"], g["target"]) == (source, target) and g.get("split", "test") == "test")
+        for index in indices[:count]:
+            baseline = by_key[(source, target, "baseline", index)]
             steered = by_key.get((source, target, best, index)) if best else None
-            if baseline is None:
-                break
             out.append({"source": source, "target": target, "prompt": baseline["prompt"], "condition": best,
                         "baseline": baseline["continuation"], "baseline_language": baseline["language"],
                         "steered": steered["continuation"] if steered else None,
-                        "steered_language": steered["language"] if steered else None})
+                        "steered_language": steered["language"] if steered else None,
+                        "steered_degenerate": steered.get("degenerate") if steered else None})
     return out
 
 
@@ -55,9 +63,11 @@ def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> l
     out_dir = Path(out_dir)
     best = result.best_condition(result.meta.get("neuron_set", ""))
     lines = "".join(json.dumps(g, ensure_ascii=False, sort_keys=True) + "\n" for g in result.generations)
+    pooled = pooled_scores(result.generations, seed=result.meta.get("options", {}).get("seed", 0))
     files = [
         write_text(out_dir / "steering.csv", rows_to_csv(result.rows, ROW_FIELDS)),
-        write_json(out_dir / "steering.json", {"meta": result.meta, "best_condition": best, "rows": result.rows}),
+        write_json(out_dir / "steering.json", {"meta": result.meta, "best_condition": best, "rows": result.rows,
+                                               "pooled": pooled}),
         write_text(out_dir / "generations.jsonl", lines),
         write_json(out_dir / "examples.json", examples(result, example_count)),
     ]

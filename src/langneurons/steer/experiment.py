@@ -25,6 +25,15 @@ per condition :func:`langneurons.steer.metric.language_rates` gives the target /
 rates with Wilson intervals. Fluency: the perplexity of the generated tokens given their prompt
 under the *unintervened* model (exp of the token-weighted mean NLL over all continuations of the
 condition), so a steered model that emits fluent-looking garbage in the target script shows up.
+
+Honest selection and scores that do not reward loops. Each source language's prompts are split
+(seeded, disjoint; :mod:`langneurons.steer.selection`) into a dev part (``dev_fraction``) and a
+test part; every condition runs on all prompts and gets one row per split (field ``split``).
+The best condition is chosen on the dev rows (by the fluent target rate); reports and claims read
+the test rows. Beside the rates, each row has the degenerate rate (loops,
+:mod:`langneurons.steer.degeneration`), the fluent target rate (target language and not
+degenerate) and the combined score (harmonic mean of target rate and non-degenerate share, with a
+bootstrap interval over prompts; :func:`langneurons.steer.metric.loop_aware_scores`).
 """
 
 from __future__ import annotations
@@ -47,15 +56,19 @@ from langneurons.intervene.spec import parse_action, parse_spec
 from langneurons.languages import check_language
 from langneurons.progress import progress_bar
 from langneurons.steer.langid import Identification, Identifier, check_covered
-from langneurons.steer.metric import language_rates
+from langneurons.steer.degeneration import is_degenerate
+from langneurons.steer.metric import LOOP_AWARE_FIELDS, language_rates, loop_aware_scores
 from langneurons.steer.prompts import HELDOUT, heldout_prompts, load_prompts
+from langneurons.steer.selection import (SELECTION_METRIC, SPLITS, TIE_BREAK, best_condition, dev_count,
+                                         selection_split, split_labels)
 
 MODES = ("baseline", "deactivate", "activate", "both")
 ACTIVATION_KINDS = ("add", "stat", "scale", "constant")
-ROW_FIELDS = ("source", "target", "condition", "neuron_set", "mode", "kind", "strength", "action", "positions",
-              "neurons", "n", "target_count", "target_rate", "target_ci_low", "target_ci_high", "source_count",
-              "source_rate", "source_ci_low", "source_ci_high", "other_count", "other_rate", "other_ci_low",
-              "other_ci_high", "mean_confidence", "fluency_ppl", "fluency_tokens", "mean_new_tokens")
+ROW_FIELDS = ("source", "target", "condition", "split", "neuron_set", "mode", "kind", "strength", "action",
+              "positions", "neurons", "n", "target_count", "target_rate", "target_ci_low", "target_ci_high",
+              "source_count", "source_rate", "source_ci_low", "source_ci_high", "other_count", "other_rate",
+              "other_ci_low", "other_ci_high", "mean_confidence", "fluency_ppl", "fluency_tokens", "mean_new_tokens",
+              *LOOP_AWARE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,9 @@ class SteeringOptions:
     deactivate: also run ``zero`` on the source's neurons, alone and with each action.
     random_control / seed: the layer-matched random set. prompts: ``builtin``, a corpus folder, or
     ``heldout`` (the documents the statistics pass held out, never used for identification);
-    prompt_count prompts of prompt_words words (from the end with prompts_from_end).
+    prompt_count prompts of prompt_words words (from the end with prompts_from_end); dev_fraction of
+    them (seeded by seed) choose the best condition, the rest are the test prompts every reported
+    number uses (0: no split, the choice is made on the test prompts).
     max_new_tokens / batch_size / positions (``all`` or ``prompt``): generation.
     identifier_languages: candidate languages of the identifier (default every covered one);
     min_confidence: below it a generation is undetermined. confidence: of the Wilson intervals.
@@ -83,6 +98,7 @@ class SteeringOptions:
     prompt_count: int = 8
     prompt_words: int = 8
     prompts_from_end: bool = False
+    dev_fraction: float = 0.5
     max_new_tokens: int = 16
     batch_size: int = 8
     positions: str = "all"
@@ -107,6 +123,7 @@ class SteeringOptions:
         for name in ("prompt_count", "prompt_words", "max_new_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise LangNeuronsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        dev_count(self.prompt_count, self.dev_fraction)  # both parts non-empty
         if self.examples < 0:
             raise LangNeuronsError(f"examples must be >= 0, got {self.examples}")
         check_seed(self.seed)
@@ -235,19 +252,15 @@ class SteeringResult:
     generations: list[dict]
     meta: dict = field(default_factory=dict)
 
-    def row(self, source: str, target: str, condition: str) -> dict:
-        return next(r for r in self.rows if (r["source"], r["target"], r["condition"]) == (source, target, condition))
+    def row(self, source: str, target: str, condition: str, split: str = "test") -> dict:
+        return next(r for r in self.rows
+                    if (r["source"], r["target"], r["condition"], r["split"]) == (source, target, condition, split))
 
     def best_condition(self, neuron_set: str) -> str | None:
-        """The non-baseline condition of ``neuron_set`` with the highest mean target rate over the
-        pairs (ties: the first in condition order); None when the set has no condition."""
-        names = list(dict.fromkeys(r["condition"] for r in self.rows if r["neuron_set"] == neuron_set))
-        if not names:
-            return None
-        def mean_rate(name):
-            rates = [r["target_rate"] for r in self.rows if r["condition"] == name]
-            return sum(rates) / len(rates)
-        return max(names, key=mean_rate)
+        """The non-baseline condition of ``neuron_set`` with the highest mean fluent target rate over
+        the pairs on the dev prompts (test prompts when there is no dev part; ties: the higher mean
+        target rate, then the first in condition order); None when the set has no condition."""
+        return best_condition(self.rows, neuron_set, SELECTION_METRIC)
 
 
 def check_statistics_model(statistics: Mapping | None, fingerprint: str | None, model: str,
@@ -387,6 +400,8 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
     runner = _Runner(loaded, options, identifier, statistics, progress)
     tokenized = {language: [list(loaded.tokenizer(text)["input_ids"]) for text in texts]
                  for language, texts in prompts.items()}
+    splits = {language: split_labels(len(texts), options.dev_fraction, options.seed)
+              for language, texts in prompts.items()}
     cells = [(pair, condition) for pair in options.pairs for condition in conditions(options, list(sets))]
     rows, generations = [], []
     for pair, condition in progress_bar(cells, "steering", enabled=progress):
@@ -397,21 +412,28 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
         continuations = runner.generate(tokenized[source], interventions)
         texts = [runner.text(tokens) for tokens in continuations]
         identified: list[Identification] = identifier.identify(texts)
-        rates = language_rates(identified, source, target, options.confidence)
-        ppl, tokens = runner.fluency(tokenized[source], continuations, target)
-        rows.append({
-            "source": source, "target": target, "condition": condition.name, "neuron_set": condition.neuron_set,
-            "mode": condition.mode, "kind": condition.kind,
-            "strength": strength(condition.action) if condition.action else None,
-            "action": full_action(condition.action, source, target) if condition.action else condition.kind,
-            "positions": options.positions, "neurons": sum(i.num_neurons for i in interventions),
-            **rates.flat(), "fluency_ppl": ppl, "fluency_tokens": tokens,
-            "mean_new_tokens": sum(len(c) for c in continuations) / len(continuations),
-        })
+        for split in SPLITS:
+            chosen = [i for i, label in enumerate(splits[source]) if label == split]
+            if not chosen:
+                continue
+            found, said, generated = ([seq[i] for i in chosen] for seq in (identified, texts, continuations))
+            rates = language_rates(found, source, target, options.confidence)
+            loops = loop_aware_scores(found, said, target, options.confidence, seed=options.seed)
+            ppl, tokens = runner.fluency([tokenized[source][i] for i in chosen], generated, target)
+            rows.append({
+                "source": source, "target": target, "condition": condition.name, "split": split,
+                "neuron_set": condition.neuron_set, "mode": condition.mode, "kind": condition.kind,
+                "strength": strength(condition.action) if condition.action else None,
+                "action": full_action(condition.action, source, target) if condition.action else condition.kind,
+                "positions": options.positions, "neurons": sum(i.num_neurons for i in interventions),
+                **rates.flat(), "fluency_ppl": ppl, "fluency_tokens": tokens,
+                "mean_new_tokens": sum(len(c) for c in generated) / len(generated), **loops.flat(),
+            })
         for index, (prompt, text, found) in enumerate(zip(prompts[source], texts, identified)):
             generations.append({"source": source, "target": target, "condition": condition.name, "prompt_index": index,
-                                "prompt": prompt, "continuation": text, "language": found.language,
-                                "confidence": found.confidence})
+                                "split": splits[source][index], "prompt": prompt, "continuation": text,
+                                "language": found.language, "confidence": found.confidence,
+                                "degenerate": is_degenerate(text)})
     describe = getattr(identifier, "describe", None)
     meta = {
         "model": loaded.info.to_dict(), "options": asdict(options), "neuron_set": set_name,
@@ -419,5 +441,8 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
         "neurons": {name: {language: int(len(s.indices(language))) for language in options.languages}
                     for name, s in sets.items()},
         "identifier": describe() if describe else {"identifier": getattr(identifier, "name", "custom")},
+        "splits": {language: {split: [i for i, label in enumerate(labels) if label == split] for split in SPLITS}
+                   for language, labels in splits.items()},
+        "selection": {"metric": SELECTION_METRIC, "tie_break": TIE_BREAK, "split": selection_split(rows)},
     }
     return SteeringResult(rows, generations, meta)
