@@ -542,7 +542,8 @@ def test_heldout_prompts_from_a_reordered_corpus_are_refused(workspace, tmp_path
     assert set(manifest["corpus_files"]) == {"en", "fr"} and len(manifest["corpus_files"]["en"]["sha256"]) == 64
     neurons = _steer_set(stats, tmp_path, langneurons)
     steer = ["steer", "--model", tmp_path / "not-loaded", "-n", neurons, "-s", stats, "--pairs", "en>fr",
-             "--actions", "scale=2", "--prompts", "heldout", "--prompt-count", "1", "--prompt-words", "3",
+             "--actions", "scale=2", "--prompts", "heldout", "--prompt-count", "1", "--dev-fraction", "0",
+             "--prompt-words", "3",
              "-o", tmp_path / "steering", "--no-progress"]
     # unchanged corpus: every input passes, the (missing) model is the first thing that fails
     assert "not-loaded" in assert_one_line_error(langneurons(*steer))

@@ -304,8 +304,8 @@ def test_heldout_steering_prompts_are_refused_when_the_corpus_changed_since_the_
         config.pop(key)
     config["identification"] = config["identification"][:1]
     config["steering"] = {"neuron_set": "lape", "pairs": ["en>fr"], "actions": ["scale=2"], "prompts": "heldout",
-                          "prompt_count": 1, "prompt_words": 2, "max_new_tokens": 2, "random_control": False,
-                          "deactivate": False, "identifier_languages": ["en", "fr", "hi"]}
+                          "prompt_count": 1, "dev_fraction": 0, "prompt_words": 2, "max_new_tokens": 2,
+                          "random_control": False, "deactivate": False, "identifier_languages": ["en", "fr", "hi"]}
     result, _ = rerun(config, tmp_path / "run", report=False)
     assert "steering" in result.computed
     recorded = json.loads((tmp_path / "run" / "statistics" / "manifest.json").read_text())["corpus_files"]
