@@ -209,3 +209,52 @@ def test_steering_section_parses_and_refuses_uncovered_languages(make_config):
     config["steering"]["pairs"] = ["en>my"]
     with pytest.raises(LangNeuronsError, match=r"steering.pairs\[0\]: the language identifier \(lingua\) does not cover 'my'"):
         load_config(config)
+
+
+# ---------------------------------------------------------------- names that become folders (issue 21, item 5)
+
+
+@pytest.mark.parametrize("where", ["identification", "finetune", "name"])
+@pytest.mark.parametrize("name", ["../../victim", "..", ".", "", "a/b", "/abs/dir", "a\\b"])
+def test_a_stage_or_experiment_name_that_is_not_one_plain_name_is_refused(where, name, config_with):
+    def change(config):
+        if where == "identification":
+            config["identification"][0]["name"] = name
+            config["ppxc"]["neuron_sets"] = [name]
+        elif where == "finetune":
+            config["finetune"]["runs"][0]["name"] = name
+            config["evaluation"]["models"] = ["base", name, "lape-neurons"]
+        else:
+            config["name"] = name
+
+    with pytest.raises(LangNeuronsError, match="must be one plain name"):
+        load_config(config_with(change))
+
+
+def test_a_path_name_arriving_through_extends_is_refused(make_config, tmp_path):
+    base = make_config()
+    base["identification"][0]["name"] = "../../victim"
+    base["ppxc"]["neuron_sets"] = ["../../victim"]
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "name": "child"}))
+    with pytest.raises(LangNeuronsError, match=r"child.yaml: identification\[0\].name must be one plain name"):
+        load_config(tmp_path / "child.yaml")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["statistics"].update(replicates=10**15), "replicates must be an integer in"),
+    (lambda c: c["statistics"].update(seed=2**64), "seed must be an integer in"),
+    (lambda c: (c["statistics"].update(replicates=2), c.update(stability={"neuron_sets": ["lape"], "seed": 2**64})),
+     "stability: seed must be an integer in"),
+    (lambda c: (c["statistics"].update(replicates=2), c.update(stability={"neuron_sets": ["lape"],
+                                                                           "resamples": 10**15})),
+     "stability: resamples must be an integer in"),
+    (lambda c: c.update(steering={"neuron_set": "lape", "pairs": ["en>fr"], "seed": -1}), "seed must be an integer"),
+    (lambda c: c.update(lm_eval={"tasks": ["x"], "batch_size": 0}), "lm_eval.batch_size must be an integer in"),
+    (lambda c: c.update(lm_eval={"tasks": ["x"], "bootstrap_resamples": 0}), "lm_eval.bootstrap_resamples"),
+    (lambda c: c.update(lm_eval={"tasks": ["x"], "seed": 2**64}), "lm_eval.seed must be an integer in"),
+])
+def test_counts_and_seeds_out_of_range_are_refused_when_the_config_loads(change, message, config_with):
+    """Issue 21, item 12: the bounds of the commands hold for the config's sections too."""
+    with pytest.raises(LangNeuronsError, match=message):
+        load_config(config_with(change))

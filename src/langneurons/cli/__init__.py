@@ -259,6 +259,9 @@ def agreement(
     from langneurons.identify.api import IdentifyOptions, identify as run_identify
     from langneurons.identify.neuron_set import NeuronSet
 
+    from langneurons.artefacts import check_plain_name
+
+    check_plain_name(name, "--name")  # before any identification
     chosen = _languages(languages) if languages else None
 
     def neuron_set(path: Path):
@@ -401,6 +404,9 @@ def steer(
         identifier_languages=_languages(identifier_languages) if identifier_languages else None,
         min_confidence=min_confidence, examples=examples,
     )
+    from langneurons.artefacts import check_folder_target
+
+    check_folder_target(out)  # before any work: the files land there
     prepared = prepare(options, neurons, statistics)  # every input checked before the model loads
     loaded = model.load()
     result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress)

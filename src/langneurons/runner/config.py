@@ -27,6 +27,7 @@ from typing import Any, Union
 import yaml
 
 from langneurons.activations.api import CollectOptions, options_dict
+from langneurons.artefacts import check_plain_name
 from langneurons.errors import LangNeuronsError, brief
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
@@ -589,6 +590,7 @@ def validate(config: ExperimentConfig) -> None:
         raise LangNeuronsError("languages: at least one language is needed")
     _languages(config.languages, "languages")
     languages = config.languages
+    check_plain_name(config.name, "name")  # the default run directory and published result folder
     sets: list[str] = []
     for i, entry in enumerate(config.identification):
         path = f"identification[{i}]"
@@ -596,6 +598,7 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
         if entry.name in sets:
             raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
+        check_plain_name(entry.name, f"{path}.name")  # the stage folder identify/<name>
         if entry.method == "random":
             if entry.options.like is None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
@@ -627,12 +630,20 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
         if config.stability.resamples < 1 or config.stability.splits < 0:
             raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
+        from langneurons.identify.stability import StabilityOptions
+
+        try:  # the bounds of the stability command (resamples, splits, seed, confidence)
+            StabilityOptions(config.stability.resamples, config.stability.splits, config.stability.seed,
+                             config.stability.confidence)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"stability: {error}") from None
     for i, entry in enumerate(config.identification):
         if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
             raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
+        check_plain_name(run.name, f"{path}.name")  # the stage folders finetune/<name>, evaluate/<name>
         if run.name in runs or run.name == "base":
             raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
         runs.append(run.name)
@@ -766,6 +777,11 @@ def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[s
             raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
     if section.limit is not None and section.limit < 1:
         raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.limit}")
+    from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
+
+    check_count(section.batch_size, "lm_eval.batch_size", 1, 1_000_000)
+    check_count(section.bootstrap_resamples, "lm_eval.bootstrap_resamples", 1, MAX_RESAMPLES)
+    check_seed(section.seed, "lm_eval.seed")
 
 
 def _plain(value: Any) -> Any:
@@ -775,3 +791,32 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def check_input_paths(config: ExperimentConfig) -> None:
+    """Every local input the config names exists (the statistics corpus and its local copy, the
+    steering prompts folder, the task sources of the tasks that are used), else a one-line error
+    naming the key; checked by the runner before any stage runs (a config is parsed without it,
+    so it can be read on another machine)."""
+    from langneurons.corpus.sources import HF_SOURCES
+
+    def exists(value: str | None, key: str, keywords: tuple[str, ...], folder: bool = False) -> None:
+        if value is None or value in keywords:
+            return
+        path = Path(value)
+        if not (path.is_dir() if folder else path.exists()):
+            raise LangNeuronsError(f"{key}: {'folder' if folder else 'file or folder'} not found: {value}")
+
+    statistics = config.statistics
+    exists(statistics.corpus, "statistics.corpus", ("builtin", *HF_SOURCES), folder=True)
+    exists(statistics.corpus_path, "statistics.corpus_path", (), folder=True)
+    if config.steering is not None:
+        exists(config.steering.options.prompts, "steering.prompts", ("builtin", "heldout"), folder=True)
+    used = set(config.evaluation.tasks) if config.evaluation is not None else set()
+    used |= {run.task for run in config.finetune}
+    for task in sorted(used):
+        section = getattr(config.tasks, task)
+        if section is None:
+            continue
+        exists(section.source, f"tasks.{task}.source", ("builtin", "hub"))
+        exists(section.train_source, f"tasks.{task}.train_source", ("builtin", "hub"))

@@ -49,11 +49,12 @@ from pathlib import Path
 import yaml
 
 from langneurons import __version__
-from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, stable_hash, write_json, write_text
+from langneurons.artefacts import (LOCK_FILE, check_plain_name, ensure_dir, folder_lock, stable_hash, write_json,
+                                   write_text)
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
-from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
+from langneurons.runner.config import ExperimentConfig, ModelConfig, check_input_paths, load_config
 
 FORMAT = "langneurons.run/1"
 MANIFEST = "manifest.json"
@@ -138,6 +139,7 @@ def run_experiment(
                                "accelerate launch instead (see docs/scaling.md)")
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, variables)
+    check_input_paths(config)  # before any stage (and before the model loads)
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
     return _Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
@@ -313,6 +315,8 @@ class _Experiment:
         """Run ``compute(directory)`` unless its outputs for ``inputs`` are cached (module docstring)."""
         key = stable_hash(FORMAT, __version__, name, inputs)
         directory = self.run_dir / name
+        for part in name.split("/"):  # names are checked when the config loads; never a stage outside the run
+            check_plain_name(part, f"stage {name!r}: each part")
         record_path = directory / STAGE_RECORD
         try:
             previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
@@ -447,6 +451,10 @@ class _Experiment:
         options = steering.options
 
         def compute(directory: Path) -> None:
+            if options.prompts == "heldout":  # the lines re-read from the corpus must be the ones held out
+                from langneurons.activations.api import check_corpus_unchanged
+
+                check_corpus_unchanged(self.run_dir / "statistics", options.source_languages)
             identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
             result = run_steering(
                 self.loaded, self._neuron_set(steering.neuron_set), options, identifier,
@@ -655,7 +663,14 @@ class _Experiment:
             from langneurons.harness.api import task_manager
 
             register()
-            task_manager(self._lm_eval_options())
+            manager = task_manager(self._lm_eval_options())
+            if config.lm_eval.positions == "prompt":
+                from langneurons.harness.api import non_generation_tasks
+
+                others = non_generation_tasks(self._lm_eval_options(), manager)
+                if others:
+                    raise LangNeuronsError(f"lm_eval.positions 'prompt' intervenes on generation only, but task "
+                                           f"{next(iter(others))!r} is a {next(iter(others.values()))} task")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
         self._save_manifest()
