@@ -36,6 +36,13 @@ def _languages(value: str) -> tuple[str, ...]:
     return tuple(check_languages(value.split(",")))
 
 
+def _floats(value: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise LangNeuronsError(f"{option} takes comma-separated numbers, got {value!r}") from None
+
+
 @app.command()
 def architectures() -> None:
     """List the supported model families and where their neurons are."""
@@ -426,10 +433,10 @@ def steer(
 @app.command()
 @model_options
 def finetune(
-    task: Annotated[str, typer.Option(help="xnli or xquad.")],
+    task: Annotated[str, typer.Option(help="xnli, xquad or lm (causal-LM loss on --train-language text from --data).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Adapter folder (PEFT adapter + langneurons_finetune.json).")],
     train_language: Annotated[str, typer.Option(help="Language of the training data.")] = "en",
-    data: Annotated[str, typer.Option(help="'builtin', 'hub' or a local path (XNLI folder/JSONL/TSV, XQuAD JSON/folder).")] = "builtin",
+    data: Annotated[str, typer.Option(help="'builtin', 'hub' or a local path (XNLI folder/JSONL/TSV, XQuAD JSON/folder); lm: a statistics folder (its held-out text) or a corpus folder.")] = "builtin",
     limit: Annotated[Optional[int], typer.Option(help="Training examples (seeded subsample).")] = None,
     eval_fraction: Annotated[float, typer.Option(help="XQuAD: fraction of articles held out for evaluation.")] = 0.5,
     neurons: Annotated[str, typer.Option(help="Which MLP neurons may change: languages, random, all, none (attention-only LoRA).")] = "none",
@@ -450,6 +457,14 @@ def finetune(
     max_length: Annotated[Optional[int], typer.Option(help="Tokens per example (contexts are cut, answers never).")] = None,
     bf16: Annotated[bool, typer.Option(help="bfloat16 autocast where supported.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of data order, LoRA init and random neurons.")] = 0,
+    adapter: Annotated[str, typer.Option(help="lora, or rows: train the chosen neurons' own gate/up rows and down columns (no LoRA).")] = "lora",
+    learning_rates: Annotated[Optional[str], typer.Option(help="Candidate learning rates (comma-separated) tried on the dev split; the best replaces --lr.")] = None,
+    lr_search_steps: Annotated[int, typer.Option(help="Optimizer steps of each learning-rate candidate.")] = 0,
+    dev_limit: Annotated[Optional[int], typer.Option(help="Development examples carved from the training data (xnli/xquad; not in the training sample).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Score the dev split every N steps (0: never).")] = 0,
+    patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement; keep the best (0: off).")] = 0,
+    lm_eval_fraction: Annotated[float, typer.Option(help="lm: fraction of the text kept for the perplexity evaluation.")] = 0.2,
+    lm_dev_fraction: Annotated[float, typer.Option(help="lm: fraction of the text used as the dev split.")] = 0.1,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (resume by rerunning).")] = 100,
     activation_checkpointing: Annotated[bool, typer.Option(help="Recompute layer activations in the backward pass: less memory, ~1 more forward of time, same weights.")] = False,
     model: ModelChoice = ModelChoice(),
@@ -470,12 +485,21 @@ def finetune(
         learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         grad_accumulation=grad_accumulation, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
         bf16=bf16, max_length=max_length, save_every=save_every, activation_checkpointing=activation_checkpointing,
+        adapter=adapter, learning_rates=_floats(learning_rates, "--learning-rates") if learning_rates else (),
+        lr_search_steps=lr_search_steps, eval_every=eval_every, patience=patience,
     )
-    spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction, seed=seed)
+    config.resolved()  # bad options fail before the model loads
+    spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction,
+                        seed=seed, dev_limit=dev_limit, lm_eval_fraction=lm_eval_fraction,
+                        lm_dev_fraction=lm_dev_fraction)
     loaded = model.load(per_process=True)  # under accelerate launch / torchrun: each process onto its own GPU
     result = finetune_task(loaded, spec, config, output, neuron_set_path=neurons_file, progress=progress)
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports
+    search = result.metadata.get("lr_search")
+    if search:
+        console.print(f"learning rate {search['chosen']:g} chosen on dev ({search['dev_metric']} "
+                      + ", ".join(f"{r:g}: {s:.2f}" for r, s in zip(search["candidates"], search["dev_scores"])) + ")")
     console.print(
         f"step {result.step}/{result.total_steps}, final loss {result.final_loss:.4f}, trainable parameters "
         f"{result.parameters.trainable:,}, neurons trained {result.trained_neurons:,}, skipped {result.skipped}, "

@@ -2,9 +2,10 @@
 
 Text comes from ``source``:
 
-* a statistics folder (it holds the pass's ``manifest.json``): the documents that pass held out
-  (same corpus, fraction and seed; :func:`langneurons.steer.prompts.heldout_documents`), so never
-  the text the neurons were identified on;
+* a statistics folder (it holds the pass's ``manifest.json``), or ``heldout`` with the options of
+  that pass given: the documents that pass held out (same corpus, fraction and seed;
+  :func:`langneurons.steer.prompts.heldout_documents`), so never the text the neurons were
+  identified on;
 * otherwise any corpus source :func:`langneurons.corpus.sources.load_corpus` reads (a folder of
   ``<lang>.txt``, ``builtin``).
 
@@ -17,7 +18,7 @@ no padding); the loss covers every token except BOS.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +48,21 @@ def is_statistics_folder(source: str) -> bool:
     return Path(source).is_dir() and (Path(source) / "manifest.json").is_file()
 
 
-def lm_documents(spec: LMText) -> list[str]:
-    """Every document of ``spec.language`` that the split draws from."""
+HELDOUT = "heldout"
+
+
+def lm_documents(spec: LMText, statistics_options: Mapping | None = None) -> list[str]:
+    """Every document of ``spec.language`` that the split draws from (``statistics_options``: the
+    options of the statistics pass, for source ``heldout``)."""
     check_language(spec.language)
-    if is_statistics_folder(spec.source):
-        from langneurons.steer.api import statistics_options
+    if spec.source == HELDOUT or is_statistics_folder(spec.source):
+        from langneurons.steer.api import statistics_options as read_options
         from langneurons.steer.prompts import heldout_documents
 
-        documents = heldout_documents(statistics_options(spec.source), spec.language, "LM text from a statistics pass")
+        if spec.source == HELDOUT and statistics_options is None:
+            raise LangNeuronsError("LM text 'heldout' needs the statistics pass it was held out of")
+        options = statistics_options if spec.source == HELDOUT else read_options(spec.source)
+        documents = heldout_documents(options, spec.language, "LM text from a statistics pass")
     else:
         from langneurons.corpus.sources import load_corpus
 
@@ -67,12 +75,12 @@ def lm_documents(spec: LMText) -> list[str]:
     return documents
 
 
-def lm_split(spec: LMText) -> dict[str, list[str]]:
+def lm_split(spec: LMText, statistics_options: Mapping | None = None) -> dict[str, list[str]]:
     """``{"train", "dev", "eval"}`` -> disjoint lists of documents (seeded, fractions of the whole)."""
     if not (0.0 <= spec.eval_fraction < 1.0 and 0.0 <= spec.dev_fraction < 1.0
             and spec.eval_fraction + spec.dev_fraction < 1.0):
         raise LangNeuronsError("LM text: need eval_fraction, dev_fraction >= 0 with a sum below 1")
-    documents = lm_documents(spec)
+    documents = lm_documents(spec, statistics_options)
     rest, evaluation = split_documents(documents, spec.eval_fraction, spec.seed + 101)
     dev_share = spec.dev_fraction / (1.0 - spec.eval_fraction) if spec.dev_fraction else 0.0
     train, dev = split_documents(rest, dev_share, spec.seed + 202)
@@ -112,3 +120,17 @@ def finetuned_perplexity(loaded, texts: Sequence[str], language: str, block_leng
 
     blocks = lm_blocks(loaded.tokenizer, texts, language, block_length, token_budget)
     return perplexity(loaded, blocks, batch_size=batch_size, progress=progress)
+
+
+def perplexity_before_after(base, tuned, texts: Sequence[str], language: str,
+                            block_length: int = DEFAULT_BLOCK_LENGTH, batch_size: int = 8,
+                            token_budget: int | None = None, progress: bool = False) -> dict:
+    """Perplexity of the base and the tuned model on the same blocks of ``texts`` (the ``eval``
+    part: text neither identification nor training saw), with per-block sums for intervals."""
+    from langneurons.intervene.perplexity import perplexity
+
+    blocks = lm_blocks(base.tokenizer, texts, language, block_length, token_budget)
+    before = perplexity(base, blocks, batch_size=batch_size, progress=progress)
+    after = perplexity(tuned, blocks, batch_size=batch_size, progress=progress)
+    return {"language": language, "blocks": blocks.num_blocks, "tokens": before.token_count,
+            "fingerprint": blocks.fingerprint(), "base": before.to_dict(), "tuned": after.to_dict()}

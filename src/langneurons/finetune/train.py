@@ -405,12 +405,11 @@ def finetune(
         data = encode_lm(loaded.tokenizer, train_examples, config.max_length, dev_language)
     else:
         data = encode_examples(loaded.tokenizer, config.task, train_examples, config.max_length)
-    if dev_examples:
-        check_disjoint(train_examples, dev_examples)
     data_hash = stable_hash([[e.input_ids, e.labels, e.class_label] for e in data.examples])
     neuron_hash = stable_hash(neuron_mask) if neuron_mask is not None else ""
     run_hash = stable_hash(loaded.info.weights_fingerprint, config.run_key(), data_hash, neuron_hash)
     if config.learning_rates or config.patience:  # choices made on the dev examples: they decide the weights too
+        check_disjoint(train_examples, dev_examples or ())
         run_hash = stable_hash(run_hash, [getattr(e, "id", e) for e in dev_examples or ()])
 
     if (output_dir / METADATA).is_file():

@@ -153,9 +153,27 @@ class XQuADConfig:
 
 
 @dataclass(frozen=True)
+class LMTaskConfig:
+    """Text of the language-modelling task (fine-tuning runs with ``task: lm``; the run's
+    ``source_language`` is the text's language). ``source``: ``heldout`` (the documents the
+    statistics pass held out, never used for identification) or a corpus folder; split (seeded)
+    into ``eval`` (``eval_fraction``: the perplexity of base and tuned model, text training never
+    saw), ``dev`` (``dev_fraction``: learning-rate choice, early stopping) and ``train``.
+    ``eval_token_budget`` caps the scored tokens; ``max_documents`` the documents read."""
+
+    source: str = "heldout"
+    eval_fraction: float = 0.2
+    dev_fraction: float = 0.1
+    seed: int = 0
+    max_documents: int | None = None
+    eval_token_budget: int | None = None
+
+
+@dataclass(frozen=True)
 class TasksConfig:
     xnli: XNLIConfig | None = field(default_factory=XNLIConfig)
     xquad: XQuADConfig | None = field(default_factory=XQuADConfig)
+    lm: LMTaskConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +270,8 @@ class ExperimentConfig:
              "figures": entry.figures}
             for entry in self.identification
         ]
+        if data["tasks"].get("lm") is None:
+            data["tasks"].pop("lm", None)  # configs without the LM task read and hash as before it existed
         if data.get("stability") is None:
             data.pop("stability", None)  # configs without the section keep their earlier form and hash
         data["finetune"] = {"runs": [
@@ -414,7 +434,37 @@ def _parse(data: dict) -> ExperimentConfig:
                       else config.identification)
     runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
     steering = _steering(own["steering"]) if own.get("steering") is not None else None
-    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering)
+    evaluation = _expand_seeded_models(config.evaluation, runs)
+    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering,
+                   evaluation=evaluation)
+
+
+SEED_SEPARATOR = "@"
+"""A run with ``seeds: [0, 1, 2]`` becomes runs ``<name>@0``, ``<name>@1``, ``<name>@2``."""
+
+
+def seed_groups(runs: tuple[FinetuneRunConfig, ...]) -> dict[str, list[str]]:
+    """Run name before ``@seed`` -> the names of its seeded runs (runs without seeds: themselves)."""
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        groups.setdefault(run.name.rsplit(SEED_SEPARATOR, 1)[0] if SEED_SEPARATOR in run.name else run.name,
+                          []).append(run.name)
+    return groups
+
+
+def _expand_seeded_models(evaluation, runs: tuple[FinetuneRunConfig, ...]):
+    """evaluation.models / intervene_models / reference naming a seeded run's base name stand for
+    all its seeds (the reference: its first seed)."""
+    if evaluation is None:
+        return None
+    groups = {name: members for name, members in seed_groups(runs).items() if members != [name]}
+
+    def expand(names):
+        return None if names is None else tuple(m for name in names for m in groups.get(name, [name]))
+
+    reference = evaluation.reference
+    return replace(evaluation, models=expand(evaluation.models), intervene_models=expand(evaluation.intervene_models),
+                   reference=groups[reference][0] if reference in groups else reference)
 
 
 def _steering(section: Any) -> SteeringConfig:
@@ -464,6 +514,7 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
     if not isinstance(defaults, Mapping) or not isinstance(runs, list):
         raise LangNeuronsError("finetune.defaults must be a mapping and finetune.runs a list")
     option_fields = {f.name for f in fields(FinetuneConfig)} - set(_FINETUNE_EXCLUDED)
+    option_fields |= {"seeds"}
     parsed = []
     for i, run in enumerate(runs):
         path = f"finetune.runs[{i}]"
@@ -476,13 +527,18 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
                                    f"{', '.join(sorted(option_fields | set(_RUN_KEYS)))}")
         if "name" not in merged:
             raise LangNeuronsError(f"{path} needs a name")
+        seeds = _convert(tuple[int, ...] | None, merged.pop("seeds", None), f"{path}.seeds")
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise LangNeuronsError(f"{path}.seeds must be a non-empty list of distinct integers")
         options = _build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
-        parsed.append(FinetuneRunConfig(
-            name=_convert(str, merged["name"], f"{path}.name"),
-            source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
-            neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
-            options=options,
-        ))
+        name = _convert(str, merged["name"], f"{path}.name")
+        for seed in seeds if seeds is not None else (None,):  # each seed: its own run, its own random set
+            parsed.append(FinetuneRunConfig(
+                name=name if seed is None else f"{name}{SEED_SEPARATOR}{seed}",
+                source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
+                neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
+                options=options if seed is None else replace(options, seed=seed),
+            ))
     return tuple(parsed)
 
 
@@ -654,6 +710,8 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"{path}: {error}") from None
         if getattr(config.tasks, options.task) is None:
             raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
+        if options.task == "lm" and config.tasks.lm.source == "heldout" and not config.statistics.heldout_fraction:
+            raise LangNeuronsError(f"{path}: LM text 'heldout' needs statistics.heldout_fraction > 0")
         if options.neurons in ("languages", "random"):
             if run.neuron_set is None:
                 raise LangNeuronsError(f"{path}: neurons {brief(options.neurons)} needs neuron_set (one of {sets})")
@@ -733,6 +791,12 @@ def _check_tasks(tasks: TasksConfig) -> None:
         for name in ("eval_limit", "train_limit", "dev_limit", "max_length", "max_new_tokens"):
             if hasattr(section, name):
                 _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
+    if tasks.lm is not None:
+        _at_least(tasks.lm.max_documents, 1, "tasks.lm.max_documents")
+        _at_least(tasks.lm.eval_token_budget, 1, "tasks.lm.eval_token_budget")
+        lm = tasks.lm
+        if not (0.0 < lm.eval_fraction < 1.0 and 0.0 <= lm.dev_fraction < 1.0 and lm.eval_fraction + lm.dev_fraction < 1.0):
+            raise LangNeuronsError("tasks.lm: need 0 < eval_fraction, 0 <= dev_fraction and their sum below 1")
     if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
         raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
 

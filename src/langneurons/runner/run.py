@@ -52,6 +52,8 @@ from langneurons import __version__
 from langneurons.artefacts import (LOCK_FILE, check_plain_name, ensure_dir, folder_lock, stable_hash, write_json,
                                    write_text)
 from langneurons.errors import LangNeuronsError
+from langneurons.finetune.lm_task import LM_TASK
+from langneurons.finetune.rows import ROWS_FILE
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
 from langneurons.runner.config import ExperimentConfig, ModelConfig, check_input_paths, load_config
@@ -476,24 +478,56 @@ class _Experiment:
         neuron_record = self.records[f"identify/{run.neuron_set}"] if run.neuron_set else None
         uses_set = run.options.neurons in ("languages", "random")
 
+        wants_dev = bool(run.options.eval_every or run.options.learning_rates or run.options.patience)
+        lm_text = run.task == LM_TASK
+
         def compute(directory: Path) -> None:
             from langneurons.report.finetune_figures import write_learning_curve
 
-            examples = task_examples(tasks, run.task, run.source_language, "train")
-            dev = (task_examples(tasks, run.task, run.source_language, "dev")
-                   if getattr(tasks, run.task).dev_limit and run.options.eval_every else None)
+            if lm_text:  # train / dev / eval parts of the language's held-out (or other) text
+                parts = self._lm_parts(run.source_language)
+                examples, dev = parts["train"], (parts["dev"] or None) if wants_dev else None
+            else:  # the test split is never read here (learning-rate choice and stopping use dev only)
+                examples = task_examples(tasks, run.task, run.source_language, "train")
+                dev = (task_examples(tasks, run.task, run.source_language, "dev")
+                       if getattr(tasks, run.task).dev_limit and wants_dev else None)
             base = self.fresh_base()
             neuron_set = self._neuron_set(run.neuron_set) if uses_set else None
             result = finetune(base, examples, run.options, directory, neuron_set=neuron_set, progress=self.progress,
                               dev_examples=dev, dev_language=run.source_language)
             write_learning_curve(result.metadata, directory, title=f"{run.name}: learning curve")
+            if lm_text:
+                self._write_lm_perplexity(result.model, parts["eval"], run, directory)
             del base, result
             gc.collect()
 
         inputs = {"model": asdict(self.config.model), "run": asdict(run), "data": asdict(getattr(tasks, run.task)),
                   "neurons": neuron_record.product if (neuron_record and uses_set) else None}
-        return self.stage(f"finetune/{run.name}", inputs, compute,
-                          product=("adapter_model.safetensors", "adapter_config.json"))
+        if lm_text:
+            inputs["statistics"] = asdict(self.config.statistics) if tasks.lm.source == "heldout" else None
+        product = (ROWS_FILE,) if run.options.adapter == "rows" else ("adapter_model.safetensors", "adapter_config.json")
+        return self.stage(f"finetune/{run.name}", inputs, compute, product=product + (("perplexity.json",) * lm_text))
+
+    def _lm_parts(self, language: str) -> dict[str, list[str]]:
+        from langneurons.finetune.lm_task import LMText, lm_split
+
+        section = self.config.tasks.lm
+        spec = LMText(section.source, language, section.eval_fraction, section.dev_fraction, section.seed,
+                      section.max_documents)
+        return lm_split(spec, asdict(self.config.statistics))
+
+    def _write_lm_perplexity(self, tuned: LoadedModel, texts: list[str], run, directory: Path) -> None:
+        """Perplexity of base and tuned model on the LM text's ``eval`` part (never identified on or
+        trained on) -> ``perplexity.json``."""
+        from langneurons.finetune.lm_task import perplexity_before_after
+
+        if not texts:
+            raise LangNeuronsError(f"finetune/{run.name}: tasks.lm.eval_fraction leaves no text to score")
+        tuned.model.eval()
+        record = perplexity_before_after(self.loaded, tuned, texts, run.source_language, run.options.resolved().max_length,
+                                         batch_size=run.options.batch_size,
+                                         token_budget=self.config.tasks.lm.eval_token_budget)
+        write_json(directory / "perplexity.json", dict(record, run=run.name))
 
     def _prepared_task(self, task: str, language: str):
         from langneurons.evaluate.evaluation import prepare_task
@@ -511,7 +545,8 @@ class _Experiment:
         from langneurons.finetune import load_finetuned
 
         evaluation = self.config.evaluation
-        tasks = list(evaluation.tasks) if model_name == "base" else [self.config.run(model_name).task]
+        zero_shot = model_name == "base" or self.config.run(model_name).task == LM_TASK  # LM-tuned: zero-shot too
+        tasks = list(evaluation.tasks) if zero_shot else [self.config.run(model_name).task]
         intervene = evaluation.intervene_models is None or model_name in evaluation.intervene_models
         sets = list(evaluation.neuron_sets) if intervene else []
         needs_statistics = bool(sets) and any(a.split("=")[0] in ("stat", "add") for a in evaluation.actions)
@@ -633,6 +668,9 @@ class _Experiment:
         rows = []
         for name in finetuned:
             task = self.config.run(name).task
+            if task == LM_TASK:  # scored zero-shot like the base model: compared with it on the tasks
+                rows += self._zero_shot_comparisons(name, grids)
+                continue
             same_task = [other for other in finetuned if self.config.run(other).task == task]
             reference = evaluation.reference if evaluation.reference in same_task else same_task[0]
             references = [r for r in dict.fromkeys([reference, "base"]) if r != name and r in grids
@@ -646,6 +684,24 @@ class _Experiment:
                         rows.append({"task": task, "language": language, "metric": metric, "model": name,
                                      "reference": ref, "n": scores[metric]["n"], "score": scores[metric]["score"],
                                      "reference_score": ref_scores[metric]["score"], **comparison})
+        return rows
+
+    def _zero_shot_comparisons(self, name: str, grids) -> list[dict]:
+        """An LM-tuned model vs the base model on every evaluation task (paired on the same examples)."""
+        from langneurons.evaluate.evaluation import compare_records, score_rows
+
+        evaluation, rows = self.config.evaluation, []
+        if "base" not in grids:
+            return rows
+        args = (evaluation.bootstrap_resamples, evaluation.confidence, evaluation.seed)
+        for task in evaluation.tasks:
+            for language in self.config.evaluation_languages(task):
+                mine, theirs = grids[name].records(task, language), grids["base"].records(task, language)
+                scores, ref_scores = score_rows(task, mine, *args), score_rows(task, theirs, *args)
+                for metric, comparison in compare_records(task, theirs, mine, *args).items():
+                    rows.append({"task": task, "language": language, "metric": metric, "model": name,
+                                 "reference": "base", "n": scores[metric]["n"], "score": scores[metric]["score"],
+                                 "reference_score": ref_scores[metric]["score"], **comparison})
         return rows
 
     # ------------------------------------------------------------------ everything
