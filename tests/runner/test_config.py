@@ -258,3 +258,53 @@ def test_counts_and_seeds_out_of_range_are_refused_when_the_config_loads(change,
     """Issue 21, item 12: the bounds of the commands hold for the config's sections too."""
     with pytest.raises(LangNeuronsError, match=message):
         load_config(config_with(change))
+
+
+def test_seeds_expand_a_run_into_one_run_per_seed_and_evaluation_names_follow(make_config, tmp_path):
+    from langneurons.runner.config import seed_groups
+
+    data = make_config()
+    data["finetune"]["runs"].append({"name": "random-neurons", "neurons": "random", "languages": ["fr"],
+                                     "neuron_set": "lape", "seeds": [0, 1, 2]})
+    data["evaluation"]["models"] = ["base", "attention", "random-neurons"]
+    data["evaluation"]["reference"] = "random-neurons"
+    config = load_config(data)
+    seeded = [run for run in config.finetune if run.name.startswith("random-neurons")]
+    assert [(run.name, run.options.seed) for run in seeded] == [
+        ("random-neurons@0", 0), ("random-neurons@1", 1), ("random-neurons@2", 2)]
+    assert all(run.options.neurons == "random" and run.neuron_set == "lape" for run in seeded)
+    assert config.evaluation.models == ("base", "attention", "random-neurons@0", "random-neurons@1", "random-neurons@2")
+    assert config.evaluation.reference == "random-neurons@0"
+    assert seed_groups(config.finetune)["random-neurons"] == [run.name for run in seeded]
+    path = tmp_path / "config.yaml"  # the expanded runs read back into an equal config
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    assert load_config(path) == config
+    for bad in ([], [1, 1], ["x"]):
+        data["finetune"]["runs"][-1]["seeds"] = bad
+        with pytest.raises(LangNeuronsError, match="seeds"):
+            load_config(data)
+
+
+def test_selection_rows_and_lm_options_are_read_and_checked(make_config):
+    data = make_config()
+    data["tasks"]["lm"] = {"source": "heldout", "eval_fraction": 0.25, "dev_fraction": 0.25}
+    data["finetune"]["runs"].append({"name": "hi-rows", "task": "lm", "source_language": "hi", "adapter": "rows",
+                                     "neurons": "languages", "languages": ["hi"], "neuron_set": "lape",
+                                     "learning_rates": [1e-4, 1e-3], "lr_search_steps": 2, "patience": 2})
+    config = load_config(data)
+    run = config.run("hi-rows")
+    assert (run.options.adapter, run.options.learning_rates, run.options.patience) == ("rows", (1e-4, 1e-3), 2)
+    assert config.tasks.lm.eval_fraction == 0.25
+    assert "lm" not in load_config(make_config()).to_dict()["tasks"]  # configs without it keep their form
+    data["tasks"]["lm"]["eval_fraction"] = 0.9
+    with pytest.raises(LangNeuronsError, match="tasks.lm"):
+        load_config(data)
+    del data["tasks"]["lm"]
+    with pytest.raises(LangNeuronsError, match="no data section"):
+        load_config(data)
+    data = make_config()
+    data["statistics"]["heldout_fraction"] = 0.0
+    data["tasks"]["lm"] = {"source": "heldout"}
+    data["finetune"]["runs"].append({"name": "lm", "task": "lm", "source_language": "hi"})
+    with pytest.raises(LangNeuronsError, match="heldout_fraction"):
+        load_config(data)

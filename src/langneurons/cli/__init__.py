@@ -435,7 +435,7 @@ def steer(
 def finetune(
     task: Annotated[str, typer.Option(help="xnli, xquad or lm (causal-LM loss on --train-language text from --data).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Adapter folder (PEFT adapter + langneurons_finetune.json).")],
-    train_language: Annotated[str, typer.Option(help="Language of the training data.")] = "en",
+    train_language: Annotated[Optional[str], typer.Option(help="Language of the training data (default: en; lm: the one -l language).")] = None,
     data: Annotated[str, typer.Option(help="'builtin', 'hub' or a local path (XNLI folder/JSONL/TSV, XQuAD JSON/folder); lm: a statistics folder (its held-out text) or a corpus folder.")] = "builtin",
     limit: Annotated[Optional[int], typer.Option(help="Training examples (seeded subsample).")] = None,
     eval_fraction: Annotated[float, typer.Option(help="XQuAD: fraction of articles held out for evaluation.")] = 0.5,
@@ -489,6 +489,10 @@ def finetune(
         lr_search_steps=lr_search_steps, eval_every=eval_every, patience=patience,
     )
     config.resolved()  # bad options fail before the model loads
+    if train_language is None:
+        if task == "lm" and len(config.languages) != 1:
+            raise LangNeuronsError("--task lm trains on one language's text: give --train-language or one -l language")
+        train_language = config.languages[0] if task == "lm" else "en"
     spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction,
                         seed=seed, dev_limit=dev_limit, lm_eval_fraction=lm_eval_fraction,
                         lm_dev_fraction=lm_dev_fraction)

@@ -108,7 +108,7 @@ class FinetuneConfig:
     learning_rates / lr_search_steps: candidates tried for ``lr_search_steps`` steps each on the
         dev examples before training; the best replaces ``learning_rate`` (:mod:`.selection`).
     patience: stop after this many dev evaluations without improvement and keep the best
-        evaluated adapter (0: train all steps, keep the last).
+        evaluated adapter, the untrained start (step 0) included (0: train all steps, keep the last).
     """
 
     task: str

@@ -1,0 +1,66 @@
+"""The runner's fine-tuning stage: learning-rate choice and early stopping read the dev split, never a test split."""
+
+import json
+
+from langneurons.runner.config import load_config
+
+
+def test_learning_rate_search_and_early_stopping_never_load_a_test_split(
+        tmp_path, make_config, make_fixtures, make_loader, monkeypatch):
+    import langneurons.tasks as tasks
+    from langneurons.runner.run import _Experiment
+
+    make_fixtures(tmp_path)
+    data = make_config(tmp_path)
+    data["finetune"]["runs"] = [{"name": "attention", "neurons": "none", "learning_rates": [1e-3, 3e-2],
+                                 "lr_search_steps": 1, "patience": 1}]
+    data["evaluation"]["models"] = ["base", "attention"]
+    config = load_config(data)
+    splits = []
+    real = tasks.load_xnli
+
+    def spy(source, language, split="test", *args, **kwargs):
+        splits.append(split)
+        assert split != "test", "a test split was loaded during fine-tuning"
+        return real(source, language, split, *args, **kwargs)
+
+    def never(*args, **kwargs):
+        raise AssertionError("XQuAD was loaded for an XNLI fine-tuning run")
+
+    monkeypatch.setattr(tasks, "load_xnli", spy)
+    monkeypatch.setattr(tasks, "load_xquad", never)
+    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    record = experiment.finetune(config.run("attention"))
+    assert splits and set(splits) == {"train"}  # training sample and the dev sample carved from it
+    metadata = json.loads((tmp_path / "run" / "finetune" / "attention" / "langneurons_finetune.json").read_text())
+    search = metadata["lr_search"]
+    assert search["candidates"] == [1e-3, 3e-2] and len(search["dev_scores"]) == 2 and search["dev_n"] == 3
+    assert metadata["config"]["learning_rate"] == search["chosen"]
+    assert metadata["early_stopping"]["patience"] == 1 and metadata["curve"][0]["step"] == 0
+    assert record.status == "computed"
+
+
+def test_an_lm_run_trains_on_its_languages_text_scores_perplexity_and_is_evaluated_zero_shot(
+        tmp_path, make_config, make_fixtures, make_loader):
+    from langneurons.runner.run import _Experiment
+
+    make_fixtures(tmp_path)
+    data = make_config(tmp_path)
+    data["tasks"]["lm"] = {"source": str(tmp_path / "corpus"), "eval_fraction": 0.25, "dev_fraction": 0.25}
+    data["finetune"]["runs"] = [{"name": "hi-lm", "task": "lm", "source_language": "hi", "max_length": 8,
+                                 "eval_every": 1, "max_steps": 2, "batch_size": 1,
+                                 "learning_rate": 0.05}]
+    data["evaluation"]["models"] = ["base", "hi-lm"]
+    data["evaluation"]["tasks"] = ["xnli"]
+    config = load_config(data)
+    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    experiment.finetune(config.run("hi-lm"))
+    folder = tmp_path / "run" / "finetune" / "hi-lm"
+    record = json.loads((folder / "perplexity.json").read_text())
+    assert record["language"] == "hi" and record["tokens"] > 0
+    assert record["base"]["perplexity"] > 0 and record["tuned"]["perplexity"] != record["base"]["perplexity"]
+    metadata = json.loads((folder / "langneurons_finetune.json").read_text())
+    assert metadata["task"] == "lm" and metadata["curve"][0]["dev_metric"] == "perplexity"
+    experiment.evaluate("hi-lm", None)  # zero-shot on the evaluation tasks, like the base model
+    scores = json.loads((tmp_path / "run" / "evaluate" / "hi-lm" / "scores.json").read_text())
+    assert "xnli" in json.dumps(scores)
