@@ -7,7 +7,8 @@ Stages (each in its own folder of the run directory)::
     stability/<set>/        resampling stability of a LAPE/act-prob set (``stability:`` section)
     ppxc/<set>/             perplexity-change matrix, tables and heatmap per neuron set
     steering/               language steering: rates per pair and condition, examples, figures
-    finetune/<run>/         LoRA / neuron-LoRA adapter per fine-tuning run
+    finetune/<run>/         LoRA / neuron-LoRA adapter (or neuron rows) per fine-tuning run;
+                            LM-task runs: perplexity.json (base vs tuned on held-out text)
     evaluate/<model>/       scores.csv/json + predictions.jsonl per evaluated model (the grid)
     results/                all scores, model comparisons, intervention-delta figure
     claims/                 the literature's claims tested on the run's artefacts (claims.md/csv/json)
