@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from langneurons.errors import LangNeuronsError
 from langneurons.finetune.selection import LR_SEARCH_DIR, EarlyStopping
 from langneurons.finetune.train import FinetuneConfig, finetune
+from langneurons.identify.neuron_set import NeuronSet
 from langneurons.tasks import NLIExample
 
 BASE = dict(neurons="all", batch_size=3, lora_r=4, lora_dropout=0.0, warmup_ratio=0.0)
@@ -118,3 +119,57 @@ def test_the_chosen_rate_is_the_best_dev_score_in_the_metric_direction(
     result = finetune(make_loaded("llama"), nli_data(6), config, tmp_path, progress=False, dev_examples=_dev())
     assert result.metadata["lr_search"]["chosen"] == expected
     assert result.metadata["config"]["learning_rate"] == expected
+
+
+def test_a_resumed_early_stopping_run_keeps_the_best_adapter_saved_before_the_interruption(
+        tmp_path, make_loaded, nli_data, monkeypatch):
+    import langneurons.finetune.train as train
+
+    scores = {0: 10.0, 1: 20.0, 2: 15.0, 3: 30.0, 4: 25.0, 5: 24.0, 6: 50.0}  # best at 3; 2 worse after it: stop at 5
+    first_step = {"value": 0}
+
+    def scripted(loaded, model, config, dev, language):
+        steps = iter(range(first_step["value"], 100))
+        return lambda: {"dev_metric": "accuracy", "dev_score": scores[next(steps)], "dev_n": len(dev)}
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_4(step, loss):
+        if step == 4:
+            raise Interrupted
+
+    monkeypatch.setattr(train, "_dev_scorer", scripted)
+    config = FinetuneConfig("xnli", max_steps=6, learning_rate=1e-2, eval_every=1, patience=2, save_every=1, **BASE)
+    straight = finetune(make_loaded("llama"), nli_data(6), config, tmp_path / "straight", progress=False,
+                        dev_examples=_dev())
+    with pytest.raises(Interrupted):
+        finetune(make_loaded("llama"), nli_data(6), config, tmp_path / "resumed", progress=False,
+                 dev_examples=_dev(), on_step=stop_at_4)
+    first_step["value"] = 5  # the resumed run evaluates from step 5 on
+    resumed = finetune(make_loaded("llama"), nli_data(6), config, tmp_path / "resumed", progress=False,
+                       dev_examples=_dev())
+    for result in (straight, resumed):
+        stop = result.metadata["early_stopping"]
+        assert (stop["best_step"], stop["stopped_step"], stop["stopped_early"]) == (3, 5, True)
+    a, b = (load_file(str(tmp_path / name / "adapter_model.safetensors")) for name in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_seed_draws_a_fresh_layer_matched_random_set_recorded_in_the_metadata(
+        tmp_path, make_loaded, make_neuron_set, qa_data):
+    from langneurons.finetune.train import training_neurons
+
+    loaded = make_loaded("llama")
+    neuron_set = make_neuron_set(loaded)
+    masks = [training_neurons(FinetuneConfig("xquad", neurons="random", languages=("en",), seed=seed).resolved(),
+                              loaded.info, neuron_set)[0] for seed in (0, 1, 2)]
+    language = neuron_set.mask("en")
+    for mask in masks:
+        assert torch.equal(mask.sum(1), language.sum(1))  # layer-matched, same size
+    assert len({tuple(m.flatten().tolist()) for m in masks}) == 3  # a fresh set per seed
+    config = FinetuneConfig("xquad", neurons="random", languages=("en",), seed=2, max_steps=1, batch_size=2, lora_r=2)
+    result = finetune(loaded, qa_data(), config, tmp_path, neuron_set=neuron_set, progress=False)
+    assert result.metadata["neurons"]["random_seed"] == 2
+    saved = NeuronSet.load(tmp_path / "training_neurons.json")
+    assert torch.equal(saved.mask(saved.languages[0]), masks[2])

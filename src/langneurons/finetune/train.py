@@ -425,6 +425,11 @@ def finetune(
 
     lr_search = None
     if config.learning_rates:  # short runs on copies of the base model, scored on the dev examples only
+        from langneurons.launch import world_size_from_env
+
+        if world_size_from_env() > 1:
+            raise LangNeuronsError("the learning-rate search runs in one process: choose the rate with a "
+                                   "single-process run (or give learning_rate) before a data-parallel launch")
         lr_search = search_learning_rate(loaded, train_examples, config, output_dir, dev_examples, dev_language,
                                          neuron_set, progress)
         config = replace(config, learning_rate=lr_search["chosen"])
