@@ -109,3 +109,22 @@ def test_rows_adapter_on_the_lm_task_with_early_stopping(tmp_path, corpus, make_
     assert stop["best_step"] == best["step"] and stop["metric"] == "perplexity"
     assert result.metadata["adapter"] == "rows" and stop["stopped_step"] <= 6
     assert load_finetuned(tmp_path / "run", base=make_loaded("llama")).info.model_id.endswith("+rows:run")
+
+
+def test_perplexity_change_is_the_token_weighted_nll_difference_with_a_block_bootstrap():
+    import math
+
+    from langneurons.finetune.lm_task import perplexity_change
+
+    before = {"block_nll": [2.0, 6.0], "block_tokens": [1, 3]}
+    after = {"block_nll": [1.0, 3.0], "block_tokens": [1, 3]}
+    change = perplexity_change(before, after, n_resamples=200)
+    assert change["delta_nll"] == pytest.approx((4.0 - 8.0) / 4.0)  # -1 nat per token
+    assert change["ratio"] == pytest.approx(math.exp(-1.0)) and change["tokens"] == 4
+    # resamples: {block 1 twice} -> -1, {block 2 twice} -> -1, one of each -> -1: the interval is a point
+    assert (change["ci_low"], change["ci_high"]) == pytest.approx((-1.0, -1.0))
+    uneven = perplexity_change(before, {"block_nll": [2.0, 3.0], "block_tokens": [1, 3]}, n_resamples=400)
+    assert uneven["delta_nll"] == pytest.approx(-3.0 / 4.0)
+    assert uneven["ci_low"] == pytest.approx(-1.0) and uneven["ci_high"] == pytest.approx(0.0)  # -3/3 .. 0/1
+    with pytest.raises(LangNeuronsError, match="same blocks"):
+        perplexity_change(before, {"block_nll": [1.0], "block_tokens": [4]})

@@ -101,8 +101,8 @@ def finetune_task(loaded: LoadedModel, data: TrainingData, config: FinetuneConfi
     result = finetune(loaded, examples, config, output_dir, neuron_set=neuron_set, progress=progress,
                       dev_examples=dev, dev_language=data.language)
     if before is not None:
+        from langneurons.finetune.lm_task import perplexity_record
+
         after = perplexity(result.model, blocks, batch_size=config.batch_size, progress=False)
-        write_json(Path(output_dir) / "perplexity.json",
-                   {"language": data.language, "blocks": blocks.num_blocks, "tokens": before.token_count,
-                    "fingerprint": blocks.fingerprint(), "base": before.to_dict(), "tuned": after.to_dict()})
+        write_json(Path(output_dir) / "perplexity.json", perplexity_record(blocks, before, after))
     return result

@@ -132,5 +132,40 @@ def perplexity_before_after(base, tuned, texts: Sequence[str], language: str,
     blocks = lm_blocks(base.tokenizer, texts, language, block_length, token_budget)
     before = perplexity(base, blocks, batch_size=batch_size, progress=progress)
     after = perplexity(tuned, blocks, batch_size=batch_size, progress=progress)
-    return {"language": language, "blocks": blocks.num_blocks, "tokens": before.token_count,
-            "fingerprint": blocks.fingerprint(), "base": before.to_dict(), "tuned": after.to_dict()}
+    return perplexity_record(blocks, before, after)
+
+
+def perplexity_record(blocks: TokenBlocks, before, after) -> dict:
+    """What ``perplexity.json`` holds: the blocks, both perplexities and their :func:`perplexity_change`."""
+    return {"language": blocks.language, "blocks": blocks.num_blocks, "tokens": before.token_count,
+            "fingerprint": blocks.fingerprint(), "base": before.to_dict(), "tuned": after.to_dict(),
+            "change": perplexity_change(before.to_dict(), after.to_dict())}
+
+
+def perplexity_change(before: Mapping, after: Mapping, n_resamples: int = 1000, confidence: float = 0.95,
+                      seed: int = 0) -> dict:
+    """``after`` minus ``before`` in mean NLL (nats per token) on the same blocks, with a percentile
+    bootstrap interval that resamples blocks jointly (each resample: summed NLL difference over
+    summed tokens). ``before`` / ``after``: :meth:`PerplexityResult.to_dict` records with per-block
+    sums. ``ratio`` = exp(delta) is the perplexity ratio (below 1: the second model is better)."""
+    import math
+
+    import torch
+
+    from langneurons.evaluate.metrics import percentile_interval
+
+    if before.get("block_nll") is None or after.get("block_nll") is None:
+        raise LangNeuronsError("comparing perplexities needs per-block NLL sums")
+    tokens = torch.tensor(before["block_tokens"], dtype=torch.float64)
+    if list(before["block_tokens"]) != list(after["block_tokens"]):
+        raise LangNeuronsError("the two perplexities were not measured on the same blocks")
+    difference = torch.tensor(after["block_nll"], dtype=torch.float64) - torch.tensor(before["block_nll"],
+                                                                                       dtype=torch.float64)
+    delta = float(difference.sum() / tokens.sum())
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(tokens), (n_resamples, len(tokens)), generator=generator)
+    resampled = difference[picks].sum(1) / tokens[picks].sum(1)
+    low, high = percentile_interval(resampled, confidence)
+    return {"delta_nll": delta, "ci_low": low, "ci_high": high, "ratio": math.exp(delta),
+            "ratio_ci": [math.exp(low), math.exp(high)], "blocks": len(tokens), "tokens": int(tokens.sum()),
+            "confidence": confidence, "n_resamples": n_resamples}
