@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+from langneurons.errors import LangNeuronsError
+
 from langneurons.runner.config import load_config
 
 
@@ -64,3 +68,38 @@ def test_an_lm_run_trains_on_its_languages_text_scores_perplexity_and_is_evaluat
     experiment.evaluate("hi-lm", None)  # zero-shot on the evaluation tasks, like the base model
     scores = json.loads((tmp_path / "run" / "evaluate" / "hi-lm" / "scores.json").read_text())
     assert "xnli" in json.dumps(scores)
+
+
+def test_a_lora_run_can_take_the_rank_that_matches_a_rows_runs_trainable_parameters(
+        tmp_path, make_config, make_fixtures, make_loader):
+    from langneurons.runner.run import _Experiment
+
+    make_fixtures(tmp_path)
+    data = make_config(tmp_path)
+    data["identification"] = data["identification"][:1]  # lape
+    data["finetune"]["runs"] = [
+        {"name": "fr-rows", "adapter": "rows", "neurons": "languages", "languages": ["fr"], "neuron_set": "lape",
+         "mlp_targets": ["gate", "up", "down"], "max_steps": 1, "eval_every": 0},
+        {"name": "attention", "neurons": "none", "equal_parameters_to": "fr-rows", "max_steps": 1, "eval_every": 0}]
+    data["evaluation"]["models"] = ["base", "attention"]
+    data["evaluation"]["neuron_sets"] = ["lape"]
+    data["ppxc"]["neuron_sets"] = ["lape"]
+    config = load_config(data)
+    assert config.run("attention").equal_parameters_to == "fr-rows"
+    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    statistics = experiment.statistics()
+    experiment.identify(config.identification[0], statistics)
+    experiment.finetune(config.run("fr-rows"))
+    experiment.finetune(config.run("attention"))
+    rows = json.loads((tmp_path / "run" / "finetune" / "fr-rows" / "langneurons_finetune.json").read_text())
+    lora = json.loads((tmp_path / "run" / "finetune" / "attention" / "langneurons_finetune.json").read_text())
+    sizes = json.loads((tmp_path / "run" / "finetune" / "attention" / "equal_parameters.json").read_text())
+    k = rows["neurons"]["count"]
+    assert rows["parameters"]["trainable"] == sizes["target"] == k * 3 * 32  # gate, up rows + down columns
+    per_rank = 448  # tiny llama: q, o 32+32; k, v 32+16; two layers
+    assert sizes["rank"] == max(1, min((k * 96 // per_rank, k * 96 // per_rank + 1),
+                                       key=lambda r: (abs(r * per_rank - k * 96), r)))
+    assert lora["config"]["lora_r"] == sizes["rank"] and lora["parameters"]["trainable"] == sizes["rank"] * per_rank
+    with pytest.raises(LangNeuronsError, match="equal_parameters_to"):
+        data["finetune"]["runs"][1]["equal_parameters_to"] = "attention"
+        load_config(data)

@@ -202,3 +202,15 @@ def equal_parameters(adapter: ModelAdapter, neuron_mask: torch.Tensor, lora_modu
     neurons = max(1, min((target // per_neuron, target // per_neuron + 1),
                          key=lambda n: (abs(n * per_neuron - target), n)))
     return EqualParameters(target, rank, rank * per_rank, neurons, per_neuron)
+
+
+def lora_targets(adapter: ModelAdapter, config, neuron_mask: torch.Tensor | None) -> list[str]:
+    """The module names :func:`~langneurons.finetune.neuron_lora.add_lora` adapts for a resolved
+    :class:`~langneurons.finetune.train.FinetuneConfig` and its neuron mask (nothing is changed)."""
+    from langneurons.finetune.neuron_lora import attention_module_names
+
+    names = [] if neuron_mask is None else [item.name for item in neuron_lora_plan(adapter, neuron_mask,
+                                                                                     config.mlp_targets)]
+    if config.attention_lora:
+        names += attention_module_names(adapter, config.attention_targets)
+    return names

@@ -185,6 +185,9 @@ class FinetuneRunConfig:
     source_language: str = "en"
     neuron_set: str | None = None
     options: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="xnli"))
+    equal_parameters_to: str | None = None
+    """A run training neuron rows (``adapter: rows``): this LoRA run's rank is the one whose trainable
+    parameters are nearest to that run's (:func:`langneurons.finetune.rows.equal_parameters`)."""
 
     @property
     def task(self) -> str:
@@ -275,7 +278,7 @@ class ExperimentConfig:
         if data.get("stability") is None:
             data.pop("stability", None)  # configs without the section keep their earlier form and hash
         data["finetune"] = {"runs": [
-            {**{key: run[key] for key in _RUN_KEYS},
+            {**{key: run[key] for key in _RUN_KEYS if key != "equal_parameters_to" or run[key] is not None},
              **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
             for run in data["finetune"]
         ]}
@@ -498,7 +501,7 @@ def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
     return tuple(parsed)
 
 
-_RUN_KEYS = ("name", "source_language", "neuron_set")
+_RUN_KEYS = ("name", "source_language", "neuron_set", "equal_parameters_to")
 _FINETUNE_EXCLUDED = ("neuron_set_path",)  # the runner passes the neuron set itself
 
 
@@ -538,6 +541,8 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
                 source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
                 neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
                 options=options if seed is None else replace(options, seed=seed),
+                equal_parameters_to=_convert(str | None, merged.get("equal_parameters_to"),
+                                             f"{path}.equal_parameters_to"),
             ))
     return tuple(parsed)
 
@@ -719,6 +724,11 @@ def validate(config: ExperimentConfig) -> None:
             _languages(options.languages, f"{path}.languages", languages)
         elif options.neurons not in NEURON_MODES:
             raise LangNeuronsError(f"{path}.neurons: unknown mode {brief(options.neurons)}")
+        if run.equal_parameters_to is not None:
+            matched = [r for r in config.finetune if r.name == run.equal_parameters_to]
+            if not matched or matched[0].options.adapter != "rows" or options.adapter != "lora":
+                raise LangNeuronsError(f"{path}.equal_parameters_to: a LoRA run matches the size of a run with "
+                                       f"adapter 'rows', not {brief(run.equal_parameters_to)}")
     evaluation = config.evaluation
     if evaluation is not None:
         allowed = languages if evaluation.neuron_sets else None

@@ -492,9 +492,10 @@ class _Experiment:
                 examples = task_examples(tasks, run.task, run.source_language, "train")
                 dev = (task_examples(tasks, run.task, run.source_language, "dev")
                        if getattr(tasks, run.task).dev_limit and wants_dev else None)
+            options = self._equal_parameters(run, directory)
             base = self.fresh_base()
             neuron_set = self._neuron_set(run.neuron_set) if uses_set else None
-            result = finetune(base, examples, run.options, directory, neuron_set=neuron_set, progress=self.progress,
+            result = finetune(base, examples, options, directory, neuron_set=neuron_set, progress=self.progress,
                               dev_examples=dev, dev_language=run.source_language)
             write_learning_curve(result.metadata, directory, title=f"{run.name}: learning curve")
             if lm_text:
@@ -506,8 +507,32 @@ class _Experiment:
                   "neurons": neuron_record.product if (neuron_record and uses_set) else None}
         if lm_text:
             inputs["statistics"] = asdict(self.config.statistics) if tasks.lm.source == "heldout" else None
+        if run.equal_parameters_to is not None:
+            matched = self.config.run(run.equal_parameters_to)
+            inputs["equal_parameters_to"] = {"run": asdict(matched), "neurons": self.records[
+                f"identify/{matched.neuron_set}"].product if matched.neuron_set else None}
         product = (ROWS_FILE,) if run.options.adapter == "rows" else ("adapter_model.safetensors", "adapter_config.json")
         return self.stage(f"finetune/{run.name}", inputs, compute, product=product + (("perplexity.json",) * lm_text))
+
+    def _equal_parameters(self, run, directory: Path):
+        """The run's options, with ``lora_r`` set to match the trainable parameters of the rows run
+        ``run.equal_parameters_to`` (sizes written to ``equal_parameters.json``)."""
+        if run.equal_parameters_to is None:
+            return run.options
+        from langneurons.finetune.rows import equal_parameters, lora_targets
+        from langneurons.finetune.train import training_neurons
+
+        def mask(of) -> "torch.Tensor | None":
+            options = of.options.resolved()
+            uses = options.neurons in ("languages", "random")
+            return training_neurons(options, self.loaded.info, self._neuron_set(of.neuron_set) if uses else None)[0]
+
+        matched = self.config.run(run.equal_parameters_to)
+        own = run.options.resolved()
+        sizes = equal_parameters(self.loaded.adapter, mask(matched), lora_targets(self.loaded.adapter, own, mask(run)),
+                                 matched.options.resolved().mlp_targets)
+        write_json(directory / "equal_parameters.json", {"matched_run": matched.name, **asdict(sizes)})
+        return replace(run.options, lora_r=sizes.rank)
 
     def _lm_parts(self, language: str) -> dict[str, list[str]]:
         from langneurons.finetune.lm_task import LMText, lm_split
