@@ -117,3 +117,44 @@ def test_add_rows_freezes_the_whole_model_but_the_deltas(make_loaded, chosen):
     rows = add_rows(loaded.adapter, chosen(loaded), ("gate",))
     trainable = {n: p.shape for n, p in rows.model.named_parameters() if p.requires_grad}
     assert sorted(trainable.values()) == [torch.Size([2, 32]), torch.Size([3, 32])]
+
+
+def test_an_interrupted_rows_run_resumes_to_the_uninterrupted_weights(tmp_path, make_loaded, make_neuron_set, qa_data):
+    from safetensors.torch import load_file
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_at_3(step, loss):
+        if step == 3:
+            raise Interrupted
+
+    config = FinetuneConfig("xquad", max_steps=4, save_every=2, **ROWS)
+    loaded = make_loaded("llama")
+    finetune(loaded, qa_data(), config, tmp_path / "straight", neuron_set=make_neuron_set(loaded), progress=False)
+    with pytest.raises(Interrupted):
+        loaded = make_loaded("llama")
+        finetune(loaded, qa_data(), config, tmp_path / "resumed", neuron_set=make_neuron_set(loaded), progress=False,
+                 on_step=stop_at_3)
+    assert (tmp_path / "resumed" / "checkpoints" / "step-0000002" / ROWS_FILE).is_file()
+    loaded = make_loaded("llama")
+    finetune(loaded, qa_data(), config, tmp_path / "resumed", neuron_set=make_neuron_set(loaded), progress=False)
+    a, b = (load_file(str(tmp_path / name / ROWS_FILE)) for name in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bfloat16_weights_train_float32_deltas_and_only_the_chosen_rows_change(make_loaded, chosen):
+    loaded = make_loaded("llama")
+    loaded.model.to(torch.bfloat16)
+    before = _state(loaded.model)
+    rows = add_rows(loaded.adapter, chosen(loaded), ("gate",))
+    deltas = rows.deltas()
+    assert all(d.delta.dtype == torch.float32 for d in deltas.values())
+    with torch.no_grad():
+        for d in deltas.values():
+            d.delta.fill_(0.5)
+    for name, module in _unwrap(rows.model).named_modules():
+        if name in deltas:
+            weight, original = module.weight, before[f"{name}.weight"]
+            changed = (weight != original).any(dim=1)
+            assert weight.dtype == torch.bfloat16 and changed.nonzero()[:, 0].tolist() == deltas[name].index.tolist()

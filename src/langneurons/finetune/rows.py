@@ -49,7 +49,9 @@ class RowDelta(nn.Module):
         self.register_buffer("index", index.to(device=original.device, dtype=torch.long), persistent=False)
         shape = list(original.shape)
         shape[dim] = len(index)
-        self.delta = nn.Parameter(torch.zeros(shape, dtype=original.dtype, device=original.device))
+        # at least float32: AdamW's small steps would vanish in a bfloat16 delta; cast in forward
+        dtype = torch.promote_types(original.dtype, torch.float32)
+        self.delta = nn.Parameter(torch.zeros(shape, dtype=dtype, device=original.device))
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         return original.index_add(self.dim, self.index, self.delta.to(original.dtype))

@@ -423,13 +423,13 @@ def finetune(
             f"checkpoint {checkpoints[-1]} belongs to a different fine-tuning run; choose another output directory"
         )
 
+    from langneurons.launch import world_size_from_env
+
+    if (config.learning_rates or config.patience) and world_size_from_env() > 1:
+        raise LangNeuronsError("the learning-rate search and early stopping run in one process: choose them with a "
+                               "single-process run, then launch data-parallel with learning_rate and max_steps")
     lr_search = None
     if config.learning_rates:  # short runs on copies of the base model, scored on the dev examples only
-        from langneurons.launch import world_size_from_env
-
-        if world_size_from_env() > 1:
-            raise LangNeuronsError("the learning-rate search runs in one process: choose the rate with a "
-                                   "single-process run (or give learning_rate) before a data-parallel launch")
         lr_search = search_learning_rate(loaded, train_examples, config, output_dir, dev_examples, dev_language,
                                          neuron_set, progress)
         config = replace(config, learning_rate=lr_search["chosen"])
