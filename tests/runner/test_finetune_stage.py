@@ -50,7 +50,8 @@ def test_an_lm_run_trains_on_its_languages_text_scores_perplexity_and_is_evaluat
 
     make_fixtures(tmp_path)
     data = make_config(tmp_path)
-    data["tasks"]["lm"] = {"source": str(tmp_path / "corpus"), "eval_fraction": 0.25, "dev_fraction": 0.25}
+    data["tasks"]["lm"] = {"source": str(tmp_path / "corpus"), "eval_fraction": 0.25, "dev_fraction": 0.25,
+                           "block_length": 8}
     data["finetune"]["runs"] = [{"name": "hi-lm", "task": "lm", "source_language": "hi", "max_length": 8,
                                  "eval_every": 1, "max_steps": 2, "batch_size": 1,
                                  "learning_rate": 0.05}]
@@ -103,3 +104,44 @@ def test_a_lora_run_can_take_the_rank_that_matches_a_rows_runs_trainable_paramet
     with pytest.raises(LangNeuronsError, match="equal_parameters_to"):
         data["finetune"]["runs"][1]["equal_parameters_to"] = "attention"
         load_config(data)
+
+
+def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_arm(
+        tmp_path, make_config, make_fixtures, make_loader):
+    from langneurons.report.claims import ClaimsConfig, evaluate_claims, load_perplexities
+    from langneurons.runner.run import _Experiment
+
+    make_fixtures(tmp_path)
+    data = make_config(tmp_path)
+    data["identification"] = data["identification"][:1]  # lape
+    data["tasks"]["lm"] = {"source": "heldout", "eval_fraction": 0.5, "dev_fraction": 0.0, "block_length": 6}
+    data["statistics"]["heldout_fraction"] = 0.5
+    rows = {"task": "lm", "source_language": "hi", "adapter": "rows", "neuron_set": "lape", "languages": ["hi"],
+            "mlp_targets": ["gate", "up", "down"], "max_steps": 2, "max_length": 6, "batch_size": 2,
+            "learning_rate": 0.05, "eval_every": 0}
+    data["finetune"]["runs"] = [
+        {**rows, "name": "hi-lape-rows", "neurons": "languages"},
+        {**rows, "name": "hi-random-rows", "neurons": "random"},
+        {"name": "hi-lora", "task": "lm", "source_language": "hi", "neurons": "none", "max_steps": 2, "max_length": 6,
+         "batch_size": 2, "learning_rate": 0.05, "eval_every": 0, "equal_parameters_to": "hi-lape-rows"}]
+    data["evaluation"]["models"] = ["base"]
+    data["evaluation"]["neuron_sets"] = data["ppxc"]["neuron_sets"] = ["lape"]
+    config = load_config(data)
+    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    statistics = experiment.statistics()
+    experiment.identify(config.identification[0], statistics)
+    for run in config.finetune:
+        experiment.finetune(run)
+    assert experiment.lm_perplexity_models() == ["base", "hi-lape-rows", "hi-random-rows", "hi-lora"]
+    for name in experiment.lm_perplexity_models():
+        experiment.lm_perplexity(name)
+    found = load_perplexities(tmp_path / "run" / "lm_eval_ppl")
+    assert {name: p.role for name, p in found.items()} == {"base": "baseline", "hi-lape-rows": "lape-rows",
+                                                           "hi-random-rows": "random-rows", "hi-lora": "lora"}
+    ids = [u["id"] for u in found["base"].languages["hi"]]
+    assert ids and all([u["id"] for u in p.languages["hi"]] == ids for p in found.values())  # the same blocks
+    assert found["hi-lape-rows"].trainable_parameters == found["hi-random-rows"].trainable_parameters
+    tuned = json.loads((tmp_path / "run" / "finetune" / "hi-lape-rows" / "perplexity.json").read_text())
+    assert sum(u["nll"] for u in found["hi-lape-rows"].languages["hi"]) == pytest.approx(tuned["tuned"]["nll_sum"])
+    claims = evaluate_claims(tmp_path / "run", ClaimsConfig(bootstrap_resamples=50), {}, [])
+    assert [c.id for c in claims if c.id == "subnetwork"] == ["subnetwork"]

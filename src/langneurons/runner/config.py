@@ -159,7 +159,9 @@ class LMTaskConfig:
     statistics pass held out, never used for identification) or a corpus folder; split (seeded)
     into ``eval`` (``eval_fraction``: the perplexity of base and tuned model, text training never
     saw), ``dev`` (``dev_fraction``: learning-rate choice, early stopping) and ``train``.
-    ``eval_token_budget`` caps the scored tokens; ``max_documents`` the documents read."""
+    ``eval_token_budget`` caps the scored tokens; ``max_documents`` the documents read;
+    ``block_length``: tokens per scored block of the eval part (the same blocks for every model:
+    ``lm_eval_ppl/<model>/perplexity.json``, the subnetwork claim's input)."""
 
     source: str = "heldout"
     eval_fraction: float = 0.2
@@ -167,6 +169,7 @@ class LMTaskConfig:
     seed: int = 0
     max_documents: int | None = None
     eval_token_budget: int | None = None
+    block_length: int = 256
 
 
 @dataclass(frozen=True)
@@ -804,6 +807,7 @@ def _check_tasks(tasks: TasksConfig) -> None:
     if tasks.lm is not None:
         _at_least(tasks.lm.max_documents, 1, "tasks.lm.max_documents")
         _at_least(tasks.lm.eval_token_budget, 1, "tasks.lm.eval_token_budget")
+        _at_least(tasks.lm.block_length, 2, "tasks.lm.block_length")
         lm = tasks.lm
         if not (0.0 < lm.eval_fraction < 1.0 and 0.0 <= lm.dev_fraction < 1.0 and lm.eval_fraction + lm.dev_fraction < 1.0):
             raise LangNeuronsError("tasks.lm: need 0 < eval_fraction, 0 <= dev_fraction and their sum below 1")

@@ -13,6 +13,7 @@ Stages (each in its own folder of the run directory)::
     results/                all scores, model comparisons, intervention-delta figure
     claims/                 the literature's claims tested on the run's artefacts (claims.md/csv/json)
     lm_eval/                lm-evaluation-harness tasks under the conditions (config section lm_eval)
+    lm_eval_ppl/<model>/    per-block NLL of base and LM-tuned models on held-out target text (subnetwork claim)
     report/                 report.md + report.html (written by :mod:`langneurons.report.report`)
     manifest.json           config, versions, model, per-stage keys/timings/outputs
 
@@ -146,6 +147,14 @@ def run_experiment(
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
     return _Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
+
+
+def _perplexity_role(run) -> str | None:
+    """An LM-task run's arm in the subnetwork claim: ``lape-rows`` (rows of a language's neurons),
+    ``random-rows``, ``lora``; None for other runs (e.g. the rows of all neurons)."""
+    if run.options.adapter == "lora":
+        return "lora"
+    return {"languages": "lape-rows", "random": "random-rows"}.get(run.options.neurons)
 
 
 # ---------------------------------------------------------------------------------- task data
@@ -534,6 +543,49 @@ class _Experiment:
         write_json(directory / "equal_parameters.json", {"matched_run": matched.name, **asdict(sizes)})
         return replace(run.options, lora_r=sizes.rank)
 
+    def lm_perplexity_models(self) -> list[str]:
+        """``base`` and every LM-task run with a role in the subnetwork claim (none without LM runs)."""
+        named = [run.name for run in self.config.finetune if run.task == LM_TASK and _perplexity_role(run)]
+        return ["base"] + named if named else []
+
+    def lm_perplexity(self, model_name: str) -> StageRecord:
+        """Per-block NLL of ``model_name`` on the eval part of its LM text (every target language for
+        ``base``) -> ``lm_eval_ppl/<model>/perplexity.json`` (:class:`langneurons.report.claims.PerplexityUnits`)."""
+        from langneurons.finetune import load_finetuned
+        from langneurons.finetune.lm_task import lm_blocks
+        from langneurons.intervene.perplexity import perplexity
+        from langneurons.report.claims import PerplexityUnits
+
+        section = self.config.tasks.lm
+        lm_runs = [run for run in self.config.finetune if run.task == LM_TASK and _perplexity_role(run)]
+        run = None if model_name == "base" else self.config.run(model_name)
+        languages = sorted({r.source_language for r in lm_runs}) if run is None else [run.source_language]
+        batch_size = self.config.evaluation.batch_size if self.config.evaluation is not None else 8
+
+        def compute(directory: Path) -> None:
+            if run is None:
+                model, parameters = self.loaded, None
+            else:
+                folder = self.run_dir / "finetune" / model_name
+                model = load_finetuned(folder, base=self.fresh_base())
+                parameters = json.loads((folder / "langneurons_finetune.json").read_text())["parameters"]["trainable"]
+            units = {}
+            for language in languages:
+                blocks = lm_blocks(model.tokenizer, self._lm_parts(language)["eval"], language, section.block_length,
+                                   section.eval_token_budget)
+                result = perplexity(model, blocks, batch_size=batch_size, progress=self.progress)
+                units[language] = [{"id": f"block-{i}", "nll": nll, "tokens": tokens}
+                                   for i, (nll, tokens) in enumerate(zip(result.block_nll, result.block_tokens))]
+            PerplexityUnits(model_name, "baseline" if run is None else _perplexity_role(run),
+                            None if run is None else run.source_language, parameters, units
+                            ).write(directory / "perplexity.json")
+
+        inputs = {"model": asdict(self.config.model), "lm": asdict(section), "languages": languages,
+                  "statistics": asdict(self.config.statistics) if section.source == "heldout" else None,
+                  "adapter": None if run is None else self.records[f"finetune/{model_name}"].product,
+                  "batch_size": batch_size}
+        return self.stage(f"lm_eval_ppl/{model_name}", inputs, compute, product=("perplexity.json",))
+
     def _lm_parts(self, language: str) -> dict[str, list[str]]:
         from langneurons.finetune.lm_task import LMText, lm_split
 
@@ -550,9 +602,9 @@ class _Experiment:
         if not texts:
             raise LangNeuronsError(f"finetune/{run.name}: tasks.lm.eval_fraction leaves no text to score")
         tuned.model.eval()
-        record = perplexity_before_after(self.loaded, tuned, texts, run.source_language, run.options.resolved().max_length,
-                                         batch_size=run.options.batch_size,
-                                         token_budget=self.config.tasks.lm.eval_token_budget)
+        section = self.config.tasks.lm
+        record = perplexity_before_after(self.loaded, tuned, texts, run.source_language, section.block_length,
+                                         batch_size=run.options.batch_size, token_budget=section.eval_token_budget)
         write_json(directory / "perplexity.json", dict(record, run=run.name))
 
     def _prepared_task(self, task: str, language: str):
@@ -643,7 +695,7 @@ class _Experiment:
                          directory)
 
         upstream = {name: record.product for name, record in self.records.items()
-                    if name.startswith(("identify/", "ppxc/", "evaluate/")) or name == "steering"}
+                    if name.startswith(("identify/", "ppxc/", "evaluate/", "lm_eval_ppl/")) or name == "steering"}
         inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
                   "upstream": upstream}
         return self.stage("claims", inputs, compute, product=("claims.json",))
@@ -775,6 +827,8 @@ class _Experiment:
             self.results()
         if config.lm_eval is not None:
             self.lm_eval(statistics)
+        for name in self.lm_perplexity_models():  # the subnetwork claim's per-block NLLs
+            self.lm_perplexity(name)
         if config.claims is not None:
             self.claims()
         seconds = time.perf_counter() - start
