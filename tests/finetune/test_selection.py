@@ -51,6 +51,9 @@ def test_the_search_needs_a_dev_split_disjoint_from_training(tmp_path, make_load
         finetune(make_loaded("llama"), nli_data(6), config, tmp_path / "a", progress=False)
     with pytest.raises(LangNeuronsError, match="also training examples"):
         finetune(make_loaded("llama"), nli_data(6), config, tmp_path / "b", progress=False, dev_examples=nli_data(2))
+    stopping = FinetuneConfig("xnli", max_steps=2, eval_every=1, patience=1, **BASE)
+    with pytest.raises(LangNeuronsError, match="development examples"):
+        finetune(make_loaded("llama"), nli_data(6), stopping, tmp_path / "c", progress=False)
     with pytest.raises(LangNeuronsError, match="lr_search_steps"):
         FinetuneConfig("xnli", learning_rates=(1e-3,)).resolved()
     with pytest.raises(LangNeuronsError, match="eval_every"):

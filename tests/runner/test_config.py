@@ -303,6 +303,11 @@ def test_selection_rows_and_lm_options_are_read_and_checked(make_config):
     with pytest.raises(LangNeuronsError, match="no data section"):
         load_config(data)
     data = make_config()
+    data["tasks"]["xnli"]["dev_limit"] = None
+    data["finetune"]["runs"][0]["patience"] = 2
+    with pytest.raises(LangNeuronsError, match="dev_limit"):
+        load_config(data)
+    data = make_config()
     data["statistics"]["heldout_fraction"] = 0.0
     data["tasks"]["lm"] = {"source": "heldout"}
     data["finetune"]["runs"].append({"name": "lm", "task": "lm", "source_language": "hi"})

@@ -409,7 +409,10 @@ def finetune(
     neuron_hash = stable_hash(neuron_mask) if neuron_mask is not None else ""
     run_hash = stable_hash(loaded.info.weights_fingerprint, config.run_key(), data_hash, neuron_hash)
     if config.learning_rates or config.patience:  # choices made on the dev examples: they decide the weights too
-        check_disjoint(train_examples, dev_examples or ())
+        if not dev_examples:
+            raise LangNeuronsError("learning_rates and patience choose on development examples; give a dev split "
+                                   "of the training data (dev_limit)")
+        check_disjoint(train_examples, dev_examples)
         run_hash = stable_hash(run_hash, [getattr(e, "id", e) for e in dev_examples or ()])
 
     if (output_dir / METADATA).is_file():

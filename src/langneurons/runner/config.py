@@ -718,6 +718,12 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"{path}: {error}") from None
         if getattr(config.tasks, options.task) is None:
             raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
+        if (options.learning_rates or options.patience) and options.task != "lm" \
+                and not getattr(config.tasks, options.task).dev_limit:
+            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set "
+                                   f"tasks.{options.task}.dev_limit")
+        if options.task == "lm" and (options.learning_rates or options.patience) and not config.tasks.lm.dev_fraction:
+            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set tasks.lm.dev_fraction")
         if options.task == "lm" and config.tasks.lm.source == "heldout" and not config.statistics.heldout_fraction:
             raise LangNeuronsError(f"{path}: LM text 'heldout' needs statistics.heldout_fraction > 0")
         if options.neurons in ("languages", "random"):
