@@ -158,3 +158,9 @@ def test_bfloat16_weights_train_float32_deltas_and_only_the_chosen_rows_change(m
             weight, original = module.weight, before[f"{name}.weight"]
             changed = (weight != original).any(dim=1)
             assert weight.dtype == torch.bfloat16 and changed.nonzero()[:, 0].tolist() == deltas[name].index.tolist()
+
+
+def test_rows_train_the_neurons_own_weights_by_default_and_lora_the_gate_rows():
+    assert FinetuneConfig("xnli", adapter="rows", neurons="all").resolved().mlp_targets == ("gate", "up", "down")
+    assert FinetuneConfig("xnli", neurons="all").resolved().mlp_targets == ("gate",)
+    assert FinetuneConfig("xnli", adapter="rows", neurons="all", mlp_targets=("up",)).resolved().mlp_targets == ("up",)

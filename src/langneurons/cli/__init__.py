@@ -442,7 +442,7 @@ def finetune(
     neurons: Annotated[str, typer.Option(help="Which MLP neurons may change: languages, random, all, none (attention-only LoRA).")] = "none",
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="With --neurons languages/random: whose neurons.")] = None,
     neurons_file: Annotated[Optional[Path], typer.Option(help="Neuron set file for --neurons languages/random.")] = None,
-    mlp_targets: Annotated[str, typer.Option(help="Neuron weights that may change: gate[,up,down].")] = "gate",
+    mlp_targets: Annotated[Optional[str], typer.Option(help="Neuron weights that may change: gate[,up,down] (default: gate for lora, gate,up,down for rows).")] = None,
     attention_lora: Annotated[Optional[bool], typer.Option("--attention-lora/--no-attention-lora", help="LoRA on attention too (default: only with --neurons none).")] = None,
     rank: Annotated[Optional[int], typer.Option(help="LoRA rank (default 8 for xnli, 64 for xquad).")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
@@ -481,7 +481,7 @@ def finetune(
     config = FinetuneConfig(
         task=task, neurons=neurons, languages=_languages(languages) if languages else (),
         neuron_set_path=str(neurons_file) if neurons_file else None, lora_r=rank, lora_alpha=alpha,
-        lora_dropout=dropout, attention_lora=attention_lora, mlp_targets=tuple(mlp_targets.split(",")),
+        lora_dropout=dropout, attention_lora=attention_lora, mlp_targets=tuple(mlp_targets.split(",")) if mlp_targets else None,
         learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         grad_accumulation=grad_accumulation, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
         bf16=bf16, max_length=max_length, save_every=save_every, activation_checkpointing=activation_checkpointing,

@@ -94,7 +94,8 @@ class FinetuneConfig:
         alpha = 2 r; 256 / 512 tokens).
     attention_lora: plain LoRA on the attention projections; None = on only for ``none``.
     attention_targets: subset of the architecture's attention paths (None: all of them).
-    mlp_targets: which neuron weights may change: gate rows, up rows, down columns.
+    mlp_targets: which neuron weights may change: gate rows, up rows, down columns (None: gate rows
+        for LoRA; all three, the neuron's own weights, for ``adapter rows``).
     max_steps: optimizer steps (overrides ``epochs``); warmup_ratio: fraction of the steps.
     save_every: checkpoint every this many optimizer steps (0: none; the final adapter is always saved).
     activation_checkpointing: recompute each decoder layer's activations in the backward pass
@@ -120,7 +121,7 @@ class FinetuneConfig:
     lora_dropout: float = 0.05
     attention_lora: bool | None = None
     attention_targets: tuple[str, ...] | None = None
-    mlp_targets: tuple[str, ...] = ("gate",)
+    mlp_targets: tuple[str, ...] | None = None
     learning_rate: float = 2e-4
     epochs: int = 1
     max_steps: int | None = None
@@ -175,7 +176,8 @@ class FinetuneConfig:
             raise LangNeuronsError("need 0 <= warmup_ratio < 1, weight_decay >= 0 and learning_rate > 0")
         return replace(
             self, languages=languages, attention_lora=attention, lora_r=r,
-            lora_alpha=self.lora_alpha or 2.0 * r, mlp_targets=check_mlp_targets(self.mlp_targets),
+            lora_alpha=self.lora_alpha or 2.0 * r, mlp_targets=check_mlp_targets(
+                self.mlp_targets or (("gate", "up", "down") if self.adapter == "rows" else ("gate",))),
             attention_targets=None if self.attention_targets is None else tuple(self.attention_targets),
             max_length=self.max_length or DEFAULT_MAX_LENGTH.get(task, DEFAULT_BLOCK_LENGTH),
             learning_rates=tuple(float(r) for r in self.learning_rates),
