@@ -124,7 +124,7 @@ def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_a
         {**rows, "name": "hi-random-rows", "neurons": "random"},
         {"name": "hi-lora", "task": "lm", "source_language": "hi", "neurons": "none", "max_steps": 2, "max_length": 6,
          "batch_size": 2, "learning_rate": 0.05, "eval_every": 0, "equal_parameters_to": "hi-lape-rows"}]
-    data["evaluation"]["models"] = ["base"]
+    data["evaluation"].update(models=["base", "hi-lape-rows"], tasks=["xnli"], intervene_models=[])
     data["evaluation"]["neuron_sets"] = data["ppxc"]["neuron_sets"] = ["lape"]
     config = load_config(data)
     experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
@@ -145,3 +145,11 @@ def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_a
     assert sum(u["nll"] for u in found["hi-lape-rows"].languages["hi"]) == pytest.approx(tuned["tuned"]["nll_sum"])
     claims = evaluate_claims(tmp_path / "run", ClaimsConfig(bootstrap_resamples=50), {}, [])
     assert [c.id for c in claims if c.id == "subnetwork"] == ["subnetwork"]
+    # the runner's claims stage: LM runs enter the subnetwork claim, never the neuron-LoRA comparison
+    for name in ("base", "hi-lape-rows"):
+        experiment.evaluate(name, statistics)
+    experiment.claims()
+    written = json.loads((tmp_path / "run" / "claims" / "claims.json").read_text())
+    subnetwork = [c for c in written if c["id"] == "subnetwork"]
+    assert subnetwork and subnetwork[0]["unit"] == "nats/token"
+    assert not any("hi-lape-rows" in json.dumps(c) for c in written if c["id"] == "neuron-lora")

@@ -436,7 +436,8 @@ def _finetune(run_dir: Path, manifest: dict) -> list[Block]:
         meta = _read_json(folder / "langneurons_finetune.json")
         neurons = meta.get("neurons", {})
         params = meta.get("parameters", {})
-        rows.append([folder.name, meta.get("task", ""), neurons.get("mode", ""),
+        rows.append([folder.name, meta.get("task", ""),
+                     neurons.get("mode", "") + (" (own rows)" if meta.get("adapter") == "rows" else ""),
                      ",".join(neurons.get("languages", [])) or "–", str(neurons.get("count", 0)),
                      f"{params.get('trainable', '?'):,}" if isinstance(params.get("trainable"), int) else "?",
                      f"{meta.get('step')}/{meta.get('total_steps')}",

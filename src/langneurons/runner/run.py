@@ -687,7 +687,8 @@ class _Experiment:
 
         config = self.config
         models = list(config.evaluation.models) if config.evaluation is not None else []
-        runs = {run.name: (run.task, run.options.neurons) for run in config.finetune}
+        runs = {run.name: (run.task, run.options.neurons) for run in config.finetune
+                if run.task != LM_TASK}  # LM-task runs enter the subnetwork claim (lm_eval_ppl), not neuron LoRA
         reference = config.evaluation.reference if config.evaluation is not None else None
 
         def compute(directory: Path) -> None:
