@@ -176,3 +176,23 @@ def test_each_seed_draws_a_fresh_layer_matched_random_set_recorded_in_the_metada
     assert result.metadata["neurons"]["random_seed"] == 2
     saved = NeuronSet.load(tmp_path / "training_neurons.json")
     assert torch.equal(saved.mask(saved.languages[0]), masks[2])
+
+
+def test_the_cli_dev_split_is_carved_from_the_training_data_outside_the_training_sample(monkeypatch):
+    import langneurons.finetune.api as api
+    import langneurons.tasks as tasks
+
+    splits = []
+    real = api.load_xnli
+
+    def spy(source, language, split="test", *args, **kwargs):
+        splits.append(split)
+        return real(source, language, split, *args, **kwargs)
+
+    monkeypatch.setattr(api, "load_xnli", spy)
+    monkeypatch.setattr(tasks, "load_xnli", spy)
+    spec = api.TrainingData("xnli", limit=4, dev_limit=3)
+    train, dev = api.training_examples(spec), api.development_examples(spec)
+    assert len(train) == 4 and len(dev) == 3 and not {e.id for e in train} & {e.id for e in dev}
+    assert set(splits) == {"train"}  # never the test split
+    assert api.development_examples(api.TrainingData("xnli", limit=4)) is None
