@@ -153,3 +153,26 @@ def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_a
     subnetwork = [c for c in written if c["id"] == "subnetwork"]
     assert subnetwork and subnetwork[0]["unit"] == "nats/token"
     assert not any("hi-lape-rows" in json.dumps(c) for c in written if c["id"] == "neuron-lora")
+
+
+def test_seeds_of_a_run_share_one_learning_rate_search(tmp_path, make_config, make_fixtures, make_loader, monkeypatch):
+    import langneurons.finetune.train as train
+    from langneurons.runner.run import _Experiment
+
+    make_fixtures(tmp_path)
+    data = make_config(tmp_path)
+    data["finetune"]["runs"] = [{"name": "attention", "neurons": "none", "seeds": [0, 1], "max_steps": 1,
+                                 "learning_rates": [1e-3, 3e-2], "lr_search_steps": 1}]
+    data["evaluation"]["models"] = ["base", "attention"]
+    config = load_config(data)
+    searches = []
+    real = train.search_learning_rate
+    monkeypatch.setattr(train, "search_learning_rate", lambda *a, **k: searches.append(1) or real(*a, **k))
+    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    for run in config.finetune:
+        experiment.finetune(run)
+    first, second = (json.loads((tmp_path / "run" / "finetune" / name / "langneurons_finetune.json").read_text())
+                     for name in ("attention@0", "attention@1"))
+    assert len(searches) == 1  # searched once, for the first seed
+    assert second["lr_search"] == dict(first["lr_search"], reused=True)
+    assert second["config"]["learning_rate"] == first["lr_search"]["chosen"] and second["config"]["seed"] == 1

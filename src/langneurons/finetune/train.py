@@ -385,8 +385,10 @@ def finetune(
     on_step: Callable[[int, float], None] | None = None,
     dev_examples: Sequence | None = None,
     dev_language: str = "en",
+    lr_search: dict | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``loaded`` with LoRA on ``train_examples`` (NLIExample or QAExample).
+    """Fine-tune ``loaded`` with LoRA on ``train_examples`` (NLIExample or QAExample; texts for
+    task ``lm``).
 
     ``loaded.model`` is wrapped in place (LoRA layers injected); the returned ``result.model`` is
     the trained PEFT model. A run already finished in ``output_dir`` with the same base model,
@@ -394,7 +396,9 @@ def finetune(
     different run in ``output_dir`` is an error. ``on_step(step, loss)`` is called after every
     optimizer step (1-based step). With ``dev_examples`` (held out from training) and
     ``config.eval_every``, the metadata's ``curve`` holds the dev score (XNLI accuracy, XQuAD F1,
-    percent) at step 0 and every ``eval_every`` steps and at the last step.
+    percent) at step 0 and every ``eval_every`` steps and at the last step. ``lr_search``: the
+    record of a learning-rate search already made for this configuration (e.g. by another seed of
+    the run, ``metadata["lr_search"]``): its choice is used instead of searching again.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -416,6 +420,10 @@ def finetune(
                                    "of the training data (dev_limit)")
         check_disjoint(train_examples, dev_examples)
         run_hash = stable_hash(run_hash, [getattr(e, "id", e) for e in dev_examples or ()])
+    if config.learning_rates and lr_search is not None:
+        if [float(r) for r in lr_search["candidates"]] != list(config.learning_rates):
+            raise LangNeuronsError("the reused learning-rate search tried other candidates than learning_rates")
+        run_hash = stable_hash(run_hash, "reused search", lr_search["chosen"])
 
     if (output_dir / METADATA).is_file():
         finished = _read_metadata(output_dir)
@@ -433,8 +441,12 @@ def finetune(
     if (config.learning_rates or config.patience) and world_size_from_env() > 1:
         raise LangNeuronsError("the learning-rate search and early stopping run in one process: choose them with a "
                                "single-process run, then launch data-parallel with learning_rate and max_steps")
-    lr_search = None
-    if config.learning_rates:  # short runs on copies of the base model, scored on the dev examples only
+    if not config.learning_rates:
+        lr_search = None
+    elif lr_search is not None:  # another run's search (e.g. the first seed): its choice, not searched again
+        lr_search = dict(lr_search, reused=True)
+        config = replace(config, learning_rate=float(lr_search["chosen"]))
+    else:  # short runs on copies of the base model, scored on the dev examples only
         lr_search = search_learning_rate(loaded, train_examples, config, output_dir, dev_examples, dev_language,
                                          neuron_set, progress)
         config = replace(config, learning_rate=lr_search["chosen"])

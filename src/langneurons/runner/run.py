@@ -489,6 +489,7 @@ class _Experiment:
         uses_set = run.options.neurons in ("languages", "random")
 
         wants_dev = bool(run.options.eval_every or run.options.learning_rates or run.options.patience)
+        first_seed = self._first_seed(run) if run.options.learning_rates else None
         lm_text = run.task == LM_TASK
 
         def compute(directory: Path) -> None:
@@ -504,8 +505,12 @@ class _Experiment:
             options = self._equal_parameters(run, directory)
             base = self.fresh_base()
             neuron_set = self._neuron_set(run.neuron_set) if uses_set else None
+            search = None
+            if first_seed is not None:  # one learning-rate search per run, not per seed
+                search = json.loads((self.run_dir / "finetune" / first_seed / "langneurons_finetune.json")
+                                    .read_text(encoding="utf-8"))["lr_search"]
             result = finetune(base, examples, options, directory, neuron_set=neuron_set, progress=self.progress,
-                              dev_examples=dev, dev_language=run.source_language)
+                              dev_examples=dev, dev_language=run.source_language, lr_search=search)
             write_learning_curve(result.metadata, directory, title=f"{run.name}: learning curve")
             if lm_text:
                 self._write_lm_perplexity(result.model, parts["eval"], run, directory)
@@ -516,12 +521,21 @@ class _Experiment:
                   "neurons": neuron_record.product if (neuron_record and uses_set) else None}
         if lm_text:
             inputs["statistics"] = asdict(self.config.statistics) if tasks.lm.source == "heldout" else None
+        if first_seed is not None:
+            inputs["lr_search_from"] = self.records[f"finetune/{first_seed}"].product
         if run.equal_parameters_to is not None:
             matched = self.config.run(run.equal_parameters_to)
             inputs["equal_parameters_to"] = {"run": asdict(matched), "neurons": self.records[
                 f"identify/{matched.neuron_set}"].product if matched.neuron_set else None}
         product = (ROWS_FILE,) if run.options.adapter == "rows" else ("adapter_model.safetensors", "adapter_config.json")
         return self.stage(f"finetune/{run.name}", inputs, compute, product=product + (("perplexity.json",) * lm_text))
+
+    def _first_seed(self, run) -> str | None:
+        """The first seeded run of ``run``'s group (``name@seed``) when ``run`` is a later one, else None."""
+        from langneurons.runner.config import seed_groups
+
+        group = next(members for members in seed_groups(self.config.finetune).values() if run.name in members)
+        return group[0] if len(group) > 1 and group[0] != run.name else None
 
     def _equal_parameters(self, run, directory: Path):
         """The run's options, with ``lora_r`` set to match the trainable parameters of the rows run
