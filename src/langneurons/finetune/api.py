@@ -84,7 +84,8 @@ def development_examples(spec: TrainingData) -> list | None:
 
 def finetune_task(loaded: LoadedModel, data: TrainingData, config: FinetuneConfig, output_dir,
                   neuron_set_path=None, progress: bool = True) -> FinetuneResult:
-    """Load the training examples and run :func:`~langneurons.finetune.train.finetune`."""
+    """Load the training (and development) examples and run :func:`~langneurons.finetune.train.finetune`;
+    task ``lm``: also ``<output_dir>/perplexity.json``, base vs tuned perplexity on the text's eval part."""
     if data.task != config.task:
         raise LangNeuronsError(f"data task {data.task!r} differs from the training task {config.task!r}")
     neuron_set = NeuronSet.load(neuron_set_path) if neuron_set_path else None

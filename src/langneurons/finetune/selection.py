@@ -1,7 +1,8 @@
 """Choices made on the development split only: the learning rate and where to stop.
 
-* :func:`search_learning_rate`: one short run (``lr_search_steps`` optimizer steps) per candidate
-  learning rate, each from a fresh copy of the base model, scored on the development examples
+* :func:`search_learning_rate`: one short run (``lr_search_steps`` optimizer steps, with its own
+  warm-up and linear decay over those steps) per candidate learning rate, each from a fresh copy
+  of the base model and the run's seed, scored on the development examples
   (carved from the training data, disjoint from the training sample); the best is chosen. Only
   the training and development examples it is given are read -- never a test set.
 * :class:`EarlyStopping`: stop after ``patience`` development evaluations without improvement
