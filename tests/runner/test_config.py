@@ -313,3 +313,18 @@ def test_selection_rows_and_lm_options_are_read_and_checked(make_config):
     data["finetune"]["runs"].append({"name": "lm", "task": "lm", "source_language": "hi"})
     with pytest.raises(LangNeuronsError, match="heldout_fraction"):
         load_config(data)
+
+
+def test_exponent_numbers_without_a_dot_read_as_numbers(make_config, tmp_path):
+    data = make_config()
+    text = yaml.safe_dump(data, sort_keys=False).replace("learning_rate: 0.005", "learning_rate: 5e-3")
+    text = text.replace("eval_every: 1", "eval_every: 1\n    learning_rates: [1e-4, 3e-4, 1E-3]\n    lr_search_steps: 2")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["finetune"]["defaults"]["learning_rates"] == ["1e-4", "3e-4", "1E-3"]  # YAML 1.1
+    config = load_config(path)
+    assert config.run("attention").options.learning_rates == (1e-4, 3e-4, 1e-3)
+    assert config.run("attention").options.learning_rate == 5e-3
+    data["finetune"]["defaults"]["learning_rate"] = "fast"
+    with pytest.raises(LangNeuronsError, match="must be a number"):
+        load_config(data)
