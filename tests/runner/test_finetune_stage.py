@@ -176,3 +176,17 @@ def test_seeds_of_a_run_share_one_learning_rate_search(tmp_path, make_config, ma
     assert len(searches) == 1  # searched once, for the first seed
     assert second["lr_search"] == dict(first["lr_search"], reused=True)
     assert second["config"]["learning_rate"] == first["lr_search"]["chosen"] and second["config"]["seed"] == 1
+
+
+def test_the_lm_text_source_is_checked_before_any_stage_runs(tmp_path, make_config, make_fixtures):
+    from langneurons.runner.config import check_input_paths
+
+    make_fixtures(tmp_path)
+    data = make_config(tmp_path)
+    data["finetune"]["runs"].append({"name": "hi-lm", "task": "lm", "source_language": "hi"})
+    for source in ("heldout", str(tmp_path / "corpus")):
+        data["tasks"]["lm"] = {"source": source}
+        check_input_paths(load_config(data))
+    data["tasks"]["lm"] = {"source": str(tmp_path / "missing")}
+    with pytest.raises(LangNeuronsError, match="tasks.lm.source: folder not found"):
+        check_input_paths(load_config(data))

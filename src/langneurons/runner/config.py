@@ -904,5 +904,8 @@ def check_input_paths(config: ExperimentConfig) -> None:
         section = getattr(config.tasks, task)
         if section is None:
             continue
+        if task == "lm":  # the statistics pass's held-out text, or a corpus folder
+            exists(section.source, "tasks.lm.source", ("builtin", "heldout"), folder=True)
+            continue
         exists(section.source, f"tasks.{task}.source", ("builtin", "hub"))
         exists(section.train_source, f"tasks.{task}.train_source", ("builtin", "hub"))
