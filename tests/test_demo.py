@@ -36,7 +36,16 @@ def test_demo_runs_end_to_end_and_writes_a_complete_report(tmp_path, capsys):
     assert html.count("data:image/png;base64,") >= 6 and "src='../" not in html
     scores = json.loads((tmp_path / "demo" / "results" / "scores.json").read_text())
     assert {row["model"] for row in scores} == {"base", "attention-lora", "lape-neuron-lora"}
-    assert all(row["ci_low"] <= row["score"] <= row["ci_high"] for row in scores)
-    assert any(row["p_value"] is not None for row in scores)
+    for row in scores:  # an interval needs 20 examples; the ci budget scores fewer: "n/a (k units < 20)"
+        if row["n"] >= 20:
+            assert row["ci_low"] <= row["score"] <= row["ci_high"]
+        else:
+            assert row["ci_low"] is None and row["ci_high"] is None
+    assert any(row["p_value"] is not None for row in scores)  # McNemar's exact test needs no minimum
+    # no zero-width interval and no verdict from too few units: PPXC has a few held-out lines per language
+    claims = json.loads((tmp_path / "demo" / "claims" / "claims.json").read_text())
+    for claim in claims:
+        if claim["units"] is not None and claim["units"] < 20:
+            assert claim["verdict"] == "inconclusive (too few units)" and claim["p_value"] is None
     predictions = (tmp_path / "demo" / "evaluate" / "base" / "predictions.jsonl").read_text().splitlines()
     assert predictions and all(json.loads(line)["id"] for line in predictions)

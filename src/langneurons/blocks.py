@@ -48,9 +48,13 @@ def fmt_p(value) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
-def fmt_interval(score, low, high, signed: bool = False) -> str:
-    """``score [low, high]``."""
+def fmt_interval(score, low, high, signed: bool = False, units=None) -> str:
+    """``score [low, high]``; without an interval (too few resampling units) ``score [n/a (k units < 20)]``."""
     fmt = fmt_signed if signed else fmt_number
+    if (low is None or low == "") and units not in (None, ""):
+        from langneurons.evaluate.metrics import unavailable
+
+        return f"{fmt(score)} [{unavailable(int(units))}]"
     return f"{fmt(score)} [{fmt(low)}, {fmt(high)}]"
 
 

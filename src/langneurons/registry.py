@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from langneurons.activations.stage import STATISTICS
 from langneurons.evaluate.stage import EVALUATION
-from langneurons.finetune.stage import FINETUNE
+from langneurons.finetune.stage import FINETUNE, LM_PERPLEXITY
 from langneurons.harness.stage import LM_EVAL
 from langneurons.identify.stage import AGREEMENT, IDENTIFY, STABILITY
 from langneurons.intervene.stage import PPXC
@@ -28,6 +28,7 @@ STAGES: tuple[Stage, ...] = (
     FINETUNE,
     EVALUATION,
     LM_EVAL,
+    LM_PERPLEXITY,
     CLAIMS,
 )
 

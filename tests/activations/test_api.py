@@ -4,6 +4,7 @@ tokens is never written nor taken as complete, a language without held-out text 
 import json
 
 import pytest
+import torch
 
 from langneurons.activations.api import CollectOptions, collect
 from langneurons.activations.collect import CollectConfig, collect_statistics, statistics_meta
@@ -86,3 +87,30 @@ def test_the_statistics_stage_inputs_are_unchanged():
     assert list(options_dict(CollectOptions(languages=("en",)))) == [
         "languages", "corpus", "corpus_path", "max_documents", "token_budget", "heldout_fraction", "heldout_budget",
         "block_length", "batch_size", "seed", "sketch", "shard", "backend"]
+
+
+def test_held_out_blocks_record_documents_and_older_files_get_them_back(loaded_llama, tmp_path):
+    """New held-out files hold each token's document; files of older versions (no document_ids)
+    get them back by re-packing the corpus the folder's manifest names, only when that gives
+    exactly the same blocks."""
+    from dataclasses import replace
+
+    from langneurons.activations.api import heldout_path, load_heldout
+    from langneurons.corpus.packing import load_blocks, save_blocks
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("\n".join(f"{t} number {i}" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    options = CollectOptions(languages=("en",), corpus=str(corpus), token_budget=40, heldout_fraction=0.3,
+                             block_length=12, batch_size=2)
+    collect(loaded_llama, options, tmp_path / "stats", progress=False)
+    path = heldout_path(tmp_path / "stats", "en")
+    written = load_blocks(path)
+    assert written.document_ids is not None and int(written.document_ids.max()) >= 1
+    save_blocks(replace(written, document_ids=None), path)  # as an older version wrote it
+    assert load_heldout(tmp_path / "stats", "en").document_ids is None  # no tokenizer: nothing to re-pack with
+    again = load_heldout(tmp_path / "stats", "en", loaded_llama.tokenizer)
+    assert torch.equal(again.document_ids, written.document_ids)
+    # the corpus changed since: the re-packed blocks differ, the file loads without documents
+    (corpus / "en.txt").write_text("\n".join(f"{t} changed {i}" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    assert load_heldout(tmp_path / "stats", "en", loaded_llama.tokenizer).document_ids is None

@@ -76,7 +76,9 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
     assert sorted(r["n"] for r in data["rows"] if r["condition"] == "baseline") == [1, 1, 2, 2]
     assert {r["condition"] for r in data["rows"]} >= {"baseline", "lape:both:add=2", "random:activate:stat=p90"}
     assert data["meta"]["identifier"]["languages"] == ["de", "en", "es", "fr"]
-    assert (workspace / "steer" / "steering_sweep.svg").exists()
+    assert (workspace / "steer" / "steering_heatmap.svg").exists()
+    # add=2 and stat=p90 are one strength of two kinds each: no strength sweep to draw
+    assert not (workspace / "steer" / "steering_sweep.svg").exists()
     manifest = json.loads((workspace / "steer" / "manifest.json").read_text())
     assert manifest["inputs"]["neuron_set"]["sha256"] and set(manifest["inputs"]["statistics"]) == {"en", "fr", "es"}
     assert "steering.json" in manifest["outputs"] and "lingua-language-detector" in manifest["versions"]
@@ -90,7 +92,7 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["collect", "-l", "en", "--model", "./missing-model"], "model path not found"),
         (["identify", "--method", "magic"], "unknown method 'magic'"),
         (["plot", "missing.json"], "not found"),
-        (["finetune", "--task", "xnlx", "-o", "out", "--model", "./missing"], "model path not found"),
+        (["finetune", "--task", "xnlx", "-o", "out", "--model", "./missing"], "unknown task 'xnlx'"),  # before loading
         (["ppl-matrix", "-n", "missing.json", "--model", "./missing"], "model path not found"),
         (["steer", "-n", "missing.json", "--pairs", "en>my", "--model", "./missing"], "does not cover 'my'"),
         (["steer", "-n", "missing.json", "--pairs", "en-fr", "--model", "./missing"], "SOURCE>TARGET"),

@@ -87,3 +87,36 @@ def test_blocks_carry_a_fingerprint_of_the_tokenizers_vocabulary(tokenizer, tmp_
 
     assert tokenizer_fingerprint(Other()) != blocks.tokenizer_fingerprint
     assert len(Other().get_vocab()) == len(vocab)
+
+
+def test_every_token_records_its_document_and_the_block_bos_none(tokenizer):
+    blocks = pack_blocks(tokenizer, DOCS[:6], "en", block_length=8)
+    ids = blocks.document_ids
+    assert ids.dtype == torch.int32 and ids.shape == blocks.input_ids.shape
+    assert (ids[:, 0] == -1).all()  # the BOS prepended to each block is no document's
+    stream, owner = blocks.input_ids[:, 1:].reshape(-1).tolist(), ids[:, 1:].reshape(-1).tolist()
+    # document 0's text and EOS are document 0's; the BOS in the stream opens document 1
+    first = tokenizer(DOCS[0], add_special_tokens=False)["input_ids"]
+    assert owner[: len(first) + 1] == [0] * (len(first) + 1)
+    assert stream[len(first) + 1] == tokenizer.bos_token_id and owner[len(first) + 1] == 1
+    assert owner == sorted(owner) and set(owner) <= set(range(6))
+    assert any(len(set(row)) > 1 for row in ids[:, 1:].tolist())  # some block holds two documents
+    # a document spans two blocks: its tokens are in both
+    spans = {d: {b for b, row in enumerate(ids.tolist()) if d in row} for d in set(owner)}
+    assert any(len(blocks_of) >= 2 for blocks_of in spans.values())
+
+
+def test_document_ids_survive_selection_and_the_safetensors_round_trip(tokenizer, tmp_path):
+    blocks = pack_blocks(tokenizer, DOCS, "fr", block_length=16)
+    assert torch.equal(blocks.select(slice(1, 3)).document_ids, blocks.document_ids[1:3])
+    save_blocks(blocks, tmp_path / "fr.safetensors")
+    assert torch.equal(load_blocks(tmp_path / "fr.safetensors").document_ids, blocks.document_ids)
+
+
+def test_blocks_written_without_document_ids_load_without_them(tokenizer, tmp_path):
+    from dataclasses import replace
+
+    blocks = replace(pack_blocks(tokenizer, DOCS, "fr", block_length=16), document_ids=None)
+    save_blocks(blocks, tmp_path / "old.safetensors")
+    again = load_blocks(tmp_path / "old.safetensors")
+    assert again.document_ids is None and torch.equal(again.input_ids, blocks.input_ids)

@@ -16,7 +16,7 @@ from langneurons.evaluate.evaluation import (
     prepare_task,
 )
 from langneurons.evaluate.generation import StopRule, answer_text, greedy_generate, greedy_generate_naive
-from langneurons.evaluate.metrics import squad_scores
+from langneurons.evaluate.metrics import MIN_RESAMPLING_UNITS, squad_scores
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.models.loading import describe
 from langneurons.tasks import NLIExample, QAExample
@@ -187,12 +187,20 @@ def test_grid_gives_one_row_per_cell_and_metric_with_ci_delta_and_p_value(tmp_pa
     assert len(result.rows) == 2 * len(conditions) * (1 + 2)  # languages x conditions x (accuracy + EM + F1)
     for row in result.rows:
         assert set(row) == set(ROW_FIELDS)
-        assert row["ci_low"] <= row["score"] <= row["ci_high"]
+        enough = row["n"] >= MIN_RESAMPLING_UNITS
+        if enough:
+            assert row["ci_low"] <= row["score"] <= row["ci_high"]
+        else:  # too few examples for a bootstrap: no interval
+            assert row["ci_low"] is None and row["ci_high"] is None
         if row["condition"] == "baseline":
             assert row["delta"] is None and row["p_value"] is None
         else:
-            assert 0.0 <= row["p_value"] <= 1.0 and row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
             assert row["test"] == ("mcnemar exact" if row["metric"] == "accuracy" else "paired bootstrap")
+            if enough:
+                assert 0.0 <= row["p_value"] <= 1.0 and row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
+            else:  # McNemar is exact at any n; a bootstrap p-value needs the units
+                assert row["delta_ci_low"] is None and row["delta_ci_high"] is None
+                assert (row["p_value"] is not None) == (row["metric"] == "accuracy")
     # zeroing every neuron changes what the model computes; fr has no "few" neurons: exactly the baseline
     def outcomes(language, condition="baseline"):
         return [r["label_logits"] for r in result.records("xnli", language, condition)]

@@ -7,15 +7,19 @@ from torchmetrics.text import SQuAD
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate import metrics
 from langneurons.evaluate.metrics import (
+    MIN_RESAMPLING_UNITS,
     ScoreSummary,
     accuracy,
     bootstrap_ci,
     compare_accuracy,
     correctness,
+    enough_units,
     mcnemar,
     paired_bootstrap,
+    resampling_interval,
     squad_scores,
     summarize,
+    unavailable,
 )
 
 # (prediction, gold answers, exact match, F1), F1 worked out by hand from the SQuAD v1.1
@@ -102,10 +106,12 @@ def test_bootstrap_in_small_chunks_gives_the_same_kind_of_interval(monkeypatch):
 
 
 def test_summarize_reports_mean_n_and_interval():
-    summary = summarize([100.0, 0.0, 100.0, 100.0], "accuracy", n_resamples=500)
+    summary = summarize([100.0, 0.0, 100.0, 100.0] * 5, "accuracy", n_resamples=500)
     assert isinstance(summary, ScoreSummary)
-    assert (summary.metric, summary.n, summary.score) == ("accuracy", 4, 75.0)
+    assert (summary.metric, summary.n, summary.score) == ("accuracy", 20, 75.0)
     assert 0.0 <= summary.ci_low <= 75.0 <= summary.ci_high <= 100.0
+    few = summarize([100.0, 0.0, 100.0, 100.0], "accuracy", n_resamples=500)  # 4 examples < 20: no interval
+    assert (few.n, few.score, few.ci_low, few.ci_high) == (4, 75.0, None, None)
     with pytest.raises(LangNeuronsError):
         summarize([], "accuracy")
     with pytest.raises(LangNeuronsError, match="NaN"):
@@ -156,6 +162,45 @@ def test_compare_accuracy_reports_points_of_b_minus_a_with_mcnemar():
     correct_b = [True] * 6 + [False] + [True] * 5 + [False] * 3
     comparison = compare_accuracy(correct_a, correct_b, n_resamples=500)
     assert comparison.delta == pytest.approx(100.0 * (11 - 6) / 15)
-    assert comparison.p_value == pytest.approx(0.125)
-    assert comparison.test == "mcnemar exact"
-    assert comparison.ci_low <= comparison.delta <= comparison.ci_high
+    assert comparison.p_value == pytest.approx(0.125)  # the exact test stands at any n
+    assert comparison.test == "mcnemar exact" and comparison.n == 15
+    assert comparison.ci_low is None and comparison.ci_high is None  # 15 examples < 20: no bootstrap interval
+    larger = compare_accuracy(correct_a * 2, correct_b * 2, n_resamples=500)
+    assert larger.ci_low <= larger.delta <= larger.ci_high
+
+
+# ------------------------------------------------------------------ the minimum number of units
+
+
+def test_the_minimum_number_of_resampling_units_is_twenty():
+    assert MIN_RESAMPLING_UNITS == 20
+    assert not enough_units(19) and enough_units(20)
+    assert unavailable(9) == "n/a (9 units < 20)"
+
+
+def test_one_unit_gives_no_interval_and_no_p_value():
+    assert bootstrap_ci([42.0]) == (None, None)
+    assert summarize([42.0], "f1").ci_low is None
+    comparison = paired_bootstrap([10.0], [90.0])
+    assert comparison.delta == 80.0
+    assert (comparison.ci_low, comparison.ci_high, comparison.p_value, comparison.n) == (None, None, None, 1)
+    # the resampled values of one unit are all equal: the guard refuses the zero-width interval
+    assert resampling_interval(torch.full((1000,), 2.387, dtype=torch.float64), units=1) is None
+
+
+def test_nineteen_units_are_too_few_and_twenty_are_enough():
+    values = torch.arange(20, dtype=torch.float64)
+    assert bootstrap_ci(values[:19]) == (None, None)
+    low, high = bootstrap_ci(values)
+    assert low < values.mean().item() < high
+
+
+def test_interval_of_a_known_normal_covers_the_mean_with_the_textbook_width():
+    # 200 units from N(5, 2^2): the 95% interval of the mean is about mean +- 1.96 * 2 / sqrt(200)
+    sd, n = 2.0, 200
+    values = 5.0 + sd * torch.randn(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    low, high = bootstrap_ci(values, n_resamples=4000, seed=0)
+    assert low < 5.0 < high
+    assert high - low == pytest.approx(2 * 1.96 * sd / math.sqrt(n), rel=0.15)
+    means = metrics._bootstrap_means(values, 4000, seed=0)
+    assert resampling_interval(means, units=n) == pytest.approx((low, high))

@@ -89,3 +89,29 @@ def test_blocks_without_targets_are_refused(make_loaded):
         perplexity(loaded, _blocks([[0], [0]]), progress=False)
     with pytest.raises(LangNeuronsError, match="no held-out tokens"):
         perplexity(loaded, _blocks([]), progress=False)
+
+
+def test_per_document_sums_follow_documents_across_block_boundaries(make_loaded):
+    """Hand-built blocks: document 1 runs from the end of block 0 into block 1; each document's
+    NLL sum is the sum of its own tokens' NLLs, and the documents add up to the total."""
+    loaded = make_loaded("llama")
+    blocks = _blocks([list(range(1, 9)), list(range(1, 9))], seed=3)
+    blocks.document_ids = torch.tensor([[-1, 0, 0, 0, 1, 1, 1, 1, 1],
+                                        [-1, 1, 1, 2, 2, 2, 2, 2, 2]], dtype=torch.int32)
+    with torch.no_grad():
+        log_probs = loaded.model(input_ids=blocks.input_ids).logits.log_softmax(-1)
+    per_token = -log_probs[:, :-1].gather(-1, blocks.input_ids[:, 1:, None])[..., 0]  # [2, 8], target t+1
+    owner = blocks.document_ids[:, 1:]
+    expected = [float(per_token[owner == d].sum()) for d in range(3)]
+    for batch_size in (1, 2):
+        result = perplexity(loaded, blocks, batch_size=batch_size, progress=False)
+        assert result.document_tokens == (3, 7, 6)
+        assert result.document_nll == pytest.approx(expected, rel=1e-5)
+        assert sum(result.document_nll) == pytest.approx(result.nll_sum, rel=1e-12)
+        assert result.perplexity == pytest.approx(math.exp(sum(expected) / 16), rel=1e-5)  # still exact
+        assert type(result).from_dict(result.to_dict()) == result
+
+
+def test_blocks_without_document_ids_give_no_document_sums(make_loaded):
+    result = perplexity(make_loaded("llama"), _blocks([[1, 2], [3, 4, 5]]), progress=False)
+    assert result.document_nll is None and "document_nll" not in result.to_dict()

@@ -155,17 +155,18 @@ def _blocked(block_nll, block_tokens):
     return PerplexityResult.from_sum(sum(block_nll), sum(block_tokens), block_nll, block_tokens)
 
 
-def _blocked_result(baseline_blocks, shift, resampling=(400, 0.95, 0)):
-    """en/fr with 4 blocks of 10 tokens each; intervened = baseline + ``shift[i][j]`` nats per token
-    in every block (a constant paired difference) except where a list of per-block shifts is given."""
+def _blocked_result(baseline_blocks, shift, resampling=(400, 0.95, 0), repeat=5):
+    """en/fr with 4 blocks of 10 tokens each, the 4 repeated ``repeat`` times (20 blocks: enough
+    units for an interval); intervened = baseline + ``shift[i][j]`` nats per token in every block
+    (a constant paired difference) except where a list of per-block shifts is given."""
     languages = ["en", "fr"]
-    tokens = [10, 10, 10, 10]
-    base = {l: _blocked([10 * v for v in baseline_blocks[l]], tokens) for l in languages}
+    tokens = [10] * 4 * repeat
+    base = {l: _blocked([10 * v for v in baseline_blocks[l] * repeat], tokens) for l in languages}
 
     def cell(i, j):
         per_block = shift[i][j] if isinstance(shift[i][j], list) else [shift[i][j]] * 4
         col = languages[j]
-        return _blocked([10 * (v + d) for v, d in zip(baseline_blocks[col], per_block)], tokens)
+        return _blocked([10 * (v + d) for v, d in zip(baseline_blocks[col] * repeat, per_block * repeat)], tokens)
 
     intervened = {"language-specific": {r: {c: cell(i, j) for j, c in enumerate(languages)}
                                         for i, r in enumerate(languages)}}
@@ -182,7 +183,7 @@ def test_intervals_are_of_the_paired_difference_a_constant_shift_has_a_point_int
     assert intervals["difference"]["language-specific"]["fr"] == pytest.approx((0.5, 0.5))
     row = next(r for r in result.rows() if r["intervened_language"] == "en" and r["evaluated_language"] == "en")
     assert row["relative_delta_ppl_ci_low"] == pytest.approx(math.expm1(0.5))
-    assert row["blocks"] == 4
+    assert row["blocks"] == 20 and row["resampling_units"] == 20
 
 
 def test_intervals_cover_the_point_estimate_and_narrow_with_agreeing_blocks():
@@ -213,7 +214,7 @@ def test_intervals_are_seeded_and_survive_a_round_trip_through_json(tmp_path):
 def test_results_without_per_block_sums_have_no_intervals():
     result = _hand_result([[3.0, 1.5, 1.0], [1.0, 1.0, 1.0], [1.2, 1.4, 1.1]])
     assert result.intervals() is None
-    assert math.isnan(result.rows()[0]["delta_nll_ci_low"])
+    assert result.rows()[0]["delta_nll_ci_low"] is None
 
 
 def test_held_out_blocks_of_another_tokenizer_are_refused(llama, heldout, neurons):
@@ -238,3 +239,104 @@ def test_held_out_blocks_without_a_fingerprint_warn_and_ids_past_the_vocabulary_
     with pytest.raises(LangNeuronsError, match="beyond the tokenizer's"), pytest.warns(LangNeuronsWarning):
         ppxc_matrix(llama, neurons, dict(old, fr=replace(old["fr"], input_ids=ids)), ["en", "fr"],
                     random_control=False, progress=False)
+
+
+# ------------------------------------------------------------------ resampling units
+
+
+def _documents(nll_per_token, tokens):
+    """A PerplexityResult with per-document sums (and one block holding all of them)."""
+    sums = [v * t for v, t in zip(nll_per_token, tokens)]
+    return PerplexityResult.from_sum(sum(sums), sum(tokens), [sum(sums)], [sum(tokens)], sums, tokens)
+
+
+def _document_result(baseline, shift, tokens=None, resampling=(400, 0.95, 0)):
+    """en/fr; ``baseline[l]``: NLL per token of each held-out document; the intervened cell adds
+    ``shift[i][j]`` nats to every token of every document."""
+    languages = ["en", "fr"]
+    tokens = tokens or {l: [3 + (k % 5) for k in range(len(baseline[l]))] for l in languages}
+    base = {l: _documents(baseline[l], tokens[l]) for l in languages}
+    intervened = {"language-specific": {
+        r: {c: _documents([v + shift[i][j] for v in baseline[c]], tokens[c]) for j, c in enumerate(languages)}
+        for i, r in enumerate(languages)}}
+    return PPXCResult(languages, base, intervened, {"language-specific": {"en": 1, "fr": 1}}, {"model_id": "m"},
+                      "lape", "zero", resampling=resampling)
+
+
+def test_documents_are_the_resampling_unit_and_baseline_and_intervened_share_the_picks():
+    generator = torch.Generator().manual_seed(0)
+    baseline = {l: (0.1 + 8 * torch.rand(30, generator=generator)).tolist() for l in ("en", "fr")}
+    result = _document_result(baseline, [[0.5, 0.0], [0.0, 0.5]])
+    assert result.unit == "documents" and result.units() == {"en": 30, "fr": 30}
+    # the baselines vary by up to 8 nats/token between documents; only shared picks leave the
+    # constant shift of 0.5 with a point interval
+    intervals = result.intervals()
+    assert intervals["delta_nll"]["language-specific"]["en"]["en"] == pytest.approx((0.5, 0.5))
+    assert intervals["unit"] == "held-out documents" and intervals["units"] == {"en": 30, "fr": 30}
+    data = result.to_dict()["resampling"]
+    assert (data["unit"], data["units"], data["min_units"]) == ("held-out documents", {"en": 30, "fr": 30}, 20)
+    row = result.rows()[0]
+    assert (row["documents"], row["blocks"], row["resampling_units"]) == (30, 1, 30)
+    # the picks are one draw per evaluated language, reproducible
+    assert torch.equal(result.resample_picks(1, 30), result.resample_picks(1, 30))
+    assert result.resample_picks(1, 30).shape == (400, 30)
+
+
+def test_the_document_bootstrap_is_the_token_weighted_mean_over_the_picked_documents():
+    baseline = {l: [1.0 + 0.1 * k for k in range(25)] for l in ("en", "fr")}
+    result = _document_result(baseline, [[0.0, 0.0], [0.0, 0.0]], resampling=(50, 0.95, 2))
+    shifted = _document_result(baseline, [[0.0, 0.0], [0.0, 0.0]], resampling=(50, 0.95, 2))
+    tokens = torch.tensor(result.baseline["en"].document_tokens, dtype=torch.float64)
+    nll = torch.tensor(result.baseline["en"].document_nll, dtype=torch.float64)
+    picks = result.resample_picks(0, 25)
+    # make the intervened en cell differ by document: +1 nat/token on document 0 only
+    cell = result.intervened["language-specific"]["en"]["en"]
+    new_sums = list(cell.document_nll)
+    new_sums[0] += tokens[0].item()
+    shifted.intervened["language-specific"]["en"]["en"] = PerplexityResult.from_sum(
+        sum(new_sums), cell.token_count, cell.block_nll, cell.block_tokens, new_sums, cell.document_tokens)
+    expected = (torch.tensor(new_sums, dtype=torch.float64)[picks].sum(1) - nll[picks].sum(1)) / tokens[picks].sum(1)
+    assert torch.allclose(shifted.resampled_delta_nll()["language-specific"]["en"]["en"], expected)
+
+
+def test_one_document_per_language_gives_no_interval():
+    result = _document_result({"en": [2.0], "fr": [3.0]}, [[0.5, 0.1], [0.2, 0.4]])
+    assert result.units() == {"en": 1, "fr": 1}
+    intervals = result.intervals()
+    assert intervals["delta_nll"]["language-specific"]["en"]["en"] is None
+    assert intervals["difference"]["language-specific"]["en"] is None
+    row = result.rows()[0]
+    assert row["delta_nll"] == pytest.approx(0.5)  # the point estimate stands
+    assert row["delta_nll_ci_low"] is None and row["relative_delta_ppl_ci_high"] is None
+    assert result.specificity_rows()[0]["difference_ci_low"] is None
+
+
+def test_nineteen_documents_are_too_few_twenty_are_enough():
+    def interval(n):
+        baseline = {l: [1.0 + (k % 7) for k in range(n)] for l in ("en", "fr")}
+        return _document_result(baseline, [[0.5, 0.0], [0.0, 0.5]]).intervals()["delta_nll"]["language-specific"]
+
+    assert interval(19)["en"]["en"] is None
+    assert interval(20)["en"]["en"] == pytest.approx((0.5, 0.5))
+
+
+def test_results_without_documents_fall_back_to_blocks_with_a_warning(tmp_path):
+    from langneurons.errors import LangNeuronsWarning
+
+    result = _blocked_result({"en": [1.0, 3.0, 0.2, 6.0], "fr": [2.0, 2.5, 9.0, 0.1]}, [[0.5, 0.0], [0.0, 0.5]])
+    assert result.unit == "blocks" and result.units() == {"en": 20, "fr": 20}
+    with pytest.warns(LangNeuronsWarning, match="resample packed held-out blocks"):
+        assert result.to_dict()["resampling"]["unit"] == "held-out blocks"
+
+
+def test_a_ppxc_run_on_packed_blocks_resamples_their_documents(llama, heldout, neurons, tmp_path):
+    result = ppxc_matrix(llama, neurons, heldout, ["en", "fr"], random_control=False, progress=False)
+    documents = {l: int(heldout[l].document_ids[heldout[l].counted].unique().numel()) for l in ("en", "fr")}
+    assert result.unit == "documents" and result.units() == documents
+    assert all(n < 20 for n in documents.values())  # 18 short lines per language: too few for an interval
+    assert all(r["delta_nll_ci_low"] is None for r in result.rows())
+    paths = write_ppxc(result, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["resampling"]["unit"] == "held-out documents" and data["resampling"]["units"] == documents
+    with open(paths["csv"], newline="") as handle:
+        assert {r["resampling_units"] for r in csv.DictReader(handle)} == {str(n) for n in documents.values()}

@@ -13,6 +13,7 @@ from langneurons.report.claims import (
     CONTRADICTED,
     INCONCLUSIVE,
     SUPPORTED,
+    TOO_FEW_UNITS,
     ClaimsConfig,
     claims_markdown,
     interventions,
@@ -72,9 +73,10 @@ def _cell(base, shift):
                                      [10 * (b + shift) for b in base], tokens)
 
 
-def _ppxc(shifts: dict, languages=("en", "fr", "es")):
-    """Intervened NLL = baseline + shifts[set](row, col) in every block (a point interval)."""
-    base = {l: [1.0 + 0.5 * i, 2.0, 0.5, 1.5] for i, l in enumerate(languages)}
+def _ppxc(shifts: dict, languages=("en", "fr", "es"), blocks=20):
+    """Intervened NLL = baseline + shifts[set](row, col) in every one of ``blocks`` blocks (a point
+    interval; 20 blocks: just enough units for one)."""
+    base = {l: ([1.0 + 0.5 * i, 2.0, 0.5, 1.5] * blocks)[:blocks] for i, l in enumerate(languages)}
     intervened = {name: {r: {c: _cell(base[c], shift(r, c)) for c in languages} for r in languages}
                   for name, shift in shifts.items()}
     counts = {name: {l: 3 for l in languages} for name in shifts}
@@ -340,7 +342,7 @@ def test_steering_claim_compares_fluent_target_rates_on_test_prompts_only(tmp_pa
     claim = steering(tmp_path / "steering", ClaimsConfig())
     assert claim.estimate == pytest.approx(100 * (12 - 1) / 24)
     assert claim.p_value == pytest.approx(2 * 14 / 2**13)
-    assert claim.ci_low > 0 and claim.verdict == "supported"
+    assert claim.ci_low > 0 and claim.verdict == "supported" and claim.units == 24
     assert "fluent 50.0% vs 4.2% (baseline 0.0%)" in claim.measure
     assert "raw target rates 83.3% vs 4.2% (baseline 0.0%)" in claim.measure
     assert claim.n.startswith("24 test prompts") and "chosen on the dev prompts" in claim.rule
@@ -353,10 +355,51 @@ def test_steering_claim_compares_fluent_target_rates_on_test_prompts_only(tmp_pa
     _steering_folder(tmp_path / "loops", hits, all_loops)
     looping = steering(tmp_path / "loops", ClaimsConfig())
     assert looping.estimate == pytest.approx(-100 / 24) and looping.verdict != "supported"
+    # 8 (pair, prompt) units: too few for the bootstrap interval; no p-value, no verdict
+    _steering_folder(tmp_path / "few", {("en>fr", best): {0, 1, 2, 3}, ("en>hi", best): {0, 1, 2, 3}},
+                     test_prompts=4)
+    few = steering(tmp_path / "few", ClaimsConfig())
+    assert (few.ci_low, few.ci_high, few.p_value, few.verdict) == (None, None, None, TOO_FEW_UNITS)
     # no gain over random: the interval straddles 0
     _steering_folder(tmp_path / "flat", {("en>fr", best): {0, 5}, ("en>fr", twin): {1, 6}})
     assert steering(tmp_path / "flat", ClaimsConfig()).verdict == "inconclusive"
     assert steering(tmp_path / "missing", ClaimsConfig()) is None
+
+
+# ------------------------------------------------------------------ too few resampling units
+
+
+def test_one_held_out_unit_gives_no_interval_no_p_value_and_no_verdict(tmp_path):
+    """The demo's old case: one block per language, a zero-width interval that said "supported, p < 0.001"."""
+    shifts = {"language-specific": lambda r, c: 1.0 if r == c else 0.2, "random": lambda r, c: 0.1}
+    languages = ("fr", "es", "hi", "zh")
+    result = _ppxc(shifts, languages, blocks=1)
+    neurons = _set({"fr": [[0, 1], [0, 2]], "es": [[0, 1], [0, 3]], "hi": [[1, 1]], "zh": [[2, 1]]})
+    claims = [ppxc_specificity(result, CONFIG), related_languages(result, neurons, CONFIG),
+              own_threshold(result, result, CONFIG)]
+    for claim in claims:
+        assert claim.verdict == TOO_FEW_UNITS == "inconclusive (too few units)"
+        assert (claim.ci_low, claim.ci_high, claim.p_value, claim.units) == (None, None, None, 1)
+        assert "n/a (1 units < 20)" in claim.n
+    assert claims[0].estimate == pytest.approx(0.8)  # the point estimate is still reported
+    assert "n/a (1 units < 20)" in claims[0].measure  # LAPE specificity's own interval too
+    table = claims_markdown(claims)
+    assert table.count("[n/a (1 units < 20)]") == 3 and "< 0.001" not in table
+    assert "**supported**" not in table and "**contradicted**" not in table
+    # 19 blocks: still too few; 20: an interval and a verdict
+    assert ppxc_specificity(_ppxc(shifts, languages, blocks=19), CONFIG).verdict == TOO_FEW_UNITS
+    assert ppxc_specificity(_ppxc(shifts, languages, blocks=20), CONFIG).verdict == SUPPORTED
+
+
+def test_evaluation_claims_on_too_few_examples_are_inconclusive():
+    base, gain = [True] * 5 + [False] * 5, [True] * 10  # 10 examples
+    grid = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): gain})
+    claim = interventions({"m": grid}, CONFIG)
+    assert claim.estimate == pytest.approx(50.0)
+    assert (claim.ci_low, claim.p_value, claim.verdict) == (None, None, TOO_FEW_UNITS)
+    grids = {name: _grid(name, {("fr", "baseline"): base}) for name in ("lape", "random", "plain")}
+    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "plain": ("xnli", "none")}
+    assert neuron_lora(grids, runs, CONFIG).verdict == TOO_FEW_UNITS
 
 
 # ---------------------------------------------------------------------------------- subnetwork enhancement
@@ -373,7 +416,9 @@ SUBNETWORK = {
 }
 
 
-def _perplexity_files(directory, table=SUBNETWORK, parameters=None):
+def _perplexity_files(directory, table=SUBNETWORK, parameters=None, repeat=5):
+    """The table's four units per language, repeated ``repeat`` times (doc0..doc19: 20 units, the
+    fewest an interval needs; every rate is unchanged)."""
     from langneurons.report.claims import PerplexityUnits
 
     parameters = parameters or {"lape-rows": 1000, "random-rows": 1000, "lora": 1008}
@@ -382,7 +427,7 @@ def _perplexity_files(directory, table=SUBNETWORK, parameters=None):
     def units(language, role):
         column = table[language]
         return [{"id": f"doc{i}", "nll": float(nll), "tokens": tokens}
-                for i, (nll, tokens) in enumerate(zip(column[role], column["tokens"]))]
+                for i, (nll, tokens) in enumerate(zip(column[role] * repeat, column["tokens"] * repeat))]
 
     files = [PerplexityUnits("base", "baseline", None, None, {l: units(l, "baseline") for l in languages})]
     files += [PerplexityUnits(f"{l}-{role}", role, l, parameters[role], {l: units(l, role)})
@@ -412,7 +457,7 @@ def test_subnetwork_claim_reads_per_unit_nll_files_and_pools_the_target_language
     assert gain["estimate"] == pytest.approx(0.5)
     assert claim.ci_low > CONFIG.practical_nats and lora["ci_low"] > CONFIG.practical_nats
     assert claim.verdict == SUPPORTED and claim.largest_gain_excluded == min(claim.ci_high, lora["ci_high"])
-    assert claim.n == "2 languages x 8 held-out units (140 tokens)" and "(unequal)" not in claim.measure
+    assert claim.n == "2 languages x 40 held-out units (700 tokens)" and "(unequal)" not in claim.measure
     xnli = next(d for d in claim.details if d.get("kind") == "zero-shot xnli")
     assert xnli["role"] == "lape-rows" and xnli["delta"] == pytest.approx(10.0) and xnli["n"] == 60
     assert "zero-shot XNLI minus the untuned model: lape-rows +10.0" in claim.measure
@@ -476,3 +521,13 @@ def test_steering_claim_of_results_without_a_prompt_split_says_the_choice_was_ma
     claim = steering(tmp_path / "old", ClaimsConfig())
     assert claim.estimate == pytest.approx(100.0) and "chosen on the same prompts" in claim.rule
     assert json.loads((tmp_path / "old" / "steering.json").read_text())["rows"][0]["n"] == 12
+
+
+def test_subnetwork_claim_on_too_few_units_has_no_interval_and_no_verdict(tmp_path):
+    from langneurons.report.claims import load_perplexities, subnetwork_enhancement
+
+    _perplexity_files(tmp_path, repeat=1)  # four units per language
+    claim = subnetwork_enhancement(load_perplexities(tmp_path / "lm_eval_ppl"), CONFIG)
+    assert claim.estimate == pytest.approx(0.3) and claim.units == 4
+    assert (claim.ci_low, claim.ci_high, claim.p_value, claim.verdict) == (None, None, None, TOO_FEW_UNITS)
+    assert claim.largest_gain_excluded is None and "n/a (4 units < 20)" in claim.measure

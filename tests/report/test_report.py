@@ -131,6 +131,52 @@ def test_the_built_in_data_warning_follows_the_data_the_run_used(run_dir):
         assert ("Built-in sample data" in markdown.read_text()) is warned, (corpus, extra)
 
 
+def test_intervals_resting_on_too_few_units_are_shown_as_unavailable(run_dir):
+    """Scores of 12 examples, a PPXC of 3 held-out documents per language, a claim built on them and a
+    steering run at a single strength: "n/a (k units < 20)", the too-few verdict, and why no sweep figure."""
+    from langneurons.intervene import PerplexityResult, PPXCResult, write_ppxc
+    from langneurons.report.claims import ClaimsConfig, ppxc_specificity, write_claims
+
+    rows = [dict(score_row("base", "en", "baseline", 50.0), n=12, ci_low=None, ci_high=None),
+            dict(score_row("base", "en", "lape:zero", 40.0, delta=-10.0), n=12, ci_low=None, ci_high=None,
+                 delta_ci_low=None, delta_ci_high=None)]
+    (run_dir / "results" / "scores.json").write_text(json.dumps(rows))
+
+    def cell(shift):
+        sums = [10 * (v + shift) for v in (1.0, 2.0, 3.0)]
+        return PerplexityResult.from_sum(sum(sums), 30, [sum(sums)], [30], sums, [10, 10, 10])
+
+    languages = ["en", "hi"]
+    sets = {"language-specific": {r: {c: cell(1.0 if r == c else 0.1) for c in languages} for r in languages},
+            "random": {r: {c: cell(0.1) for c in languages} for r in languages}}
+    ppxc = PPXCResult(languages, {l: cell(0.0) for l in languages}, sets,
+                      {name: {l: 2 for l in languages} for name in sets}, {"model_id": "tiny"}, "lape", "zero")
+    write_ppxc(ppxc, run_dir / "ppxc" / "lape")
+    write_claims([ppxc_specificity(ppxc, ClaimsConfig(bootstrap_resamples=100))], run_dir / "claims")
+    steering = {"meta": {"options": {}, "identifier": {}}, "best_condition": "lape:activate:add=4",
+                "rows": [{"source": "en", "target": "hi", "condition": c, "neuron_set": s, "mode": m, "kind": k,
+                          "strength": v, "neurons": 2, "n": 5, "target_rate": 20.0, "target_ci_low": 3.6,
+                          "target_ci_high": 62.4, "source_rate": 80.0, "source_ci_low": 37.6,
+                          "source_ci_high": 96.4, "other_rate": 0.0, "fluency_ppl": 9.0}
+                         for c, s, m, k, v in (("baseline", "", "baseline", "", None),
+                                               ("lape:activate:add=4", "lape", "activate", "add", 4.0),
+                                               ("random:activate:add=4", "random", "activate", "add", 4.0))]}
+    (run_dir / "steering").mkdir()
+    (run_dir / "steering" / "steering.json").write_text(json.dumps(steering))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for stage in ("ppxc/lape", "claims", "steering"):
+        manifest["stages"][stage] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
+        manifest["stage_order"].append(stage)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+
+    markdown = write_report(run_dir)[0].read_text()
+    assert "| base | xnli | en | baseline | accuracy | 12 | 50.0 [n/a (12 units < 20)] |" in markdown
+    assert "-10.0 [n/a (12 units < 20)]" in markdown
+    assert "| language-specific | en | 2 | 0.9000 | n/a (3 units < 20) |" in markdown  # PPXC specificity
+    assert "[n/a (3 units < 20)] nats/token" in markdown and "inconclusive (too few units)" in markdown
+    assert "No strength-sweep figure: each action was run at a single strength" in markdown
+
+
 def test_claims_section_states_the_largest_excluded_gain_and_the_power_of_the_headline_comparisons(run_dir):
     from langneurons.evaluate.evaluation import GridResult
     from langneurons.report.claims import ClaimsConfig, interventions, write_claims
@@ -193,8 +239,8 @@ def test_the_steering_section_reports_test_prompts_with_loop_aware_scores(run_di
     (folder / "steering.json").write_text(json.dumps({"meta": meta, "best_condition": "lape:activate:add=4",
                                                       "rows": rows, "pooled": pooled}))
     figures = write_steering_figures(rows, folder, "lape:activate:add=4")
-    assert sorted(p.name for p in figures if p.suffix == ".png") == ["steering_heatmap.png", "steering_scores.png",
-                                                                    "steering_sweep.png"]
+    # one strength (add=4): no sweep figure (issue 21)
+    assert sorted(p.name for p in figures if p.suffix == ".png") == ["steering_heatmap.png", "steering_scores.png"]
     text = write_report(run_dir)[0].read_text()
     assert "split (seeded, disjoint) into 25 dev and 25 test prompts" in text
     assert "| fluent target % [95% CI] | degenerate % | combined [95% CI] |" in text

@@ -14,7 +14,8 @@ PUBLISHED_BEFORE_THE_REGISTRY = {
     "identify/*/neurons.json", "identify/*/*.png", "identify/*/*.svg", "identify/*/*_figures/*.png",
     "identify/*/*_figures/*.svg", "identify/*/*.csv",
     "ppxc/*/ppxc.json", "ppxc/*/ppxc.csv", "ppxc/*/ppxc_specificity.csv", "ppxc/*/ppxc.png", "ppxc/*/ppxc.svg",
-    "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*",
+    "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*", "finetune/*/perplexity.json",
+    "finetune/*/equal_parameters.json", "lm_eval_ppl/*/perplexity.json",
     "evaluate/*/scores.csv", "evaluate/*/scores.json",
     "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",
     "claims/claims.*", "claims/power.*",
@@ -35,7 +36,8 @@ def test_every_stage_section_is_a_field_of_the_experiment_config_and_names_are_u
 
 def test_the_runner_order_and_the_report_order():
     assert [s.name for s in registry.STAGES if s.run is not None] == [
-        "statistics", "identify", "stability", "ppxc", "steering", "finetune", "evaluation", "lm_eval", "claims"]
+        "statistics", "identify", "stability", "ppxc", "steering", "finetune", "evaluation", "lm_eval", "lm_perplexity",
+        "claims"]
     assert [s.name for s in registry.report_order()] == [
         "claims", "identify", "stability", "agreement", "ppxc", "steering", "finetune", "evaluation", "lm_eval"]
 

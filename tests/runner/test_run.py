@@ -194,6 +194,32 @@ def test_held_out_files_without_a_tokenizer_fingerprint_keep_an_existing_run_wor
     assert "statistics" in result.cached and "ppxc/lape" in result.computed
 
 
+def test_ppxc_resamples_documents_and_older_held_out_files_get_theirs_back(tiny_run, tmp_path, rerun):
+    """The PPXC intervals resample held-out documents; a run whose held-out files predate document
+    ids keeps its cached statistics and its rerun PPXC still resamples documents (re-packed)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    _, _, tiny_dir, _, _ = tiny_run
+    fresh = json.loads((tiny_dir / "ppxc" / "lape" / "ppxc.json").read_text())["resampling"]
+    assert fresh["unit"] == "held-out documents" and min(fresh["units"].values()) >= 1
+    config, run_dir = copy_run(tiny_run, tmp_path)
+    for path in (run_dir / "statistics").glob("*.heldout.safetensors"):  # as an older version wrote them
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata()
+        tensors = load_file(str(path))
+        tensors.pop("document_ids")
+        save_file(tensors, str(path), metadata=header)
+    stage = json.loads((run_dir / "statistics" / "stage.json").read_text())
+    stage["outputs"] = {name: _sha256(run_dir / name) for name in stage["outputs"]}  # the old run's own hashes
+    (run_dir / "statistics" / "stage.json").write_text(json.dumps(stage))
+    config["ppxc"]["token_budget"] = 20  # PPXC must run again on the old held-out files
+    result, _ = rerun(config, run_dir)
+    assert "statistics" in result.cached and "ppxc/lape" in result.computed
+    again = json.loads((run_dir / "ppxc" / "lape" / "ppxc.json").read_text())["resampling"]
+    assert again["unit"] == "held-out documents"
+
+
 def test_a_run_directory_in_use_by_another_run_is_refused(tiny_run, tmp_path, rerun):
     from langneurons.artefacts import folder_lock
 
@@ -237,10 +263,12 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
     # per pair and prompt split (1 dev, 1 test prompt): baseline + (lape, random) x (deactivate + activate + both)
     assert len(data["rows"]) == 2 * 2 * (1 + 2 * 3) and data["meta"]["neuron_set"] == "lape"
     assert {r["n"] for r in data["rows"]} == {1} and {r["split"] for r in data["rows"]} == {"dev", "test"}
-    for name in ("steering.csv", "generations.jsonl", "examples.json", "steering_sweep.png", "steering_heatmap.svg"):
+    for name in ("steering.csv", "generations.jsonl", "examples.json", "steering_heatmap.svg"):
         assert (run_dir / "steering" / name).is_file(), name
+    assert not (run_dir / "steering" / "steering_sweep.png").exists()  # one strength: no sweep to draw
     html = result.report[1].read_text()
     assert ">Language steering<" in html and "lape:both:add=2" in html
+    assert "No strength-sweep figure: each action was run at a single strength" in html
     prompts = {g["prompt"] for g in map(json.loads, (run_dir / "steering" / "generations.jsonl").open())}
     assert "own examples are not shown" in html and not [p for p in prompts if p in html]  # corpus text stays out
     result, loader = rerun(config, run_dir)
@@ -259,3 +287,59 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
     config["steering"]["actions"] = ["add=2", "scale=3"]
     result, _ = rerun(config, run_dir)
     assert result.computed == ["steering", "claims"]
+
+
+# ---------------------------------------------------------------- missing inputs (issue 21, item 10)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c, r: c.update(steering={"neuron_set": "lape", "pairs": ["en>fr"], "prompts": str(r / "missing")}),
+     "steering.prompts: folder not found"),
+    (lambda c, r: c["tasks"]["xnli"].update(source=str(r / "missing" / "xnli")), "tasks.xnli.source: file or folder"),
+    (lambda c, r: c["tasks"]["xquad"].update(train_source=str(r / "missing.json")), "tasks.xquad.train_source"),
+    (lambda c, r: c["statistics"].update(corpus=str(r / "missing")), "statistics.corpus: folder not found"),
+    (lambda c, r: c["statistics"].update(corpus="wikimedia/wikipedia", corpus_path=str(r / "missing")),
+     "statistics.corpus_path: folder not found"),
+])
+def test_a_missing_input_path_is_refused_before_any_stage_or_model_load(change, message, make_config, make_fixtures,
+                                                                        make_loader, tmp_path):
+    make_fixtures(tmp_path)
+    config = make_config(tmp_path)
+    change(config, tmp_path)
+    loader = make_loader()
+    with pytest.raises(LangNeuronsError, match=message):
+        run_experiment(config, tmp_path / "run", loader=loader, progress=False)
+    assert loader.calls == 0 and not (tmp_path / "run").exists()
+
+
+def test_an_unused_task_section_is_not_checked(make_config, make_fixtures, tmp_path):
+    from langneurons.runner.config import check_input_paths, load_config
+
+    make_fixtures(tmp_path)
+    config = make_config(tmp_path)
+    config["tasks"]["xquad"]["source"] = str(tmp_path / "missing")
+    config["evaluation"]["tasks"] = ["xnli"]
+    check_input_paths(load_config(config))  # xquad is neither evaluated nor fine-tuned on: no error
+
+
+def test_heldout_steering_prompts_are_refused_when_the_corpus_changed_since_the_statistics(make_config, make_fixtures,
+                                                                                        tmp_path, rerun):
+    """Issue 21, item 15: the statistics record each corpus file's SHA-256; re-read held-out lines
+    must come from the same file."""
+    make_fixtures(tmp_path)
+    config = make_config(tmp_path)
+    for key in ("ppxc", "finetune", "evaluation", "claims"):
+        config.pop(key)
+    config["identification"] = config["identification"][:1]
+    config["steering"] = {"neuron_set": "lape", "pairs": ["en>fr"], "actions": ["scale=2"], "prompts": "heldout",
+                          "prompt_count": 1, "dev_fraction": 0, "prompt_words": 2, "max_new_tokens": 2,
+                          "random_control": False, "deactivate": False, "identifier_languages": ["en", "fr", "hi"]}
+    result, _ = rerun(config, tmp_path / "run", report=False)
+    assert "steering" in result.computed
+    recorded = json.loads((tmp_path / "run" / "statistics" / "manifest.json").read_text())["corpus_files"]
+    assert recorded["en"]["path"] == str(tmp_path / "corpus" / "en.txt")
+    corpus = tmp_path / "corpus" / "en.txt"
+    corpus.write_text("\n".join(reversed(corpus.read_text(encoding="utf-8").splitlines())) + "\n", encoding="utf-8")
+    config["steering"]["max_new_tokens"] = 3  # the steering stage runs again; the statistics are reused
+    with pytest.raises(LangNeuronsError, match=f"corpus file {corpus} changed since the statistics pass"):
+        rerun(config, tmp_path / "run", report=False)

@@ -197,3 +197,32 @@ def test_bad_inputs_are_refused_before_generation(planted, planted_set, planted_
         steer(planted, neuron_file, SteeringOptions(), tmp_path / "out", identifier=identifier)
     assert activation_kind("constant=2") == "constant"
     assert planted_neuron in planted_set.indices("fr")[:, 1].tolist()
+
+
+def test_a_single_strength_draws_no_sweep_figure_and_says_why(run, tmp_path):
+    from langneurons.steer.figures import no_sweep_reason, sweep_strengths
+
+    for name in ("steering_sweep.png", "steering_sweep.svg"):  # left by an earlier run with a sweep
+        (tmp_path / name).write_text("stale")
+    result = run(actions=("add=4",))
+    assert sweep_strengths(result.rows) == 1
+    assert no_sweep_reason(result.rows) == ("No strength-sweep figure: each action was run at a single strength "
+                                            "(it is drawn for 2 or more).")
+    names = {p.name for p in write_steering(result, tmp_path)}
+    assert "steering_heatmap.png" in names and not any(name.startswith("steering_sweep") for name in names)
+    assert not (tmp_path / "steering_sweep.png").exists() and not (tmp_path / "steering_sweep.svg").exists()
+
+
+def test_a_sweep_needs_two_strengths_of_the_same_action():
+    from langneurons.steer.figures import no_sweep_reason, sweep_strengths
+
+    def row(kind, value, neuron_set="lape", mode="activate"):
+        return {"source": "en", "target": "fr", "neuron_set": neuron_set, "mode": mode, "kind": kind,
+                "strength": value}
+
+    baseline = {"source": "en", "target": "fr", "neuron_set": "", "mode": "baseline", "kind": "", "strength": None}
+    assert sweep_strengths([baseline]) == 0 and no_sweep_reason([baseline]).endswith("no condition has a strength.")
+    # add=4 on the language set and on the random set, scale=2: still one strength per sweep
+    single = [baseline, row("add", 4.0), row("add", 4.0, "random"), row("scale", 2.0)]
+    assert sweep_strengths(single) == 1 and no_sweep_reason(single) is not None
+    assert sweep_strengths(single + [row("add", 2.0)]) == 2 and no_sweep_reason(single + [row("add", 2.0)]) is None

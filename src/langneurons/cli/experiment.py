@@ -167,10 +167,13 @@ def evaluate_command(
         write_delta_figure(result.rows, out)
     table = Table("task", "language", "condition", "metric", "n", "score [95% CI]", "Δ [95% CI]", "p",
                   title=f"{result.model} ({out})")
+    from langneurons.evaluate.metrics import interval_text
+
     for row in result.rows:
-        delta = "" if row["delta"] is None else f"{row['delta']:+.1f} [{row['delta_ci_low']:+.1f}, {row['delta_ci_high']:+.1f}]"
+        delta = "" if row["delta"] is None else interval_text(row["delta"], row["delta_ci_low"], row["delta_ci_high"],
+                                                              row["n"], "+.1f")
         table.add_row(row["task"], row["language"], row["condition"], row["metric"], str(row["n"]),
-                      f"{row['score']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]", delta,
+                      interval_text(row["score"], row["ci_low"], row["ci_high"], row["n"]), delta,
                       "" if row["p_value"] is None else f"{row['p_value']:.3g}")
     console.print(table)
     console.print(f"scores: {files['scores_csv']}; predictions: {files['predictions']}")
@@ -201,13 +204,18 @@ def lm_eval_command(
     langneurons[lm-eval].
     """
     from langneurons.harness import register
-    from langneurons.harness.api import LmEvalOptions, conditions_for, run_lm_eval, task_manager
+    from langneurons.harness.api import LmEvalOptions, check_prompt_scope, conditions_for, run_lm_eval, task_manager
 
     register()
     options = LmEvalOptions(tasks=tuple(_split(tasks)), include_path=tuple(str(p) for p in include_path or []),
                             limit=limit, num_fewshot=num_fewshot, bootstrap_resamples=bootstrap, seed=seed)
     manager = task_manager(options)
     conditions = conditions_for(intervention or [], random_control=random_control, seed=seed)
+    check_prompt_scope(conditions, options, manager)  # before the model loads
+    if batch_size < 1:
+        from langneurons.errors import LangNeuronsError
+
+        raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
     from langneurons.harness.backend import LangNeuronsLM
 
     lm = LangNeuronsLM(loaded=model.load(), adapter=str(adapter) if adapter else None,
@@ -215,10 +223,13 @@ def lm_eval_command(
     result = run_lm_eval(lm, conditions, options, model_name=adapter.name if adapter else None, manager=manager)
     files = result.write(out)
     table = Table("task", "metric", "condition", "n", "score [95% CI]", "Δ [95% CI]", "p", title=f"{result.model} ({out})")
+    from langneurons.evaluate.metrics import interval_text
+
     for row in result.rows:
-        delta = "" if row["delta"] is None else f"{row['delta']:+.1f} [{row['delta_ci_low']:+.1f}, {row['delta_ci_high']:+.1f}]"
+        delta = "" if row["delta"] is None else interval_text(row["delta"], row["delta_ci_low"], row["delta_ci_high"],
+                                                              row["n"], "+.1f")
         table.add_row(row["task"], row["metric"], row["condition"], str(row["n"]),
-                      f"{row['score']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]", delta,
+                      interval_text(row["score"], row["ci_low"], row["ci_high"], row["n"]), delta,
                       "" if row["p_value"] is None else f"{row['p_value']:.3g}")
     console.print(table)
     console.print(f"scores: {files['scores_csv']}; per-example results: {files['samples']}")

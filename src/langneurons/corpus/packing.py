@@ -32,12 +32,18 @@ class TokenBlocks:
             prepended to each block).
         tokenizer_fingerprint: :func:`tokenizer_fingerprint` of the tokenizer that made the ids
             (None for blocks read from a file written before it was recorded).
+        document_ids: int32 [blocks, block_length] or None: index (into the packed ``texts``) of
+            the document each token belongs to, -1 for the BOS prepended to each block. A
+            document's EOS belongs to it, a BOS in the stream to the document it opens. Lets
+            perplexity intervals resample documents rather than blocks. None for blocks read
+            from a file written before it was recorded.
     """
 
     language: str
     input_ids: torch.Tensor
     counted: torch.Tensor
     tokenizer_fingerprint: str | None = None
+    document_ids: torch.Tensor | None = None
 
     @property
     def token_count(self) -> int:
@@ -51,7 +57,8 @@ class TokenBlocks:
         return stable_hash(self.input_ids, self.counted)
 
     def select(self, rows: slice | torch.Tensor) -> "TokenBlocks":
-        return TokenBlocks(self.language, self.input_ids[rows], self.counted[rows], self.tokenizer_fingerprint)
+        return TokenBlocks(self.language, self.input_ids[rows], self.counted[rows], self.tokenizer_fingerprint,
+                           self.document_ids[rows] if self.document_ids is not None else None)
 
     def check_tokenizer(self, tokenizer, origin: str = "") -> None:
         """Refuse blocks made by another tokenizer than ``tokenizer`` (whose ids would index other
@@ -136,11 +143,14 @@ def pack_blocks(
     body_length = block_length - len(prefix)
     needed = None if token_budget is None else token_budget
     stream: list[int] = []
+    documents: list[int] = []  # document index of each stream token
     batch = 256
     for start in range(0, len(texts), batch):
         encoded = tokenizer(texts[start : start + batch], add_special_tokens=False)["input_ids"]
-        for ids in encoded:
-            stream.extend((prefix if stream else []) + list(ids) + suffix)
+        for offset, ids in enumerate(encoded):
+            piece = (prefix if stream else []) + list(ids) + suffix
+            stream.extend(piece)
+            documents.extend([start + offset] * len(piece))
         if needed is not None and len(stream) >= needed + body_length:
             break
     n_blocks = len(stream) // body_length
@@ -152,12 +162,14 @@ def pack_blocks(
             f"{block_length}, need {min_blocks}"
         )
     body = torch.tensor(stream[: n_blocks * body_length], dtype=torch.long).view(n_blocks, body_length)
+    document_ids = torch.tensor(documents[: n_blocks * body_length], dtype=torch.int32).view(n_blocks, body_length)
     counted = torch.ones((n_blocks, block_length), dtype=torch.bool)
     if prefix:
         body = torch.cat([torch.full((n_blocks, 1), bos, dtype=torch.long), body], dim=1)
+        document_ids = torch.cat([torch.full((n_blocks, 1), -1, dtype=torch.int32), document_ids], dim=1)
         counted[:, 0] = False
     return TokenBlocks(language=language, input_ids=body, counted=counted,
-                       tokenizer_fingerprint=tokenizer_fingerprint(tokenizer))
+                       tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), document_ids=document_ids)
 
 
 @dataclass
@@ -194,7 +206,7 @@ BLOCKS_FORMAT = "langneurons.token-blocks/1"
 
 def save_blocks(blocks: TokenBlocks, path, metadata: dict | None = None) -> None:
     """Write blocks to safetensors (atomic) with the language, fingerprint, the tokenizer's
-    fingerprint (when known) and extra metadata."""
+    fingerprint (when known), the ``document_ids`` tensor (when known) and extra metadata."""
     import json
 
     from langneurons.artefacts import atomic_save_safetensors
@@ -203,8 +215,10 @@ def save_blocks(blocks: TokenBlocks, path, metadata: dict | None = None) -> None
               "extra": json.dumps(metadata or {}, sort_keys=True)}
     if blocks.tokenizer_fingerprint is not None:
         header["tokenizer_fingerprint"] = blocks.tokenizer_fingerprint
-    atomic_save_safetensors({"input_ids": blocks.input_ids.contiguous(), "counted": blocks.counted.contiguous()},
-                            path, header)
+    tensors = {"input_ids": blocks.input_ids.contiguous(), "counted": blocks.counted.contiguous()}
+    if blocks.document_ids is not None:
+        tensors["document_ids"] = blocks.document_ids.to(torch.int32).contiguous()
+    atomic_save_safetensors(tensors, path, header)
 
 
 def load_blocks(path) -> TokenBlocks:
@@ -220,8 +234,12 @@ def load_blocks(path) -> TokenBlocks:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
             input_ids, counted = handle.get_tensor("input_ids"), handle.get_tensor("counted")
+            document_ids = handle.get_tensor("document_ids") if "document_ids" in handle.keys() else None
     except (SafetensorError, OSError, ValueError) as error:
         raise LangNeuronsError(f"corrupted or truncated token blocks file {path}: {error}") from error
     if header.get("format") != BLOCKS_FORMAT:
         raise LangNeuronsError(f"{path} is not a langneurons token blocks file")
-    return TokenBlocks(header["language"], input_ids, counted, header.get("tokenizer_fingerprint"))
+    if document_ids is not None and document_ids.shape != input_ids.shape:
+        raise LangNeuronsError(f"corrupted token blocks file {path}: document_ids {tuple(document_ids.shape)} do not "
+                               f"match input_ids {tuple(input_ids.shape)}")
+    return TokenBlocks(header["language"], input_ids, counted, header.get("tokenizer_fingerprint"), document_ids)

@@ -13,6 +13,8 @@ language and reused by every cell. In cell (set, action, language) the neurons o
 language in that set get the action (``zero``, ``stat=p90`` = that language's own P90, ...).
 Every score carries a 95 % bootstrap CI; every cell is compared to the baseline on the same
 examples (accuracy: McNemar exact test; EM/F1: paired bootstrap). All scores are in percent.
+With fewer than MIN_RESAMPLING_UNITS (20) examples a cell's CIs and bootstrap p-values are None
+(:mod:`langneurons.evaluate.metrics`); McNemar's exact p-value stays.
 """
 
 from __future__ import annotations

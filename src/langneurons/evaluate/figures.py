@@ -41,8 +41,11 @@ def delta_figure(rows: Sequence[dict], metrics: Sequence[tuple[str, str, str]] |
             points = {row["language"]: row for row in chosen if (row["model"], row["condition"]) == (model, condition)}
             xs = [i - 0.4 + width * (s + 0.5) for i, language in enumerate(languages) if language in points]
             ys = [points[language]["delta"] for language in languages if language in points]
-            low = [points[l]["delta"] - points[l]["delta_ci_low"] for l in languages if l in points]
-            high = [points[l]["delta_ci_high"] - points[l]["delta"] for l in languages if l in points]
+            # no bar where the interval is unavailable (too few examples for a bootstrap)
+            low = [0.0 if points[l]["delta_ci_low"] is None else points[l]["delta"] - points[l]["delta_ci_low"]
+                   for l in languages if l in points]
+            high = [0.0 if points[l]["delta_ci_high"] is None else points[l]["delta_ci_high"] - points[l]["delta"]
+                    for l in languages if l in points]
             name = f"{model} · {condition}" if several_models else condition
             ax.errorbar(xs, ys, yerr=[low, high], fmt="o", capsize=3, markersize=4, label=name)
         ax.axhline(0.0, color="black", linewidth=0.8)

@@ -14,6 +14,16 @@ F1) are what the bootstrap resamples, so a CI is on the same scale as the score.
   a two-sided p-value from the bootstrap distribution shifted to the null.
 * :func:`mcnemar`: exact (binomial) McNemar test for two classifiers on the same examples.
 * :func:`wilson_interval`: Wilson score interval of a binomial proportion (rates of counts).
+
+Minimum number of resampling units. A bootstrap over k units knows nothing about variance when
+k is small (one unit: every resample is that unit, a zero-width interval), and percentile
+intervals from fewer than about 20 units are too narrow. Every resampling interval and
+resampling p-value of the package therefore goes through :func:`resampling_interval` /
+:func:`enough_units`: with fewer than :data:`MIN_RESAMPLING_UNITS` (= 20) independent units
+(examples, held-out documents, chunks) the interval is *unavailable* (None in JSON, empty in
+CSV, "n/a (k units < 20)" in Markdown, see :func:`unavailable`), no resampling p-value is
+given, and a verdict built on it is :data:`TOO_FEW_UNITS`. Wilson intervals (exact-ish, not
+resampled) need only n >= 1.
 """
 
 from __future__ import annotations
@@ -28,6 +38,12 @@ from torchmetrics.functional.text import squad as torchmetrics_squad
 
 from langneurons.errors import LangNeuronsError
 
+MIN_RESAMPLING_UNITS = 20
+"""Fewest independent resampling units (examples, documents, chunks) for a bootstrap interval or p-value."""
+
+TOO_FEW_UNITS = "inconclusive (too few units)"
+"""The verdict of any claim whose interval is unavailable for want of resampling units."""
+
 # Resampled means are computed this many values at a time (resamples x examples).
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -39,19 +55,21 @@ class ScoreSummary:
     metric: str
     n: int
     score: float
-    ci_low: float
-    ci_high: float
+    ci_low: float | None
+    ci_high: float | None
 
 
 @dataclass(frozen=True)
 class PairedComparison:
-    """System B minus system A on the same examples (percentage points)."""
+    """System B minus system A on ``n`` paired examples (percentage points); interval and a
+    bootstrap p-value are None with fewer than :data:`MIN_RESAMPLING_UNITS` examples."""
 
     delta: float
-    ci_low: float
-    ci_high: float
-    p_value: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
     test: str
+    n: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,11 +112,41 @@ def accuracy(predictions: Sequence[int] | torch.Tensor, labels: Sequence[int] | 
 # confidence intervals and paired tests
 
 
+def enough_units(units: int) -> bool:
+    """Whether ``units`` independent resampling units suffice for an interval (>= :data:`MIN_RESAMPLING_UNITS`)."""
+    return int(units) >= MIN_RESAMPLING_UNITS
+
+
+def unavailable(units: int) -> str:
+    """Markdown text of an interval that is unavailable: ``n/a (k units < 20)``."""
+    return f"n/a ({int(units)} units < {MIN_RESAMPLING_UNITS})"
+
+
+def interval_text(value: float, low: float | None, high: float | None, units: int, spec: str = ".1f") -> str:
+    """``value [low, high]`` formatted with ``spec``, or ``value [n/a (k units < 20)]`` without an interval."""
+    if low is None or high is None or (isinstance(low, float) and math.isnan(low)):
+        return f"{value:{spec}} [{unavailable(units)}]"
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def resampling_interval(samples: torch.Tensor, units: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Percentile interval of bootstrap ``samples`` [n_resamples] drawn over ``units`` independent
+    units, or None when ``units`` < :data:`MIN_RESAMPLING_UNITS` (the one guard every resampling
+    interval of the package goes through)."""
+    if not enough_units(units):
+        return None
+    return percentile_interval(samples, confidence)
+
+
 def bootstrap_ci(
     values: Sequence[float] | torch.Tensor, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (same units as the values)."""
-    means = _bootstrap_means(_as_values(values), n_resamples, seed)
+) -> tuple[float, float] | tuple[None, None]:
+    """Percentile bootstrap CI of the mean of ``values`` (same units as the values); (None, None)
+    with fewer than :data:`MIN_RESAMPLING_UNITS` values."""
+    values = _as_values(values)
+    if not enough_units(len(values)):
+        return None, None
+    means = _bootstrap_means(values, n_resamples, seed)
     return percentile_interval(means, confidence)
 
 
@@ -109,7 +157,8 @@ def summarize(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> ScoreSummary:
-    """Mean of per-example percent scores with its bootstrap CI."""
+    """Mean of per-example percent scores with its bootstrap CI (None with fewer than
+    :data:`MIN_RESAMPLING_UNITS` examples)."""
     tensor = _as_values(values)
     low, high = bootstrap_ci(tensor, n_resamples, confidence, seed)
     return ScoreSummary(metric=metric, n=len(tensor), score=tensor.mean().item(), ci_low=low, ci_high=high)
@@ -127,17 +176,22 @@ def paired_bootstrap(
     ``delta`` is mean(b - a); the CI is the percentile bootstrap of that mean (examples are
     resampled jointly, keeping the pairing). The two-sided p-value is
     ``(1 + #{|d* - delta| >= |delta|}) / (1 + n_resamples)`` over the resampled means ``d*``,
-    i.e. the bootstrap distribution shifted to the null of no difference.
+    i.e. the bootstrap distribution shifted to the null of no difference. With fewer than
+    :data:`MIN_RESAMPLING_UNITS` examples the interval and the p-value are None.
     """
     a, b = _as_values(a), _as_values(b)
     _check_same_length(a, b, "a", "b")
     differences = b - a
     delta = differences.mean().item()
+    if not enough_units(len(differences)):
+        return PairedComparison(delta=delta, ci_low=None, ci_high=None, p_value=None, test="paired bootstrap",
+                                n=len(differences))
     means = _bootstrap_means(differences, n_resamples, seed)
     low, high = percentile_interval(means, confidence)
     extreme = int(((means - delta).abs() >= abs(delta) - 1e-12).sum())
     p_value = min(1.0, (1 + extreme) / (1 + n_resamples))
-    return PairedComparison(delta=delta, ci_low=low, ci_high=high, p_value=p_value, test="paired bootstrap")
+    return PairedComparison(delta=delta, ci_low=low, ci_high=high, p_value=p_value, test="paired bootstrap",
+                            n=len(differences))
 
 
 def mcnemar(correct_a: Sequence[bool] | torch.Tensor, correct_b: Sequence[bool] | torch.Tensor) -> float:
@@ -158,7 +212,8 @@ def compare_accuracy(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> PairedComparison:
-    """Accuracy of B minus A (points) with a paired bootstrap CI and the exact McNemar p-value."""
+    """Accuracy of B minus A (points) with a paired bootstrap CI and the exact McNemar p-value
+    (an exact test, kept at any n; the bootstrap CI is None below :data:`MIN_RESAMPLING_UNITS`)."""
     a = 100.0 * torch.as_tensor(correct_a, dtype=torch.float64)
     b = 100.0 * torch.as_tensor(correct_b, dtype=torch.float64)
     bootstrap = paired_bootstrap(a, b, n_resamples, confidence, seed)
@@ -168,6 +223,7 @@ def compare_accuracy(
         ci_high=bootstrap.ci_high,
         p_value=mcnemar(correct_a, correct_b),
         test="mcnemar exact",
+        n=bootstrap.n,
     )
 
 

@@ -47,11 +47,13 @@ def run(context) -> None:
 def evaluate_model(context, model_name: str) -> None:
     from langneurons.evaluate.evaluation import evaluate_grid
     from langneurons.finetune import load_finetuned
+    from langneurons.finetune.lm_task import LM_TASK
 
     config = context.config
     statistics = context.records["statistics"]
     evaluation = config.evaluation
-    tasks = list(evaluation.tasks) if model_name == "base" else [config.run(model_name).task]
+    zero_shot = model_name == "base" or config.run(model_name).task == LM_TASK  # LM-tuned: zero-shot too
+    tasks = list(evaluation.tasks) if zero_shot else [config.run(model_name).task]
     intervene = evaluation.intervene_models is None or model_name in evaluation.intervene_models
     sets = list(evaluation.neuron_sets) if intervene else []
     needs_statistics = bool(sets) and any(a.split("=")[0] in ("stat", "add") for a in evaluation.actions)
@@ -116,12 +118,16 @@ def model_comparisons(config, grids) -> list[dict]:
     """Each fine-tuned model vs its reference run and vs the base model, on the unintervened
     baseline, per task, language and metric (paired on the same examples)."""
     from langneurons.evaluate.evaluation import compare_records, score_rows
+    from langneurons.finetune.lm_task import LM_TASK
 
     evaluation = config.evaluation
     finetuned = [name for name in evaluation.models if name != "base"]
     rows = []
     for name in finetuned:
         task = config.run(name).task
+        if task == LM_TASK:  # scored zero-shot like the base model: compared with it on the tasks
+            rows += zero_shot_comparisons(config, name, grids)
+            continue
         same_task = [other for other in finetuned if config.run(other).task == task]
         reference = evaluation.reference if evaluation.reference in same_task else same_task[0]
         references = [r for r in dict.fromkeys([reference, "base"]) if r != name and r in grids
@@ -138,6 +144,25 @@ def model_comparisons(config, grids) -> list[dict]:
     return rows
 
 
+def zero_shot_comparisons(config, name: str, grids) -> list[dict]:
+    """An LM-tuned model vs the base model on every evaluation task (paired on the same examples)."""
+    from langneurons.evaluate.evaluation import compare_records, score_rows
+
+    evaluation, rows = config.evaluation, []
+    if "base" not in grids:
+        return rows
+    args = (evaluation.bootstrap_resamples, evaluation.confidence, evaluation.seed)
+    for task in evaluation.tasks:
+        for language in config.evaluation_languages(task):
+            mine, theirs = grids[name].records(task, language), grids["base"].records(task, language)
+            scores, ref_scores = score_rows(task, mine, *args), score_rows(task, theirs, *args)
+            for metric, comparison in compare_records(task, theirs, mine, *args).items():
+                rows.append({"task": task, "language": language, "metric": metric, "model": name,
+                             "reference": "base", "n": scores[metric]["n"], "score": scores[metric]["score"],
+                             "reference_score": ref_scores[metric]["score"], **comparison})
+    return rows
+
+
 def evaluation_section(run_dir: Path, manifest: dict) -> list[Block]:
     results = run_dir / "results"
     if "results" not in manifest.get("stages", {}) or not (results / "scores.json").exists():
@@ -150,7 +175,7 @@ def evaluation_section(run_dir: Path, manifest: dict) -> list[Block]:
         ("h3", "Scores"),
         ("table", ["model", "task", "language", "condition", "metric", "n", "score [95% CI]"],
          [[r["model"], r["task"], r["language"], r["condition"], r["metric"], str(r["n"]),
-           fmt_interval(r["score"], r["ci_low"], r["ci_high"])] for r in rows]),
+           fmt_interval(r["score"], r["ci_low"], r["ci_high"], units=r["n"])] for r in rows]),
     ]
     deltas = [r for r in rows if r.get("delta") is not None]
     if deltas:
@@ -160,8 +185,8 @@ def evaluation_section(run_dir: Path, manifest: dict) -> list[Block]:
                   "accuracy: exact McNemar test, EM/F1: paired bootstrap."),
             ("table", ["model", "task", "language", "condition", "neurons", "metric", "Δ [95% CI]", "p", "test"],
              [[r["model"], r["task"], r["language"], r["condition"], str(r["neurons"]), r["metric"],
-               fmt_interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True), fmt_p(r["p_value"]),
-               r["test"]] for r in deltas]),
+               fmt_interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True, units=r["n"]),
+               fmt_p(r["p_value"]), r["test"]] for r in deltas]),
         ]
         if (results / "intervention_deltas.png").exists():
             blocks.append(("image", results / "intervention_deltas.png", "intervention deltas per language"))
@@ -174,7 +199,7 @@ def evaluation_section(run_dir: Path, manifest: dict) -> list[Block]:
             ("table", ["task", "language", "metric", "model", "reference", "score", "reference score",
                        "Δ [95% CI]", "p", "test"],
              [[c["task"], c["language"], c["metric"], c["model"], c["reference"], fmt_number(c["score"]),
-               fmt_number(c["reference_score"]), fmt_interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True),
+               fmt_number(c["reference_score"]), fmt_interval(c["delta"], c["delta_ci_low"], c["delta_ci_high"], True, c.get("n")),
                fmt_p(c["p_value"]), c["test"]] for c in comparisons]),
         ]
     return blocks

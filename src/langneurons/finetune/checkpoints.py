@@ -1,4 +1,4 @@
-"""A fine-tuning run's folder: its file names, checkpoints and resume state (tensors in
+"""A fine-tuning run's folder: its file names, metadata, checkpoints and resume state (tensors in
 safetensors, everything else JSON, never Python objects), and loading a finished run's adapter
 onto its base model (:func:`load_finetuned`). The training loop is :mod:`.train`."""
 
@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -17,10 +17,21 @@ from torch import nn
 from langneurons import __version__
 from langneurons.artefacts import atomic_save_safetensors, stable_hash, staging_dir, write_json
 from langneurons.errors import LangNeuronsError, warn
-from langneurons.finetune.neuron_lora import ADAPTER_NAME, LoraModel, adapter_state_dict
+from langneurons.finetune.neuron_lora import (
+    ADAPTER_NAME,
+    LoraModel,
+    ParameterCounts,
+    adapter_state_dict,
+)
+from langneurons.finetune.options import FinetuneConfig
 from langneurons.finetune.parallel import DataParallel
+from langneurons.finetune.rows import ROWS_FILE, RowsModel, apply_saved_rows
+from langneurons.identify.neuron_set import NeuronSet
 from langneurons.models.architectures import adapter_for
-from langneurons.models.loading import DEFAULT_MODEL, DEFAULT_MODEL_ID, LoadedModel, load_model
+from langneurons.models.loading import DEFAULT_MODEL, DEFAULT_MODEL_ID, LoadedModel, ModelInfo, load_model
+from langneurons.tasks.prompts import (
+    EncodedData,
+)
 
 METADATA = "langneurons_finetune.json"
 TRAINING_STATE = "training_state.safetensors"
@@ -52,7 +63,10 @@ def save_adapter_dir(
     """Write adapter + metadata (+ extra files) into a staging dir and rename it to ``target``."""
     staging = staging_dir(target.parent, prefix=f".{target.name}-")
     try:
-        lora.model.save_pretrained(str(staging), state_dict=adapter_state_dict(lora.model))
+        if isinstance(lora, RowsModel):
+            lora.save(staging)
+        else:
+            lora.model.save_pretrained(str(staging), state_dict=adapter_state_dict(lora.model))
         if extra is not None:
             extra(staging)
         write_json(staging / METADATA, metadata)
@@ -91,6 +105,31 @@ def run_versions() -> dict:
 
     return {"langneurons": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__}
+
+
+def run_metadata(run_hash: str, info: ModelInfo, config: FinetuneConfig, neuron_mask: torch.Tensor | None,
+                  chosen_set: NeuronSet | None, data: EncodedData, data_hash: str, neuron_hash: str, lora: LoraModel,
+                  counts: ParameterCounts, total_steps: int) -> dict:
+    return {
+        "format": FORMAT,
+        "run_hash": run_hash,
+        "base": info.to_dict(),
+        "task": config.task,
+        "neurons": {
+            "mode": config.neurons, "languages": list(config.languages), "neuron_set_path": config.neuron_set_path,
+            "hash": neuron_hash, "count": int(neuron_mask.sum()) if neuron_mask is not None else 0,
+            "per_layer": neuron_mask.sum(1).tolist() if neuron_mask is not None else [],
+            "method": chosen_set.method if chosen_set else None,
+            "source": chosen_set.source if chosen_set else None,
+        },
+        "data": {"hash": data_hash, "examples": len(data.examples), "skipped": data.skipped,
+                 "truncated": data.truncated},
+        "config": asdict(config),
+        "lora": {"target_modules": lora.target_modules, "masked_modules": sum(m.mask is not None for m in lora.plan)},
+        "parameters": asdict(counts),
+        "total_steps": total_steps,
+        "versions": run_versions(),
+    }
 
 
 def save_checkpoint(output_dir: Path, step: int, lora: LoraModel, metadata: dict, optimizer, scheduler,
@@ -226,13 +265,16 @@ def finetuned_loaded(base: LoadedModel, model: nn.Module, adapter_state: dict, p
     tensors), so artefacts of the fine-tuned model are never mistaken for the base model's."""
     tensors = [adapter_state[k].float() for k in sorted(adapter_state)]
     fingerprint = stable_hash(base.info.weights_fingerprint, *tensors)
-    info = replace(base.info, model_id=f"{base.info.model_id}+lora:{path.name}", weights_fingerprint=fingerprint)
+    kind = "rows" if (path / ROWS_FILE).is_file() else "lora"
+    info = replace(base.info, model_id=f"{base.info.model_id}+{kind}:{path.name}", weights_fingerprint=fingerprint)
     return LoadedModel(model=model, tokenizer=base.tokenizer, info=info, adapter=adapter_for(model))
 
 
 def saved_adapter(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    if (path / ROWS_FILE).is_file():
+        return load_file(str(path / ROWS_FILE))
     return load_file(str(path / "adapter_model.safetensors"))
 
 
@@ -266,6 +308,10 @@ def load_finetuned(path: str | os.PathLike, base: LoadedModel | None = None, mer
             f"adapter {path} was trained on {recorded['model_id']} (weights {recorded['weights_fingerprint']}), "
             f"not on {base.info.model_id} (weights {base.info.weights_fingerprint})"
         )
+    if metadata["config"].get("adapter", "lora") == "rows":  # the deltas are added to the weights (merged)
+        state = apply_saved_rows(base.model, path)
+        base.model.eval()
+        return finetuned_loaded(base, base.model, state, path)
     weights_file = path / "adapter_model.safetensors"
     if not weights_file.is_file() or not (path / "adapter_config.json").is_file():
         raise LangNeuronsError(f"{path} lacks adapter_config.json or adapter_model.safetensors")

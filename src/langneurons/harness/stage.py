@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from langneurons.blocks import Block, fmt_interval, fmt_p, read_json
+from langneurons.errors import LangNeuronsError
 from langneurons.harness.api import LmEvalOptions
 from langneurons.stage import Stage, WrappedOptions
 
@@ -42,7 +43,14 @@ def check(config) -> None:
     from langneurons.harness.api import task_manager
 
     register()
-    task_manager(config.lm_eval.options)
+    manager = task_manager(config.lm_eval.options)
+    if config.lm_eval.positions == "prompt":
+        from langneurons.harness.api import non_generation_tasks
+
+        others = non_generation_tasks(config.lm_eval.options, manager)
+        if others:
+            raise LangNeuronsError(f"lm_eval.positions 'prompt' intervenes on generation only, but task "
+                                   f"{next(iter(others))!r} is a {next(iter(others.values()))} task")
 
 
 def run(context) -> None:
@@ -89,8 +97,9 @@ def lm_eval_section(run_dir: Path, manifest: dict) -> list[Block]:
               "`lm_eval/samples.jsonl`; the harness's own aggregates: `lm_eval/harness.json`."),
         ("table", ["task", "filter", "metric", "condition", "neurons", "n", "score [95% CI]", "Δ [95% CI]", "p"],
          [[r["task"], r["filter"], r["metric"], r["condition"], str(r["neurons"]), str(r["n"]),
-           fmt_interval(r["score"], r["ci_low"], r["ci_high"]),
-           "–" if r["delta"] is None else fmt_interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True),
+           fmt_interval(r["score"], r["ci_low"], r["ci_high"], units=r["n"]),
+           "–" if r["delta"] is None else fmt_interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True,
+                                                    units=r["n"]),
            fmt_p(r["p_value"])] for r in rows]),
     ]
     return blocks

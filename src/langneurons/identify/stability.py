@@ -23,6 +23,11 @@ threshold t (pooled or own percentile) is held at its full-data value; P(act > t
 the weighted per-chunk octave histograms (:func:`~langneurons.activations.replicates.resampled_above`).
 ``ap`` and ``random`` sets are not resampled.
 
+Intervals need units. The chunks are the resampling units of both schemes: with fewer than
+:data:`~langneurons.evaluate.metrics.MIN_RESAMPLING_UNITS` (20) chunks the central intervals
+(``*_low`` / ``*_high``) are unavailable (None; "n/a (k units < 20)" in tables) and only the
+medians are reported; collect with ``--replicates 20`` or more for intervals.
+
 Deterministic: the same statistics, options and seed give the same result.
 """
 
@@ -38,6 +43,7 @@ import torch
 from langneurons.activations.replicates import ReplicateStatistics, ThresholdSplit
 from langneurons.activations.statistics import ActivationStatistics
 from langneurons.artefacts import atomic_save_safetensors, write_csv, write_json
+from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.act_prob import top_per_language
 from langneurons.identify.inputs import check_rate, select_statistics, statistics_source
@@ -57,9 +63,15 @@ class StabilityOptions:
     seed: int = 0
     confidence: float = 0.95
 
+    def __post_init__(self):
+        self.check()  # when made: by the CLI and the config, before any statistics are read
+
     def check(self) -> None:
         if self.resamples < 1 or self.splits < 0:
             raise LangNeuronsError(f"need resamples >= 1 and splits >= 0, got {self.resamples} and {self.splits}")
+        check_count(self.resamples, "resamples", 1, MAX_RESAMPLES)
+        check_count(self.splits, "splits", 0, MAX_RESAMPLES)
+        check_seed(self.seed)
         check_rate("confidence", self.confidence)
 
 
@@ -219,8 +231,16 @@ class StabilityResult:
 
     def table(self, min_frequency: float = 0.8) -> list[dict]:
         """One row per language: sizes, bootstrap and split-half Jaccard (median, interval), chance,
-        and the size of the ``min_frequency``-stable subset of the full set."""
+        and the size of the ``min_frequency``-stable subset of the full set. Intervals are None
+        with fewer than MIN_RESAMPLING_UNITS chunks (``resampling_units``)."""
+        from langneurons.evaluate.metrics import enough_units
+
         lower, upper = (1 - self.options.confidence) / 2, 1 - (1 - self.options.confidence) / 2
+        enough = enough_units(self.replicates)
+
+        def bound(values, q):
+            return _quantile(values, q) if enough else None
+
         rows = []
         for k, language in enumerate(self.languages):
             boot, size, split = self.bootstrap_jaccard[:, k], self.bootstrap_size[:, k].double(), self.split_jaccard[:, k]
@@ -228,11 +248,11 @@ class StabilityResult:
             stable = int((full_mask & (self.frequency[language] >= min_frequency)).sum())
             rows.append({
                 "language": language, "set_size": int(full_mask.sum()),
-                "size_median": _quantile(size, 0.5), "size_low": _quantile(size, lower), "size_high": _quantile(size, upper),
-                "bootstrap_jaccard_median": _quantile(boot, 0.5), "bootstrap_jaccard_low": _quantile(boot, lower),
-                "bootstrap_jaccard_high": _quantile(boot, upper),
-                "split_half_jaccard_median": _quantile(split, 0.5), "split_half_jaccard_low": _quantile(split, lower),
-                "split_half_jaccard_high": _quantile(split, upper),
+                "size_median": _quantile(size, 0.5), "size_low": bound(size, lower), "size_high": bound(size, upper),
+                "bootstrap_jaccard_median": _quantile(boot, 0.5), "bootstrap_jaccard_low": bound(boot, lower),
+                "bootstrap_jaccard_high": bound(boot, upper),
+                "split_half_jaccard_median": _quantile(split, 0.5), "split_half_jaccard_low": bound(split, lower),
+                "split_half_jaccard_high": bound(split, upper), "resampling_units": self.replicates,
                 "chance_jaccard": float(self.chance[k]), f"stable_size_{min_frequency:g}": stable,
             })
         return rows

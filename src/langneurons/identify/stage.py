@@ -113,6 +113,12 @@ def neurons_section(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
+def _unavailable_chunks(data: dict) -> str:
+    from langneurons.evaluate.metrics import unavailable
+
+    return unavailable(int(data["replicates"]))
+
+
 def stability_section(run_dir: Path, manifest: dict) -> list[Block]:
     folders = stage_folders(run_dir, manifest, "stability", "stability.json")
     if not folders:
@@ -131,16 +137,26 @@ def stability_section(run_dir: Path, manifest: dict) -> list[Block]:
         stable_key = next((key for key in rows[0] if key.startswith("stable_size_")), None) if rows else None
         blocks.append(("h3", f"{folder.name} ({data['method']}, {data['options']['resamples']} resamples of "
                              f"{data['replicates']} chunks)"))
+        if rows and rows[0].get("size_low", 0) is None:
+            blocks.append(("p", f"Intervals unavailable: {data['replicates']} chunks are fewer than the 20 "
+                                "resampling units an interval needs; medians only."))
 
         def interval(row, key):
             if row[f"{key}_median"] is None:
                 return "–"
+            if row[f"{key}_low"] is None:
+                return f"{row[f'{key}_median']:.2f} [{_unavailable_chunks(data)}]"
             return f"{row[f'{key}_median']:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+
+        def size_interval(row):
+            if row["size_low"] is None:
+                return _unavailable_chunks(data)
+            return f"{row['size_low']:.0f}–{row['size_high']:.0f}"
 
         blocks.append(("table", ["language", "set size", "size interval", "bootstrap Jaccard", "split-half Jaccard",
                                  "chance", f"stable (>= {stable_key.removeprefix('stable_size_')})" if stable_key
                                  else "stable"],
-                       [[r["language"], str(r["set_size"]), f"{r['size_low']:.0f}–{r['size_high']:.0f}",
+                       [[r["language"], str(r["set_size"]), size_interval(r),
                          interval(r, "bootstrap_jaccard"), interval(r, "split_half_jaccard"),
                          f"{r['chance_jaccard']:.3f}", str(r.get(stable_key, "–"))] for r in rows]))
         for name, caption in (("stability_jaccard", "Jaccard per language against chance"),

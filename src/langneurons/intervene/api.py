@@ -60,7 +60,7 @@ def ppl_matrix(loaded: LoadedModel, neuron_set, statistics_dir, options: PPXCOpt
     missing = [lang for lang in languages if lang not in neuron_set.languages]
     if missing:
         raise LangNeuronsError(f"languages {missing} are not in the neuron set ({', '.join(neuron_set.languages)})")
-    heldout = {language: load_heldout(statistics_dir, language) for language in languages}
+    heldout = {language: load_heldout(statistics_dir, language, loaded.tokenizer) for language in languages}
     empty = [lang for lang, blocks in heldout.items() if blocks.token_count == 0]
     if empty:
         raise LangNeuronsError(f"no held-out text for {empty}")

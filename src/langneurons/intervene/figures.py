@@ -60,9 +60,8 @@ def ppxc_figure(result: PPXCResult, measure: str = "delta_nll", title: str | Non
         for i in range(len(languages)):
             for j in range(len(languages)):
                 value = float(values[i, j])
-                low, high = (intervals["delta_nll"][name][languages[i]][languages[j]] if intervals
-                             else (1.0, 1.0))
-                uncertain = low <= 0.0 <= high
+                cell = intervals["delta_nll"][name][languages[i]][languages[j]] if intervals else (1.0, 1.0)
+                uncertain = cell is None or cell[0] <= 0.0 <= cell[1]  # None: too few units for an interval
                 ax.text(j, i, _cell_text(result, measure, name, i, j, value), ha="center", va="center", fontsize=7,
                         color="dimgray" if uncertain else ("white" if abs(value) > 0.6 * bound else "black"),
                         style="italic" if uncertain else "normal")

@@ -19,11 +19,15 @@ Specificity of row language i (per set), with K languages and off-diagonal mean 
 * ``ratio_i = delta_nll(i, i) / mean_{j != i} delta_nll(i, j)`` (NaN when the denominator is 0
   or K = 1).
 
-Intervals (:meth:`PPXCResult.intervals`): a percentile bootstrap over the held-out blocks of
-each evaluated language; baseline and intervened perplexities of a cell use the same resampled
-blocks, so the interval is that of the paired difference ``delta_nll``. The interval of
+Intervals (:meth:`PPXCResult.intervals`): a percentile bootstrap over the held-out *documents*
+(corpus lines; FLORES sentences) of each evaluated language, or over its packed held-out blocks
+for held-out files written before documents were recorded (with a warning; ``ppxc.json`` names
+the unit). Baseline and intervened perplexities of a cell use the same resampled documents, so
+the interval is that of the paired difference ``delta_nll``. The interval of
 ``relative_delta_ppl`` is ``exp(interval of delta_nll) - 1`` (a monotone map). Specificity
-intervals take each language's block resamples independently.
+intervals take each language's resamples independently. An interval needs at least
+:data:`~langneurons.evaluate.metrics.MIN_RESAMPLING_UNITS` (20) units in every language it
+involves; with fewer it is unavailable (None / empty), never a zero-width or too-narrow one.
 
 Results are cached in ``cache_dir`` under a hash of every input (model weights fingerprint,
 the interventions, which cover the neuron sets and values, held-out block fingerprints, token
@@ -44,7 +48,7 @@ import torch
 
 from langneurons.artefacts import stable_hash, write_json, write_text
 from langneurons.corpus.packing import TokenBlocks
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, warn
 from langneurons.intervene.interventions import Intervention
 from langneurons.intervene.perplexity import PerplexityResult, perplexity, target_count
 from langneurons.intervene.spec import InterventionFactory, intervention_factory
@@ -96,35 +100,65 @@ class PPXCResult:
     def sets(self) -> list[str]:
         return list(self.intervened)
 
-    def intervals(self) -> dict | None:
-        """Bootstrap intervals over held-out blocks (module docstring), or None when a cell lacks
-        per-block NLLs (results of older versions).
+    def _cells(self) -> list[PerplexityResult]:
+        cells = [self.baseline[c] for c in self.languages]
+        return cells + [v for rows in self.intervened.values() for cols in rows.values() for v in cols.values()]
 
-        Returns ``{"delta_nll": {set: {row: {col: (low, high)}}}, "difference": {set: {row: (low, high)}}}``
-        (nats/token).
+    @property
+    def unit(self) -> str:
+        """What the intervals resample: ``documents`` when every cell has per-document NLLs, else
+        ``blocks`` (held-out files of older versions), or ``none`` without either."""
+        cells = self._cells()
+        if all(cell.document_nll is not None for cell in cells):
+            return "documents"
+        return "blocks" if all(cell.block_nll is not None for cell in cells) else "none"
+
+    @property
+    def unit_name(self) -> str:
+        return {"documents": "held-out documents", "blocks": "held-out blocks"}.get(self.unit, "none")
+
+    def units(self) -> dict[str, int]:
+        """Evaluated language -> number of resampling units (documents or blocks; 0 without either)."""
+        unit = self.unit
+        if unit == "none":
+            return {language: 0 for language in self.languages}
+        return {language: len(getattr(self.baseline[language], f"{unit[:-1]}_tokens")) for language in self.languages}
+
+    def intervals(self) -> dict | None:
+        """Bootstrap intervals over held-out documents (module docstring), or None when a cell
+        lacks per-document and per-block NLLs (results of older versions). An interval is None
+        when a language it involves has fewer than MIN_RESAMPLING_UNITS units.
+
+        Returns ``{"delta_nll": {set: {row: {col: (low, high) | None}}}, "difference": {set: {row:
+        (low, high) | None}}, "unit": ..., "units": {language: n}}`` (nats/token).
         """
-        from langneurons.evaluate.metrics import percentile_interval  # not at import: the evaluation stack is heavy
+        # not at import: the evaluation stack is heavy
+        from langneurons.evaluate.metrics import resampling_interval
 
         resampled = self.resampled_delta_nll()
         if resampled is None:
             return None
         confidence = self.resampling[1]
-        result: dict = {"delta_nll": {}, "difference": {}}
+        units = self.units()
+        result: dict = {"delta_nll": {}, "difference": {}, "unit": self.unit_name, "units": units}
         for set_name, rows in resampled.items():
-            result["delta_nll"][set_name] = {r: {c: percentile_interval(d, confidence) for c, d in cols.items()}
-                                             for r, cols in rows.items()}
+            result["delta_nll"][set_name] = {
+                r: {c: resampling_interval(d, units[c], confidence) for c, d in cols.items()} for r, cols in rows.items()}
             result["difference"][set_name] = {}
             for row, cols in rows.items():
                 others = [cols[c] for c in self.languages if c != row]
                 if others:
                     difference = cols[row] - torch.stack(others).mean(0)
-                    result["difference"][set_name][row] = percentile_interval(difference, confidence)
+                    result["difference"][set_name][row] = resampling_interval(difference, min(units.values()),
+                                                                              confidence)
         return result
 
     def resampled_delta_nll(self) -> dict[str, dict[str, dict[str, torch.Tensor]]] | None:
         """set -> row -> col -> float64 [n_resamples]: ``delta_nll`` of the cell on each bootstrap
-        resample of col's held-out blocks (the same resamples for every row and set, so any
-        statistic of several cells can be bootstrapped from these). None without per-block NLLs."""
+        resample of col's held-out documents (blocks for older held-out files; the same resamples
+        for every row and set, so any statistic of several cells can be bootstrapped from these).
+        None without per-document or per-block NLLs. Whether there are enough units for an
+        interval is the caller's check (:meth:`units`, ``resampling_interval``)."""
         cached = getattr(self, "_resampled", None)
         if cached is None or cached[0] != self.resampling:
             self._resampled = (self.resampling, self._bootstrap())
@@ -132,26 +166,36 @@ class PPXCResult:
 
     def _bootstrap(self) -> dict | None:
         n_resamples, _, seed = self.resampling
-        cells = [self.baseline[c] for c in self.languages]
-        cells += [v for rows in self.intervened.values() for cols in rows.values() for v in cols.values()]
-        if n_resamples < 1 or any(cell.block_nll is None for cell in cells):
+        unit = self.unit
+        if n_resamples < 1 or unit == "none":
             return None
+        if unit == "blocks":
+            warn("PPXC: the held-out files record no documents (written by an older langneurons); intervals "
+                 "resample packed held-out blocks instead")
+        nll, count = f"{unit[:-1]}_nll", f"{unit[:-1]}_tokens"
         deltas: dict[str, dict[str, dict[str, torch.Tensor]]] = {s: {r: {} for r in self.languages} for s in self.sets}
         for index, col in enumerate(self.languages):
             base = self.baseline[col]
-            tokens = torch.tensor(base.block_tokens, dtype=torch.float64)
-            generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
-            picks = torch.randint(len(tokens), (n_resamples, len(tokens)), generator=generator)
+            tokens = torch.tensor(getattr(base, count), dtype=torch.float64)
+            picks = self.resample_picks(index, len(tokens))
             denominator = tokens[picks].sum(1)
-            base_mean = torch.tensor(base.block_nll, dtype=torch.float64)[picks].sum(1) / denominator
+            base_mean = torch.tensor(getattr(base, nll), dtype=torch.float64)[picks].sum(1) / denominator
             for set_name, rows in self.intervened.items():
                 for row, cols in rows.items():
                     cell = cols[col]
-                    if cell.block_tokens != base.block_tokens:
-                        raise LangNeuronsError(f"PPXC cell {set_name}/{row}/{col} scored other blocks than its baseline")
-                    mean = torch.tensor(cell.block_nll, dtype=torch.float64)[picks].sum(1) / denominator
+                    if getattr(cell, count) != getattr(base, count):
+                        raise LangNeuronsError(f"PPXC cell {set_name}/{row}/{col} scored other {unit} than its "
+                                               "baseline")
+                    mean = torch.tensor(getattr(cell, nll), dtype=torch.float64)[picks].sum(1) / denominator
                     deltas[set_name][row][col] = mean - base_mean
         return deltas
+
+    def resample_picks(self, index: int, units: int) -> torch.Tensor:
+        """int64 [n_resamples, units]: the units drawn (with replacement) for the ``index``-th
+        evaluated language; the baseline and every intervened cell of that column use these."""
+        n_resamples, _, seed = self.resampling
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        return torch.randint(units, (n_resamples, units), generator=generator)
 
     def matrix(self, measure: str = "delta_nll", set_name: str = LANGUAGE_SPECIFIC) -> torch.Tensor:
         """float64 [K, K]: rows intervened language, columns evaluated language. ``measure`` is one
@@ -188,33 +232,38 @@ class PPXCResult:
         """One table row per (set, intervened language, evaluated language)."""
         table = []
         intervals = self.intervals()
+        units = self.units()
         for set_name, by_row in self.intervened.items():
             for row in self.languages:
                 for col in self.languages:
                     base, new = self.baseline[col], by_row[row][col]
-                    low, high = intervals["delta_nll"][set_name][row][col] if intervals else (math.nan, math.nan)
+                    low, high = (intervals["delta_nll"][set_name][row][col] if intervals else None) or (None, None)
                     table.append({
                         "set": set_name, "intervened_language": row, "evaluated_language": col,
                         "neurons": self.neuron_counts[set_name][row], "tokens": base.token_count,
                         "blocks": len(base.block_tokens) if base.block_tokens else None,
+                        "documents": len(base.document_tokens) if base.document_tokens else None,
+                        "resampling_units": units[col],
                         "baseline_nll": base.mean_nll, "baseline_ppl": base.perplexity,
                         "intervened_nll": new.mean_nll, "intervened_ppl": new.perplexity,
                         **change(base, new),
                         "delta_nll_ci_low": low, "delta_nll_ci_high": high,
-                        "relative_delta_ppl_ci_low": math.expm1(low), "relative_delta_ppl_ci_high": math.expm1(high),
+                        "relative_delta_ppl_ci_low": None if low is None else math.expm1(low),
+                        "relative_delta_ppl_ci_high": None if high is None else math.expm1(high),
                     })
         return table
 
     def specificity_rows(self) -> list[dict]:
         """One table row per (set, row language): specificity with the interval of ``difference``."""
         intervals = self.intervals()
+        units = min(self.units().values())
         table = []
         for set_name in self.sets:
             for language, values in self.specificity(set_name).items():
-                low, high = (intervals["difference"][set_name].get(language, (math.nan, math.nan)) if intervals
-                             else (math.nan, math.nan))
+                low, high = (intervals["difference"][set_name].get(language) if intervals else None) or (None, None)
                 table.append({"set": set_name, "language": language, "neurons": self.neuron_counts[set_name][language],
-                              **values, "difference_ci_low": low, "difference_ci_high": high})
+                              **values, "difference_ci_low": low, "difference_ci_high": high,
+                              "resampling_units": units})
         return table
 
     def to_dict(self) -> dict:
@@ -228,7 +277,8 @@ class PPXCResult:
             "specificity": {s: {l: {k: _finite_or_none(v) for k, v in d.items()} for l, d in self.specificity(s).items()}
                             for s in self.sets},
             "resampling": {"n_resamples": self.resampling[0], "confidence": self.resampling[1],
-                           "seed": self.resampling[2], "unit": "held-out blocks"},
+                           "seed": self.resampling[2], "unit": self.unit_name, "units": self.units(),
+                           "min_units": _min_units()},
             "intervals": self.intervals(),
         }
 
@@ -257,6 +307,12 @@ class PPXCResult:
         except ValueError as error:
             raise LangNeuronsError(f"corrupted PPXC result {path}: {error}") from error
         return cls.from_dict(data)
+
+
+def _min_units() -> int:
+    from langneurons.evaluate.metrics import MIN_RESAMPLING_UNITS
+
+    return MIN_RESAMPLING_UNITS
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -315,7 +371,8 @@ def ppxc_matrix(
         random_control: add rows intervening on a layer-matched random set drawn with ``seed``.
         token_budget: score about this many target tokens per language (whole leading blocks).
         statistics_by_language: ActivationStatistics for ``stat`` / ``add`` actions.
-        n_resamples, confidence: block bootstrap of the intervals (seeded with ``seed``; 0: none).
+        n_resamples, confidence: document (or block) bootstrap of the intervals (seeded with
+            ``seed``; 0: none); fewer than MIN_RESAMPLING_UNITS units per language: no interval.
     """
     from langneurons.identify.random_control import random_control as draw_random_control
 
@@ -333,7 +390,8 @@ def ppxc_matrix(
         name: {row: factory(row, chosen.indices(row)) for row in languages} for name, chosen in sets.items()
     }
     config = {"token_budget": token_budget, "seed": seed, "random_control": random_control,
-              "heldout": {l: {"fingerprint": b.fingerprint(), "tokens": target_count(b)} for l, b in blocks.items()}}
+              "heldout": {l: {"fingerprint": b.fingerprint(), "tokens": target_count(b),
+                              "documents": b.document_ids is not None} for l, b in blocks.items()}}
     counts = {name: {row: iv.num_neurons for row, iv in rows.items()} for name, rows in interventions.items()}
     return ppxc_from_interventions(loaded, blocks, languages, interventions, counts, neuron_set.method, config,
                                    cache_dir, progress, batch_size, (n_resamples, confidence, seed))

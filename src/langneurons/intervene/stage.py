@@ -35,7 +35,8 @@ def run(context) -> None:
     for set_name in section.neuron_sets:
 
         def compute(directory: Path, set_name=set_name) -> None:
-            heldout = {language: load_heldout(context.run_dir / "statistics", language) for language in languages}
+            heldout = {language: load_heldout(context.run_dir / "statistics", language, context.loaded.tokenizer)
+                       for language in languages}
             needs_statistics = options.action.split("=")[0] in ("stat", "add")
             result = ppxc_matrix(
                 context.loaded, context.neuron_set(set_name), heldout, languages, intervention_kind=options.action,
@@ -53,6 +54,15 @@ def run(context) -> None:
         context.stage(f"ppxc/{set_name}", inputs, compute, product=("ppxc.json",))
 
 
+def _ppxc_interval(row: dict) -> str:
+    """``[low, high]`` of a specificity row, or ``n/a (k units < 20)`` when it has no interval."""
+    if row.get("difference_ci_low") in (None, "") and row.get("resampling_units") not in (None, ""):
+        from langneurons.evaluate.metrics import unavailable
+
+        return unavailable(int(row["resampling_units"]))
+    return f"[{fmt_signed(row.get('difference_ci_low'), 3)}, {fmt_signed(row.get('difference_ci_high'), 3)}]"
+
+
 def ppxc_section(run_dir: Path, manifest: dict) -> list[Block]:
     folders = stage_folders(run_dir, manifest, "ppxc", "ppxc.json")
     if not folders:
@@ -61,7 +71,8 @@ def ppxc_section(run_dir: Path, manifest: dict) -> list[Block]:
         ("h2", "Perplexity change (PPXC)"),
         ("p", "Rows: the language whose neurons are intervened; columns: the language whose held-out text is "
               "scored. Colour: Δ NLL (nats/token, the log of the perplexity ratio); each cell shows Δ NLL and the "
-              "relative perplexity change; grey italics: the 95% block-bootstrap interval of Δ NLL contains 0. "
+              "relative perplexity change; grey italics: the 95% bootstrap interval of Δ NLL (over held-out "
+              "documents) contains 0, or is unavailable for want of units (fewer than 20 per language). "
               "Specificity of row language i: Δ NLL on i minus the mean Δ NLL on the other languages "
               "(nats/token; > 0 when the neurons matter more for their own language), with its 95% interval."),
     ]
@@ -74,7 +85,7 @@ def ppxc_section(run_dir: Path, manifest: dict) -> list[Block]:
         if rows:
             blocks.append(("table", ["set", "language", "neurons", "difference (nats/token)", "95% CI", "ratio"],
                            [[r["set"], r["language"], r["neurons"], fmt_number(r["difference"], 4),
-                             f"[{fmt_signed(r.get('difference_ci_low'), 3)}, {fmt_signed(r.get('difference_ci_high'), 3)}]",
+                             _ppxc_interval(r),
                              fmt_number(r["ratio"], 2) if r["ratio"] not in ("", "nan") else "–"] for r in rows]))
     return blocks
 

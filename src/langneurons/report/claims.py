@@ -6,7 +6,10 @@ artefacts the run has: what was measured (estimate, 95 % interval, n), the test,
 a verdict decided by the rule stated with the claim (thresholds from :class:`ClaimsConfig`):
 
 * ``supported`` / ``contradicted`` -- the interval (or test) settles the claim at ``alpha``;
-* ``inconclusive`` -- it does not, at this sample size.
+* ``inconclusive`` -- it does not, at this sample size;
+* ``inconclusive (too few units)`` -- a bootstrap interval would rest on fewer than
+  :data:`~langneurons.evaluate.metrics.MIN_RESAMPLING_UNITS` (20) resampling units (held-out
+  documents per language, examples): no interval and no p-value are given, and no verdict.
 
 Pooling: where a per-language test is underpowered the claim pools the languages (the
 per-example differences of all target languages together, paired by example; or the mean over
@@ -43,6 +46,7 @@ from langneurons.errors import LangNeuronsError
 from langneurons.languages import flores_code
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+TOO_FEW_UNITS = "inconclusive (too few units)"  # = langneurons.evaluate.metrics.TOO_FEW_UNITS
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class ClaimResult:
     verdict: str
     rule: str
     details: list[dict] = field(default_factory=list)
+    units: int | None = None
+    """Resampling units behind the interval (fewest per language), None for exact tests."""
     largest_gain_excluded: float | None = None
     power: list[dict] = field(default_factory=list)
 
@@ -97,6 +103,31 @@ class ClaimResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _too_few(claim: ClaimResult) -> ClaimResult:
+    """``claim`` without interval, p-value or verdict when its ``units`` are below the minimum."""
+    from langneurons.evaluate.metrics import enough_units, unavailable
+
+    if claim.units is None or enough_units(claim.units):
+        return claim
+    claim.ci_low = claim.ci_high = claim.p_value = None
+    claim.verdict = TOO_FEW_UNITS
+    claim.n = f"{claim.n}; interval {unavailable(claim.units)}"
+    return claim
+
+
+def _row_span(row: dict) -> str:
+    """``[low, high]`` of a comparison row (points), or ``n/a (k units < 20)``."""
+    interval = None if row["delta_ci_low"] is None else (row["delta_ci_low"], row["delta_ci_high"])
+    return _span(interval, row["n"], "+.1f")
+
+
+def _span(interval, units: int, spec: str = "+.3f") -> str:
+    """``[low, high]`` or ``n/a (k units < 20)`` for an interval that is None."""
+    from langneurons.evaluate.metrics import unavailable
+
+    return unavailable(units) if interval is None else f"[{interval[0]:{spec}}, {interval[1]:{spec}}]"
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -199,6 +230,12 @@ def _pooled_specificity(resampled: dict, languages: Sequence[str]) -> torch.Tens
     return torch.stack(differences).mean(0)
 
 
+def _ppxc_n(result) -> str:
+    """``K languages x k held-out documents (t tokens)``: the fewest units and tokens of a language."""
+    units, tokens = min(result.units().values()), min(result.baseline[l].token_count for l in result.languages)
+    return f"{len(result.languages)} languages x {units} {result.unit_name} ({tokens} tokens)"
+
+
 def _ppxc_point(result, set_name: str) -> float:
     specificity = result.specificity(set_name)
     return sum(v["difference"] for v in specificity.values()) / len(specificity)
@@ -206,47 +243,50 @@ def _ppxc_point(result, set_name: str) -> float:
 
 def ppxc_specificity(result, config: ClaimsConfig) -> ClaimResult | None:
     """Deactivating i's neurons hurts i far more than other languages, and more than random neurons do."""
-    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.evaluate.metrics import resampling_interval
     from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM
 
     resampled = result.resampled_delta_nll()
     if resampled is None or RANDOM not in resampled or len(result.languages) < 2:
         return None
     languages = result.languages
+    units = min(result.units().values())
     own = _pooled_specificity(resampled[LANGUAGE_SPECIFIC], languages)
     control = _pooled_specificity(resampled[RANDOM], languages)
     excess = own - control
-    low, high = percentile_interval(excess, 1 - config.alpha)
+    low, high = resampling_interval(excess, units, 1 - config.alpha) or (None, None)
     intervals = result.intervals()["difference"]
-    individually = sum(intervals[LANGUAGE_SPECIFIC][l][0] > 0 for l in languages)
+    individually = sum(intervals[LANGUAGE_SPECIFIC][l] is not None and intervals[LANGUAGE_SPECIFIC][l][0] > 0
+                       for l in languages)
     own_point, control_point = _ppxc_point(result, LANGUAGE_SPECIFIC), _ppxc_point(result, RANDOM)
-    own_low, own_high = percentile_interval(own, 1 - config.alpha)
-    verdict = (SUPPORTED if low > 0 and own_low > 0 and individually > len(languages) / 2
+    own_interval = resampling_interval(own, units, 1 - config.alpha)
+    verdict = (INCONCLUSIVE if low is None
+               else SUPPORTED if low > 0 and own_interval[0] > 0 and individually > len(languages) / 2
                else CONTRADICTED if high < 0 else INCONCLUSIVE)
     details = [{"set": name, "language": l, "difference": result.specificity(name)[l]["difference"],
-                "ci_low": intervals[name][l][0], "ci_high": intervals[name][l][1],
+                "ci_low": (intervals[name][l] or (None, None))[0], "ci_high": (intervals[name][l] or (None, None))[1],
                 "neurons": result.neuron_counts[name][l]}
                for name in (LANGUAGE_SPECIFIC, RANDOM) for l in languages]
-    return ClaimResult(
+    return _too_few(ClaimResult(
         id="ppxc", claim="Deactivating language i's neurons raises perplexity on i far more than on other "
                          "languages, and far more than random neurons of the same layers do",
         source="Tang et al. 2024; Mondal et al. 2025",
         measure=f"specificity (Δ NLL on i − mean Δ NLL on the others, nats/token), mean over {len(languages)} "
-                f"languages: LAPE {own_point:+.3f} [{own_low:+.3f}, {own_high:+.3f}], random {control_point:+.3f}; "
+                f"languages: LAPE {own_point:+.3f} {_span(own_interval, units)}, random {control_point:+.3f}; "
                 f"estimate: LAPE − random; {individually}/{len(languages)} languages individually > 0",
         estimate=own_point - control_point, ci_low=low, ci_high=high, unit="nats/token",
-        n=f"{len(languages)} languages x {result.baseline[languages[0]].token_count} held-out tokens",
-        test="block bootstrap over held-out text, baseline and intervened on the same resampled blocks",
+        n=_ppxc_n(result),
+        test=f"bootstrap over {result.unit_name}, baseline and intervened on the same resampled {result.unit}",
         p_value=float((excess <= 0).double().mean()), verdict=verdict,
         rule="supported: LAPE specificity and LAPE − random both > 0 (intervals) and most languages > 0 "
              "individually; contradicted: LAPE − random < 0",
-        details=details,
-    )
+        details=details, units=units,
+    ))
 
 
 def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult | None:
     """Related languages share neurons and affect each other's perplexity more than unrelated ones."""
-    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.evaluate.metrics import resampling_interval
     from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC
 
     resampled = result.resampled_delta_nll()
@@ -254,6 +294,7 @@ def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult |
     pairs = [tuple(p) for p in config.related_pairs if len(p) == 2 and set(p) <= set(languages)]
     if resampled is None or not pairs or len(languages) < 3:
         return None
+    units = min(result.units().values())
     cells = resampled[LANGUAGE_SPECIFIC]
     point = result.matrix("delta_nll", LANGUAGE_SPECIFIC)
     index = {l: i for i, l in enumerate(languages)}
@@ -265,40 +306,44 @@ def related_languages(result, neuron_set, config: ClaimsConfig) -> ClaimResult |
         cross = (cells[a][b] + cells[b][a]) / 2
         baseline = torch.stack([(cells[a][c] + cells[b][c]) / 2 for c in unrelated]).mean(0)
         excess = cross - baseline
-        low, high = percentile_interval(excess, 1 - config.alpha)
+        low, high = resampling_interval(excess, units, 1 - config.alpha) or (None, None)
         point_cross = float(point[index[a], index[b]] + point[index[b], index[a]]) / 2
         point_base = sum(float(point[index[a], index[c]] + point[index[b], index[c]]) / 2 for c in unrelated) / len(unrelated)
         shared = jaccard(neuron_set.mask(a), neuron_set.mask(b))
         others = [jaccard(neuron_set.mask(x), neuron_set.mask(c)) for x in (a, b) for c in unrelated]
         other_jaccard = sum(others) / len(others)
-        all_clear &= low > 0 and shared > other_jaccard
+        all_clear &= low is not None and low > 0 and shared > other_jaccard
         excesses.append(excess)
         details.append({"pair": f"{a}/{b}", "unrelated": ",".join(unrelated), "cross_delta_nll": point_cross,
                         "unrelated_delta_nll": point_base, "excess": point_cross - point_base, "ci_low": low,
                         "ci_high": high, "jaccard": shared, "unrelated_jaccard": other_jaccard})
     pooled = torch.stack(excesses).mean(0)
-    low, high = percentile_interval(pooled, 1 - config.alpha)
+    low, high = resampling_interval(pooled, units, 1 - config.alpha) or (None, None)
     estimate = sum(d["excess"] for d in details) / len(details)
-    verdict = SUPPORTED if all_clear else CONTRADICTED if high < 0 else INCONCLUSIVE
+    verdict = (INCONCLUSIVE if low is None else SUPPORTED if all_clear else CONTRADICTED if high < 0
+               else INCONCLUSIVE)
     summary = "; ".join(f"{d['pair']}: Jaccard {d['jaccard']:.2f} vs {d['unrelated_jaccard']:.2f} unrelated, "
-                        f"excess {d['excess']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" for d in details)
-    return ClaimResult(
+                        f"excess {d['excess']:+.3f} "
+                        f"{_span(None if d['ci_low'] is None else (d['ci_low'], d['ci_high']), units)}"
+                        for d in details)
+    return _too_few(ClaimResult(
         id="related", claim="Related languages (fr/es; hi/ur) share neurons and cross-affect perplexity",
         source="Tang et al. 2024; Mondal et al. 2025",
         measure=f"Δ NLL when one of a pair's neurons are zeroed, on the other language, minus the same on unrelated "
                 f"languages (nats/token), mean over pairs; {summary}",
-        estimate=estimate, ci_low=low, ci_high=high, unit="nats/token", n=f"{len(pairs)} pairs",
-        test="block bootstrap over held-out text; LAPE set overlap (Jaccard) against unrelated pairs",
+        estimate=estimate, ci_low=low, ci_high=high, unit="nats/token",
+        n=f"{len(pairs)} pairs; {_ppxc_n(result)}",
+        test=f"bootstrap over {result.unit_name}; LAPE set overlap (Jaccard) against unrelated pairs",
         p_value=float((pooled <= 0).double().mean()), verdict=verdict,
         rule="supported: every pair's excess > 0 (interval) and its Jaccard above unrelated pairs'; "
              "contradicted: pooled excess < 0",
-        details=details,
-    )
+        details=details, units=units,
+    ))
 
 
 def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
     """act-prob with the paper's own-percentile threshold selects neurons no better than chance."""
-    from langneurons.evaluate.metrics import percentile_interval
+    from langneurons.evaluate.metrics import resampling_interval
     from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM
 
     def excess(result):
@@ -314,25 +359,29 @@ def own_threshold(own, pooled, config: ClaimsConfig) -> ClaimResult | None:
     if own_excess is None:
         return None
     values, estimate = own_excess
-    low, high = percentile_interval(values, 1 - config.alpha)
+    units = min(own.units().values())
+    low, high = resampling_interval(values, units, 1 - config.alpha) or (None, None)
     note = ""
     if pooled is not None and excess(pooled) is not None:
         pooled_values, pooled_estimate = excess(pooled)
-        p_low, p_high = percentile_interval(pooled_values, 1 - config.alpha)
-        note = f"; the pooled threshold: {pooled_estimate:+.3f} [{p_low:+.3f}, {p_high:+.3f}]"
-    verdict = CONTRADICTED if low > 0 else SUPPORTED if high < 0 or (low <= 0 <= high) else INCONCLUSIVE
-    return ClaimResult(
+        pooled_units = min(pooled.units().values())
+        note = (f"; the pooled threshold: {pooled_estimate:+.3f} "
+                f"{_span(resampling_interval(pooled_values, pooled_units, 1 - config.alpha), pooled_units)}")
+    verdict = (INCONCLUSIVE if low is None else CONTRADICTED if low > 0
+               else SUPPORTED if high < 0 or (low <= 0 <= high) else INCONCLUSIVE)
+    return _too_few(ClaimResult(
         id="own-threshold", claim="act-prob with the paper's own-language percentile threshold selects neurons "
                                   "no better than chance at language specificity",
         source="this project (pitfalls.md); the threshold of Mondal et al. 2025's code",
         measure=f"mean PPXC specificity of act-prob (own threshold) minus its layer-matched random control "
                 f"(nats/token){note}",
         estimate=estimate, ci_low=low, ci_high=high, unit="nats/token",
-        n=f"{len(own.languages)} languages x {own.baseline[own.languages[0]].token_count} held-out tokens",
-        test="block bootstrap over held-out text", p_value=float((values <= 0).double().mean()), verdict=verdict,
+        n=_ppxc_n(own), test=f"bootstrap over {own.unit_name}", p_value=float((values <= 0).double().mean()),
+        verdict=verdict,
         rule="supported: no detectable excess over random (interval contains 0 or lies below); "
              "contradicted: excess > 0",
-    )
+        units=units,
+    ))
 
 
 def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
@@ -389,7 +438,7 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
     selection = ("The best condition is chosen on the dev prompts (by fluent target rate) and scored on the "
                  "disjoint test prompts" if chosen_on != TEST else
                  "The best condition is chosen on the same prompts (no dev split), which favours the language set")
-    return ClaimResult(
+    return _too_few(ClaimResult(
         id="steering", claim="Intervening on language-specific neurons makes the model write in the target language",
         source="Gurgurov et al. 2025; Tang et al. 2024",
         measure=f"fluent target rate of test-prompt continuations (target language by lingua, not degenerate), "
@@ -407,7 +456,8 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
         details=[{k: r.get(k) for k in ("source", "target", "condition", "split", "n", "target_rate",
                                         "fluent_target_rate", "fluent_target_ci_low", "fluent_target_ci_high",
                                         "combined_score", "fluency_ppl")} for r in rows],
-    )
+        units=len(keys),
+    ))
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -422,7 +472,10 @@ CHANCE = {"xnli": 100.0 / 3, "xquad": 0.0}
 
 def margin_verdict(ci_low: float, ci_high: float, margin: float) -> str:
     """The rule for "no gain larger than ``margin``": supported when the interval's upper bound is
-    below +margin, contradicted when its lower bound is above +margin, otherwise inconclusive."""
+    below +margin, contradicted when its lower bound is above +margin, otherwise inconclusive; no
+    interval (too few resampling units): inconclusive (too few units)."""
+    if ci_low is None or ci_high is None:
+        return TOO_FEW_UNITS
     return SUPPORTED if ci_high < margin else CONTRADICTED if ci_low > margin else INCONCLUSIVE
 
 
@@ -492,11 +545,12 @@ def english_score(records: Sequence[dict], task: str, config: ClaimsConfig, mode
                                                          1 - config.alpha))
     else:
         low, high = bootstrap_ci(values, config.bootstrap_resamples, 1 - config.alpha, config.seed)
-    score, learned = float(values.mean()), low > threshold
+    score, learned = float(values.mean()), low is not None and low > threshold  # no interval: not shown to learn
+    shown = _span(None if low is None else (low, high), len(records), ".1f")
     return {"model": model, "task": task, "language": language, "metric": metric, "score": score, "ci_low": low,
             "ci_high": high, "n": len(records), "chance": CHANCE.get(task, 0.0), "threshold": threshold,
             "learned": learned,
-            "note": f"{model} {language} {metric} {score:.1f} [{low:.1f}, {high:.1f}] (n = {len(records)}) "
+            "note": f"{model} {language} {metric} {score:.1f} {shown} (n = {len(records)}) "
                     f"{'above' if learned else 'not above'} chance + margin ({threshold:.1f})"}
 
 
@@ -553,21 +607,23 @@ def interventions(grids: dict, config: ClaimsConfig, reference_model=None, avail
     learned = [english_score(grids[m].records(t, config.source_language), t, config, m)
                for m, t in sorted({(r["model"], r["task"]) for r in gains})]
     margin = config.practical_points
-    contradicting = [g for g in gains if g["delta_ci_low"] > margin
-                     and twins.get((g["model"], g["task"], g["condition"]), {"delta_ci_low": math.inf})["delta_ci_low"]
-                     > margin]
+    units = min(r["n"] for r in gains + list(twins.values()))
+    too_few = any(r["delta_ci_low"] is None for r in gains + list(twins.values()))  # < 20 examples: no intervals
+    contradicting = [] if too_few else [
+        g for g in gains if g["delta_ci_low"] > margin
+        and twins.get((g["model"], g["task"], g["condition"]), {"delta_ci_low": math.inf})["delta_ci_low"] > margin]
     all_learned = all(entry["learned"] for entry in learned)
-    verdict = (CONTRADICTED if contradicting
+    verdict = (INCONCLUSIVE if too_few else CONTRADICTED if contradicting
                else SUPPORTED if all(g["delta_ci_high"] < margin for g in gains) and all_learned else INCONCLUSIVE)
     headline = (max(contradicting, key=lambda r: r["delta_ci_low"]) if contradicting
-                else max(gains, key=lambda r: r["delta_ci_high"]))
+                else max(gains, key=lambda r: r["delta"] if too_few else r["delta_ci_high"]))
     twin = twins.get((headline["model"], headline["task"], headline["condition"]))
-    twin_text = (f"; vs its random twin {twin['versus']}: {twin['delta']:+.1f} [{twin['delta_ci_low']:+.1f}, "
-                 f"{twin['delta_ci_high']:+.1f}]" if twin else "; no random twin evaluated")
+    twin_text = (f"; vs its random twin {twin['versus']}: {twin['delta']:+.1f} {_row_span(twin)}" if twin
+                 else "; no random twin evaluated")
     learn_text = "; ".join(e["note"] for e in learned)
     if not all_learned:
         learn_text = "model did not learn the task: " + learn_text
-    return ClaimResult(
+    return _too_few(ClaimResult(
         id="interventions", claim=f"Test-time interventions on a target language's neurons do not improve its "
                                   f"XNLI/XQuAD score by more than {margin:g} point",
         source="Mondal et al. 2025",
@@ -581,8 +637,9 @@ def interventions(grids: dict, config: ClaimsConfig, reference_model=None, avail
              f"chance + {margin:g}), every cell's gain over the unintervened model has upper bound < +{margin:g}; "
              f"contradicted: some cell's lower bound > +{margin:g} over the unintervened model and over its random "
              f"twin ({config.random_set}:<action>, where evaluated); largest gain excluded: the largest upper bound",
-        details=rows + learned, largest_gain_excluded=max(g["delta_ci_high"] for g in gains), power=power,
-    )
+        details=rows + learned, power=power, units=units,
+        largest_gain_excluded=None if too_few else max(g["delta_ci_high"] for g in gains),
+    ))
 
 
 def _seed_key(seed) -> int:
@@ -645,7 +702,8 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
     if not decisive:
         return None
     margin = config.practical_points
-    verdict = (CONTRADICTED if any(r["delta_ci_low"] > margin for r in decisive)
+    too_few = any(r["delta_ci_low"] is None for r in decisive)  # < 20 examples: no intervals
+    verdict = (INCONCLUSIVE if too_few else CONTRADICTED if any(r["delta_ci_low"] > margin for r in decisive)
                else SUPPORTED if all(r["delta_ci_high"] < margin for r in decisive) else INCONCLUSIVE)
     first = {key: by_seed[min(by_seed, key=_seed_key)] for key, by_seed in groups.items()}
     capacity = _capacity_check(grids, first, decisive[0]["task"], config)
@@ -659,8 +717,7 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
         return (f" (seeds {','.join(map(str, r['seeds']))}: per seed {min(r['seed_deltas']):+.1f} to "
                 f"{max(r['seed_deltas']):+.1f})")
 
-    parts = [f"vs {r['reference']}: {r['delta']:+.1f} [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]"
-             f"{spread(r)}" for r in rows if r is not headline]
+    parts = [f"vs {r['reference']}: {r['delta']:+.1f} {_row_span(r)}{spread(r)}" for r in rows if r is not headline]
     if capacity["capacity_control"]:
         parts.append(f"matched-module control {capacity['capacity_control']}: {capacity['accuracy']:.1f}% on the "
                      f"targets (chance 33.3%, p = {capacity['p_value']:.3g})")
@@ -676,7 +733,7 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
         verdict = INCONCLUSIVE  # the neuron-LoRA model itself did not learn: no gain over anything is expected
         others += f"; model did not learn the task: {english[0]['note']}"
     seeds_text = f", {len(headline['runs'])} seeds pooled" if headline["seed_deltas"] else ""
-    return ClaimResult(
+    return _too_few(ClaimResult(
         id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
         source="Mondal et al. 2025",
         measure=f"{headline['model']} minus {headline['reference']} on the target languages pooled "
@@ -689,9 +746,9 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
              "matched-module control (LoRA on every MLP neuron's same weights) learned it too (target-language "
              f"accuracy above chance); contradicted: a lower bound > +{margin:g}; largest gain excluded: the larger "
              "upper bound (vs random, vs plain LoRA); seeds pooled, paired by (language, seed, example)",
-        details=rows + [capacity] + english, largest_gain_excluded=max(r["delta_ci_high"] for r in decisive),
-        power=power,
-    )
+        details=rows + [capacity] + english, power=power, units=min(r["n"] for r in decisive),
+        largest_gain_excluded=None if too_few else max(r["delta_ci_high"] for r in decisive),
+    ))
 
 
 def _capacity_check(grids: dict, by_mode: dict, task: str, config: ClaimsConfig) -> dict:
@@ -712,88 +769,12 @@ def _capacity_check(grids: dict, by_mode: dict, task: str, config: ClaimsConfig)
 
 # ---------------------------------------------------------------------------------- subnetwork enhancement
 
-PERPLEXITY_FILE = "perplexity.json"
-PERPLEXITY_FORMAT = "langneurons.perplexity/1"
-PERPLEXITY_ROLES = ("baseline", "lape-rows", "random-rows", "lora")
-
-
-@dataclass
-class PerplexityUnits:
-    """Held-out negative log-likelihood of one model, per unit of text, as read from
-    ``<run>/lm_eval_ppl/<model>/perplexity.json``::
-
-        {"format": "langneurons.perplexity/1",
-         "model": "hi-lape-rows",            # the model's name (an evaluate/<model> name for XNLI)
-         "role": "lape-rows",                # baseline | lape-rows | random-rows | lora
-         "target_language": "hi",            # the language it was tuned on (null for the baseline)
-         "trainable_parameters": 221184,     # null for the baseline
-         "languages": {"hi": [{"id": "doc-0", "nll": 812.5, "tokens": 301}, ...], ...}}
-
-    A unit is a held-out document or block of text that neither identification nor training saw;
-    ``nll`` is its summed token NLL in nats, ``tokens`` the number of predicted tokens (>= 1). Every
-    model must be scored on the same unit ids of a language (the bootstrap pairs them)."""
-
-    model: str
-    role: str
-    target_language: str | None
-    trainable_parameters: int | None
-    languages: dict[str, list[dict]]
-
-    def to_dict(self) -> dict:
-        return {"format": PERPLEXITY_FORMAT, **asdict(self)}
-
-    def write(self, path) -> Path:
-        from langneurons.artefacts import write_json
-
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data, origin: str = "perplexity data") -> "PerplexityUnits":
-        def fail(message: str):
-            raise LangNeuronsError(f"{origin}: {message}")
-
-        if not isinstance(data, dict) or data.get("format") != PERPLEXITY_FORMAT:
-            fail(f"not a {PERPLEXITY_FORMAT} file (its 'format' must be {PERPLEXITY_FORMAT!r})")
-        if data.get("role") not in PERPLEXITY_ROLES:
-            fail(f"role must be one of {', '.join(PERPLEXITY_ROLES)}, got {data.get('role')!r}")
-        if not isinstance(data.get("model"), str) or not data["model"]:
-            fail("model must be a non-empty string")
-        target = data.get("target_language")
-        if (target is None) != (data["role"] == "baseline"):
-            fail("target_language is null exactly for the baseline")
-        languages = data.get("languages")
-        if not isinstance(languages, dict) or not languages:
-            fail("languages must map a language to its list of units")
-        for language, units in languages.items():
-            if not isinstance(units, list) or not units:
-                fail(f"languages.{language} must be a non-empty list of units")
-            for unit in units:
-                if (not isinstance(unit, dict) or "id" not in unit or not isinstance(unit.get("tokens"), int)
-                        or unit["tokens"] < 1 or not isinstance(unit.get("nll"), (int, float))
-                        or not math.isfinite(unit["nll"])):
-                    fail(f"every unit of {language} needs an id, a finite nll (nats) and tokens >= 1, got {unit!r}")
-            if len({str(u["id"]) for u in units}) != len(units):
-                fail(f"unit ids of {language} repeat")
-        return cls(data["model"], data["role"], target, data.get("trainable_parameters"), languages)
-
-    @classmethod
-    def load(cls, path) -> "PerplexityUnits":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise LangNeuronsError(f"cannot read {path}: {error}") from error
-        return cls.from_dict(data, str(path))
-
-    def arrays(self, language: str, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(nll [n], tokens [n]) of ``language``'s units in the order of ``ids``."""
-        units = {str(u["id"]): u for u in self.languages.get(language, [])}
-        if set(units) != set(ids):
-            raise LangNeuronsError(f"{self.model} was scored on other {language} units than the baseline; "
-                                   "every model needs the same held-out units")
-        chosen = [units[i] for i in ids]
-        return (torch.tensor([float(u["nll"]) for u in chosen], dtype=torch.float64),
-                torch.tensor([float(u["tokens"]) for u in chosen], dtype=torch.float64))
+from langneurons.finetune.perplexity_units import (  # noqa: E402,F401 (the subnetwork claim's inputs)
+    PERPLEXITY_FILE,
+    PERPLEXITY_FORMAT,
+    PERPLEXITY_ROLES,
+    PerplexityUnits,
+)
 
 
 def load_perplexities(directory) -> dict[str, PerplexityUnits]:
@@ -815,8 +796,9 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
     and comparator C the advantage is NLL/token(C) - NLL/token(LAPE rows) on the target's held-out
     units (> 0: LAPE rows better); the claim pools the mean over target languages, bootstrapped
     over units (resampled per language, the same units for every model). ``grids``: evaluation
-    results by model name, for the tuned models' zero-shot XNLI on their target (context)."""
-    from langneurons.evaluate.metrics import percentile_interval
+    results by model name, for the tuned models' zero-shot XNLI on their target (context). With
+    fewer than MIN_RESAMPLING_UNITS units in a target language: no intervals, no verdict."""
+    from langneurons.evaluate.metrics import resampling_interval
 
     baselines = [p for p in perplexities.values() if p.role == "baseline"]
     lape = {p.target_language: p for p in perplexities.values() if p.role == "lape-rows"}
@@ -832,6 +814,7 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
     generator = torch.Generator().manual_seed(config.seed)
     resamples = config.bootstrap_resamples
     rates, resampled, units, tokens = {}, {}, 0, 0  # (model, language) -> NLL/token: point, [resamples]
+    fewest = None  # the fewest units of a target language
     for language in targets:
         if language not in baseline.languages:
             raise LangNeuronsError(f"the baseline {baseline.model} has no held-out {language} units")
@@ -843,6 +826,7 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
             rates[(model.model, language)] = float(nll.sum() / count.sum())
             resampled[(model.model, language)] = nll[index].sum(1) / count[index].sum(1)
         units += len(ids)
+        fewest = len(ids) if fewest is None else min(fewest, len(ids))
         tokens += int(baseline.arrays(language, ids)[1].sum())
 
     def pooled(first: dict, second: dict) -> dict:
@@ -850,8 +834,10 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
         point = sum(rates[(first[l].model, l)] - rates[(second[l].model, l)] for l in targets) / len(targets)
         samples = torch.stack([resampled[(first[l].model, l)] - resampled[(second[l].model, l)]
                                for l in targets]).mean(0)
-        low, high = percentile_interval(samples, 1 - config.alpha)
-        return {"estimate": point, "ci_low": low, "ci_high": high, "p_value": float((samples <= 0).double().mean()),
+        interval = resampling_interval(samples, fewest, 1 - config.alpha)
+        low, high = interval or (None, None)
+        return {"estimate": point, "ci_low": low, "ci_high": high,
+                "p_value": float((samples <= 0).double().mean()) if interval else None,
                 "per_language": {l: rates[(first[l].model, l)] - rates[(second[l].model, l)] for l in targets}}
 
     untuned = {l: baseline for l in targets}
@@ -859,8 +845,9 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
     gains = {"lape-rows": pooled(untuned, lape), **{role: pooled(untuned, by_target)
                                                     for role, by_target in comparators.items()}}
     margin = config.practical_nats
-    learned = gains["lape-rows"]["ci_low"] > 0
-    verdict = (SUPPORTED if all(a["ci_low"] > margin for a in advantages.values())
+    too_few = any(entry["ci_low"] is None for entry in [*advantages.values(), *gains.values()])
+    learned = not too_few and gains["lape-rows"]["ci_low"] > 0
+    verdict = (INCONCLUSIVE if too_few else SUPPORTED if all(a["ci_low"] > margin for a in advantages.values())
                else CONTRADICTED if learned and any(a["ci_high"] < margin for a in advantages.values())
                else INCONCLUSIVE)
     role = "random-rows" if "random-rows" in advantages else "lora"
@@ -872,7 +859,8 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
     unequal = bool(counts) and max(counts) > 1.05 * min(counts)
 
     def interval(entry) -> str:
-        return f"{entry['estimate']:+.3f} [{entry['ci_low']:+.3f}, {entry['ci_high']:+.3f}]"
+        bounds = None if entry["ci_low"] is None else (entry["ci_low"], entry["ci_high"])
+        return f"{entry['estimate']:+.3f} {_span(bounds, fewest)}"
 
     others = "; ".join(f"vs {r}: {interval(a)}" for r, a in advantages.items() if r != role)
     tuned = "; ".join(f"{r} {interval(g)}" for r, g in gains.items())
@@ -887,9 +875,10 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
         details += xnli
         if xnli:
             xnli_text = "; zero-shot XNLI minus the untuned model: " + ", ".join(
-                f"{x['role']} {x['delta']:+.1f} [{x['delta_ci_low']:+.1f}, {x['delta_ci_high']:+.1f}]" for x in xnli)
-    learn_text = "" if learned else "LAPE rows did not learn (no significant perplexity gain over the untuned model); "
-    return ClaimResult(
+                f"{x['role']} {x['delta']:+.1f} {_row_span(x)}" for x in xnli)
+    learn_text = ("" if learned or too_few
+                  else "LAPE rows did not learn (no significant perplexity gain over the untuned model); ")
+    return _too_few(ClaimResult(
         id="subnetwork", claim="Training a language's LAPE neurons' own weights on its text improves that language "
                                "more than training random rows or LoRA with as many trainable parameters",
         source="Gurgurov et al. 2025 (arXiv 2510.13580)",
@@ -904,8 +893,9 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
         rule=f"supported: the LAPE-rows advantage over random rows and over LoRA both have lower bound > "
              f"+{margin:g} nats/token; contradicted: one has upper bound < +{margin:g} while LAPE rows did learn "
              "(gain over the untuned model > 0); largest gain excluded: the smaller upper bound",
-        details=details, largest_gain_excluded=min(a["ci_high"] for a in advantages.values()),
-    )
+        details=details, units=fewest,
+        largest_gain_excluded=None if too_few else min(a["ci_high"] for a in advantages.values()),
+    ))
 
 
 def _zero_shot_xnli(grids: dict, baseline, arms: dict, targets: Sequence[str], config: ClaimsConfig) -> list[dict]:
@@ -982,7 +972,7 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
 
 
 CLAIM_FIELDS = ("id", "claim", "source", "measure", "estimate", "ci_low", "ci_high", "largest_gain_excluded", "unit",
-                "n", "test", "p_value", "verdict", "rule")
+                "n", "test", "p_value", "verdict", "rule", "units")
 POWER_FIELDS = ("claim", "comparison", "contrast", "decisive", "task", "metric", "languages", "n", "n_per_language",
                 "p01", "p10", "sd", "margin", "achieved_half_width", "required_n", "required_n_per_language",
                 "required_n_alone", "available_per_language", "reached", "reachable")
@@ -1000,6 +990,10 @@ def claims_markdown(claims: Sequence[ClaimResult]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in claims:
         interval = f" [{number(c.ci_low)}, {number(c.ci_high)}]" if c.ci_low is not None else ""
+        if c.verdict == TOO_FEW_UNITS:
+            from langneurons.evaluate.metrics import unavailable
+
+            interval = f" [{unavailable(c.units)}]"
         p = "–" if c.p_value is None else ("< 0.001" if c.p_value < 0.001 else f"{c.p_value:.3f}")
         excluded = "–" if c.largest_gain_excluded is None else f"{number(c.largest_gain_excluded)} {c.unit}"
         lines.append(f"| {c.claim} ({c.source}) | {c.measure} | {number(c.estimate)}{interval} {c.unit} | {excluded} | "

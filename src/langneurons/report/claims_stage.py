@@ -11,11 +11,13 @@ from langneurons.stage import Stage
 
 
 def run(context) -> None:
+    from langneurons.finetune.lm_task import LM_TASK
     from langneurons.report.claims import evaluate_claims, write_claims
 
     config = context.config
     models = list(config.evaluation.models) if config.evaluation is not None else []
-    runs = {run.name: (run.task, run.options.neurons) for run in config.finetune}
+    runs = {run.name: (run.task, run.options.neurons) for run in config.finetune
+            if run.task != LM_TASK}  # LM-task runs enter the subnetwork claim (lm_eval_ppl), not neuron LoRA
     reference = config.evaluation.reference if config.evaluation is not None else None
 
     def compute(directory: Path) -> None:
@@ -23,7 +25,7 @@ def run(context) -> None:
                      directory)
 
     upstream = {name: record.product for name, record in context.records.items()
-                if name.startswith(("identify/", "ppxc/", "evaluate/")) or name == "steering"}
+                if name.startswith(("identify/", "ppxc/", "evaluate/", "lm_eval_ppl/")) or name == "steering"}
     inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
               "upstream": upstream}
     context.stage("claims", inputs, compute, product=("claims.json",))
@@ -74,14 +76,23 @@ def claims_section(run_dir: Path, manifest: dict) -> list[Block]:
         bound = c.get("largest_gain_excluded", c["ci_high"])
         return "–" if bound is None else f"{value(bound)} {c['unit']}"
 
-    rows = [[f"{c['claim']} ({c['source']})", c["measure"],
-             f"{value(c['estimate'])}" + (f" [{value(c['ci_low'])}, {value(c['ci_high'])}]" if c["ci_low"] is not None
-                                          else "") + f" {c['unit']}",
+    def interval(c) -> str:
+        if c["ci_low"] is not None:
+            return f" [{value(c['ci_low'])}, {value(c['ci_high'])}]"
+        if c.get("units") is not None and c["verdict"].endswith("(too few units)"):
+            from langneurons.evaluate.metrics import unavailable
+
+            return f" [{unavailable(c['units'])}]"
+        return ""
+
+    rows = [[f"{c['claim']} ({c['source']})", c["measure"], f"{value(c['estimate'])}{interval(c)} {c['unit']}",
              excluded(c), c["n"], fmt_p(c["p_value"]) if c["p_value"] is not None else "–", c["verdict"]]
             for c in claims]
     return [("h2", "Claims of the literature, tested"),
             ("p", "Each verdict follows the rule stated in claims/claims.json from this run's artefacts: "
-                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise. "
+                  "supported / contradicted when the 95% interval or test settles it, inconclusive otherwise; "
+                  "inconclusive (too few units) when a bootstrap interval would rest on fewer than 20 resampling "
+                  "units (held-out documents per language, examples, prompts): then no interval and no p-value. "
                   "The two headline claims (no gain larger than the margin) are supported when the interval's upper "
                   "bound is below +margin and contradicted when its lower bound is above it; the largest gain "
                   "excluded is that upper bound."),

@@ -25,7 +25,7 @@ from typing import Any
 from langneurons.activations.api import CollectOptions, options_dict
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.stage import EvaluationConfig
-from langneurons.finetune.stage import FinetuneRunConfig
+from langneurons.finetune.stage import SEED_SEPARATOR, FinetuneRunConfig, seed_groups  # noqa: F401
 from langneurons.finetune.train import FinetuneConfig
 from langneurons.harness.stage import LmEvalConfig
 from langneurons.identify.api import IdentifyOptions
@@ -45,7 +45,7 @@ from langneurons.runner.schema import (  # noqa: F401
     read_yaml,
     substitute_variables,
 )
-from langneurons.runner.validation import validate
+from langneurons.runner.validation import check_input_paths, validate  # noqa: F401 (the runner's)
 from langneurons.steer.experiment import SteeringOptions
 from langneurons.steer.stage import SteeringConfig
 
@@ -104,9 +104,30 @@ class XQuADConfig:
 
 
 @dataclass(frozen=True)
+class LMTaskConfig:
+    """Text of the language-modelling task (fine-tuning runs with ``task: lm``; the run's
+    ``source_language`` is the text's language). ``source``: ``heldout`` (the documents the
+    statistics pass held out, never used for identification) or a corpus folder; split (seeded)
+    into ``eval`` (``eval_fraction``: the perplexity of base and tuned model, text training never
+    saw), ``dev`` (``dev_fraction``: learning-rate choice, early stopping) and ``train``.
+    ``eval_token_budget`` caps the scored tokens; ``max_documents`` the documents read;
+    ``block_length``: tokens per scored block of the eval part (the same blocks for every model:
+    ``lm_eval_ppl/<model>/perplexity.json``, the subnetwork claim's input)."""
+
+    source: str = "heldout"
+    eval_fraction: float = 0.2
+    dev_fraction: float = 0.1
+    seed: int = 0
+    max_documents: int | None = None
+    eval_token_budget: int | None = None
+    block_length: int = 256
+
+
+@dataclass(frozen=True)
 class TasksConfig:
     xnli: XNLIConfig | None = field(default_factory=XNLIConfig)
     xquad: XQuADConfig | None = field(default_factory=XQuADConfig)
+    lm: LMTaskConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -140,10 +161,12 @@ class ExperimentConfig:
              "figures": entry.figures}
             for entry in self.identification
         ]
+        if data["tasks"].get("lm") is None:
+            data["tasks"].pop("lm", None)  # configs without the LM task read and hash as before it existed
         if data.get("stability") is None:
             data.pop("stability", None)  # configs without the section keep their earlier form and hash
         data["finetune"] = {"runs": [
-            {**{key: run[key] for key in _RUN_KEYS},
+            {**{key: run[key] for key in _RUN_KEYS if key != "equal_parameters_to" or run[key] is not None},
              **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
             for run in data["finetune"]
         ]}
@@ -221,8 +244,24 @@ def _parse(data: dict) -> ExperimentConfig:
     steering = _steering(own["steering"]) if own.get("steering") is not None else None
     wrapped = {name: _wrapped(WRAPPED_SECTIONS[name], own[name], name) if own.get(name) is not None else None
                for name in WRAPPED_SECTIONS}
+    evaluation = _expand_seeded_models(config.evaluation, runs)
     return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering,
-                   **wrapped)
+                   evaluation=evaluation, **wrapped)
+
+
+def _expand_seeded_models(evaluation, runs: tuple[FinetuneRunConfig, ...]):
+    """evaluation.models / intervene_models / reference naming a seeded run's base name stand for
+    all its seeds (the reference: its first seed)."""
+    if evaluation is None:
+        return None
+    groups = {name: members for name, members in seed_groups(runs).items() if members != [name]}
+
+    def expand(names):
+        return None if names is None else tuple(m for name in names for m in groups.get(name, [name]))
+
+    reference = evaluation.reference
+    return replace(evaluation, models=expand(evaluation.models), intervene_models=expand(evaluation.intervene_models),
+                   reference=groups[reference][0] if reference in groups else reference)
 
 
 WRAPPED_SECTIONS = {"ppxc": PPXCConfig, "stability": StabilityConfig, "lm_eval": LmEvalConfig}
@@ -280,7 +319,7 @@ def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
     return tuple(parsed)
 
 
-_RUN_KEYS = ("name", "source_language", "neuron_set")
+_RUN_KEYS = ("name", "source_language", "neuron_set", "equal_parameters_to")
 _FINETUNE_EXCLUDED = ("neuron_set_path",)  # the runner passes the neuron set itself
 
 
@@ -296,6 +335,7 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
     if not isinstance(defaults, Mapping) or not isinstance(runs, list):
         raise LangNeuronsError("finetune.defaults must be a mapping and finetune.runs a list")
     option_fields = {f.name for f in fields(FinetuneConfig)} - set(_FINETUNE_EXCLUDED)
+    option_fields |= {"seeds"}
     parsed = []
     for i, run in enumerate(runs):
         path = f"finetune.runs[{i}]"
@@ -308,13 +348,20 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
                                    f"{', '.join(sorted(option_fields | set(_RUN_KEYS)))}")
         if "name" not in merged:
             raise LangNeuronsError(f"{path} needs a name")
+        seeds = convert(tuple[int, ...] | None, merged.pop("seeds", None), f"{path}.seeds")
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise LangNeuronsError(f"{path}.seeds must be a non-empty list of distinct integers")
         options = build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
-        parsed.append(FinetuneRunConfig(
-            name=convert(str, merged["name"], f"{path}.name"),
-            source_language=convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
-            neuron_set=convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
-            options=options,
-        ))
+        name = convert(str, merged["name"], f"{path}.name")
+        for seed in seeds if seeds is not None else (None,):  # each seed: its own run, its own random set
+            parsed.append(FinetuneRunConfig(
+                name=name if seed is None else f"{name}{SEED_SEPARATOR}{seed}",
+                source_language=convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
+                neuron_set=convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
+                options=options if seed is None else replace(options, seed=seed),
+                equal_parameters_to=convert(str | None, merged.get("equal_parameters_to"),
+                                            f"{path}.equal_parameters_to"),
+            ))
     return tuple(parsed)
 
 

@@ -12,11 +12,13 @@ Stages (each in its own folder of the run directory)::
     stability/<set>/        resampling stability of a LAPE/act-prob set (``stability:`` section)
     ppxc/<set>/             perplexity-change matrix, tables and heatmap per neuron set
     steering/               language steering: rates per pair and condition, examples, figures
-    finetune/<run>/         LoRA / neuron-LoRA adapter per fine-tuning run
+    finetune/<run>/         LoRA / neuron-LoRA adapter (or neuron rows) per fine-tuning run;
+                            LM-task runs: perplexity.json (base vs tuned on held-out text)
     evaluate/<model>/       scores.csv/json + predictions.jsonl per evaluated model (the grid)
     results/                all scores, model comparisons, intervention-delta figure
     claims/                 the literature's claims tested on the run's artefacts (claims.md/csv/json)
     lm_eval/                lm-evaluation-harness tasks under the conditions (config section lm_eval)
+    lm_eval_ppl/<model>/    per-block NLL of base and LM-tuned models on held-out target text (subnetwork claim)
     report/                 report.md + report.html (written by :mod:`langneurons.report.report`)
     manifest.json           config, versions, model, per-stage keys/timings/outputs
 
@@ -51,13 +53,14 @@ from pathlib import Path
 import yaml
 
 from langneurons import __version__, registry
-from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, stable_hash, write_json, write_text
+from langneurons.artefacts import (LOCK_FILE, check_plain_name, ensure_dir, folder_lock, stable_hash, write_json,
+                                   write_text)
 from langneurons.errors import LangNeuronsError
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
 from langneurons.provenance import MANIFEST, STAGE_RECORD, file_sha256, machine_description, package_versions
 from langneurons.provenance import RUN_FORMAT as FORMAT
-from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
+from langneurons.runner.config import ExperimentConfig, ModelConfig, check_input_paths, load_config
 from langneurons.stage import StageRecord
 from langneurons.tasks.selection import task_examples  # noqa: F401 (langneurons.runner.task_examples)
 
@@ -112,6 +115,7 @@ def run_experiment(
                                "accelerate launch instead (see docs/scaling.md)")
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, variables)
+    check_input_paths(config)  # before any stage (and before the model loads)
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
     return Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
@@ -207,6 +211,8 @@ class Experiment:
         """Run ``compute(directory)`` unless its outputs for ``inputs`` are cached (module docstring)."""
         key = stable_hash(FORMAT, __version__, name, inputs)
         directory = self.run_dir / name
+        for part in name.split("/"):  # names are checked when the config loads; never a stage outside the run
+            check_plain_name(part, f"stage {name!r}: each part")
         record_path = directory / STAGE_RECORD
         try:
             previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}

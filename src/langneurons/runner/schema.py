@@ -169,6 +169,8 @@ def convert(hint, value: Any, path: str):
             raise LangNeuronsError(f"{path} must be an integer, got {brief(value)}")
         return value
     if hint is float:
+        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise LangNeuronsError(f"{path} must be a number, got {brief(value)}")
         return float(value)

@@ -3,8 +3,10 @@ references between sections (neuron sets, fine-tuning runs, models), ranges and 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
+from langneurons.artefacts import check_plain_name
 from langneurons.errors import LangNeuronsError, brief
 from langneurons.finetune.train import NEURON_MODES
 from langneurons.harness.stage import LmEvalConfig
@@ -40,6 +42,7 @@ def validate(config) -> None:
         raise LangNeuronsError("languages: at least one language is needed")
     _languages(config.languages, "languages")
     languages = config.languages
+    check_plain_name(config.name, "name")  # the default run directory and published result folder
     sets: list[str] = []
     for i, entry in enumerate(config.identification):
         path = f"identification[{i}]"
@@ -47,6 +50,7 @@ def validate(config) -> None:
             raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
         if entry.name in sets:
             raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
+        check_plain_name(entry.name, f"{path}.name")  # the stage folder identify/<name>
         if entry.method == "random":
             if entry.options.like is None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
@@ -78,12 +82,19 @@ def validate(config) -> None:
             raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
         if config.stability.options.resamples < 1 or config.stability.options.splits < 0:
             raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
+        from langneurons.identify.stability import StabilityOptions
+
+        try:  # the bounds of the stability command (resamples, splits, seed, confidence)
+            StabilityOptions(**asdict(config.stability.options))
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"stability: {error}") from None
     for i, entry in enumerate(config.identification):
         if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
             raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
+        check_plain_name(run.name, f"{path}.name")  # the stage folders finetune/<name>, evaluate/<name>
         if run.name in runs or run.name == "base":
             raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
         runs.append(run.name)
@@ -94,6 +105,14 @@ def validate(config) -> None:
             raise LangNeuronsError(f"{path}: {error}") from None
         if getattr(config.tasks, options.task) is None:
             raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
+        if (options.learning_rates or options.patience) and options.task != "lm" \
+                and not getattr(config.tasks, options.task).dev_limit:
+            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set "
+                                   f"tasks.{options.task}.dev_limit")
+        if options.task == "lm" and (options.learning_rates or options.patience) and not config.tasks.lm.dev_fraction:
+            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set tasks.lm.dev_fraction")
+        if options.task == "lm" and config.tasks.lm.source == "heldout" and not config.statistics.heldout_fraction:
+            raise LangNeuronsError(f"{path}: LM text 'heldout' needs statistics.heldout_fraction > 0")
         if options.neurons in ("languages", "random"):
             if run.neuron_set is None:
                 raise LangNeuronsError(f"{path}: neurons {brief(options.neurons)} needs neuron_set (one of {sets})")
@@ -101,6 +120,11 @@ def validate(config) -> None:
             _languages(options.languages, f"{path}.languages", languages)
         elif options.neurons not in NEURON_MODES:
             raise LangNeuronsError(f"{path}.neurons: unknown mode {brief(options.neurons)}")
+        if run.equal_parameters_to is not None:
+            matched = [r for r in config.finetune if r.name == run.equal_parameters_to]
+            if not matched or matched[0].options.adapter != "rows" or options.adapter != "lora":
+                raise LangNeuronsError(f"{path}.equal_parameters_to: a LoRA run matches the size of a run with "
+                                       f"adapter 'rows', not {brief(run.equal_parameters_to)}")
     evaluation = config.evaluation
     if evaluation is not None:
         allowed = languages if evaluation.neuron_sets else None
@@ -173,6 +197,13 @@ def _check_tasks(tasks) -> None:
         for name in ("eval_limit", "train_limit", "dev_limit", "max_length", "max_new_tokens"):
             if hasattr(section, name):
                 _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
+    if tasks.lm is not None:
+        _at_least(tasks.lm.max_documents, 1, "tasks.lm.max_documents")
+        _at_least(tasks.lm.eval_token_budget, 1, "tasks.lm.eval_token_budget")
+        _at_least(tasks.lm.block_length, 2, "tasks.lm.block_length")
+        lm = tasks.lm
+        if not (0.0 < lm.eval_fraction < 1.0 and 0.0 <= lm.dev_fraction < 1.0 and lm.eval_fraction + lm.dev_fraction < 1.0):
+            raise LangNeuronsError("tasks.lm: need 0 < eval_fraction, 0 <= dev_fraction and their sum below 1")
     if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
         raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
 
@@ -217,3 +248,40 @@ def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[s
             raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
     if section.options.limit is not None and section.options.limit < 1:
         raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.options.limit}")
+    from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
+
+    check_count(section.batch_size, "lm_eval.batch_size", 1, 1_000_000)
+    check_count(section.options.bootstrap_resamples, "lm_eval.bootstrap_resamples", 1, MAX_RESAMPLES)
+    check_seed(section.options.seed, "lm_eval.seed")
+
+
+def check_input_paths(config) -> None:
+    """Every local input the config names exists (the statistics corpus and its local copy, the
+    steering prompts folder, the task sources of the tasks that are used), else a one-line error
+    naming the key; checked by the runner before any stage runs (a config is parsed without it,
+    so it can be read on another machine)."""
+    from langneurons.corpus.sources import HF_SOURCES
+
+    def exists(value: str | None, key: str, keywords: tuple[str, ...], folder: bool = False) -> None:
+        if value is None or value in keywords:
+            return
+        path = Path(value)
+        if not (path.is_dir() if folder else path.exists()):
+            raise LangNeuronsError(f"{key}: {'folder' if folder else 'file or folder'} not found: {value}")
+
+    statistics = config.statistics
+    exists(statistics.corpus, "statistics.corpus", ("builtin", *HF_SOURCES), folder=True)
+    exists(statistics.corpus_path, "statistics.corpus_path", (), folder=True)
+    if config.steering is not None:
+        exists(config.steering.options.prompts, "steering.prompts", ("builtin", "heldout"), folder=True)
+    used = set(config.evaluation.tasks) if config.evaluation is not None else set()
+    used |= {run.task for run in config.finetune}
+    for task in sorted(used):
+        section = getattr(config.tasks, task)
+        if section is None:
+            continue
+        if task == "lm":  # the statistics pass's held-out text, or a corpus folder
+            exists(section.source, "tasks.lm.source", ("builtin", "heldout"), folder=True)
+            continue
+        exists(section.source, f"tasks.{task}.source", ("builtin", "hub"))
+        exists(section.train_source, f"tasks.{task}.train_source", ("builtin", "hub"))

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from langneurons.corpus.packing import TokenBlocks
+from langneurons.bounds import check_seed
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, greedy_generate, stop_token_ids
 from langneurons.tasks.prompts import pad_id
@@ -125,6 +126,7 @@ class SteeringOptions:
         dev_count(self.prompt_count, self.dev_fraction)  # both parts non-empty
         if self.examples < 0:
             raise LangNeuronsError(f"examples must be >= 0, got {self.examples}")
+        check_seed(self.seed)
         if not 0.0 < self.confidence < 1.0:
             raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {self.confidence}")
 
@@ -261,6 +263,20 @@ class SteeringResult:
         return best_condition(self.rows, neuron_set, SELECTION_METRIC)
 
 
+def check_statistics_model(statistics: Mapping | None, fingerprint: str | None, model: str,
+                           shape: tuple[int, int]) -> None:
+    """The statistics (language -> ActivationStatistics) were recorded on the model of weights
+    ``fingerprint`` and ``shape`` (layers, neurons per layer), described as ``model`` in the
+    message: the neuron set's model before the model loads, the loaded model before generating."""
+    for language, stats in (statistics or {}).items():
+        meta = stats.meta
+        if (meta.num_layers, meta.neurons_per_layer) != tuple(shape) \
+                or (fingerprint and meta.weights_fingerprint != fingerprint):
+            raise LangNeuronsError(f"the statistics of {language!r} were recorded on {meta.model_id} (weights "
+                                   f"{meta.weights_fingerprint}), not on {model} (weights {fingerprint}); use "
+                                   "statistics of the same model")
+
+
 def check_inputs(options: SteeringOptions, neuron_set: NeuronSet, identifier: Identifier,
                  statistics: Mapping | None) -> None:
     """Everything that can be checked before the model runs (one-line errors)."""
@@ -370,6 +386,8 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
         prompts: source language -> prompt texts (default: read as ``options`` says).
     """
     neuron_set.check_model(loaded.info)
+    check_statistics_model(statistics, loaded.info.weights_fingerprint, loaded.info.model_id,
+                           (loaded.info.num_layers, loaded.info.neurons_per_layer))
     check_inputs(options, neuron_set, identifier, statistics)
     set_name = set_name or neuron_set.method
     if set_name in ("random", "none"):

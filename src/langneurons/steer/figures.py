@@ -7,6 +7,8 @@
 * :func:`sweep_figure`: fluent target rate against the action strength, one panel per pair,
   one line per (kind, mode) and neuron set (random control dashed), Wilson 95% intervals as
   error bars, the raw target rate as a thin dotted line of the same colour, the baseline grey.
+  Drawn only when a sweep has at least :data:`MIN_SWEEP_STRENGTHS` strengths
+  (:func:`sweep_strengths`): a single strength is one point on an axis that means nothing.
 * :func:`score_figure`: per pair and condition, the target rate, the fluent target rate and the
   combined score with its bootstrap 95% interval (where there are enough prompts).
 
@@ -23,6 +25,32 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from langneurons.figures import save_figure
+
+
+MIN_SWEEP_STRENGTHS = 2
+"""Fewest distinct strengths of one action kind for a strength-sweep figure."""
+
+
+def sweep_strengths(rows: Sequence[dict]) -> int:
+    """Most distinct strengths of any one sweep (pair, neuron set, mode, kind) in steering ``rows``;
+    0 when no row has a strength."""
+    strengths: dict[tuple, set] = {}
+    for r in rows:
+        if r.get("mode") in ("activate", "both") and r.get("strength") not in (None, ""):
+            key = (r["source"], r["target"], r["neuron_set"], r["mode"], r["kind"])
+            strengths.setdefault(key, set()).add(float(r["strength"]))
+    return max((len(values) for values in strengths.values()), default=0)
+
+
+def no_sweep_reason(rows: Sequence[dict]) -> str | None:
+    """One line saying why there is no strength-sweep figure, or None when there is one."""
+    count = sweep_strengths(rows)
+    if count >= MIN_SWEEP_STRENGTHS:
+        return None
+    if count == 0:
+        return "No strength-sweep figure: no condition has a strength."
+    return (f"No strength-sweep figure: each action was run at a single strength (it is drawn for "
+            f"{MIN_SWEEP_STRENGTHS} or more).")
 
 
 def _pairs(rows: Sequence[dict]) -> list[tuple[str, str]]:
@@ -140,14 +168,19 @@ def score_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
 
 
 def write_steering_figures(rows: Sequence[dict], out_dir: str | Path, condition: str | None) -> list[Path]:
-    """``steering_heatmap.png/svg`` (when ``condition``), ``steering_sweep.png/svg`` and
-    ``steering_scores.png/svg`` of the test rows."""
+    """``steering_heatmap.png/svg`` (when ``condition``), ``steering_sweep.png/svg`` (when a sweep
+    has >= MIN_SWEEP_STRENGTHS strengths; otherwise a sweep figure of an earlier run in ``out_dir``
+    is removed, so the folder never shows one the rows do not support) and
+    ``steering_scores.png/svg``, all of the test rows."""
     rows = [r for r in rows if r.get("split", "test") == "test"]
     paths = []
     if condition is not None:
         paths += save_figure(steering_heatmap(rows, condition), Path(out_dir), "steering_heatmap")
-    if any(r["strength"] not in (None, "") for r in rows):
+    if no_sweep_reason(rows) is None:
         paths += save_figure(sweep_figure(rows), Path(out_dir), "steering_sweep")
+    else:
+        for suffix in (".png", ".svg"):
+            (Path(out_dir) / f"steering_sweep{suffix}").unlink(missing_ok=True)
     if rows:
         paths += save_figure(score_figure(rows), Path(out_dir), "steering_scores")
     return paths

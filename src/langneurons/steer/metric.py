@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from langneurons.errors import LangNeuronsError
-from langneurons.evaluate.metrics import percentile_interval, wilson_interval
+from langneurons.evaluate.metrics import MIN_RESAMPLING_UNITS, resampling_interval, wilson_interval
 from langneurons.steer.degeneration import is_degenerate
 from langneurons.steer.langid import Identification
 
@@ -101,9 +101,9 @@ def language_rates(identifications: Sequence[Identification], source: str, targe
                          mean_confidence=mean_confidence)
 
 
-MIN_BOOTSTRAP_PROMPTS = 20
-"""Fewest prompts for a bootstrap interval of the combined score (below it the interval is None);
-the same minimum as the package's resampling guard."""
+MIN_BOOTSTRAP_PROMPTS = MIN_RESAMPLING_UNITS
+"""Fewest prompts for a bootstrap interval of the combined score (below it the interval is None):
+the package's one resampling guard (:func:`langneurons.evaluate.metrics.resampling_interval`)."""
 
 LOOP_AWARE_FIELDS = ("degenerate_count", "degenerate_rate", "degenerate_ci_low", "degenerate_ci_high",
                      "fluent_target_count", "fluent_target_rate", "fluent_target_ci_low", "fluent_target_ci_high",
@@ -158,7 +158,7 @@ def combined_score(in_target: Sequence[bool], degenerate: Sequence[bool], confid
     generator = torch.Generator().manual_seed(seed)
     indices = torch.randint(n, (n_resamples, n), generator=generator)
     samples = 100.0 * harmonic_mean(target[indices].mean(dim=1), fluent[indices].mean(dim=1))
-    low, high = percentile_interval(samples, confidence)
+    low, high = resampling_interval(samples, n, confidence)
     return score, low, high
 
 

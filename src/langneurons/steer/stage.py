@@ -33,6 +33,10 @@ def run(context) -> None:
     options = steering.options
 
     def compute(directory: Path) -> None:
+        if options.prompts == "heldout":  # the lines re-read from the corpus must be the ones held out
+            from langneurons.activations.api import check_corpus_unchanged
+
+            check_corpus_unchanged(context.run_dir / "statistics", options.source_languages)
         identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
         result = run_steering(
             context.loaded, context.neuron_set(steering.neuron_set), options, identifier,
@@ -144,7 +148,12 @@ def steering_section(run_dir: Path, manifest: dict) -> list[Block]:
         blocks.append(("image", folder / "steering_heatmap.png",
                        f"fluent target rate (raw target rate) of the best condition ({best}) and its random "
                        "control, test prompts"))
-    if (folder / "steering_sweep.png").exists():
+    from langneurons.steer.figures import no_sweep_reason
+
+    reason = no_sweep_reason(rows)
+    if reason is not None:
+        blocks.append(("p", reason))
+    elif (folder / "steering_sweep.png").exists():
         blocks.append(("image", folder / "steering_sweep.png", "fluent target rate against strength, test prompts"))
     if (folder / "steering_scores.png").exists():
         blocks.append(("image", folder / "steering_scores.png",
