@@ -2,6 +2,10 @@
 
 Every command exits non-zero with a one-line ``error: ...`` on bad input (a
 :class:`~langneurons.errors.LangNeuronsError`), never with a traceback.
+
+Over 500 lines because it is the stage commands' option declarations (typer parameters with their
+help), one function each, that only parse and call the stage APIs; the experiment commands live in
+:mod:`.experiment`.
 """
 
 from __future__ import annotations
