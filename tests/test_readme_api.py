@@ -49,7 +49,10 @@ def test_the_public_names_are_imported_on_first_use_and_stay_the_functions():
             "import langneurons.identify.api, langneurons.steer.api, langneurons.evaluate.evaluation; "
             "from langneurons.identify.api import identify; from langneurons.steer.api import steer; "
             "from langneurons.evaluate.evaluation import evaluate_grid; from langneurons.finetune import finetune; "
-            "assert (ln.identify, ln.steer, ln.evaluate, ln.finetune) == (identify, steer, evaluate_grid, finetune); "
+            "assert [f.__wrapped__ for f in (ln.identify, ln.steer, ln.evaluate, ln.finetune)] == "
+            "[identify, steer, evaluate_grid, finetune]; "
+            "import langneurons.finetune.train as train; from langneurons.finetune.train import FinetuneConfig; "
+            "assert train.FinetuneConfig is FinetuneConfig and ln.identify.api.identify is identify; "
             "assert all(getattr(ln, name) is not None for name in ln.__all__)")
     src = str(Path(__file__).resolve().parents[1] / "src")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -16,6 +16,7 @@ passed as :class:`NeuronSet` objects or as the paths of their files.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 import types
@@ -61,8 +62,29 @@ __all__ = ["__version__", *_API]
 
 SHADOWED = ("identify", "steer", "finetune", "evaluate")
 """Public functions named like the stage package that holds them: ``langneurons.identify`` is
-always the function (importing the package ``langneurons.identify`` would otherwise rebind the
-name); import the packages' contents with ``from langneurons.identify import ...``."""
+always the function, whichever of the two was imported first (a :class:`StageFunction`)."""
+
+
+class StageFunction:
+    """A public function named like its stage package: calling it calls the function; any other
+    attribute is the package's, so ``import langneurons.finetune.train as train`` and
+    ``langneurons.identify.api`` keep naming the package's modules."""
+
+    def __init__(self, function, package: str):
+        functools.update_wrapper(self, function)
+        self._package = package
+
+    def __call__(self, *args, **kwargs):
+        return self.__wrapped__(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(importlib.import_module(self._package), name)
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+
+_STAGE_FUNCTIONS: dict = {}
 
 
 def _resolve(name: str):
@@ -74,8 +96,7 @@ def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'langneurons' has no attribute {name!r}")
     value = _resolve(name)
-    if name not in SHADOWED:
-        globals()[name] = value  # later lookups skip this function
+    globals()[name] = value  # later lookups skip this function
     return value
 
 
@@ -84,12 +105,13 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """This module, with :data:`SHADOWED` names resolved to the functions however the packages
-    of the same names were imported."""
+    """This module, with :data:`SHADOWED` names resolved to their :class:`StageFunction`."""
 
     def __getattribute__(self, name: str):
         if name in SHADOWED:
-            return _resolve(name)
+            if name not in _STAGE_FUNCTIONS:
+                _STAGE_FUNCTIONS[name] = StageFunction(_resolve(name), f"langneurons.{name}")
+            return _STAGE_FUNCTIONS[name]
         return super().__getattribute__(name)
 
 

@@ -6,13 +6,18 @@ import pytest
 
 from langneurons.errors import LangNeuronsError
 
+from langneurons.activations.stage import STATISTICS
+from langneurons.evaluate.stage import evaluate_model
+from langneurons.finetune.stage import finetune_run, lm_perplexity, lm_perplexity_models
+from langneurons.identify.stage import run_identify
+from langneurons.report.claims_stage import CLAIMS
 from langneurons.runner.config import load_config
 
 
 def test_learning_rate_search_and_early_stopping_never_load_a_test_split(
         tmp_path, make_config, make_fixtures, make_loader, monkeypatch):
     import langneurons.tasks as tasks
-    from langneurons.runner.run import _Experiment
+    from langneurons.runner.run import Experiment
 
     make_fixtures(tmp_path)
     data = make_config(tmp_path)
@@ -33,8 +38,9 @@ def test_learning_rate_search_and_early_stopping_never_load_a_test_split(
 
     monkeypatch.setattr(tasks, "load_xnli", spy)
     monkeypatch.setattr(tasks, "load_xquad", never)
-    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
-    record = experiment.finetune(config.run("attention"))
+    experiment = Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    finetune_run(experiment, config.run("attention"))
+    record = experiment.records["finetune/attention"]
     assert splits and set(splits) == {"train"}  # training sample and the dev sample carved from it
     metadata = json.loads((tmp_path / "run" / "finetune" / "attention" / "langneurons_finetune.json").read_text())
     search = metadata["lr_search"]
@@ -46,7 +52,7 @@ def test_learning_rate_search_and_early_stopping_never_load_a_test_split(
 
 def test_an_lm_run_trains_on_its_languages_text_scores_perplexity_and_is_evaluated_zero_shot(
         tmp_path, make_config, make_fixtures, make_loader):
-    from langneurons.runner.run import _Experiment
+    from langneurons.runner.run import Experiment
 
     make_fixtures(tmp_path)
     data = make_config(tmp_path)
@@ -58,22 +64,22 @@ def test_an_lm_run_trains_on_its_languages_text_scores_perplexity_and_is_evaluat
     data["evaluation"]["models"] = ["base", "hi-lm"]
     data["evaluation"]["tasks"] = ["xnli"]
     config = load_config(data)
-    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
-    experiment.finetune(config.run("hi-lm"))
+    experiment = Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    finetune_run(experiment, config.run("hi-lm"))
     folder = tmp_path / "run" / "finetune" / "hi-lm"
     record = json.loads((folder / "perplexity.json").read_text())
     assert record["language"] == "hi" and record["tokens"] > 0
     assert record["base"]["perplexity"] > 0 and record["tuned"]["perplexity"] != record["base"]["perplexity"]
     metadata = json.loads((folder / "langneurons_finetune.json").read_text())
     assert metadata["task"] == "lm" and metadata["curve"][0]["dev_metric"] == "perplexity"
-    experiment.evaluate("hi-lm", None)  # zero-shot on the evaluation tasks, like the base model
+    evaluate_model(experiment, "hi-lm")  # zero-shot on the evaluation tasks, like the base model
     scores = json.loads((tmp_path / "run" / "evaluate" / "hi-lm" / "scores.json").read_text())
     assert "xnli" in json.dumps(scores)
 
 
 def test_a_lora_run_can_take_the_rank_that_matches_a_rows_runs_trainable_parameters(
         tmp_path, make_config, make_fixtures, make_loader):
-    from langneurons.runner.run import _Experiment
+    from langneurons.runner.run import Experiment
 
     make_fixtures(tmp_path)
     data = make_config(tmp_path)
@@ -87,11 +93,11 @@ def test_a_lora_run_can_take_the_rank_that_matches_a_rows_runs_trainable_paramet
     data["ppxc"]["neuron_sets"] = ["lape"]
     config = load_config(data)
     assert config.run("attention").equal_parameters_to == "fr-rows"
-    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
-    statistics = experiment.statistics()
-    experiment.identify(config.identification[0], statistics)
-    experiment.finetune(config.run("fr-rows"))
-    experiment.finetune(config.run("attention"))
+    experiment = Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    STATISTICS.run(experiment)
+    run_identify(experiment)
+    finetune_run(experiment, config.run("fr-rows"))
+    finetune_run(experiment, config.run("attention"))
     rows = json.loads((tmp_path / "run" / "finetune" / "fr-rows" / "langneurons_finetune.json").read_text())
     lora = json.loads((tmp_path / "run" / "finetune" / "attention" / "langneurons_finetune.json").read_text())
     sizes = json.loads((tmp_path / "run" / "finetune" / "attention" / "equal_parameters.json").read_text())
@@ -109,7 +115,7 @@ def test_a_lora_run_can_take_the_rank_that_matches_a_rows_runs_trainable_paramet
 def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_arm(
         tmp_path, make_config, make_fixtures, make_loader):
     from langneurons.report.claims import ClaimsConfig, evaluate_claims, load_perplexities
-    from langneurons.runner.run import _Experiment
+    from langneurons.runner.run import Experiment
 
     make_fixtures(tmp_path)
     data = make_config(tmp_path)
@@ -127,14 +133,14 @@ def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_a
     data["evaluation"].update(models=["base", "hi-lape-rows"], tasks=["xnli"], intervene_models=[])
     data["evaluation"]["neuron_sets"] = data["ppxc"]["neuron_sets"] = ["lape"]
     config = load_config(data)
-    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
-    statistics = experiment.statistics()
-    experiment.identify(config.identification[0], statistics)
+    experiment = Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    STATISTICS.run(experiment)
+    run_identify(experiment)
     for run in config.finetune:
-        experiment.finetune(run)
-    assert experiment.lm_perplexity_models() == ["base", "hi-lape-rows", "hi-random-rows", "hi-lora"]
-    for name in experiment.lm_perplexity_models():
-        experiment.lm_perplexity(name)
+        finetune_run(experiment, run)
+    assert lm_perplexity_models(config) == ["base", "hi-lape-rows", "hi-random-rows", "hi-lora"]
+    for name in lm_perplexity_models(config):
+        lm_perplexity(experiment, name)
     found = load_perplexities(tmp_path / "run" / "lm_eval_ppl")
     assert {name: p.role for name, p in found.items()} == {"base": "baseline", "hi-lape-rows": "lape-rows",
                                                            "hi-random-rows": "random-rows", "hi-lora": "lora"}
@@ -147,8 +153,8 @@ def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_a
     assert [c.id for c in claims if c.id == "subnetwork"] == ["subnetwork"]
     # the runner's claims stage: LM runs enter the subnetwork claim, never the neuron-LoRA comparison
     for name in ("base", "hi-lape-rows"):
-        experiment.evaluate(name, statistics)
-    experiment.claims()
+        evaluate_model(experiment, name)
+    CLAIMS.run(experiment)
     written = json.loads((tmp_path / "run" / "claims" / "claims.json").read_text())
     subnetwork = [c for c in written if c["id"] == "subnetwork"]
     assert subnetwork and subnetwork[0]["unit"] == "nats/token"
@@ -157,7 +163,7 @@ def test_lm_runs_write_the_subnetwork_claims_per_block_nlls_for_base_and_every_a
 
 def test_seeds_of_a_run_share_one_learning_rate_search(tmp_path, make_config, make_fixtures, make_loader, monkeypatch):
     import langneurons.finetune.train as train
-    from langneurons.runner.run import _Experiment
+    from langneurons.runner.run import Experiment
 
     make_fixtures(tmp_path)
     data = make_config(tmp_path)
@@ -168,9 +174,9 @@ def test_seeds_of_a_run_share_one_learning_rate_search(tmp_path, make_config, ma
     searches = []
     real = train.search_learning_rate
     monkeypatch.setattr(train, "search_learning_rate", lambda *a, **k: searches.append(1) or real(*a, **k))
-    experiment = _Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
+    experiment = Experiment(config, tmp_path / "run", make_loader(), force=False, progress=False)
     for run in config.finetune:
-        experiment.finetune(run)
+        finetune_run(experiment, run)
     first, second = (json.loads((tmp_path / "run" / "finetune" / name / "langneurons_finetune.json").read_text())
                      for name in ("attention@0", "attention@1"))
     assert len(searches) == 1  # searched once, for the first seed

@@ -50,7 +50,7 @@ def evaluate_model(context, model_name: str) -> None:
     from langneurons.finetune.lm_task import LM_TASK
 
     config = context.config
-    statistics = context.records["statistics"]
+    statistics = context.records.get("statistics")
     evaluation = config.evaluation
     zero_shot = model_name == "base" or config.run(model_name).task == LM_TASK  # LM-tuned: zero-shot too
     tasks = list(evaluation.tasks) if zero_shot else [config.run(model_name).task]

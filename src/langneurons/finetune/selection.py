@@ -45,15 +45,15 @@ def _rate_name(rate: float) -> str:
 
 
 def search_learning_rate(loaded, train_examples: Sequence, config, output_dir: Path, dev_examples: Sequence,
-                         dev_language: str = "en", neuron_set=None, progress: bool = True) -> dict:
-    """Short runs per candidate in ``config.learning_rates`` scored on ``dev_examples``.
+                         dev_language: str = "en", neuron_set=None, progress: bool = True, *, finetune) -> dict:
+    """Short runs per candidate in ``config.learning_rates`` scored on ``dev_examples``; each is a
+    call of ``finetune`` (:func:`langneurons.finetune.train.finetune`, passed in by it).
 
     Returns the record kept in the run's metadata: ``candidates``, ``dev_scores`` (score after
     ``steps`` steps), ``dev_before`` (the base model's score), ``dev_metric``, ``dev_n``,
     ``steps`` and ``chosen`` (highest score; lowest for perplexity; ties: the first candidate).
     ``loaded.model`` is not changed (each candidate trains a deep copy).
     """
-    from langneurons.finetune.train import finetune
     from langneurons.models.architectures import adapter_for
     from langneurons.models.loading import LoadedModel
 

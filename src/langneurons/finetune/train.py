@@ -232,7 +232,7 @@ def finetune(
         config = replace(config, learning_rate=float(lr_search["chosen"]))
     else:  # short runs on copies of the base model, scored on the dev examples only
         lr_search = search_learning_rate(loaded, train_examples, config, output_dir, dev_examples, dev_language,
-                                         neuron_set, progress)
+                                         neuron_set, progress, finetune=finetune)
         config = replace(config, learning_rate=lr_search["chosen"])
     parallel = data_parallel(loaded.model)
     main = parallel is None or parallel.is_main

@@ -284,7 +284,7 @@ def _wrapped(cls, section: Any, path: str):
     if options_field.default_factory is not MISSING:
         defaults = {f.name: getattr(options_field.default_factory(), f.name) for f in fields(options_cls)}
     options = build(options_cls, {k: v for k, v in section.items() if k in option_keys}, path,
-                    excluded=tuple(k for k in option_keys if k not in cls.KEYS), fixed=defaults)
+                    excluded=tuple(k for k in option_keys if k not in cls.KEYS), fixed=defaults, checked=False)
     return build(cls, {k: v for k, v in section.items() if k not in option_keys}, path, fixed={"options": options})
 
 

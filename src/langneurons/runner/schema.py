@@ -109,11 +109,13 @@ def merge(base: Mapping, override: Mapping) -> dict:
 
 
 def build(cls, data: Any, path: str, excluded: tuple[str, ...] = (), fixed: Mapping | None = None,
-           extra: tuple[str, ...] = ()):
+           extra: tuple[str, ...] = (), checked: bool = True):
     """An instance of dataclass ``cls`` from a mapping, every key and type checked.
 
     excluded: fields the mapping may not set (``fixed`` values or the defaults apply);
-    extra: further keys the section allows, read elsewhere (named in the error message only).
+    extra: further keys the section allows, read elsewhere (named in the error message only);
+    checked False: the instance is made without running the class's own checks (a wrapped stage
+    options dataclass, whose values the config's validation checks with their config keys).
     """
     where = path or "the config"
     if not isinstance(data, Mapping):
@@ -129,6 +131,13 @@ def build(cls, data: Any, path: str, excluded: tuple[str, ...] = (), fixed: Mapp
             kwargs[f.name] = convert(hints[f.name], data[f.name], join_path(path, f.name))
         elif f.init and f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
             raise LangNeuronsError(f"missing key {join_path(path, f.name)}")
+    if not checked:  # the class's own checks (__post_init__) are left to the config's validation
+        instance = object.__new__(cls)
+        for f in fields(cls):
+            value = kwargs[f.name] if f.name in kwargs else (
+                f.default_factory() if f.default_factory is not MISSING else f.default)
+            object.__setattr__(instance, f.name, value)
+        return instance
     try:
         return cls(**kwargs)
     except LangNeuronsError as error:

@@ -253,6 +253,12 @@ def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[s
     check_count(section.batch_size, "lm_eval.batch_size", 1, 1_000_000)
     check_count(section.options.bootstrap_resamples, "lm_eval.bootstrap_resamples", 1, MAX_RESAMPLES)
     check_seed(section.options.seed, "lm_eval.seed")
+    from langneurons.harness.api import LmEvalOptions
+
+    try:  # the lm-eval command's own checks of its options (confidence, ...)
+        LmEvalOptions(**asdict(section.options))
+    except LangNeuronsError as error:
+        raise LangNeuronsError(f"lm_eval: {error}") from None
 
 
 def check_input_paths(config) -> None:
