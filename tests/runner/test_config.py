@@ -131,7 +131,7 @@ def test_the_replication_config_reads_the_data_folder_it_is_given():
     assert config.statistics.corpus == "/copies/flores200/devtest"
     # the neuron-level study only: fine-tuning/transfer and steering are separate runs (issues 18, 19)
     assert not config.finetune and config.evaluation is None and config.steering is None
-    assert config.statistics.replicates == 20 and config.ppxc.options.token_budget == 2048
+    assert config.statistics.replicates == 20 and config.ppxc.options.token_budget == 1536
     assert config.claims is not None and config.claims.related_pairs == (("fr", "es"), ("hi", "ur"))
     default = load_config(builtin_config("replication"))
     assert default.statistics.corpus == "../shared/data/flores200/devtest"
