@@ -37,7 +37,7 @@ def test_the_kept_step_of_an_early_stopped_run_is_marked():
 
 
 def test_the_report_table_shows_the_kept_dev_score_and_the_dev_chosen_learning_rate():
-    from langneurons.report.report import _dev_scores, _learning_rate
+    from langneurons.finetune.stage import _dev_scores, _learning_rate
 
     assert _dev_scores(METADATA["curve"], {"best_step": 2, "best_score": 50.0}) == \
         "33.0 → 50.0 (n=9); kept step 2: 50.0"

@@ -90,7 +90,7 @@ def test_early_stopped_run_saves_the_best_evaluated_adapter_and_records_where_it
             return {"dev_metric": "accuracy", "dev_score": next(scores), "dev_n": len(dev)}
         return score
 
-    monkeypatch.setattr(train, "_dev_scorer", scripted)
+    monkeypatch.setattr(train, "dev_scorer", scripted)
     config = FinetuneConfig("xnli", max_steps=8, learning_rate=1e-2, eval_every=1, patience=2, save_every=0, **BASE)
     result = finetune(make_loaded("llama"), nli_data(6), config, tmp_path, progress=False, dev_examples=_dev())
     stop = result.metadata["early_stopping"]
@@ -117,7 +117,7 @@ def test_the_chosen_rate_is_the_best_dev_score_in_the_metric_direction(
         return lambda: {"dev_metric": metric, "dev_n": len(dev),
                         "dev_score": 50.0 - abs(math.log10(config.learning_rate) - math.log10(3e-3))}
 
-    monkeypatch.setattr(train, "_dev_scorer", scripted)
+    monkeypatch.setattr(train, "dev_scorer", scripted)
     config = FinetuneConfig("xnli", max_steps=1, learning_rates=(1e-4, 3e-3, 1e-1), lr_search_steps=1, **BASE)
     result = finetune(make_loaded("llama"), nli_data(6), config, tmp_path, progress=False, dev_examples=_dev())
     assert result.metadata["lr_search"]["chosen"] == expected
@@ -142,7 +142,7 @@ def test_a_resumed_early_stopping_run_keeps_the_best_adapter_saved_before_the_in
         if step == 4:
             raise Interrupted
 
-    monkeypatch.setattr(train, "_dev_scorer", scripted)
+    monkeypatch.setattr(train, "dev_scorer", scripted)
     config = FinetuneConfig("xnli", max_steps=6, learning_rate=1e-2, eval_every=1, patience=2, save_every=1, **BASE)
     straight = finetune(make_loaded("llama"), nli_data(6), config, tmp_path / "straight", progress=False,
                         dev_examples=_dev())
