@@ -127,6 +127,10 @@ def test_transfer_trains_attention_lora_chosen_on_dev_and_tests_interventions_on
     assert "xnli-attention" in claim["measure"] and claim["verdict"] and claim["n"]
     assert "largest_gain_excluded" in claim
     assert "neuron-lora" not in claims_of(result.run_dir)
+    power = json.loads((result.run_dir / "claims" / "power.json").read_text())  # stated for every cell
+    assert {(p["comparison"].split(" ")[2], p["contrast"]) for p in power} == {
+        (condition, contrast) for condition in ("lape:zero", "lape:stat=p90")
+        for contrast in ("unintervened", "random twin")}
 
 
 def test_transfer_seeds_pools_three_seeds_of_lape_and_random_lora_with_the_mlp_control(real_runs):
@@ -143,6 +147,8 @@ def test_transfer_seeds_pools_three_seeds_of_lape_and_random_lora_with_the_mlp_c
     assert headline["seeds"] == [0, 1, 2] and headline["runs"] == runs[:3]
     assert any(d.get("capacity_control") == "xnli-mlp-all" for d in claim["details"])
     assert claim["verdict"] and "largest_gain_excluded" in claim
+    power = json.loads((result.run_dir / "claims" / "power.json").read_text())
+    assert {p["comparison"] for p in power} == {"xnli-lape - xnli-random", "xnli-lape - xnli-mlp-all"}
 
 
 def test_subnetwork_compares_lape_rows_random_rows_and_equal_size_lora_on_held_out_text(real_runs):
@@ -160,6 +166,8 @@ def test_subnetwork_compares_lape_rows_random_rows_and_equal_size_lora_on_held_o
     assert {(r["model"], r["language"]) for r in scores} >= {(m, l) for m in ["base", *arms] for l in ("hi", "ur")}
     claim = claims_of(result.run_dir)["subnetwork"]
     assert claim["unit"] == "nats/token" and "hi, ur" in claim["measure"] and claim["verdict"]
+    assert {d["role"] for d in claim["details"] if d.get("kind") == "zero-shot xnli"} == {"lape-rows", "random-rows",
+                                                                                           "lora"}
 
 
 def test_statistics_from_copies_only_a_finished_folder_and_never_over_an_existing_one(real_runs, tmp_path):
