@@ -137,6 +137,8 @@ def test_transfer_seeds_pools_three_seeds_of_lape_and_random_lora_with_the_mlp_c
     root, results = real_runs
     result = results["transfer-seeds"]
     assert result.cached == ["statistics"]  # copied from the transfer run: the FLORES pass is not repeated
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["statistics_copied_from"] == str(root / "runs" / "transfer" / "statistics")
     runs = [f"xnli-{kind}@{seed}" for kind in ("lape", "random") for seed in (0, 1, 2)]
     assert {f"finetune/{name}" for name in ["xnli-mlp-all", *runs]} <= set(result.computed)
     first, later = (json.loads((result.run_dir / "finetune" / name / "langneurons_finetune.json").read_text())

@@ -865,6 +865,7 @@ class _Experiment:
         self._save_manifest()
         if self.statistics_from is not None and copy_statistics(self.statistics_from, self.run_dir):
             self._log(f"statistics: copied from {self.statistics_from}")
+            self.manifest["statistics_copied_from"] = str(self.statistics_from)  # provenance of the pass
         statistics = self.statistics()
         for entry in config.identification:
             self.identify(entry, statistics)
