@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench replicate stability lm-eval-check clean
+.PHONY: install demo test test-fast bench replicate transfer transfer-seeds subnetwork stability lm-eval-check clean
 
 $(STAMP): requirements.txt requirements-lm-eval.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,31 @@ DATA ?= ../shared/data
 replicate: install
 	$(BIN)/langneurons run src/langneurons/data/configs/replication.yaml --data $(DATA) --run-dir runs/replication
 	$(BIN)/langneurons publish runs/replication --name gemma-3-270m --readme README.md
+
+## Issue 18's runs on real data, each cached like replicate and sized for one ~150 min session on 2 CPU
+## cores (estimates in each config's header). They share replication.yaml's statistics section: the
+## first finished FLORES pass found (replication, transfer, transfer-seeds, subnetwork) is copied in
+## with --statistics-from when the run has none yet, so the pass is not repeated (none: it computes its own).
+STATISTICS_FROM = $(firstword $(shell grep -l '"status": "complete"' \
+  $(wildcard $(foreach run,replication transfer transfer-seeds subnetwork,runs/$(run)/statistics/stage.json)) /dev/null))
+REUSE_STATISTICS = $(if $(STATISTICS_FROM),--statistics-from $(patsubst %/,%,$(dir $(STATISTICS_FROM))))
+
+## The test-time claim on a model that learned XNLI (attention LoRA, LR chosen on dev, early stopping);
+## about 110 min.
+transfer: install
+	$(BIN)/langneurons run src/langneurons/data/configs/transfer.yaml --data $(DATA) --run-dir runs/transfer $(REUSE_STATISTICS)
+	$(BIN)/langneurons publish runs/transfer --name gemma-3-270m-transfer
+
+## Neuron LoRA vs random-neuron LoRA, 3 seeds each, with the all-MLP-rows control; about 140-155 min.
+transfer-seeds: install
+	$(BIN)/langneurons run src/langneurons/data/configs/transfer-seeds.yaml --data $(DATA) --run-dir runs/transfer-seeds $(REUSE_STATISTICS)
+	$(BIN)/langneurons publish runs/transfer-seeds --name gemma-3-270m-transfer-seeds
+
+## Language subnetwork enhancement (Gurgurov et al. 2025) on hi and ur: LAPE rows vs random rows vs
+## equal-size LoRA on held-out FLORES text; about 70 min.
+subnetwork: install
+	$(BIN)/langneurons run src/langneurons/data/configs/subnetwork.yaml --data $(DATA) --run-dir runs/subnetwork $(REUSE_STATISTICS)
+	$(BIN)/langneurons publish runs/subnetwork --name gemma-3-270m-subnetwork
 
 ## How stable are the neuron sets (issue 12)? FLORES statistics in 10 chunks + XNLI text, resampling
 ## intervals, PPXC of stable vs full vs random, agreement between methods and corpora; about 60 min on

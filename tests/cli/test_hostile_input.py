@@ -181,6 +181,19 @@ def test_run_refuses_a_bad_config_value_before_any_stage(section, message, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+def test_run_refuses_statistics_from_a_folder_that_is_no_finished_statistics_stage(tmp_path, langneurons):
+    import yaml
+
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump({"name": "small", "model": "./missing-model", "languages": ["en", "fr"]}))
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "stage.json").write_text('{"status": "running"}')
+    for source in (tmp_path / "nowhere", tmp_path / "half"):
+        result = langneurons("run", path, "--run-dir", tmp_path / "run", "--statistics-from", source, "--no-progress")
+        assert_one_line_error(result, f"--statistics-from {source}", "not the statistics folder of a finished run")
+    assert not (tmp_path / "run").exists()
+
+
 # ---------------------------------------------------------------- 8: unreadable inputs
 
 

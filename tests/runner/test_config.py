@@ -30,7 +30,8 @@ def test_a_valid_config_parses_into_typed_dataclasses(make_config):
     assert config.statistics.languages == config.languages  # one list of languages for every stage
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "demo-ci", "paper", "replication"])
+@pytest.mark.parametrize("name", ["tiny", "demo", "demo-ci", "paper", "replication", "transfer", "transfer-seeds",
+                                  "subnetwork"])
 def test_to_dict_reads_back_into_an_equal_config(name, make_config, tmp_path):
     """A run directory's config.yaml (written from ``to_dict``) reruns the same experiment."""
     config = load_config(make_config() if name == "tiny" else builtin_config(name))
@@ -112,6 +113,29 @@ def test_the_built_in_configs_are_valid(name):
     assert config.ppxc is not None
     if name != "replication":  # the neuron-level study only (see the replication test below)
         assert config.evaluation is not None and config.finetune
+
+
+def test_the_issue_18_configs_choose_on_dev_stop_early_and_name_their_claims_models():
+    transfer = load_config(builtin_config("transfer"), {"data": "/copies"})
+    assert transfer.tasks.xnli.source == "/copies/xnli" and transfer.tasks.xnli.dev_limit
+    attention = transfer.run("xnli-attention").options
+    assert len(attention.learning_rates) == 3 and attention.lr_search_steps and attention.patience
+    assert transfer.evaluation.reference == "xnli-attention" and transfer.evaluation.actions == ("zero", "stat=p90")
+    assert transfer.evaluation.neuron_sets == ("lape", "random")
+    transfer = load_config(builtin_config("transfer"))
+    seeds = load_config(builtin_config("transfer-seeds"))  # extends transfer.yaml: same statistics and data
+    assert seeds.statistics == transfer.statistics and seeds.identification == transfer.identification
+    assert [r.name for r in seeds.finetune] == ["xnli-mlp-all"] + [f"xnli-{k}@{s}" for k in ("lape", "random")
+                                                                   for s in (0, 1, 2)]
+    assert {r.options.seed for r in seeds.finetune if r.options.neurons == "random"} == {0, 1, 2}
+    assert all(r.options.learning_rates and r.options.patience for r in seeds.finetune)
+    subnetwork = load_config(builtin_config("subnetwork"))
+    assert subnetwork.tasks.lm.source == "heldout" and subnetwork.statistics == transfer.statistics
+    roles = {(r.source_language, r.options.adapter, r.options.neurons, r.equal_parameters_to)
+             for r in subnetwork.finetune}
+    assert roles == {(l, a, n, e) for l in ("hi", "ur") for a, n, e in (
+        ("rows", "languages", None), ("rows", "random", None), ("lora", "none", f"{l}-lape-rows"))}
+    assert all(r.task == "lm" and r.options.languages in ((), (r.source_language,)) for r in subnetwork.finetune)
 
 
 def test_variables_fill_string_values_from_vars_or_the_caller(make_config):

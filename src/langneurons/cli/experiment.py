@@ -41,6 +41,10 @@ def run_command(
                                                      "(same as --var data=PATH).")] = None,
     var: Annotated[Optional[list[str]], typer.Option("--var", help="NAME=VALUE for ${NAME} in the config "
                                                                    "(repeatable; overrides its vars: section).")] = None,
+    statistics_from: Annotated[Optional[Path], typer.Option(
+        "--statistics-from", help="Statistics folder of a finished run (e.g. runs/replication/statistics), copied "
+                                  "into this run first when it has none: the same statistics section is then "
+                                  "not computed again.")] = None,
 ) -> None:
     """Run every stage of an experiment; finished stages with unchanged inputs are reused."""
     from langneurons.errors import LangNeuronsError
@@ -55,7 +59,7 @@ def run_command(
     if data is not None:
         variables["data"] = data
     result = run_experiment(config, run_dir or Path("runs") / config.stem, force=force, progress=progress,
-                            report=report, variables=variables)
+                            report=report, variables=variables, statistics_from=statistics_from)
     _print_stages(result)
     if result.report:
         console.print(f"report: {result.report[1]}")

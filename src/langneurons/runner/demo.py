@@ -18,11 +18,12 @@ BUDGETS = {"full": "demo.yaml", "ci": "demo-ci.yaml"}
 
 def builtin_config(name: str) -> Path:
     """Path of a config shipped in ``langneurons/data/configs`` (``demo``, ``demo-ci``, ``paper``,
-    ``replication``)."""
+    ``replication``, ``transfer``, ``transfer-seeds``, ``subnetwork``, ...)."""
     folder = files("langneurons").joinpath("data").joinpath("configs")
     resource = folder.joinpath(f"{name.removesuffix('.yaml')}.yaml")
     if not resource.is_file():
-        raise LangNeuronsError(f"no built-in config {name!r}; available: demo, demo-ci, paper, replication")
+        available = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+        raise LangNeuronsError(f"no built-in config {name!r}; available: {', '.join(available)}")
     return Path(str(resource))
 
 

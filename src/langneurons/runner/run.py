@@ -99,12 +99,16 @@ def run_experiment(
     progress: bool = True,
     report: bool = True,
     variables: Mapping[str, str] | None = None,
+    statistics_from: str | Path | None = None,
 ) -> RunResult:
     """Run (or resume) the experiment ``config`` (YAML path, dict or ExperimentConfig) in ``run_dir``.
 
     ``loaded`` (an already loaded model) or ``loader`` (``ModelConfig -> LoadedModel``) replace
     :func:`default_loader`; either way the model is loaded only if some stage must run.
     ``force`` accepts a run directory of another tool version (every stage is recomputed).
+    ``statistics_from``: the finished ``statistics`` folder of another run, copied into this run
+    before its stages when it has none yet (:func:`copy_statistics`): the same statistics options
+    make the stage cached, other options recompute it (per-language files reused by input hash).
     The runner is one process: under torchrun / accelerate launch it refuses to start (launch
     the stage commands ``collect`` and ``finetune`` instead; docs/scaling.md).
     """
@@ -116,9 +120,44 @@ def run_experiment(
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, variables)
     check_input_paths(config)  # before any stage (and before the model loads)
+    if statistics_from is not None and not (Path(run_dir) / "statistics").exists():  # else it is not used
+        check_statistics_folder(statistics_from)
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
-    return Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
+    experiment = Experiment(config, Path(run_dir), loader or default_loader, force, progress)
+    experiment.statistics_from = None if statistics_from is None else Path(statistics_from)
+    return experiment.run(report)
+
+
+def check_statistics_folder(folder: str | Path) -> Path:
+    """``folder`` is the statistics stage of a finished run (its ``stage.json`` says complete),
+    else a one-line :class:`LangNeuronsError`."""
+    folder = Path(folder)
+    record = folder / STAGE_RECORD
+    try:
+        status = json.loads(record.read_text(encoding="utf-8")).get("status") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if not folder.is_dir() or status != "complete":
+        raise LangNeuronsError(f"--statistics-from {folder}: not the statistics folder of a finished run "
+                               f"(no {STAGE_RECORD} with status complete)")
+    return folder
+
+
+def copy_statistics(source: str | Path, run_dir: str | Path) -> bool:
+    """Copy the finished statistics folder ``source`` to ``run_dir/statistics`` unless that exists
+    (True when copied). The copy is written next to it and renamed, so an interrupted copy leaves
+    no half folder; the statistics stage then decides as always whether it is cached."""
+    target = Path(run_dir) / "statistics"
+    if target.exists():
+        return False
+    source = check_statistics_folder(source)
+    partial = Path(run_dir) / ".statistics.copying"
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(source, partial, symlinks=False)
+    partial.rename(target)
+    return True
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -134,6 +173,7 @@ class Experiment:
         self._loaded: LoadedModel | None = None
         self._prepared: dict = {}
         self.manifest: dict = {}
+        self.statistics_from: Path | None = None
 
     # ------------------------------------------------------------------ model
     @property
@@ -290,6 +330,9 @@ class Experiment:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
         self._save_manifest()
+        if self.statistics_from is not None and copy_statistics(self.statistics_from, self.run_dir):
+            self._log(f"statistics: copied from {self.statistics_from}")
+            self.manifest["statistics_copied_from"] = str(self.statistics_from)  # provenance of the pass
         for stage in stages:
             stage.run(self)
         seconds = time.perf_counter() - start
