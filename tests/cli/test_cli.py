@@ -102,6 +102,11 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["steer", "-n", "missing.json", "--prompt-count", "1", "--model", "./missing"], "leaves no dev prompt"),
         (["steer", "-n", "missing.json", "--actions", "scale=2", "--prompts", "heldout", "--model", "./missing"],
          "'heldout' prompts need --statistics"),
+        (["steer", "--pairs", "en>fr", "--model", "./missing"], "a neuron set (--neurons) or a direction set (--directions)"),
+        (["steer", "-d", "missing.safetensors", "--layers", "3", "--model", "./missing"], "direction set not found"),
+        (["steer", "-d", "missing.safetensors", "--layers", "3-1", "--model", "./missing"], "bad layer range"),
+        (["steer", "-d", "missing.safetensors", "--layers", "3", "--strengths", "1,x", "--model", "./missing"],
+         "--strengths takes comma-separated numbers"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path, langneurons):

@@ -7,8 +7,9 @@ Files written to the output folder (atomic):
   Wilson interval), fluency perplexity, degenerate and fluent target rates (Wilson) and the
   combined score (bootstrap interval); the JSON adds provenance (model, neuron set, identifier and
   its version, options, the prompt indices of each split), the best condition, chosen on the
-  dev rows, and ``pooled``: per condition the test generations of all pairs pooled
-  (:func:`langneurons.steer.metric.pooled_scores`);
+  dev rows (``best_condition``: the neuron set's, or the direction set's in a run without neurons;
+  ``best_conditions``: ``{"neurons": ..., "directions": ...}``), and ``pooled``: per condition the
+  test generations of all pairs pooled (:func:`langneurons.steer.metric.pooled_scores`);
 * ``generations.jsonl``: every prompt's continuation per condition with its split, identified
   language and degeneration flag;
 * ``examples.json``: per pair a few *test* prompts with the baseline and the best condition's
@@ -30,13 +31,16 @@ from langneurons.identify.neuron_set import NeuronSet
 from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering,
                                           steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
+from langneurons.steer.prompts import HELDOUT
 from langneurons.steer.metric import pooled_scores
 
 
 def examples(result: SteeringResult, count: int) -> list[dict]:
     """Per pair, the first ``count`` test prompts: baseline and best-condition continuations with their
-    languages and degeneration flags."""
-    best = result.best_condition(result.meta.get("neuron_set", ""))
+    languages and degeneration flags (with directions too: the best direction condition's)."""
+    bests = result.best_conditions()
+    best = bests["neurons"] or bests["directions"]
+    direction = bests["directions"] if bests["neurons"] else None
     by_key = {(g["source"], g["target"], g["condition"], g["prompt_index"]): g for g in result.generations}
     out = []
     pairs = dict.fromkeys((r["source"], r["target"]) for r in result.rows)
@@ -51,6 +55,12 @@ def examples(result: SteeringResult, count: int) -> list[dict]:
                         "steered": steered["continuation"] if steered else None,
                         "steered_language": steered["language"] if steered else None,
                         "steered_degenerate": steered.get("degenerate") if steered else None})
+            if direction:
+                other = by_key.get((source, target, direction, index))
+                out[-1].update({"direction_condition": direction,
+                                "direction_steered": other["continuation"] if other else None,
+                                "direction_steered_language": other["language"] if other else None,
+                                "direction_steered_degenerate": other.get("degenerate") if other else None})
     return out
 
 
@@ -60,12 +70,14 @@ def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> l
     from langneurons.report.steering_figures import write_steering_figures
 
     out_dir = Path(out_dir)
-    best = result.best_condition(result.meta.get("neuron_set", ""))
+    bests = result.best_conditions()
+    best = bests["neurons"] or bests["directions"]
     lines = "".join(json.dumps(g, ensure_ascii=False, sort_keys=True) + "\n" for g in result.generations)
     pooled = pooled_scores(result.generations, seed=result.meta.get("options", {}).get("seed", 0))
     files = [
         write_text(out_dir / "steering.csv", rows_to_csv(result.rows, ROW_FIELDS)),
-        write_json(out_dir / "steering.json", {"meta": result.meta, "best_condition": best, "rows": result.rows,
+        write_json(out_dir / "steering.json", {"meta": result.meta, "best_condition": best,
+                                               "best_conditions": bests, "rows": result.rows,
                                                "pooled": pooled}),
         write_text(out_dir / "generations.jsonl", lines),
         write_json(out_dir / "examples.json", examples(result, example_count)),
@@ -91,32 +103,40 @@ def statistics_options(statistics_dir) -> dict:
         raise LangNeuronsError(f"cannot read the collect options of {statistics_dir} ({path}): {error}") from error
 
 
-def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, identifier=None):
-    """Load and check the inputs before any model work: (neuron set, statistics or None, identifier,
-    prompts: source language -> texts)."""
+def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, identifier=None, directions_path=None):
+    """Load and check the inputs before any model work: (neuron set or None, statistics or None,
+    identifier, prompts: source language -> texts, direction set or None). ``neuron_set_path`` and
+    ``directions_path`` may each be None, not both."""
     from langneurons.activations.api import load_statistics_dir
+    from langneurons.directions.direction_set import DirectionSet
 
+    if neuron_set_path is None and directions_path is None:
+        raise LangNeuronsError("steering needs a neuron set (--neurons) or a direction set (--directions)")
     identifier = identifier or LinguaIdentifier(options.identifier_languages, options.min_confidence)
     for language in options.languages:  # identifier coverage first: it needs no file
         if not identifier.covers(language):
             check_covered(language)
             raise LangNeuronsError(f"language {language!r} is not among the identifier's candidate languages")
-    if options.needs_statistics_folder and statistics_dir is None:
+    needs_statistics = neuron_set_path is not None and options.needs_statistics
+    if (needs_statistics or options.prompts == HELDOUT) and statistics_dir is None:
         raise LangNeuronsError("add/stat steering actions and 'heldout' prompts need --statistics "
                                "(the folder written by 'collect')")
-    neuron_set = NeuronSet.load(neuron_set_path)
+    neuron_set = NeuronSet.load(neuron_set_path) if neuron_set_path is not None else None
+    directions = DirectionSet.load(directions_path) if directions_path is not None else None
     statistics = None
-    if options.needs_statistics:
+    if needs_statistics:
         statistics = load_statistics_dir(statistics_dir, options.languages)
-    check_inputs(options, neuron_set, identifier, statistics)
+    check_inputs(options, neuron_set, identifier, statistics, directions)
     prompts = steering_prompts(options, statistics_options(statistics_dir) if statistics_dir is not None else None)
-    return neuron_set, statistics, identifier, prompts
+    return neuron_set, statistics, identifier, prompts, directions
 
 
 def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics_dir=None, identifier=None,
-          set_name: str | None = None, prepared=None, progress: bool = True) -> tuple[SteeringResult, list[Path]]:
+          set_name: str | None = None, prepared=None, progress: bool = True, directions_path=None,
+          direction_name: str | None = None) -> tuple[SteeringResult, list[Path]]:
     """Run the steering experiment (:func:`langneurons.steer.experiment.run_steering`) and write its
-    files and a manifest.
+    files and a manifest. ``neuron_set_path`` (may be None with ``directions_path``): the neuron
+    set; ``directions_path``: a DiffMean direction set, whose conditions run beside the neurons'.
 
     ``prepared``: what :func:`prepare` returned for the same arguments (not loaded twice)."""
     import time
@@ -124,12 +144,16 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
     from langneurons.runner.run import _sha256, package_versions
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    neuron_set, statistics, identifier, prompts = prepared or prepare(options, neuron_set_path, statistics_dir,
-                                                                      identifier)
+    neuron_set, statistics, identifier, prompts, directions = prepared or prepare(
+        options, neuron_set_path, statistics_dir, identifier, directions_path)
     result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, prompts=prompts,
-                          progress=progress)
+                          progress=progress, directions=directions, direction_name=direction_name)
     files = write_steering(result, out_dir, options.examples)
-    inputs = {"neuron_set": {"path": str(neuron_set_path), "sha256": _sha256(Path(neuron_set_path))}}
+    inputs = {}
+    if neuron_set_path is not None:
+        inputs["neuron_set"] = {"path": str(neuron_set_path), "sha256": _sha256(Path(neuron_set_path))}
+    if directions_path is not None:
+        inputs["direction_set"] = {"path": str(directions_path), "sha256": _sha256(Path(directions_path))}
     if statistics is not None:
         inputs["statistics"] = {language: _sha256(Path(statistics_dir) / f"{language}.safetensors")
                                 for language in statistics}
