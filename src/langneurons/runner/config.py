@@ -33,6 +33,9 @@ from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.identify.api import options_dict as identify_options_dict
 from langneurons.languages import check_language
 from langneurons.report.claims import ClaimsConfig
+from langneurons.runner.directions import (DIRECTION_STEERING_KEYS, DirectionIdentifyConfig, DirectionPPXCConfig,
+                                           parse_direction_ppxc, split_identification, to_dict_entries,
+                                           validate_directions)
 from langneurons.steer.experiment import SteeringOptions, parse_pair
 
 
@@ -90,11 +93,13 @@ class PPXCConfig:
 
 @dataclass(frozen=True)
 class SteeringConfig:
-    """The steering experiment on ``neuron_set`` (a set of ``identification``), with the options
-    of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
+    """The steering experiment on ``neuron_set`` (a set of ``identification``; None with
+    ``directions`` only) and ``directions`` (a ``method: diffmean`` entry, or None), with the
+    options of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
 
-    neuron_set: str = "lape"
+    neuron_set: str | None = "lape"
     options: SteeringOptions = field(default_factory=SteeringOptions)
+    directions: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,6 +240,8 @@ class ExperimentConfig:
     claims: ClaimsConfig | None = None
     stability: StabilityConfig | None = None
     lm_eval: LmEvalConfig | None = None
+    directions: tuple[DirectionIdentifyConfig, ...] = ()  # identification entries with method: diffmean
+    direction_ppxc: DirectionPPXCConfig | None = None
 
     def __post_init__(self):
         if self.statistics.languages != tuple(self.languages):  # one list of languages for every stage
@@ -261,7 +268,16 @@ class ExperimentConfig:
         if data["steering"] is None:  # configs without the section read and hash as before it existed
             del data["steering"]
         else:
-            data["steering"] = {"neuron_set": data["steering"]["neuron_set"], **data["steering"]["options"]}
+            steering = data["steering"]
+            options = {k: v for k, v in steering["options"].items()
+                       if steering["directions"] is not None or k not in DIRECTION_STEERING_KEYS}
+            data["steering"] = {"neuron_set": steering["neuron_set"], **options,
+                                **({"directions": steering["directions"]} if steering["directions"] else {})}
+        directions = to_dict_entries(self)  # configs without directions read and hash as before them
+        data.pop("directions", None)
+        data.pop("direction_ppxc", None)
+        data["identification"] += directions.pop("identification", [])
+        data.update(directions)
         if data["lm_eval"] is None:  # configs without the section read and hash as before it existed
             del data["lm_eval"]
         return data
@@ -404,7 +420,13 @@ def _parse(data: dict) -> ExperimentConfig:
     data = dict(data)
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
-    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering") if key in data}
+    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering", "direction_ppxc",
+                                          "directions") if key in data}
+    if "directions" in own:
+        raise LangNeuronsError("directions: write direction sets as identification entries with method: diffmean")
+    directions: list = []
+    if "identification" in own:
+        own["identification"], directions = split_identification(own["identification"])
     config = _build(ExperimentConfig, data, "")
     languages = config.languages
     statistics = _build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
@@ -413,17 +435,20 @@ def _parse(data: dict) -> ExperimentConfig:
                       else config.identification)
     runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
     steering = _steering(own["steering"]) if own.get("steering") is not None else None
-    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering)
+    return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering,
+                   directions=tuple(entry for _, entry in directions),
+                   direction_ppxc=parse_direction_ppxc(own.get("direction_ppxc")))
 
 
 def _steering(section: Any) -> SteeringConfig:
-    """``steering: {neuron_set, <SteeringOptions fields>}``."""
+    """``steering: {neuron_set, directions, <SteeringOptions fields>}``."""
     if not isinstance(section, Mapping):
         raise LangNeuronsError("steering must be a mapping")
-    options = {k: v for k, v in section.items() if k != "neuron_set"}
+    options = {k: v for k, v in section.items() if k not in ("neuron_set", "directions")}
     return SteeringConfig(
-        neuron_set=_convert(str, section.get("neuron_set", "lape"), "steering.neuron_set"),
-        options=_build(SteeringOptions, options, "steering", extra=("neuron_set",)),
+        neuron_set=_convert(str | None, section.get("neuron_set", "lape"), "steering.neuron_set"),
+        options=_build(SteeringOptions, options, "steering", extra=("neuron_set", "directions")),
+        directions=_convert(str | None, section.get("directions"), "steering.directions"),
     )
 
 
@@ -615,6 +640,7 @@ def validate(config: ExperimentConfig) -> None:
             _languages(config.ppxc.languages, "ppxc.languages", languages)
     if config.steering is not None:
         _validate_steering(config.steering, sets, languages)
+    validate_directions(config, sets)
     if config.stability is not None:
         _names(config.stability.neuron_sets, "stability.neuron_sets", sets, "neuron set")
         for name in config.stability.neuron_sets:
@@ -731,7 +757,10 @@ def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tup
     identifier covers them."""
     from langneurons.steer.langid import check_covered
 
-    _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
+    if steering.neuron_set is None and steering.directions is None:
+        raise LangNeuronsError("steering needs neuron_set or directions")
+    if steering.neuron_set is not None:
+        _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
     options = steering.options
     for i, pair in enumerate(options.pairs):
         for language in parse_pair(pair):

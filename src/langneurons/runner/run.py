@@ -443,22 +443,27 @@ class _Experiment:
         from langneurons.steer.experiment import run_steering, steering_prompts
         from langneurons.steer.langid import LinguaIdentifier
 
+        from langneurons.runner.directions import DIRECTION_STEERING_KEYS, steering_directions
+
         steering = self.config.steering
         options = steering.options
+        neurons = steering.neuron_set is not None
+        load_directions, direction_inputs = steering_directions(self)
 
         def compute(directory: Path) -> None:
             identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
             result = run_steering(
-                self.loaded, self._neuron_set(steering.neuron_set), options, identifier,
-                self._statistics_for(options.languages) if options.needs_statistics else None,
+                self.loaded, self._neuron_set(steering.neuron_set) if neurons else None, options, identifier,
+                self._statistics_for(options.languages) if neurons and options.needs_statistics else None,
                 set_name=steering.neuron_set, prompts=steering_prompts(options, asdict(self.config.statistics)),
-                progress=self.progress)
+                progress=self.progress, directions=load_directions(), direction_name=steering.directions)
             write_steering(result, directory, options.examples)
 
-        inputs = {"model": asdict(self.config.model), "options": asdict(options), "neuron_set": steering.neuron_set,
-                  "neurons": self.records[f"identify/{steering.neuron_set}"].product,
+        own = {k: v for k, v in asdict(options).items() if direction_inputs or k not in DIRECTION_STEERING_KEYS}
+        inputs = {"model": asdict(self.config.model), "options": own, "neuron_set": steering.neuron_set,
+                  "neurons": self.records[f"identify/{steering.neuron_set}"].product if neurons else None,
                   "statistics": statistics.product if options.needs_statistics_folder else None,
-                  "identifier": version("lingua-language-detector")}
+                  "identifier": version("lingua-language-detector"), **direction_inputs}
         return self.stage("steering", inputs, compute, product=("steering.json",))
 
     def finetune(self, run) -> StageRecord:
@@ -574,7 +579,7 @@ class _Experiment:
                          directory)
 
         upstream = {name: record.product for name, record in self.records.items()
-                    if name.startswith(("identify/", "ppxc/", "evaluate/")) or name == "steering"}
+                    if name.startswith(("identify/", "ppxc/", "direction_ppxc/", "evaluate/")) or name == "steering"}
         inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
                   "upstream": upstream}
         return self.stage("claims", inputs, compute, product=("claims.json",))
@@ -662,12 +667,19 @@ class _Experiment:
         statistics = self.statistics()
         for entry in config.identification:
             self.identify(entry, statistics)
+        from langneurons.runner import directions as direction_stages  # issue 19: direction sets, their PPXC
+
+        for entry in config.directions:
+            direction_stages.identify_stage(self, entry, statistics)
         if config.stability is not None:
             for name in config.stability.neuron_sets:
                 self.stability(name, statistics)
         if config.ppxc is not None:
             for name in config.ppxc.neuron_sets:
                 self.ppxc(name, statistics)
+        if config.direction_ppxc is not None:
+            for name in config.direction_ppxc.direction_sets:
+                direction_stages.ppxc_stage(self, name, statistics)
         if config.steering is not None:
             self.steering(statistics)
         for run in config.finetune:
