@@ -68,7 +68,10 @@ def test_the_config_round_trips_and_keeps_configs_without_directions_as_they_wer
     data = load_config(plain).to_dict()
     assert "direction_ppxc" not in data and all(e["method"] != "diffmean" for e in data["identification"])
     plain["steering"] = {"neuron_set": "lape", "pairs": ["en>fr"]}
-    assert not any(key.startswith("direction") for key in load_config(plain).to_dict()["steering"])
+    written = load_config(plain).to_dict()["steering"]
+    assert not any(key.startswith("direction") or key == "neuron_modes" for key in written)
+    plain["steering"]["neuron_modes"] = ["both"]
+    assert load_config(plain).to_dict()["steering"]["neuron_modes"] == ["both"]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -183,3 +183,16 @@ def test_the_stage_api_runs_directions_without_neurons(planted, planted_directio
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert set(manifest["inputs"]) == {"direction_set"}
     assert json.loads((tmp_path / "out" / "steering.json").read_text())["best_condition"] == "diffmean:add=1@1"
+
+
+def test_neuron_modes_choose_the_neuron_conditions():
+    from langneurons.steer.experiment import conditions
+
+    names = lambda **kw: [c.name for c in conditions(SteeringOptions(actions=("add=2", "stat=p99"), **kw), ["lape"])]
+    assert names(neuron_modes=("both",)) == ["baseline", "lape:both:add=2", "lape:both:stat=p99"]
+    assert names() == ["baseline", "lape:deactivate", "lape:activate:add=2", "lape:both:add=2",
+                       "lape:activate:stat=p99", "lape:both:stat=p99"]
+    assert names(deactivate=False, neuron_modes=("activate", "both")) == ["baseline", "lape:activate:add=2",
+                                                                          "lape:activate:stat=p99"]
+    with pytest.raises(LangNeuronsError, match="neuron_modes"):
+        SteeringOptions(neuron_modes=("both", "zero"))

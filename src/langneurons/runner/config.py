@@ -33,9 +33,9 @@ from langneurons.identify.api import METHODS, IdentifyOptions
 from langneurons.identify.api import options_dict as identify_options_dict
 from langneurons.languages import check_language
 from langneurons.report.claims import ClaimsConfig
-from langneurons.runner.directions import (DIRECTION_STEERING_KEYS, DirectionIdentifyConfig, DirectionPPXCConfig,
+from langneurons.runner.directions import (DirectionIdentifyConfig, DirectionPPXCConfig,
                                            parse_direction_ppxc, split_identification, to_dict_entries,
-                                           validate_directions)
+                                           steering_keys, validate_directions)
 from langneurons.steer.experiment import SteeringOptions, parse_pair
 
 
@@ -269,8 +269,7 @@ class ExperimentConfig:
             del data["steering"]
         else:
             steering = data["steering"]
-            options = {k: v for k, v in steering["options"].items()
-                       if steering["directions"] is not None or k not in DIRECTION_STEERING_KEYS}
+            options = steering_keys(steering["options"], steering["directions"] is not None)
             data["steering"] = {"neuron_set": steering["neuron_set"], **options,
                                 **({"directions": steering["directions"]} if steering["directions"] else {})}
         directions = to_dict_entries(self)  # configs without directions read and hash as before them

@@ -34,6 +34,20 @@ DIFFMEAN = "diffmean"
 DIRECTIONS_FILE = "directions.safetensors"
 DIRECTION_STEERING_KEYS = ("direction_layers", "direction_strengths", "direction_ablate", "direction_weighting")
 """SteeringOptions fields that only matter with ``steering.directions``."""
+ADDED_STEERING_KEYS = ("neuron_modes",)
+"""SteeringOptions fields added with issue 19, left out of a config's dict and stage inputs at their
+defaults (so runs without them keep their cache keys)."""
+
+
+def steering_keys(options: dict, directions: bool) -> dict:
+    """``asdict(SteeringOptions)`` without the direction keys (no ``steering.directions``) and the
+    added keys at their defaults: what a config without them wrote and hashed."""
+    from langneurons.steer.experiment import SteeringOptions
+
+    defaults = SteeringOptions()
+    return {k: v for k, v in options.items()
+            if (directions or k not in DIRECTION_STEERING_KEYS)
+            and not (k in ADDED_STEERING_KEYS and tuple(v) == getattr(defaults, k))}
 
 
 @dataclass(frozen=True)

@@ -443,7 +443,7 @@ class _Experiment:
         from langneurons.steer.experiment import run_steering, steering_prompts
         from langneurons.steer.langid import LinguaIdentifier
 
-        from langneurons.runner.directions import DIRECTION_STEERING_KEYS, steering_directions
+        from langneurons.runner.directions import steering_directions, steering_keys
 
         steering = self.config.steering
         options = steering.options
@@ -459,7 +459,7 @@ class _Experiment:
                 progress=self.progress, directions=load_directions(), direction_name=steering.directions)
             write_steering(result, directory, options.examples)
 
-        own = {k: v for k, v in asdict(options).items() if direction_inputs or k not in DIRECTION_STEERING_KEYS}
+        own = steering_keys(asdict(options), bool(direction_inputs))
         inputs = {"model": asdict(self.config.model), "options": own, "neuron_set": steering.neuron_set,
                   "neurons": self.records[f"identify/{steering.neuron_set}"].product if neurons else None,
                   "statistics": statistics.product if options.needs_statistics_folder else None,

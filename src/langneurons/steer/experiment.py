@@ -94,6 +94,8 @@ class SteeringOptions:
     identifier_languages: candidate languages of the identifier (default every covered one);
     min_confidence: below it a generation is undetermined. confidence: of the Wilson intervals.
     examples: example prompts per pair written to examples.json.
+    neuron_modes: the neuron conditions run, a subset of deactivate / activate / both (``deactivate``
+    False drops deactivate and both); e.g. ``[both]`` runs only source zeroing + target action.
     direction_layers: the layer sweep of direction steering (each entry one condition group: ``6``,
     ``4-9``); direction_strengths: the add strengths a; direction_ablate: also ablate the source's
     direction (alone and with each add); direction_weighting: of the random twins (``isotropic`` /
@@ -117,6 +119,7 @@ class SteeringOptions:
     min_confidence: float = 0.0
     confidence: float = 0.95
     examples: int = 3
+    neuron_modes: tuple[str, ...] = ("deactivate", "activate", "both")
     direction_layers: tuple[str, ...] = ()
     direction_strengths: tuple[float, ...] = (1.0, 2.0, 4.0)
     direction_ablate: bool = False
@@ -144,6 +147,10 @@ class SteeringOptions:
         if not 0.0 < self.confidence < 1.0:
             raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {self.confidence}")
         self._check_directions()
+        bad = [mode for mode in self.neuron_modes if mode not in MODES[1:]]
+        if bad or not self.neuron_modes or len(set(self.neuron_modes)) != len(self.neuron_modes):
+            raise LangNeuronsError(f"neuron_modes must be distinct modes of deactivate, activate, both; "
+                                   f"got {list(self.neuron_modes)}")
 
     def _check_directions(self) -> None:
         from langneurons.directions.direction_set import WEIGHTINGS
@@ -270,13 +277,12 @@ def conditions(options: SteeringOptions, set_names: Sequence[str]) -> list[Condi
     """Every condition of one pair, baseline first, then per neuron set the deactivation and,
     per action, activate and both."""
     out = [Condition("baseline")]
+    modes = set(options.neuron_modes) if options.deactivate else set(options.neuron_modes) & {"activate"}
     for name in set_names:
-        if options.deactivate:
+        if "deactivate" in modes:
             out.append(Condition("deactivate", name))
         for action in options.actions:
-            out.append(Condition("activate", name, action))
-            if options.deactivate:
-                out.append(Condition("both", name, action))
+            out.extend(Condition(mode, name, action) for mode in ("activate", "both") if mode in modes)
     return out
 
 
