@@ -50,6 +50,9 @@ def test_direction_stages_run_cache_and_feed_the_claims(tmp_path, make_config, m
     assert data["meta"]["direction_set"] == "diffmean" and set(data["best_conditions"]) == {"neurons", "directions"}
     claims = {c["id"] for c in json.loads((run_dir / "claims" / "claims.json").read_text())}
     assert {"direction-ppxc", "steering-directions", "steering", "ppxc"} <= claims
+    html = result.report[1].read_text()
+    assert "Perplexity change with residual directions removed" in html and "diffmean directions, blocks [1]" in html
+    assert "random-dir:add=4@0-1" in html and "Best on the dev prompts: neurons" in html
     # a second run computes nothing; a changed direction strength reruns steering and claims only
     again = run_experiment(config, run_dir, loader=make_loader(), progress=False)
     assert again.computed == []
@@ -92,3 +95,21 @@ def test_bad_direction_configs_are_one_line_errors(tmp_path, make_config, change
     with pytest.raises(LangNeuronsError, match=message) as error:
         load_config(config)
     assert "\n" not in str(error.value)
+
+
+def test_the_shipped_directions_config_is_valid_and_sized_as_its_comment_says():
+    from importlib.resources import files
+
+    from langneurons.steer.directions import direction_conditions
+    from langneurons.steer.experiment import conditions
+
+    path = files("langneurons") / "data" / "configs" / "directions.yaml"
+    config = load_config(str(path))
+    assert config.statistics.residual and [e.name for e in config.directions] == ["diffmean"]
+    assert config.steering.directions == "diffmean" and config.direction_ppxc.direction_sets == ("diffmean",)
+    options = config.steering.options
+    per_pair = len(conditions(options, ["lape", "random"])) + len(direction_conditions(
+        "diffmean", options.direction_layer_choices, options.direction_strengths, options.direction_ablate, True))
+    generations = per_pair * len(options.pairs) * options.prompt_count
+    assert (per_pair, generations) == (17, 2176)
+    assert "4 pairs x 17 conditions x 32 prompts = 2176" in path.read_text(encoding="utf-8")

@@ -20,6 +20,8 @@ PUBLISHED = (
     "identify/*/neurons.json", "identify/*/*.png", "identify/*/*.svg", "identify/*/*_figures/*.png",
     "identify/*/*_figures/*.svg", "identify/*/*.csv",
     "ppxc/*/ppxc.json", "ppxc/*/ppxc.csv", "ppxc/*/ppxc_specificity.csv", "ppxc/*/ppxc.png", "ppxc/*/ppxc.svg",
+    "direction_ppxc/*/ppxc.json", "direction_ppxc/*/ppxc.csv", "direction_ppxc/*/ppxc_specificity.csv",
+    "direction_ppxc/*/ppxc.png", "direction_ppxc/*/ppxc.svg", "identify/*/directions.safetensors",
     "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*",
     "evaluate/*/scores.csv", "evaluate/*/scores.json",
     "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",

@@ -226,6 +226,33 @@ def _ppxc(run_dir: Path, manifest: dict) -> list[Block]:
     return blocks
 
 
+def _direction_ppxc(run_dir: Path, manifest: dict) -> list[Block]:
+    """The directional PPXC (issue 19): the neuron PPXC's tables with language i's residual direction
+    removed instead of its neurons zeroed, and random directions of the same norm as the control."""
+    folders = _stage_folders(run_dir, manifest, "direction_ppxc", "ppxc.json")
+    if not folders:
+        return []
+    blocks: list[Block] = [
+        ("h2", "Perplexity change with residual directions removed"),
+        ("p", "As the PPXC above, with row language i's DiffMean direction (its mean hidden state minus the mean "
+              "of the other languages' means) projected out of the residual stream after the listed blocks "
+              "instead of its neurons zeroed; the random rows remove a seeded random direction of the same norm "
+              "per language and layer. The neurons column counts the directions removed (one per block)."),
+    ]
+    for folder in folders:
+        data = _read_json(folder / "ppxc.json")
+        layers = (data.get("config") or {}).get("layers")
+        blocks.append(("h3", f"{folder.name} directions" + (f", blocks {layers}" if layers else "")))
+        if (folder / "ppxc.png").exists():
+            blocks.append(("image", folder / "ppxc.png", f"PPXC with the {folder.name} directions removed"))
+        rows = _read_csv(folder / "ppxc_specificity.csv") if (folder / "ppxc_specificity.csv").exists() else []
+        if rows:
+            blocks.append(("table", ["set", "language", "directions", "difference (nats/token)", "95% CI", "ratio"],
+                           [[r["set"], r["language"], r["neurons"], _number(r["difference"], 4), _ppxc_interval(r),
+                             _number(r["ratio"], 2) if r["ratio"] not in ("", "nan") else "–"] for r in rows]))
+    return blocks
+
+
 def _ppxc_interval(row: dict) -> str:
     """``[low, high]`` of a specificity row, or ``n/a (k units < 20)`` when it has no interval."""
     if row.get("difference_ci_low") in (None, "") and row.get("resampling_units") not in (None, ""):
@@ -343,6 +370,17 @@ def _combined(row: dict) -> str:
     return _interval(row["combined_score"], row["combined_ci_low"], row["combined_ci_high"])
 
 
+def _direction_note(data: dict) -> str:
+    """What a steering run with DiffMean directions adds to its description (empty without them)."""
+    meta, bests = data.get("meta", {}), data.get("best_conditions") or {}
+    if not meta.get("direction_set"):
+        return ""
+    return (f" Direction conditions `{meta['direction_set']}:add=a@L` add a x (mean of the target - mean of the source "
+            "language) to the residual stream after block(s) L (`ablate@L`: the source's direction removed); each "
+            "has a `random-dir` twin, a seeded random vector of the same norm per block. Best on the dev prompts: "
+            f"neurons {bests.get('neurons')}, directions {bests.get('directions')}.")
+
+
 def _steering(run_dir: Path, manifest: dict) -> list[Block]:
     folder = run_dir / "steering"
     if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
@@ -373,7 +411,8 @@ def _steering(run_dir: Path, manifest: dict) -> list[Block]:
               "(95% Wilson interval); combined = harmonic mean of the target rate and the non-degenerate share "
               "(95% bootstrap interval over prompts, none below 20 prompts). "
               + split_note +
-              f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."),
+              f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."
+              + _direction_note(data)),
         ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "fluent target % [95% CI]",
                    "degenerate %", "combined [95% CI]", "source % [95% CI]", "other %", "fluency ppl"],
          [[f"{r['source']}>{r['target']}", r["condition"], str(r["neurons"]), str(r["n"]),
@@ -607,7 +646,7 @@ def report_blocks(run_dir: str | Path) -> list[Block]:
         raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
     manifest = _read_json(manifest_path)
     return (_summary(run_dir, manifest) + _claims(run_dir, manifest) + _neurons(run_dir, manifest)
-            + _stability(run_dir, manifest) + _agreement(run_dir) + _ppxc(run_dir, manifest) + _steering(run_dir, manifest)
+            + _stability(run_dir, manifest) + _agreement(run_dir) + _ppxc(run_dir, manifest) + _direction_ppxc(run_dir, manifest) + _steering(run_dir, manifest)
             + _finetune(run_dir, manifest) + _evaluation(run_dir, manifest) + _lm_eval(run_dir, manifest)
             + _stages(manifest))
 
