@@ -57,6 +57,16 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return folder
 
 
+def check_folder_target(path: str | os.PathLike) -> Path:
+    """``path`` if it can become a folder (it is one, or nothing of it exists as a file); checked
+    before long work whose results land there. Creates nothing."""
+    folder = Path(path)
+    blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise LangNeuronsError(f"cannot write into {folder}: {blocker} is a file, not a folder")
+    return folder
+
+
 def staging_dir(parent: str | os.PathLike, prefix: str) -> Path:
     """A new empty folder in ``parent`` (to fill, then rename into place) with the normal folder mode."""
     staging = Path(tempfile.mkdtemp(prefix=prefix, dir=ensure_dir(parent)))
@@ -182,3 +192,24 @@ def folder_lock(folder: str | os.PathLike, name: str = LOCK_FILE) -> Iterator[Pa
         _HELD.pop(key, None)
         fcntl.flock(handle, fcntl.LOCK_UN)
         os.close(handle)
+
+
+def check_plain_name(name: Any, what: str) -> str:
+    """``name`` if it is one plain folder or file name (one path component: not empty, not ``.``
+    or ``..``, no ``/``, ``\\`` or NUL, not absolute); else a one-line error naming ``what``.
+
+    Names that become paths inside an output folder (published results, config stages, table
+    stems) are checked with this, so no name can write or delete outside that folder."""
+    from langneurons.errors import brief
+
+    if (not isinstance(name, str) or not name or name in (".", "..") or any(c in name for c in "/\\\0")
+            or os.path.isabs(name)):
+        raise LangNeuronsError(f"{what} must be one plain name (no '/', '\\', '..' or absolute path), "
+                               f"got {brief(name)}")
+    return name
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path`` (resolved, links followed) lies strictly inside ``folder`` (resolved)."""
+    resolved, base = Path(path).resolve(), Path(folder).resolve()
+    return resolved != base and base in resolved.parents

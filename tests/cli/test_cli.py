@@ -92,7 +92,7 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["collect", "-l", "en", "--model", "./missing-model"], "model path not found"),
         (["identify", "--method", "magic"], "unknown method 'magic'"),
         (["plot", "missing.json"], "not found"),
-        (["finetune", "--task", "xnlx", "-o", "out", "--model", "./missing"], "model path not found"),
+        (["finetune", "--task", "xnlx", "-o", "out", "--model", "./missing"], "unknown task 'xnlx'"),  # before loading
         (["ppl-matrix", "-n", "missing.json", "--model", "./missing"], "model path not found"),
         (["steer", "-n", "missing.json", "--pairs", "en>my", "--model", "./missing"], "does not cover 'my'"),
         (["steer", "-n", "missing.json", "--pairs", "en-fr", "--model", "./missing"], "SOURCE>TARGET"),

@@ -286,3 +286,275 @@ def test_run_into_a_run_directory_another_process_writes_is_refused(tmp_path, la
     assert_one_line_error(langneurons("run", config, "--run-dir", run_dir, "--no-progress"),
                           f"{run_dir} is in use by process {pid}")
     assert not (run_dir / "manifest.json").exists()
+
+
+# ================================================================ issue 21: hostile input, round 2
+
+# ---------------------------------------------------------------- 4, 5, 6: writes and deletions outside the output
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A folder with a precious file next to the outputs of a test: nothing may delete or write into it."""
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("precious")
+    return folder
+
+
+def _untouched(folder: Path) -> bool:
+    return sorted(p.name for p in folder.iterdir()) == ["precious.txt"] \
+        and (folder / "precious.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", ["../victim", "..", "ABSOLUTE"])
+def test_publish_refuses_a_name_that_is_not_one_folder_name(name, victim, tmp_path, langneurons):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"config": {"name": "x"}}))
+    results = tmp_path / "docs"
+    results.mkdir()
+    (results / "pitfalls.md").write_text("kept")
+    name = str(victim) if name == "ABSOLUTE" else name
+    result = langneurons("publish", run, "--results", results, "--name", name)
+    assert_one_line_error(result, "must be one plain name")
+    assert _untouched(victim) and [p.name for p in results.iterdir()] == ["pitfalls.md"]
+
+
+def test_run_refuses_a_stage_name_that_escapes_the_run_directory(victim, tmp_path, langneurons):
+    import yaml
+
+    config = {"name": "bad", "model": "./missing-model", "languages": ["en", "fr"],
+              "identification": [{"name": "../../victim", "method": "lape"}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = langneurons("run", path, "--run-dir", tmp_path / "runs" / "run", "--no-progress")
+    assert_one_line_error(result, "bad.yaml", "identification[0].name must be one plain name")
+    assert _untouched(victim) and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["../escaped", "ABSOLUTE"])
+def test_agreement_refuses_a_name_that_leaves_the_output_folder(name, statistics, tmp_path, langneurons):
+    name = str(tmp_path / "abs" / "x") if name == "ABSOLUTE" else name
+    out = tmp_path / "out" / "agree"
+    result = langneurons("agreement", statistics, statistics, "-o", out, "--name", name, "--no-figures")
+    assert_one_line_error(result, "--name must be one plain name")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "abs").exists()
+
+
+# ---------------------------------------------------------------- 12: counts and seeds out of range
+
+HUGE = "1000000000000000"
+SEED_OVERFLOW = str(2**64)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["stability", "--resamples", HUGE], "resamples must be an integer in [1, 1,000,000]"),
+    (["stability", "--splits", HUGE], "splits must be an integer in [0, 1,000,000]"),
+    (["stability", "--seed", SEED_OVERFLOW], "seed must be an integer in [0, 4294967295]"),
+    (["stability", "--seed", "-1"], "seed must be an integer in [0, 4294967295]"),
+    (["identify", "--method", "lape", "--min-frequency", "0.8", "--resamples", HUGE], "resamples must be an integer"),
+    (["steer", "-n", "missing.json", "--seed", SEED_OVERFLOW], "seed must be an integer in [0, 4294967295]"),
+    (["steer", "-n", "missing.json", "--actions", "add=-1e30"], "add strength must be at most 1e+06"),
+])
+def test_counts_and_seeds_out_of_range_are_one_line_errors_before_any_work(args, message, tmp_path, langneurons):
+    out = tmp_path / "out"
+    result = langneurons(*args, "-s", tmp_path / "missing-stats", "-o", out,
+                         *(["--model", tmp_path / "missing-model"] if args[0] == "steer" else []))
+    assert_one_line_error(result, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--replicates", HUGE, "replicates must be an integer in [1, 10,000]"),
+    ("--seed", SEED_OVERFLOW, "seed must be an integer in [0, 4294967295]"),
+])
+def test_collect_refuses_huge_replicates_or_seed_and_leaves_no_file(option, value, message, workspace, tmp_path,
+                                                                   langneurons):
+    out = tmp_path / "stats"
+    assert_one_line_error(langneurons(*collect_args(workspace, out, option, value)), message)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- 13, 14: damaged or inconsistent replicates
+
+
+@pytest.fixture(scope="module")
+def replicated(workspace, tmp_path_factory):
+    """A statistics folder (en, fr) with per-chunk counts of 2 chunks, made through the CLI."""
+    from langneurons.cli import main
+
+    out = tmp_path_factory.mktemp("reps") / "stats"
+    argv = sys.argv
+    sys.argv = ["langneurons", *map(str, collect_args(workspace, out, "--replicates", "2"))]
+    try:
+        main()
+    except SystemExit as exit_:
+        assert not exit_.code
+    finally:
+        sys.argv = argv
+    return out
+
+
+def _rewrite(path: Path, change) -> None:
+    """Apply ``change(tensors, header)`` to a safetensors file (both dicts, changed in place)."""
+    with safe_open(str(path), framework="pt") as handle:
+        header = dict(handle.metadata())
+    tensors = load_file(str(path))
+    change(tensors, header)
+    save_file(tensors, str(path), metadata=header)
+
+
+def _over_one(tensors, header):
+    tensors["positive_count"][1, 0, 0] = tensors["token_count"][1] + 1
+
+
+def _plus_one(tensors, header):  # still within the chunk's tokens, but no longer the merged statistics' sum
+    counts = tensors["positive_count"]
+    index = (counts[0] < tensors["token_count"][0]).nonzero()[0]
+    counts[0][tuple(index)] += 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t, h: t.pop("histogram"), "no histogram tensor"),
+    (lambda t, h: h.update(meta="{not json"), "unreadable meta or sketch metadata"),
+    (lambda t, h: h.update(meta='{"model_id": "x"}'), "unreadable meta or sketch metadata"),
+    (lambda t, h: t.update(positive_count=t["positive_count"][..., : t["positive_count"].shape[-1] // 2].clone()),
+     "positive_count has shape"),
+    (_over_one, "chunk 1 counts more positive activations than its"),
+    (lambda t, h: t.update(positive_count=2 * t["positive_count"]), ""),
+    (_plus_one, "its chunks do not sum to the statistics"),
+])
+def test_damaged_or_inconsistent_replicates_are_one_line_errors_naming_the_file(change, message, replicated, tmp_path,
+                                                                              langneurons):
+    import shutil
+
+    stats = tmp_path / "stats"
+    shutil.copytree(replicated, stats)
+    damaged = stats / "fr.replicates.safetensors"
+    _rewrite(damaged, change)
+    out = tmp_path / "stability"
+    result = langneurons("stability", "-s", stats, "-o", out, "--resamples", "5", "--splits", "2", "--no-figures")
+    assert_one_line_error(result, str(damaged), message)
+    assert not out.exists()
+
+
+def test_statistics_with_more_positive_tokens_than_tokens_are_refused(replicated, tmp_path, langneurons):
+    import shutil
+
+    stats = tmp_path / "stats"
+    shutil.copytree(replicated, stats)
+    damaged = stats / "en.safetensors"
+    _rewrite(damaged, lambda t, h: t["positive_count"].__setitem__((0, 0), int(h["token_count"]) + 1))
+    result = langneurons("identify", "-s", stats, "-o", tmp_path / "set.json", "--no-figures")
+    assert_one_line_error(result, str(damaged), "positive counts outside [0, ")
+    assert not (tmp_path / "set.json").exists()
+
+
+# ---------------------------------------------------------------- 9: steer checks before the model loads
+
+
+@pytest.fixture(scope="module")
+def other_statistics(workspace, tmp_path_factory):
+    """Statistics (en, fr) of another tiny model: same architecture and size, other weights."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    from langneurons.cli import main
+
+    root = tmp_path_factory.mktemp("other")
+    tiny_model("llama", seed=1).save_pretrained(root / "model")
+    tiny_tokenizer().save_pretrained(root / "model")
+    argv = sys.argv
+    sys.argv = ["langneurons", *map(str, collect_args(workspace, root / "stats", model=root / "model"))]
+    try:
+        main()
+    except SystemExit as exit_:
+        assert not exit_.code
+    finally:
+        sys.argv = argv
+    return root / "stats"
+
+
+def _steer_set(statistics, tmp_path, langneurons) -> Path:
+    path = tmp_path / "set.json"
+    result = langneurons("identify", "-s", statistics, "--top-rate", "0.05", "-o", path, "--no-figures")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_steer_refuses_statistics_of_another_model_before_loading_the_model(statistics, other_statistics, tmp_path,
+                                                                           langneurons):
+    neurons = _steer_set(statistics, tmp_path, langneurons)
+    out = tmp_path / "steering"
+    result = langneurons("steer", "--model", tmp_path / "not-loaded", "-n", neurons, "-s", other_statistics,
+                         "--pairs", "en>fr", "--actions", "add=1", "-o", out, "--no-progress")
+    assert_one_line_error(result, "the statistics of 'en' were recorded on", "not on the neuron set's model")
+    assert not out.exists()
+
+
+def test_steer_into_an_existing_file_is_refused_before_any_work(statistics, tmp_path, langneurons):
+    neurons = _steer_set(statistics, tmp_path, langneurons)
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    result = langneurons("steer", "--model", tmp_path / "not-loaded", "-n", neurons, "--pairs", "en>fr",
+                         "--actions", "scale=2", "-o", taken, "--no-progress")
+    assert_one_line_error(result, f"{taken} is a file, not a folder")
+    assert taken.read_text() == "a file"
+
+
+def test_run_steering_refuses_statistics_of_another_model_before_generating(statistics, other_statistics, workspace,
+                                                                           monkeypatch):
+    """The check after the model loaded (a set without a weights fingerprint cannot tell before)."""
+    from langneurons.activations.api import load_statistics_dir
+    from langneurons.errors import LangNeuronsError
+    from langneurons.identify.neuron_set import NeuronSet
+    from langneurons.models.loading import load_model
+    from langneurons.steer import experiment
+    from langneurons.steer.experiment import SteeringOptions, run_steering
+
+    def never(*args, **kwargs):
+        raise AssertionError("generated before the refusal")
+
+    monkeypatch.setattr(experiment, "steered_generate", never)
+    loaded = load_model(str(workspace / "model"))
+    stats = load_statistics_dir(other_statistics, ["en", "fr"])
+    neuron_set = NeuronSet({"en": [[0, 1]], "fr": [[0, 2]]}, loaded.info.num_layers, loaded.info.neurons_per_layer,
+                           "lape", {}, {"weights_fingerprint": loaded.info.weights_fingerprint})
+    identifier = type("Everything", (), {"covers": lambda self, language: True})()
+    with pytest.raises(LangNeuronsError, match="not on .* \\(weights "):
+        run_steering(loaded, neuron_set, SteeringOptions(pairs=("en>fr",), actions=("add=1",), random_control=False),
+                     identifier, stats, prompts={"en": ["the cat"]}, progress=False)
+
+
+# ---------------------------------------------------------------- 15: held-out prompts from a changed corpus
+
+
+def test_heldout_prompts_from_a_reordered_corpus_are_refused(workspace, tmp_path, langneurons):
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(workspace / "corpus", corpus)
+    stats = tmp_path / "stats"
+    collect = ["collect", "--model", workspace / "model", "--corpus", corpus, "-l", "en,fr", "--token-budget", "120",
+               "--heldout-budget", "30", "--block-length", "16", "--out", stats, "--no-progress"]
+    assert langneurons(*collect).returncode == 0
+    manifest = json.loads((stats / "manifest.json").read_text())
+    assert set(manifest["corpus_files"]) == {"en", "fr"} and len(manifest["corpus_files"]["en"]["sha256"]) == 64
+    neurons = _steer_set(stats, tmp_path, langneurons)
+    steer = ["steer", "--model", tmp_path / "not-loaded", "-n", neurons, "-s", stats, "--pairs", "en>fr",
+             "--actions", "scale=2", "--prompts", "heldout", "--prompt-count", "1", "--dev-fraction", "0",
+             "--prompt-words", "3",
+             "-o", tmp_path / "steering", "--no-progress"]
+    # unchanged corpus: every input passes, the (missing) model is the first thing that fails
+    assert "not-loaded" in assert_one_line_error(langneurons(*steer))
+
+    lines = (corpus / "en.txt").read_text(encoding="utf-8").splitlines()
+    (corpus / "en.txt").write_text("\n".join(reversed(lines)), encoding="utf-8")  # same lines, other order
+    assert_one_line_error(langneurons(*steer), f"corpus file {corpus / 'en.txt'} changed since the statistics pass")
+    assert not (tmp_path / "steering").exists()
+
+    del manifest["corpus_files"]  # statistics of an older langneurons: a warning line, then on as before
+    (stats / "manifest.json").write_text(json.dumps(manifest))
+    result = langneurons(*steer)
+    assert "warning: " in result.stderr and "records no corpus file fingerprints" in result.stderr
+    assert "not-loaded" in assert_one_line_error(result)

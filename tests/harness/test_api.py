@@ -158,3 +158,56 @@ def test_cli_writes_scores_and_refuses_bad_input_in_one_line(langneurons_cli, ta
     monkeypatch.setitem(sys.modules, "lm_eval", None)
     code, out, err = langneurons_cli("lm-eval", "--tasks", MC_TASK)
     assert code == 1 and "pip install 'langneurons[lm-eval]'" in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- hostile input (issue 21, items 11, 12)
+
+
+class _NoRequests:
+    """A stand-in model that fails the test if the harness sends it any request."""
+
+    class loaded:  # noqa: N801
+        class info:  # noqa: N801
+            model_id = "none"
+
+    def set_intervention(self, spec, neuron_set=None):
+        pass
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the harness ran ({name}) before the refusal")
+
+
+def test_a_prompt_scoped_intervention_on_a_multiple_choice_task_is_refused_before_any_request(task_dir, neuron_file):
+    options = LmEvalOptions(tasks=(MC_TASK,), include_path=(str(task_dir),))
+    conditions = conditions_for([f"{neuron_file}:en:zero:prompt"])
+    with pytest.raises(LangNeuronsError, match=f"scope 'prompt'.*task '{MC_TASK}' is a multiple_choice task"):
+        run_lm_eval(_NoRequests(), conditions, options)
+    from langneurons.harness.api import check_prompt_scope
+
+    check_prompt_scope(conditions, LmEvalOptions(tasks=(GEN_TASK,), include_path=(str(task_dir),)))  # generation: fine
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("bootstrap_resamples", 0, "bootstrap resamples must be an integer in \\[1, "),
+    ("bootstrap_resamples", 10**15, "bootstrap resamples must be an integer in \\[1, "),
+    ("seed", 2**64, "seed must be an integer in \\[0, 4294967295\\]"),
+    ("seed", -1, "seed must be an integer in"),
+    ("confidence", 1.0, "confidence must be strictly between 0 and 1"),
+])
+def test_out_of_range_options_are_refused_when_made(field, value, message, task_dir):
+    with pytest.raises(LangNeuronsError, match=message):
+        LmEvalOptions(tasks=(MC_TASK,), include_path=(str(task_dir),), **{field: value})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bootstrap", "0"], "bootstrap resamples must be an integer in [1, "),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["-i", "{neurons}:en:zero:prompt"], "is a multiple_choice task"),
+])
+def test_cli_refuses_before_the_model_loads(args, message, langneurons_cli, task_dir, neuron_file, tmp_path):
+    args = [a.format(neurons=neuron_file) for a in args]
+    code, out, err = langneurons_cli("lm-eval", "--model", tmp_path / "no-model", "--tasks", MC_TASK,
+                                     "--include-path", task_dir, *args, "--out", tmp_path / "o")
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()

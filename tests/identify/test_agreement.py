@@ -33,3 +33,14 @@ def test_sets_of_other_models_or_languages_are_refused():
         agreement(first, _set({"en": [[0, 1]]}, shape=(3, 10)))
     with pytest.raises(LangNeuronsError, match="not in both sets"):
         agreement(first, _set({"en": [[0, 1]]}), ["fr"])
+
+
+@pytest.mark.parametrize("name", ["../escaped", "..", "", "sub/name", "ABSOLUTE", "a\\b"])
+def test_a_name_that_is_not_one_plain_file_stem_is_refused_and_nothing_is_written(name, tmp_path):
+    """Issue 21, item 6: the files stay inside the output folder."""
+    out = tmp_path / "out"
+    rows = agreement(_set({"en": [[0, 1]]}), _set({"en": [[0, 1]]}))
+    name = str(tmp_path / "abs" / "x") if name == "ABSOLUTE" else name
+    with pytest.raises(LangNeuronsError, match="must be one plain name"):
+        write_agreement(rows, out, ("a", "b"), name=name)
+    assert list(tmp_path.rglob("*")) == []

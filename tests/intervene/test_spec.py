@@ -43,6 +43,8 @@ def test_the_dict_form_means_the_same_as_the_string_form():
     ("lape.json:hi:zero=1", "no value"),
     ("lape.json:hi:constant=nan", "finite"),
     ("lape.json:hi:scale=inf", "finite"),
+    ("lape.json:hi:add=-1e30@en>hi", r"at most 1e\+06 in magnitude"),  # issue 21: finite but absurd
+    ("lape.json:hi:constant=1e7", r"at most 1e\+06 in magnitude"),
     ("lape.json:hi:scale=two", "number"),
     ("lape.json:hi:constant", "needs a value"),
     ("lape.json:hi,ur:stat=p90", "stat=NAME@LANG"),

@@ -26,3 +26,22 @@ def test_figure_and_table_are_written(tmp_path):
         assert len(list(csv.DictReader(handle))) == 4
     with pytest.raises(LangNeuronsError, match="no losses"):
         write_learning_curve({"losses": []}, tmp_path)
+
+
+def test_the_kept_step_of_an_early_stopped_run_is_marked():
+    from langneurons.report.finetune_figures import learning_curve_figure
+
+    figure = learning_curve_figure(dict(METADATA, early_stopping={"best_step": 2, "best_score": 50.0}))
+    dev_axis = figure.axes[1]
+    assert [line.get_xdata()[0] for line in dev_axis.get_lines() if line.get_label() == "kept (step 2)"] == [2]
+
+
+def test_the_report_table_shows_the_kept_dev_score_and_the_dev_chosen_learning_rate():
+    from langneurons.report.report import _dev_scores, _learning_rate
+
+    assert _dev_scores(METADATA["curve"], {"best_step": 2, "best_score": 50.0}) == \
+        "33.0 → 50.0 (n=9); kept step 2: 50.0"
+    search = {"candidates": [1e-4, 1e-3], "dev_scores": [40.0, 55.5], "steps": 30}
+    assert _learning_rate({"config": {"learning_rate": 1e-3}, "lr_search": search}) == \
+        "0.001 (dev, 30 steps: 0.0001: 40.0, 0.001: 55.5)"
+    assert _learning_rate({"config": {"learning_rate": 2e-4}}) == "0.0002"

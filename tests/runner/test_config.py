@@ -37,7 +37,8 @@ def test_to_dict_reads_back_into_an_equal_config(name, make_config, tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     assert load_config(path) == config
-    assert config.to_dict()["finetune"]["runs"][0]["task"] == config.finetune[0].task
+    if config.finetune:
+        assert config.to_dict()["finetune"]["runs"][0]["task"] == config.finetune[0].task
 
 
 @pytest.mark.parametrize("change, message", [
@@ -108,7 +109,9 @@ def test_file_errors_name_the_file(tmp_path, make_config):
 @pytest.mark.parametrize("name", ["demo", "demo-ci", "paper", "replication"])
 def test_the_built_in_configs_are_valid(name):
     config = load_config(builtin_config(name))
-    assert config.evaluation is not None and config.finetune and config.ppxc is not None
+    assert config.ppxc is not None
+    if name != "replication":  # the neuron-level study only (see the replication test below)
+        assert config.evaluation is not None and config.finetune
 
 
 def test_variables_fill_string_values_from_vars_or_the_caller(make_config):
@@ -126,7 +129,9 @@ def test_variables_fill_string_values_from_vars_or_the_caller(make_config):
 def test_the_replication_config_reads_the_data_folder_it_is_given():
     config = load_config(builtin_config("replication"), {"data": "/copies"})
     assert config.statistics.corpus == "/copies/flores200/devtest"
-    assert config.tasks.xnli.source == "/copies/xnli" and config.tasks.xquad.source == "/copies/xquad"
+    # the neuron-level study only: fine-tuning/transfer and steering are separate runs (issues 18, 19)
+    assert not config.finetune and config.evaluation is None and config.steering is None
+    assert config.statistics.replicates == 20 and config.ppxc.token_budget == 2048
     assert config.claims is not None and config.claims.related_pairs == (("fr", "es"), ("hi", "ur"))
     default = load_config(builtin_config("replication"))
     assert default.statistics.corpus == "../shared/data/flores200/devtest"
@@ -204,3 +209,122 @@ def test_steering_section_parses_and_refuses_uncovered_languages(make_config):
     config["steering"]["pairs"] = ["en>my"]
     with pytest.raises(LangNeuronsError, match=r"steering.pairs\[0\]: the language identifier \(lingua\) does not cover 'my'"):
         load_config(config)
+
+
+# ---------------------------------------------------------------- names that become folders (issue 21, item 5)
+
+
+@pytest.mark.parametrize("where", ["identification", "finetune", "name"])
+@pytest.mark.parametrize("name", ["../../victim", "..", ".", "", "a/b", "/abs/dir", "a\\b"])
+def test_a_stage_or_experiment_name_that_is_not_one_plain_name_is_refused(where, name, config_with):
+    def change(config):
+        if where == "identification":
+            config["identification"][0]["name"] = name
+            config["ppxc"]["neuron_sets"] = [name]
+        elif where == "finetune":
+            config["finetune"]["runs"][0]["name"] = name
+            config["evaluation"]["models"] = ["base", name, "lape-neurons"]
+        else:
+            config["name"] = name
+
+    with pytest.raises(LangNeuronsError, match="must be one plain name"):
+        load_config(config_with(change))
+
+
+def test_a_path_name_arriving_through_extends_is_refused(make_config, tmp_path):
+    base = make_config()
+    base["identification"][0]["name"] = "../../victim"
+    base["ppxc"]["neuron_sets"] = ["../../victim"]
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"extends": "base.yaml", "name": "child"}))
+    with pytest.raises(LangNeuronsError, match=r"child.yaml: identification\[0\].name must be one plain name"):
+        load_config(tmp_path / "child.yaml")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["statistics"].update(replicates=10**15), "replicates must be an integer in"),
+    (lambda c: c["statistics"].update(seed=2**64), "seed must be an integer in"),
+    (lambda c: (c["statistics"].update(replicates=2), c.update(stability={"neuron_sets": ["lape"], "seed": 2**64})),
+     "stability: seed must be an integer in"),
+    (lambda c: (c["statistics"].update(replicates=2), c.update(stability={"neuron_sets": ["lape"],
+                                                                           "resamples": 10**15})),
+     "stability: resamples must be an integer in"),
+    (lambda c: c.update(steering={"neuron_set": "lape", "pairs": ["en>fr"], "seed": -1}), "seed must be an integer"),
+    (lambda c: c.update(lm_eval={"tasks": ["x"], "batch_size": 0}), "lm_eval.batch_size must be an integer in"),
+    (lambda c: c.update(lm_eval={"tasks": ["x"], "bootstrap_resamples": 0}), "lm_eval.bootstrap_resamples"),
+    (lambda c: c.update(lm_eval={"tasks": ["x"], "seed": 2**64}), "lm_eval.seed must be an integer in"),
+])
+def test_counts_and_seeds_out_of_range_are_refused_when_the_config_loads(change, message, config_with):
+    """Issue 21, item 12: the bounds of the commands hold for the config's sections too."""
+    with pytest.raises(LangNeuronsError, match=message):
+        load_config(config_with(change))
+
+
+def test_seeds_expand_a_run_into_one_run_per_seed_and_evaluation_names_follow(make_config, tmp_path):
+    from langneurons.runner.config import seed_groups
+
+    data = make_config()
+    data["finetune"]["runs"].append({"name": "random-neurons", "neurons": "random", "languages": ["fr"],
+                                     "neuron_set": "lape", "seeds": [0, 1, 2]})
+    data["evaluation"]["models"] = ["base", "attention", "random-neurons"]
+    data["evaluation"]["reference"] = "random-neurons"
+    config = load_config(data)
+    seeded = [run for run in config.finetune if run.name.startswith("random-neurons")]
+    assert [(run.name, run.options.seed) for run in seeded] == [
+        ("random-neurons@0", 0), ("random-neurons@1", 1), ("random-neurons@2", 2)]
+    assert all(run.options.neurons == "random" and run.neuron_set == "lape" for run in seeded)
+    assert config.evaluation.models == ("base", "attention", "random-neurons@0", "random-neurons@1", "random-neurons@2")
+    assert config.evaluation.reference == "random-neurons@0"
+    assert seed_groups(config.finetune)["random-neurons"] == [run.name for run in seeded]
+    path = tmp_path / "config.yaml"  # the expanded runs read back into an equal config
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    assert load_config(path) == config
+    for bad in ([], [1, 1], ["x"]):
+        data["finetune"]["runs"][-1]["seeds"] = bad
+        with pytest.raises(LangNeuronsError, match="seeds"):
+            load_config(data)
+
+
+def test_selection_rows_and_lm_options_are_read_and_checked(make_config):
+    data = make_config()
+    data["tasks"]["lm"] = {"source": "heldout", "eval_fraction": 0.25, "dev_fraction": 0.25}
+    data["finetune"]["runs"].append({"name": "hi-rows", "task": "lm", "source_language": "hi", "adapter": "rows",
+                                     "neurons": "languages", "languages": ["hi"], "neuron_set": "lape",
+                                     "learning_rates": [1e-4, 1e-3], "lr_search_steps": 2, "patience": 2})
+    config = load_config(data)
+    run = config.run("hi-rows")
+    assert (run.options.adapter, run.options.learning_rates, run.options.patience) == ("rows", (1e-4, 1e-3), 2)
+    assert config.tasks.lm.eval_fraction == 0.25
+    assert "lm" not in load_config(make_config()).to_dict()["tasks"]  # configs without it keep their form
+    data["tasks"]["lm"]["eval_fraction"] = 0.9
+    with pytest.raises(LangNeuronsError, match="tasks.lm"):
+        load_config(data)
+    del data["tasks"]["lm"]
+    with pytest.raises(LangNeuronsError, match="no data section"):
+        load_config(data)
+    data = make_config()
+    data["tasks"]["xnli"]["dev_limit"] = None
+    data["finetune"]["runs"][0]["patience"] = 2
+    with pytest.raises(LangNeuronsError, match="dev_limit"):
+        load_config(data)
+    data = make_config()
+    data["statistics"]["heldout_fraction"] = 0.0
+    data["tasks"]["lm"] = {"source": "heldout"}
+    data["finetune"]["runs"].append({"name": "lm", "task": "lm", "source_language": "hi"})
+    with pytest.raises(LangNeuronsError, match="heldout_fraction"):
+        load_config(data)
+
+
+def test_exponent_numbers_without_a_dot_read_as_numbers(make_config, tmp_path):
+    data = make_config()
+    text = yaml.safe_dump(data, sort_keys=False).replace("learning_rate: 0.005", "learning_rate: 5e-3")
+    text = text.replace("eval_every: 1", "eval_every: 1\n    learning_rates: [1e-4, 3e-4, 1E-3]\n    lr_search_steps: 2")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert yaml.safe_load(text)["finetune"]["defaults"]["learning_rates"] == ["1e-4", "3e-4", "1E-3"]  # YAML 1.1
+    config = load_config(path)
+    assert config.run("attention").options.learning_rates == (1e-4, 3e-4, 1e-3)
+    assert config.run("attention").options.learning_rate == 5e-3
+    data["finetune"]["defaults"]["learning_rate"] = "fast"
+    with pytest.raises(LangNeuronsError, match="must be a number"):
+        load_config(data)

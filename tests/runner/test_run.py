@@ -287,3 +287,59 @@ def test_a_steering_section_adds_one_cached_stage_and_a_report_section(tiny_run,
     config["steering"]["actions"] = ["add=2", "scale=3"]
     result, _ = rerun(config, run_dir)
     assert result.computed == ["steering", "claims"]
+
+
+# ---------------------------------------------------------------- missing inputs (issue 21, item 10)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c, r: c.update(steering={"neuron_set": "lape", "pairs": ["en>fr"], "prompts": str(r / "missing")}),
+     "steering.prompts: folder not found"),
+    (lambda c, r: c["tasks"]["xnli"].update(source=str(r / "missing" / "xnli")), "tasks.xnli.source: file or folder"),
+    (lambda c, r: c["tasks"]["xquad"].update(train_source=str(r / "missing.json")), "tasks.xquad.train_source"),
+    (lambda c, r: c["statistics"].update(corpus=str(r / "missing")), "statistics.corpus: folder not found"),
+    (lambda c, r: c["statistics"].update(corpus="wikimedia/wikipedia", corpus_path=str(r / "missing")),
+     "statistics.corpus_path: folder not found"),
+])
+def test_a_missing_input_path_is_refused_before_any_stage_or_model_load(change, message, make_config, make_fixtures,
+                                                                        make_loader, tmp_path):
+    make_fixtures(tmp_path)
+    config = make_config(tmp_path)
+    change(config, tmp_path)
+    loader = make_loader()
+    with pytest.raises(LangNeuronsError, match=message):
+        run_experiment(config, tmp_path / "run", loader=loader, progress=False)
+    assert loader.calls == 0 and not (tmp_path / "run").exists()
+
+
+def test_an_unused_task_section_is_not_checked(make_config, make_fixtures, tmp_path):
+    from langneurons.runner.config import check_input_paths, load_config
+
+    make_fixtures(tmp_path)
+    config = make_config(tmp_path)
+    config["tasks"]["xquad"]["source"] = str(tmp_path / "missing")
+    config["evaluation"]["tasks"] = ["xnli"]
+    check_input_paths(load_config(config))  # xquad is neither evaluated nor fine-tuned on: no error
+
+
+def test_heldout_steering_prompts_are_refused_when_the_corpus_changed_since_the_statistics(make_config, make_fixtures,
+                                                                                        tmp_path, rerun):
+    """Issue 21, item 15: the statistics record each corpus file's SHA-256; re-read held-out lines
+    must come from the same file."""
+    make_fixtures(tmp_path)
+    config = make_config(tmp_path)
+    for key in ("ppxc", "finetune", "evaluation", "claims"):
+        config.pop(key)
+    config["identification"] = config["identification"][:1]
+    config["steering"] = {"neuron_set": "lape", "pairs": ["en>fr"], "actions": ["scale=2"], "prompts": "heldout",
+                          "prompt_count": 1, "dev_fraction": 0, "prompt_words": 2, "max_new_tokens": 2,
+                          "random_control": False, "deactivate": False, "identifier_languages": ["en", "fr", "hi"]}
+    result, _ = rerun(config, tmp_path / "run", report=False)
+    assert "steering" in result.computed
+    recorded = json.loads((tmp_path / "run" / "statistics" / "manifest.json").read_text())["corpus_files"]
+    assert recorded["en"]["path"] == str(tmp_path / "corpus" / "en.txt")
+    corpus = tmp_path / "corpus" / "en.txt"
+    corpus.write_text("\n".join(reversed(corpus.read_text(encoding="utf-8").splitlines())) + "\n", encoding="utf-8")
+    config["steering"]["max_new_tokens"] = 3  # the steering stage runs again; the statistics are reused
+    with pytest.raises(LangNeuronsError, match=f"corpus file {corpus} changed since the statistics pass"):
+        rerun(config, tmp_path / "run", report=False)

@@ -10,6 +10,8 @@ and sums their statistics (:mod:`.distributed`); rank 0 writes the same files as
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from langneurons.activations.statistics import ActivationStatistics
 from langneurons.artefacts import LOCK_FILE, folder_lock, write_json
 from langneurons.corpus.packing import load_blocks, prepare_language, save_blocks
 from langneurons.corpus.sources import load_corpus
+from langneurons.bounds import MAX_REPLICATES, check_count, check_seed
 from langneurons.directions.residual import merge_residual_files
 from langneurons.errors import LangNeuronsError, brief, warn
 from langneurons.languages import check_languages
@@ -97,6 +100,9 @@ def check_collect_options(options: CollectOptions) -> None:
     at_least("max_documents", 1, optional=True)
     if not 0.0 <= options.heldout_fraction < 1.0:
         raise LangNeuronsError(f"heldout-fraction must be in [0, 1), got {brief(options.heldout_fraction)}")
+    check_seed(options.seed)
+    if options.replicates is not None:
+        check_count(options.replicates, "replicates", 1, MAX_REPLICATES)
     if options.shard is not None and not 0 <= options.shard[0] < options.shard[1]:
         raise LangNeuronsError(f"shard must be i/n with 0 <= i < n, got {options.shard[0]}/{options.shard[1]}")
 
@@ -169,11 +175,53 @@ def _collect(loaded, options, languages, out_dir: Path, progress: bool, context)
         "options": options_dict(options),
         "languages": languages,
         "token_counts": {lang: stats.token_count for lang, stats in results.items()},
+        "corpus_files": corpus_fingerprints(options.corpus, languages),
     }
     if main:
         write_json(out_dir / ("manifest.json" if options.shard is None else f"manifest.shard{options.shard[0]}.json"),
                    manifest)
     return results
+
+
+def corpus_fingerprints(corpus: str, languages) -> dict[str, dict[str, str]]:
+    """Language -> ``{"path", "sha256"}`` of the corpus file a statistics pass reads (recorded in its
+    manifest; ``heldout`` steering prompts are re-read from it and must be the same lines)."""
+    from langneurons.corpus.sources import corpus_files
+
+    return {language: {"path": str(path), "sha256": file_sha256(path)}
+            for language, path in corpus_files(corpus, languages).items()}
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_corpus_unchanged(statistics_dir, languages) -> None:
+    """The corpus files of ``languages`` are those the statistics pass of ``statistics_dir`` read
+    (same SHA-256), so lines re-read from them (``heldout`` prompts) are the lines it held out; a
+    one-line error naming a changed file; a warning for statistics that record no fingerprints."""
+    manifest_path = Path(statistics_dir) / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        recorded, corpus = manifest.get("corpus_files"), manifest["options"]["corpus"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise LangNeuronsError(f"cannot read the statistics manifest {manifest_path}: {error}") from None
+    if recorded is None:
+        warn(f"{manifest_path} records no corpus file fingerprints (statistics of an older langneurons): cannot "
+             "check that the held-out lines re-read from the corpus are the ones held out")
+        return
+    now = corpus_fingerprints(corpus, [language for language in languages if language in recorded])
+    for language in languages:
+        if language not in recorded:
+            continue
+        path = recorded[language]["path"]
+        if language not in now or now[language]["sha256"] != recorded[language]["sha256"]:
+            raise LangNeuronsError(f"corpus file {path} changed since the statistics pass of {statistics_dir} "
+                                   "(SHA-256 differs): its held-out lines are no longer known; collect again")
 
 
 def load_statistics_dir(directory, languages=None, expected=None) -> dict[str, ActivationStatistics]:
@@ -190,14 +238,27 @@ def load_statistics_dir(directory, languages=None, expected=None) -> dict[str, A
     return {lang: ActivationStatistics.load(statistics_path(directory, lang), expected=expected) for lang in chosen}
 
 
-def load_replicates_dir(directory, languages) -> dict[str, ReplicateStatistics]:
-    """Per-chunk counts of ``languages`` in a folder collected with ``--replicates``."""
+def load_replicates_dir(directory, languages, statistics=None) -> dict[str, ReplicateStatistics]:
+    """Per-chunk counts of ``languages`` in a folder collected with ``--replicates``. With
+    ``statistics`` (language -> the merged statistics of the same folder) the chunks must sum to
+    them exactly (:func:`~.replicates.merged_check`), else a one-line error naming the file."""
+    from langneurons.activations.replicates import merged_check
+
     directory = Path(directory)
     missing = [lang for lang in languages if not replicates_path(statistics_path(directory, lang)).exists()]
     if missing:
         raise LangNeuronsError(f"no replicate statistics for {missing} in {directory}; "
                                "collect them with 'langneurons collect --replicates R'")
-    return {lang: ReplicateStatistics.load(replicates_path(statistics_path(directory, lang))) for lang in languages}
+    loaded = {}
+    for lang in languages:
+        path = replicates_path(statistics_path(directory, lang))
+        loaded[lang] = replicates = ReplicateStatistics.load(path)
+        merged = (statistics or {}).get(lang)
+        if merged is not None and (not replicates.meta.same_model(merged.meta) or replicates.sketch != merged.sketch
+                                   or not merged_check(replicates, merged)):
+            raise LangNeuronsError(f"{path}: its chunks do not sum to the statistics {statistics_path(directory, lang)}"
+                                   " (files of different passes, or damaged); collect again")
+    return loaded
 
 
 def load_heldout(directory, language: str, tokenizer=None):

@@ -150,9 +150,41 @@ class ReplicateStatistics:
             raise LangNeuronsError(f"corrupted or truncated replicate statistics {path}: {error}") from error
         if metadata.get("format") != FORMAT:
             raise LangNeuronsError(f"{path} is not a langneurons replicate-statistics file")
-        meta = StatisticsMeta(**json.loads(metadata["meta"]))
-        return cls(meta, SketchConfig(**json.loads(metadata["sketch"])), tensors["token_count"],
-                   tensors["positive_count"], tensors["histogram"])
+        missing = [name for name in ("token_count", "positive_count", "histogram") if name not in tensors]
+        if missing:
+            raise LangNeuronsError(f"damaged replicate statistics {path}: no {', '.join(missing)} tensor")
+        try:
+            meta = StatisticsMeta(**json.loads(metadata["meta"]))
+            sketch = SketchConfig(**json.loads(metadata["sketch"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise LangNeuronsError(f"damaged replicate statistics {path}: unreadable meta or sketch metadata "
+                                   f"({type(error).__name__}: {error})") from None
+        replicates = cls(meta, sketch, tensors["token_count"], tensors["positive_count"], tensors["histogram"])
+        problem = replicates.problem()
+        if problem:
+            raise LangNeuronsError(f"damaged replicate statistics {path}: {problem}")
+        return replicates
+
+    def problem(self) -> str | None:
+        """What is inconsistent in these counts (shapes against the metadata, negative counts,
+        more positive tokens than tokens in a chunk), or None."""
+        R = self.token_count.numel()
+        L, N, C = self.meta.num_layers, self.meta.neurons_per_layer, self.coarse.num_bins
+        shapes = {"token_count": ((R,), self.token_count), "positive_count": ((R, L, N), self.positive_count),
+                  "histogram": ((L, N, R, C), self.histogram)}
+        for name, (shape, tensor) in shapes.items():
+            if tuple(tensor.shape) != shape:
+                return f"{name} has shape {list(tensor.shape)}, expected {list(shape)} ({L} layers x {N} neurons, " \
+                       f"{R} chunks, {C} coarse bins)"
+            if tensor.is_floating_point() or tensor.dtype == torch.bool:
+                return f"{name} holds {tensor.dtype}, not integer counts"
+        if R < 1 or (self.token_count < 0).any() or (self.positive_count < 0).any() or (self.histogram < 0).any():
+            return "negative counts or no chunks"
+        over = self.positive_count > self.token_count.view(R, 1, 1)
+        if over.any():
+            chunk = int(over.nonzero()[0, 0])
+            return f"chunk {chunk} counts more positive activations than its {int(self.token_count[chunk])} tokens"
+        return None
 
 
 def replicate_bytes(num_layers: int, neurons_per_layer: int, count: int, sketch: SketchConfig = SketchConfig()) -> int:

@@ -282,6 +282,10 @@ class ActivationStatistics:
         )
         if tuple(stats.positive_count.shape) != stats.shape:
             raise LangNeuronsError(f"{path}: tensor shapes do not match its metadata")
+        if stats.token_count < 0 or (stats.positive_count < 0).any() \
+                or (stats.positive_count > stats.token_count).any():
+            raise LangNeuronsError(f"damaged statistics {path}: positive counts outside [0, {stats.token_count}] "
+                                   "(its token count)")
         if expected is not None and not meta.same_model(expected):
             raise StatisticsMismatchError(
                 f"{path} was recorded on {meta.model_id} ({meta.num_layers}x{meta.neurons_per_layer}, "

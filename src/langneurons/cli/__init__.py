@@ -36,6 +36,13 @@ def _languages(value: str) -> tuple[str, ...]:
     return tuple(check_languages(value.split(",")))
 
 
+def _floats(value: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise LangNeuronsError(f"{option} takes comma-separated numbers, got {value!r}") from None
+
+
 @app.command()
 def architectures() -> None:
     """List the supported model families and where their neurons are."""
@@ -259,6 +266,9 @@ def agreement(
     from langneurons.identify.api import IdentifyOptions, identify as run_identify
     from langneurons.identify.neuron_set import NeuronSet
 
+    from langneurons.artefacts import check_plain_name
+
+    check_plain_name(name, "--name")  # before any identification
     chosen = _languages(languages) if languages else None
 
     def neuron_set(path: Path):
@@ -409,6 +419,9 @@ def steer(
         direction_layers=tuple(c.strip() for c in layers.split(",") if c.strip()) if directions else (),
         direction_strengths=_numbers(strengths, "--strengths"), direction_ablate=ablate_source,
     )
+    from langneurons.artefacts import check_folder_target
+
+    check_folder_target(out)  # before any work: the files land there
     prepared = prepare(options, neurons, statistics, directions_path=directions)  # checked before the model loads
     loaded = model.load()
     result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress,
@@ -436,16 +449,16 @@ def _numbers(text: str, option: str) -> tuple[float, ...]:
 @app.command()
 @model_options
 def finetune(
-    task: Annotated[str, typer.Option(help="xnli or xquad.")],
+    task: Annotated[str, typer.Option(help="xnli, xquad or lm (causal-LM loss on --train-language text from --data).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Adapter folder (PEFT adapter + langneurons_finetune.json).")],
-    train_language: Annotated[str, typer.Option(help="Language of the training data.")] = "en",
-    data: Annotated[str, typer.Option(help="'builtin', 'hub' or a local path (XNLI folder/JSONL/TSV, XQuAD JSON/folder).")] = "builtin",
+    train_language: Annotated[Optional[str], typer.Option(help="Language of the training data (default: en; lm: the one -l language).")] = None,
+    data: Annotated[str, typer.Option(help="'builtin', 'hub' or a local path (XNLI folder/JSONL/TSV, XQuAD JSON/folder); lm: a statistics folder (its held-out text) or a corpus folder.")] = "builtin",
     limit: Annotated[Optional[int], typer.Option(help="Training examples (seeded subsample).")] = None,
     eval_fraction: Annotated[float, typer.Option(help="XQuAD: fraction of articles held out for evaluation.")] = 0.5,
     neurons: Annotated[str, typer.Option(help="Which MLP neurons may change: languages, random, all, none (attention-only LoRA).")] = "none",
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="With --neurons languages/random: whose neurons.")] = None,
     neurons_file: Annotated[Optional[Path], typer.Option(help="Neuron set file for --neurons languages/random.")] = None,
-    mlp_targets: Annotated[str, typer.Option(help="Neuron weights that may change: gate[,up,down].")] = "gate",
+    mlp_targets: Annotated[Optional[str], typer.Option(help="Neuron weights that may change: gate[,up,down] (default: gate for lora, gate,up,down for rows).")] = None,
     attention_lora: Annotated[Optional[bool], typer.Option("--attention-lora/--no-attention-lora", help="LoRA on attention too (default: only with --neurons none).")] = None,
     rank: Annotated[Optional[int], typer.Option(help="LoRA rank (default 8 for xnli, 64 for xquad).")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
@@ -460,6 +473,14 @@ def finetune(
     max_length: Annotated[Optional[int], typer.Option(help="Tokens per example (contexts are cut, answers never).")] = None,
     bf16: Annotated[bool, typer.Option(help="bfloat16 autocast where supported.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of data order, LoRA init and random neurons.")] = 0,
+    adapter: Annotated[str, typer.Option(help="lora, or rows: train the chosen neurons' own gate/up rows and down columns (no LoRA).")] = "lora",
+    learning_rates: Annotated[Optional[str], typer.Option(help="Candidate learning rates (comma-separated) tried on the dev split; the best replaces --lr.")] = None,
+    lr_search_steps: Annotated[int, typer.Option(help="Optimizer steps of each learning-rate candidate.")] = 0,
+    dev_limit: Annotated[Optional[int], typer.Option(help="Development examples carved from the training data (xnli/xquad; not in the training sample).")] = None,
+    eval_every: Annotated[int, typer.Option(help="Score the dev split every N steps (0: never).")] = 0,
+    patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement; keep the best (0: off).")] = 0,
+    lm_eval_fraction: Annotated[float, typer.Option(help="lm: fraction of the text kept for the perplexity evaluation.")] = 0.2,
+    lm_dev_fraction: Annotated[float, typer.Option(help="lm: fraction of the text used as the dev split.")] = 0.1,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (resume by rerunning).")] = 100,
     activation_checkpointing: Annotated[bool, typer.Option(help="Recompute layer activations in the backward pass: less memory, ~1 more forward of time, same weights.")] = False,
     model: ModelChoice = ModelChoice(),
@@ -476,16 +497,29 @@ def finetune(
     config = FinetuneConfig(
         task=task, neurons=neurons, languages=_languages(languages) if languages else (),
         neuron_set_path=str(neurons_file) if neurons_file else None, lora_r=rank, lora_alpha=alpha,
-        lora_dropout=dropout, attention_lora=attention_lora, mlp_targets=tuple(mlp_targets.split(",")),
+        lora_dropout=dropout, attention_lora=attention_lora, mlp_targets=tuple(mlp_targets.split(",")) if mlp_targets else None,
         learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         grad_accumulation=grad_accumulation, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
         bf16=bf16, max_length=max_length, save_every=save_every, activation_checkpointing=activation_checkpointing,
+        adapter=adapter, learning_rates=_floats(learning_rates, "--learning-rates") if learning_rates else (),
+        lr_search_steps=lr_search_steps, eval_every=eval_every, patience=patience,
     )
-    spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction, seed=seed)
+    config.resolved()  # bad options fail before the model loads
+    if train_language is None:
+        if task == "lm" and len(config.languages) != 1:
+            raise LangNeuronsError("--task lm trains on one language's text: give --train-language or one -l language")
+        train_language = config.languages[0] if task == "lm" else "en"
+    spec = TrainingData(task=task, language=train_language, data=data, limit=limit, eval_fraction=eval_fraction,
+                        seed=seed, dev_limit=dev_limit, lm_eval_fraction=lm_eval_fraction,
+                        lm_dev_fraction=lm_dev_fraction)
     loaded = model.load(per_process=True)  # under accelerate launch / torchrun: each process onto its own GPU
     result = finetune_task(loaded, spec, config, output, neuron_set_path=neurons_file, progress=progress)
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 reports
+    search = result.metadata.get("lr_search")
+    if search:
+        console.print(f"learning rate {search['chosen']:g} chosen on dev ({search['dev_metric']} "
+                      + ", ".join(f"{r:g}: {s:.2f}" for r, s in zip(search["candidates"], search["dev_scores"])) + ")")
     console.print(
         f"step {result.step}/{result.total_steps}, final loss {result.final_loss:.4f}, trainable parameters "
         f"{result.parameters.trainable:,}, neurons trained {result.trained_neurons:,}, skipped {result.skipped}, "

@@ -204,13 +204,18 @@ def lm_eval_command(
     langneurons[lm-eval].
     """
     from langneurons.harness import register
-    from langneurons.harness.api import LmEvalOptions, conditions_for, run_lm_eval, task_manager
+    from langneurons.harness.api import LmEvalOptions, check_prompt_scope, conditions_for, run_lm_eval, task_manager
 
     register()
     options = LmEvalOptions(tasks=tuple(_split(tasks)), include_path=tuple(str(p) for p in include_path or []),
                             limit=limit, num_fewshot=num_fewshot, bootstrap_resamples=bootstrap, seed=seed)
     manager = task_manager(options)
     conditions = conditions_for(intervention or [], random_control=random_control, seed=seed)
+    check_prompt_scope(conditions, options, manager)  # before the model loads
+    if batch_size < 1:
+        from langneurons.errors import LangNeuronsError
+
+        raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
     from langneurons.harness.backend import LangNeuronsLM
 
     lm = LangNeuronsLM(loaded=model.load(), adapter=str(adapter) if adapter else None,

@@ -60,6 +60,25 @@ def _read_nli_texts(path: Path, max_documents: int | None) -> list[str]:
     return texts_list[:max_documents] if max_documents else texts_list
 
 
+def folder_file(directory, language: str) -> Path | None:
+    """The file :func:`load_folder` reads for ``language`` in ``directory`` (None: there is none)."""
+    directory = Path(directory)
+    candidates = [directory / f"{language}.txt"] + [
+        directory / f"{flores_code(language)}{suffix}" for suffix in (".devtest", ".dev", ".txt")
+    ] + [directory / f"{language}.jsonl"]
+    return next((c for c in candidates if c.exists()), None)
+
+
+def corpus_files(source: str, languages) -> dict[str, Path]:
+    """Language -> the local file :func:`load_corpus` reads for ``source`` (``builtin`` or a folder;
+    empty for hub datasets, which are many files of their own format)."""
+    if source in HF_SOURCES:
+        return {}
+    folder = Path(str(files("langneurons").joinpath("data", "corpus"))) if source == "builtin" else Path(source)
+    found = {language: folder_file(folder, language) for language in languages}
+    return {language: path for language, path in found.items() if path is not None}
+
+
 def load_folder(directory, languages, max_documents: int | None = None) -> Corpus:
     """Read ``<directory>/<lang>.txt`` (or FLORES ``<lang_Script>.devtest``/``.dev``, or the
     premises and hypotheses of an XNLI-style ``<lang>.jsonl``) per language."""
@@ -68,10 +87,7 @@ def load_folder(directory, languages, max_documents: int | None = None) -> Corpu
         raise LangNeuronsError(f"corpus folder not found: {directory}")
     corpus: Corpus = {}
     for language in check_languages(languages):
-        candidates = [directory / f"{language}.txt"] + [
-            directory / f"{flores_code(language)}{suffix}" for suffix in (".devtest", ".dev", ".txt")
-        ] + [directory / f"{language}.jsonl"]
-        path = next((c for c in candidates if c.exists()), None)
+        path = folder_file(directory, language)
         if path is None:
             raise LangNeuronsError(f"no text for language {language!r} in {directory} (expected {language}.txt)")
         corpus[language] = (_read_nli_texts(path, max_documents) if path.suffix == ".jsonl"

@@ -1,7 +1,10 @@
-"""Fine-tuning with plain LoRA and neuron-specific LoRA on XNLI and XQuAD.
+"""Fine-tuning with plain LoRA, neuron-specific LoRA or the neurons' own rows, on XNLI, XQuAD or text.
 
 :mod:`~langneurons.finetune.formatting` holds the prompt formats and scoring shared with
-evaluation, :mod:`~langneurons.finetune.neuron_lora` the exact neuron masks, and
+evaluation, :mod:`~langneurons.finetune.neuron_lora` the exact neuron masks,
+:mod:`~langneurons.finetune.rows` the exact neuron-row training (``adapter rows``),
+:mod:`~langneurons.finetune.lm_task` the language-modelling task, :mod:`~langneurons.finetune.selection`
+the learning-rate choice and early stopping on the dev split, and
 :mod:`~langneurons.finetune.train` the training loop, checkpoints and adapter loading.
 """
 
@@ -21,6 +24,7 @@ from langneurons.finetune.formatting import (
     qa_prompt,
     qa_target,
 )
+from langneurons.finetune.lm_task import LMText, encode_lm, finetuned_perplexity, lm_split, perplexity_change
 from langneurons.finetune.neuron_lora import (
     MLP_ROLES,
     MaskedModule,
@@ -30,6 +34,8 @@ from langneurons.finetune.neuron_lora import (
     count_parameters,
     neuron_lora_plan,
 )
+from langneurons.finetune.rows import EqualParameters, RowsModel, add_rows, equal_parameters, rows_parameter_count
+from langneurons.finetune.selection import EarlyStopping, search_learning_rate
 from langneurons.finetune.train import (
     NEURON_MODES,
     FinetuneConfig,
@@ -41,6 +47,18 @@ from langneurons.finetune.train import (
 )
 
 __all__ = [
+    "EarlyStopping",
+    "EqualParameters",
+    "LMText",
+    "RowsModel",
+    "add_rows",
+    "encode_lm",
+    "equal_parameters",
+    "finetuned_perplexity",
+    "lm_split",
+    "perplexity_change",
+    "rows_parameter_count",
+    "search_learning_rate",
     "MLP_ROLES",
     "NEURON_MODES",
     "NLI_LABEL_WORDS",

@@ -188,7 +188,7 @@ class ParameterCounts:
 def count_parameters(peft_model: nn.Module) -> ParameterCounts:
     masked_originals: dict[int, int] = {}
     for module in peft_model.modules():
-        if parametrize.is_parametrized(module, "weight"):
+        if parametrize.is_parametrized(module, "weight") and isinstance(module.parametrizations.weight[0], FeatureMask):
             original = module.parametrizations.weight.original
             keep = module.parametrizations.weight[0].keep
             masked_originals[id(original)] = int(keep.sum()) * original.shape[1 - module.parametrizations.weight[0].dim]

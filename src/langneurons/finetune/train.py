@@ -60,6 +60,9 @@ from langneurons.finetune.neuron_lora import (
     check_mlp_targets,
     count_parameters,
 )
+from langneurons.finetune.lm_task import DEFAULT_BLOCK_LENGTH, LM_TASK, encode_lm
+from langneurons.finetune.rows import ADAPTERS, ROWS_FILE, RowsModel, add_rows, apply_saved_rows
+from langneurons.finetune.selection import LR_SEARCH_DIR, EarlyStopping, check_disjoint, search_learning_rate
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.languages import check_languages
 from langneurons.models.architectures import adapter_for
@@ -75,7 +78,9 @@ STATE_FORMAT = "langneurons.training-state/1"
 NEURONS_FILE = "training_neurons.json"
 FORMAT = "langneurons.finetune/1"
 NEURON_MODES = ("languages", "random", "all", "none")
-DEFAULT_RANK = {"xnli": 8, "xquad": 64}
+DEFAULT_RANK = {"xnli": 8, "xquad": 64, LM_TASK: 8}
+NEW_DEFAULTS = {"adapter": "lora", "learning_rates": (), "lr_search_steps": 0, "patience": 0}
+"""Fields added after runs were published: left out of the run key at these values (same hashes)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,8 @@ class FinetuneConfig:
         alpha = 2 r; 256 / 512 tokens).
     attention_lora: plain LoRA on the attention projections; None = on only for ``none``.
     attention_targets: subset of the architecture's attention paths (None: all of them).
-    mlp_targets: which neuron weights may change: gate rows, up rows, down columns.
+    mlp_targets: which neuron weights may change: gate rows, up rows, down columns (None: gate rows
+        for LoRA; all three, the neuron's own weights, for ``adapter rows``).
     max_steps: optimizer steps (overrides ``epochs``); warmup_ratio: fraction of the steps.
     save_every: checkpoint every this many optimizer steps (0: none; the final adapter is always saved).
     activation_checkpointing: recompute each decoder layer's activations in the backward pass
@@ -97,6 +103,13 @@ class FinetuneConfig:
         XQuAD contexts and big models, about one more forward pass of time, the same weights.
     eval_every: score the held-out ``dev_examples`` of :func:`finetune` before the first step and
         every this many optimizer steps (0: never); the learning curve lands in the metadata.
+    task: ``xnli``, ``xquad`` or ``lm`` (causal-LM loss on texts; :mod:`.lm_task`).
+    adapter: ``lora`` (LoRA / neuron-masked LoRA) or ``rows`` (the chosen neurons' own weight rows
+        and columns, :mod:`.rows`; needs neurons languages/random/all, no attention LoRA).
+    learning_rates / lr_search_steps: candidates tried for ``lr_search_steps`` steps each on the
+        dev examples before training; the best replaces ``learning_rate`` (:mod:`.selection`).
+    patience: stop after this many dev evaluations without improvement and keep the best
+        evaluated adapter, the untrained start (step 0) included (0: train all steps, keep the last).
     """
 
     task: str
@@ -108,7 +121,7 @@ class FinetuneConfig:
     lora_dropout: float = 0.05
     attention_lora: bool | None = None
     attention_targets: tuple[str, ...] | None = None
-    mlp_targets: tuple[str, ...] = ("gate",)
+    mlp_targets: tuple[str, ...] | None = None
     learning_rate: float = 2e-4
     epochs: int = 1
     max_steps: int | None = None
@@ -124,14 +137,28 @@ class FinetuneConfig:
     keep_checkpoints: int = 1
     activation_checkpointing: bool = False
     eval_every: int = 0
+    adapter: str = "lora"
+    learning_rates: tuple[float, ...] = ()
+    lr_search_steps: int = 0
+    patience: int = 0
 
     def resolved(self) -> "FinetuneConfig":
         """A validated copy with the task defaults filled in."""
-        task = check_task(self.task)
+        task = self.task if self.task == LM_TASK else check_task(self.task)
+        if self.adapter not in ADAPTERS:
+            raise LangNeuronsError(f"unknown adapter {self.adapter!r}; choose one of {', '.join(ADAPTERS)}")
+        if self.adapter == "rows" and (self.neurons == "none" or self.attention_lora):
+            raise LangNeuronsError("adapter 'rows' trains neuron weights: choose neurons languages, random or all, "
+                                   "without attention LoRA")
+        if self.learning_rates and (self.lr_search_steps < 1 or any(r <= 0 for r in self.learning_rates)):
+            raise LangNeuronsError("learning_rates need lr_search_steps >= 1 and every rate > 0")
+        if self.patience < 0 or (self.patience and not self.eval_every):
+            raise LangNeuronsError("patience must be >= 0 and needs eval_every > 0 (dev evaluations to count)")
         if self.neurons not in NEURON_MODES:
             raise LangNeuronsError(f"unknown neuron mode {self.neurons!r}; choose one of {', '.join(NEURON_MODES)}")
         languages = tuple(check_languages(self.languages)) if self.neurons in ("languages", "random") else ()
-        attention = self.neurons == "none" if self.attention_lora is None else self.attention_lora
+        attention = (self.neurons == "none" if self.attention_lora is None else self.attention_lora) \
+            and self.adapter == "lora"
         if self.neurons == "none" and not attention:
             raise LangNeuronsError("neuron mode 'none' without attention LoRA leaves nothing to train")
         if self.attention_targets is not None and not attention:
@@ -149,9 +176,11 @@ class FinetuneConfig:
             raise LangNeuronsError("need 0 <= warmup_ratio < 1, weight_decay >= 0 and learning_rate > 0")
         return replace(
             self, languages=languages, attention_lora=attention, lora_r=r,
-            lora_alpha=self.lora_alpha or 2.0 * r, mlp_targets=check_mlp_targets(self.mlp_targets),
+            lora_alpha=self.lora_alpha or 2.0 * r, mlp_targets=check_mlp_targets(
+                self.mlp_targets or (("gate", "up", "down") if self.adapter == "rows" else ("gate",))),
             attention_targets=None if self.attention_targets is None else tuple(self.attention_targets),
-            max_length=self.max_length or DEFAULT_MAX_LENGTH[task],
+            max_length=self.max_length or DEFAULT_MAX_LENGTH.get(task, DEFAULT_BLOCK_LENGTH),
+            learning_rates=tuple(float(r) for r in self.learning_rates),
         )
 
     def run_key(self) -> dict:
@@ -160,6 +189,9 @@ class FinetuneConfig:
         for bookkeeping in ("save_every", "keep_checkpoints", "neuron_set_path", "activation_checkpointing",
                             "eval_every"):
             key.pop(bookkeeping)
+        for name, default in NEW_DEFAULTS.items():
+            if key[name] == default:
+                key.pop(name)
         return key
 
 
@@ -299,7 +331,10 @@ def _save_adapter_dir(
     """Write adapter + metadata (+ extra files) into a staging dir and rename it to ``target``."""
     staging = staging_dir(target.parent, prefix=f".{target.name}-")
     try:
-        lora.model.save_pretrained(str(staging), state_dict=adapter_state_dict(lora.model))
+        if isinstance(lora, RowsModel):
+            lora.save(staging)
+        else:
+            lora.model.save_pretrained(str(staging), state_dict=adapter_state_dict(lora.model))
         if extra is not None:
             extra(staging)
         write_json(staging / METADATA, metadata)
@@ -350,8 +385,10 @@ def finetune(
     on_step: Callable[[int, float], None] | None = None,
     dev_examples: Sequence | None = None,
     dev_language: str = "en",
+    lr_search: dict | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``loaded`` with LoRA on ``train_examples`` (NLIExample or QAExample).
+    """Fine-tune ``loaded`` with LoRA on ``train_examples`` (NLIExample or QAExample; texts for
+    task ``lm``).
 
     ``loaded.model`` is wrapped in place (LoRA layers injected); the returned ``result.model`` is
     the trained PEFT model. A run already finished in ``output_dir`` with the same base model,
@@ -359,7 +396,9 @@ def finetune(
     different run in ``output_dir`` is an error. ``on_step(step, loss)`` is called after every
     optimizer step (1-based step). With ``dev_examples`` (held out from training) and
     ``config.eval_every``, the metadata's ``curve`` holds the dev score (XNLI accuracy, XQuAD F1,
-    percent) at step 0 and every ``eval_every`` steps and at the last step.
+    percent) at step 0 and every ``eval_every`` steps and at the last step. ``lr_search``: the
+    record of a learning-rate search already made for this configuration (e.g. by another seed of
+    the run, ``metadata["lr_search"]``): its choice is used instead of searching again.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -368,10 +407,23 @@ def finetune(
     if config.bf16 and loaded.device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise LangNeuronsError("bf16 training needs a GPU with bfloat16 support")
     neuron_mask, chosen_set = training_neurons(config, loaded.info, neuron_set)
-    data = encode_examples(loaded.tokenizer, config.task, train_examples, config.max_length)
+    if config.task == LM_TASK:
+        data = encode_lm(loaded.tokenizer, train_examples, config.max_length, dev_language)
+    else:
+        data = encode_examples(loaded.tokenizer, config.task, train_examples, config.max_length)
     data_hash = stable_hash([[e.input_ids, e.labels, e.class_label] for e in data.examples])
     neuron_hash = stable_hash(neuron_mask) if neuron_mask is not None else ""
     run_hash = stable_hash(loaded.info.weights_fingerprint, config.run_key(), data_hash, neuron_hash)
+    if config.learning_rates or config.patience:  # choices made on the dev examples: they decide the weights too
+        if not dev_examples:
+            raise LangNeuronsError("learning_rates and patience choose on development examples; give a dev split "
+                                   "of the training data (dev_limit)")
+        check_disjoint(train_examples, dev_examples)
+        run_hash = stable_hash(run_hash, [getattr(e, "id", e) for e in dev_examples or ()])
+    if config.learning_rates and lr_search is not None:
+        if [float(r) for r in lr_search["candidates"]] != list(config.learning_rates):
+            raise LangNeuronsError("the reused learning-rate search tried other candidates than learning_rates")
+        run_hash = stable_hash(run_hash, "reused search", lr_search["chosen"])
 
     if (output_dir / METADATA).is_file():
         finished = _read_metadata(output_dir)
@@ -384,16 +436,33 @@ def finetune(
             f"checkpoint {checkpoints[-1]} belongs to a different fine-tuning run; choose another output directory"
         )
 
+    from langneurons.launch import world_size_from_env
+
+    if (config.learning_rates or config.patience) and world_size_from_env() > 1:
+        raise LangNeuronsError("the learning-rate search and early stopping run in one process: choose them with a "
+                               "single-process run, then launch data-parallel with learning_rate and max_steps")
+    if not config.learning_rates:
+        lr_search = None
+    elif lr_search is not None:  # another run's search (e.g. the first seed): its choice, not searched again
+        lr_search = dict(lr_search, reused=True)
+        config = replace(config, learning_rate=float(lr_search["chosen"]))
+    else:  # short runs on copies of the base model, scored on the dev examples only
+        lr_search = search_learning_rate(loaded, train_examples, config, output_dir, dev_examples, dev_language,
+                                         neuron_set, progress)
+        config = replace(config, learning_rate=lr_search["chosen"])
     parallel = data_parallel(loaded.model)
     main = parallel is None or parallel.is_main
     if config.activation_checkpointing:
         _enable_activation_checkpointing(loaded.model)
     torch.manual_seed(config.seed)  # the same LoRA initialisation in every process
-    lora = add_lora(
-        loaded.adapter, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
-        neuron_mask=neuron_mask, mlp_targets=config.mlp_targets, attention_lora=config.attention_lora,
-        attention_targets=config.attention_targets,
-    )
+    if config.adapter == "rows":
+        lora = add_rows(loaded.adapter, neuron_mask, config.mlp_targets)
+    else:
+        lora = add_lora(
+            loaded.adapter, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+            neuron_mask=neuron_mask, mlp_targets=config.mlp_targets, attention_lora=config.attention_lora,
+            attention_targets=config.attention_targets,
+        )
     if parallel is not None:  # but each process its own dropout masks
         torch.manual_seed(config.seed * 1_000_003 + 7919 * (parallel.rank + 1))
     model = lora.model
@@ -409,19 +478,38 @@ def finetune(
 
     metadata = _run_metadata(run_hash, loaded.info, config, neuron_mask, chosen_set, data, data_hash, neuron_hash,
                              lora, counts, total_steps)
+    metadata.update(adapter=config.adapter, lr_search=lr_search)
+    if config.neurons == "random":
+        metadata["neurons"]["random_seed"] = config.seed  # a fresh layer-matched set per run seed
     step, losses = _resume(checkpoints[-1], model, optimizer, scheduler, parallel) if checkpoints else (0, [])
     curve = list(_read_metadata(checkpoints[-1]).get("curve", [])) if checkpoints else []
     dev_score = _dev_scorer(loaded, model, config, dev_examples, dev_language) if main else None
+    stopper = EarlyStopping(config.patience) if config.patience and dev_score is not None else None
+    if stopper is not None and checkpoints:
+        stopper.load(checkpoints[-1], _read_metadata(checkpoints[-1]).get("early_stopping"))
+    stopped = False
 
     def write_neurons(folder: Path) -> None:
         if chosen_set is not None:
             chosen_set.save(folder / NEURONS_FILE)
 
+    def write_checkpoint_extra(folder: Path) -> None:
+        write_neurons(folder)
+        if stopper is not None:
+            stopper.save(folder)
+
+    def evaluate(at: int) -> None:
+        nonlocal stopped
+        curve.append({"step": at, **dev_score()})
+        if stopper is not None:
+            trainable_now = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            stopped = stopper.update(at, curve[-1]["dev_score"], curve[-1]["dev_metric"], trainable_now)
+
     device = next(model.parameters()).device
     label_ids = data.label_token_ids.to(device) if data.label_token_ids is not None else None
     pad = pad_id(loaded.tokenizer)
     if dev_score is not None and step == 0:
-        curve.append({"step": 0, **dev_score()})
+        evaluate(0)
     model.train()
     with _LossProgress(f"fine-tune {config.task}", total_steps, step, enabled=progress and main) as bar:
         while step < total_steps:
@@ -437,24 +525,31 @@ def finetune(
             losses.append(loss)
             bar.update(step, loss)
             if dev_score is not None and (step % config.eval_every == 0 or step == total_steps):
-                curve.append({"step": step, **dev_score()})
-            if config.save_every and step % config.save_every == 0 and step < total_steps:
+                evaluate(step)
+            if config.save_every and step % config.save_every == 0 and step < total_steps and not stopped:
                 rng = parallel.gather(_rng_state()) if parallel is not None else _rng_state()
                 if main:
                     _save_checkpoint(output_dir, step, lora,
-                                     dict(metadata, step=step, final_loss=loss, complete=False, curve=curve),
-                                     optimizer, scheduler, losses, rng, config.keep_checkpoints, write_neurons)
+                                     dict(metadata, step=step, final_loss=loss, complete=False, curve=curve,
+                                          early_stopping=stopper.state() if stopper else None),
+                                     optimizer, scheduler, losses, rng, config.keep_checkpoints, write_checkpoint_extra)
                 if parallel is not None:
                     parallel.wait()
             if on_step is not None:
                 on_step(step, loss)
+            if stopped:
+                break
     model.eval()
+    early_stopping = None
+    if stopper is not None:  # the best evaluated parameters become the final adapter
+        stopper.restore({n: p for n, p in model.named_parameters() if p.requires_grad})
+        early_stopping = dict(stopper.state(), stopped_step=step, stopped_early=stopped)
     if config.activation_checkpointing:
         loaded.model.activation_checkpointing_disable()
         loaded.model.disable_input_require_grads()
 
     final = dict(metadata, step=step, final_loss=losses[-1] if losses else float("nan"), losses=losses, complete=True,
-                 curve=curve, smoothed_loss=smoothed(losses))
+                 curve=curve, smoothed_loss=smoothed(losses), early_stopping=early_stopping)
     if main:
         staging = output_dir / ".final"
         _save_adapter_dir(staging, lora, final, write_neurons)
@@ -462,6 +557,7 @@ def finetune(
             os.replace(path, output_dir / path.name)
         staging.rmdir()
         shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
+        shutil.rmtree(output_dir / LR_SEARCH_DIR, ignore_errors=True)
     if parallel is not None:
         parallel.wait()  # the adapter is on disk for every process
     return FinetuneResult(
@@ -490,6 +586,8 @@ def _dev_scorer(loaded: LoadedModel, model: nn.Module, config: FinetuneConfig,
     train): ``{"dev_metric": ..., "dev_score": percent, "dev_n": n}``; None when not asked for."""
     if not dev_examples or not config.eval_every:
         return None
+    if config.task == LM_TASK:
+        return _lm_dev_scorer(loaded, model, config, dev_examples, language)
     from langneurons.evaluate.evaluation import predict, prepare_task
 
     prepared = prepare_task(loaded.tokenizer, config.task, language, dev_examples, config.max_length,
@@ -505,6 +603,24 @@ def _dev_scorer(loaded: LoadedModel, model: nn.Module, config: FinetuneConfig,
         values = [float(r[metric]) * (100.0 if metric == "correct" else 1.0) for r in records]
         return {"dev_metric": "accuracy" if metric == "correct" else "f1", "dev_score": sum(values) / len(values),
                 "dev_n": len(values)}
+
+    return score
+
+
+def _lm_dev_scorer(loaded: LoadedModel, model: nn.Module, config: FinetuneConfig, texts: Sequence[str],
+                   language: str) -> Callable[[], dict]:
+    """Dev perplexity of the LM task on ``texts`` packed like the training text (lower is better)."""
+    from langneurons.finetune.lm_task import lm_blocks
+    from langneurons.intervene.perplexity import perplexity
+
+    blocks = lm_blocks(loaded.tokenizer, texts, language, config.max_length)
+    current = LoadedModel(model=model, tokenizer=loaded.tokenizer, info=loaded.info, adapter=loaded.adapter)
+
+    def score() -> dict:
+        model.eval()
+        result = perplexity(current, blocks, batch_size=config.batch_size, progress=False)
+        model.train()
+        return {"dev_metric": "perplexity", "dev_score": result.perplexity, "dev_n": result.token_count}
 
     return score
 
@@ -695,13 +811,16 @@ def _finetuned_loaded(base: LoadedModel, model: nn.Module, adapter_state: dict, 
     tensors), so artefacts of the fine-tuned model are never mistaken for the base model's."""
     tensors = [adapter_state[k].float() for k in sorted(adapter_state)]
     fingerprint = stable_hash(base.info.weights_fingerprint, *tensors)
-    info = replace(base.info, model_id=f"{base.info.model_id}+lora:{path.name}", weights_fingerprint=fingerprint)
+    kind = "rows" if (path / ROWS_FILE).is_file() else "lora"
+    info = replace(base.info, model_id=f"{base.info.model_id}+{kind}:{path.name}", weights_fingerprint=fingerprint)
     return LoadedModel(model=model, tokenizer=base.tokenizer, info=info, adapter=adapter_for(model))
 
 
 def _saved_adapter(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    if (path / ROWS_FILE).is_file():
+        return load_file(str(path / ROWS_FILE))
     return load_file(str(path / "adapter_model.safetensors"))
 
 
@@ -746,6 +865,10 @@ def load_finetuned(path: str | os.PathLike, base: LoadedModel | None = None, mer
             f"adapter {path} was trained on {recorded['model_id']} (weights {recorded['weights_fingerprint']}), "
             f"not on {base.info.model_id} (weights {base.info.weights_fingerprint})"
         )
+    if metadata["config"].get("adapter", "lora") == "rows":  # the deltas are added to the weights (merged)
+        state = apply_saved_rows(base.model, path)
+        base.model.eval()
+        return _finetuned_loaded(base, base.model, state, path)
     weights_file = path / "adapter_model.safetensors"
     if not weights_file.is_file() or not (path / "adapter_config.json").is_file():
         raise LangNeuronsError(f"{path} lacks adapter_config.json or adapter_model.safetensors")

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from langneurons.artefacts import write_json, write_text
+from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.evaluation import rows_to_csv
 from langneurons.evaluate.metrics import compare_accuracy, paired_bootstrap, summarize
@@ -108,6 +109,10 @@ class LmEvalOptions:
         for folder in self.include_path:
             if not Path(folder).is_dir():
                 raise LangNeuronsError(f"include_path folder not found: {folder}")
+        check_count(self.bootstrap_resamples, "bootstrap resamples", 1, MAX_RESAMPLES)
+        check_seed(self.seed)
+        if not 0.0 < self.confidence < 1.0:
+            raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {self.confidence}")
 
 
 @dataclass
@@ -260,6 +265,49 @@ def task_manager(options: LmEvalOptions):
     return manager
 
 
+def _output_types(tasks) -> dict[str, str]:
+    """Task name -> output type of every task in the harness's (possibly nested) task dict."""
+    types = {}
+    for key, value in tasks.items():
+        if isinstance(value, dict):
+            types.update(_output_types(value))
+        elif value is not None:
+            output_type = getattr(value, "OUTPUT_TYPE", None) or getattr(getattr(value, "config", None),
+                                                                        "output_type", None)
+            types[getattr(value, "task_name", None) or str(getattr(key, "group_name", key))] = str(output_type)
+    return types
+
+
+def non_generation_tasks(options: LmEvalOptions, manager=None) -> dict[str, str]:
+    """Name -> output type of the tasks of ``options`` that are not ``generate_until`` (the task
+    objects are built: configs and documents, no request runs)."""
+    import datasets
+
+    manager = manager or task_manager(options)
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a check, not a run: no bars
+    try:
+        tasks = manager.load_task_or_group(list(options.tasks))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+    return {name: kind for name, kind in _output_types(tasks).items() if kind != "generate_until"}
+
+
+def check_prompt_scope(conditions: Sequence[HarnessCondition], options: LmEvalOptions, manager=None) -> None:
+    """A condition with scope ``prompt`` intervenes on generation only: every task must be a
+    ``generate_until`` task. The task objects are built (cheap: configs and documents, no request
+    runs) only when such a condition exists; called before a model is loaded."""
+    scoped = [c.name for c in conditions if c.spec is not None and c.spec.positions == "prompt"]
+    if not scoped:
+        return
+    others = non_generation_tasks(options, manager)
+    if others:
+        name, kind = next(iter(others.items()))
+        raise LangNeuronsError(f"intervention {scoped[0]!r} has scope 'prompt' (generation only), but task "
+                               f"{name!r} is a {kind} task; use scope 'all' for it")
+
+
 def run_lm_eval(lm, conditions: Sequence[HarnessCondition], options: LmEvalOptions,
                 model_name: str | None = None, manager=None) -> LmEvalResult:
     """Evaluate ``lm`` (a LangNeuronsLM) on ``options.tasks`` under every condition (see the module docstring).
@@ -273,6 +321,7 @@ def run_lm_eval(lm, conditions: Sequence[HarnessCondition], options: LmEvalOptio
     if not conditions or conditions[0].name != BASELINE:
         raise LangNeuronsError("the first condition must be the baseline")
     manager = manager or task_manager(options)
+    check_prompt_scope(conditions, options, manager)  # before any request runs
     model_name = model_name or lm.loaded.info.model_id
     samples, harness = [], {}
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from langneurons.artefacts import write_csv, write_json
+from langneurons.artefacts import check_plain_name, write_csv, write_json
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.identify.stability import expected_random_jaccard, jaccard
@@ -46,6 +46,7 @@ def agreement(first: NeuronSet, second: NeuronSet, languages: Sequence[str] | No
 def write_agreement(rows: list[dict], out_dir, labels: tuple[str, str], figures: bool = True,
                     name: str = "agreement") -> list[Path]:
     """``<name>.csv``, ``<name>.json`` (with the two sets' labels) and the figure ``<name>.png/.svg``."""
+    check_plain_name(name, "the agreement name (--name)")  # the files stay inside out_dir
     out_dir = Path(out_dir)
     files = [write_csv(out_dir / f"{name}.csv", rows),
              write_json(out_dir / f"{name}.json", {"first": labels[0], "second": labels[1], "rows": rows})]

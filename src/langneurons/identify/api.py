@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from langneurons.activations.api import load_replicates_dir, load_statistics_dir
+from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
 from langneurons.errors import LangNeuronsError, brief
 from langneurons.identify.act_prob import THRESHOLDS, act_prob
 from langneurons.identify.average_precision import average_precision
@@ -82,6 +83,8 @@ def check_identify_options(options: IdentifyOptions) -> None:
         raise LangNeuronsError(f"percentile must be in (0, 100), got {brief(options.percentile)}")
     if options.threshold not in THRESHOLDS:
         raise LangNeuronsError(f"unknown threshold source {brief(options.threshold)}; use one of {', '.join(THRESHOLDS)}")
+    check_seed(options.seed)
+    check_count(options.resamples, "resamples", 1, MAX_RESAMPLES)
 
 
 def _default(value: float | None, default: float) -> float:
@@ -146,7 +149,7 @@ def identify(statistics_dir, options: IdentifyOptions, output=None, figures: boo
 
 def _stability(statistics_dir, options: IdentifyOptions, stability_options: StabilityOptions) -> StabilityResult:
     statistics = load_statistics_dir(statistics_dir, options.languages)
-    replicates = load_replicates_dir(statistics_dir, list(statistics))
+    replicates = load_replicates_dir(statistics_dir, list(statistics), statistics)
     method_options = {"top_rate": options.top_rate, "filter_rate": options.filter_rate,
                       "percentile": options.percentile, "threshold": options.threshold}
     return stability(statistics, replicates, options.method, stability_options, **method_options)

@@ -43,6 +43,7 @@ import torch
 from langneurons.activations.replicates import ReplicateStatistics, ThresholdSplit
 from langneurons.activations.statistics import ActivationStatistics
 from langneurons.artefacts import atomic_save_safetensors, write_csv, write_json
+from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.act_prob import top_per_language
 from langneurons.identify.inputs import check_rate, select_statistics, statistics_source
@@ -62,9 +63,15 @@ class StabilityOptions:
     seed: int = 0
     confidence: float = 0.95
 
+    def __post_init__(self):
+        self.check()  # when made: by the CLI and the config, before any statistics are read
+
     def check(self) -> None:
         if self.resamples < 1 or self.splits < 0:
             raise LangNeuronsError(f"need resamples >= 1 and splits >= 0, got {self.resamples} and {self.splits}")
+        check_count(self.resamples, "resamples", 1, MAX_RESAMPLES)
+        check_count(self.splits, "splits", 0, MAX_RESAMPLES)
+        check_seed(self.seed)
         check_rate("confidence", self.confidence)
 
 

@@ -100,7 +100,14 @@ def _number(text: str, what: str) -> float:
         raise LangNeuronsError(f"{what} must be a number, got {text!r}") from None
     if not math.isfinite(number):
         raise LangNeuronsError(f"{what} must be finite, got {text!r}")
+    if abs(number) > MAX_MAGNITUDE:
+        raise LangNeuronsError(f"{what} must be at most {MAX_MAGNITUDE:g} in magnitude, got {text!r}")
     return number
+
+
+MAX_MAGNITUDE = 1e6
+"""Largest |value| of constant/scale/add: beyond it an intervention only produces overflow
+(inf/NaN activations in half precision), never a measurement."""
 
 
 def _check_action(spec: InterventionSpec) -> None:

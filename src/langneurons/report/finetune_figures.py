@@ -50,9 +50,14 @@ def learning_curve_figure(metadata: dict, title: str = "learning curve") -> Figu
         chance = CHANCE.get(metadata.get("task", ""))
         if chance is not None:
             dev_ax.axhline(chance, color="tab:red", linestyle=":", linewidth=1)
-        dev_ax.set_ylabel(f"development {metric} (%)")
+        dev_ax.set_ylabel(f"development {metric}" + ("" if metric == "perplexity" else " (%)"))
         handles += line
         labels += [line[0].get_label()]
+        kept = (metadata.get("early_stopping") or {}).get("best_step")
+        if kept is not None:  # early stopping: the adapter kept
+            marker = dev_ax.axvline(kept, color="tab:green", linestyle="--", linewidth=1, label=f"kept (step {kept})")
+            handles.append(marker)
+            labels.append(marker.get_label())
     ax.legend(handles, labels, loc="upper right", fontsize=8)
     ax.set_title(title)
     return figure

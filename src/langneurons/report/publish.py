@@ -3,16 +3,22 @@ of a run directory copied into ``docs/results/<name>/`` (the same layout, so the
 links keep working), without the per-example predictions, adapters, statistics or any text of
 the data sets; plus the claims table in ``docs/results/README.md`` and, between marker comments,
 in the project README. Everything written here is read from the run's artefacts.
+
+Hostile input: the result name is one plain folder name (:func:`~langneurons.artefacts.check_plain_name`)
+and only that folder inside the results folder is ever replaced; a symbolic link in the run
+directory (file or folder) is refused, never followed (only regular files inside the run are
+copied); the manifest and the README to update are checked before anything is written.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from langneurons.artefacts import write_text
+from langneurons.artefacts import check_plain_name, inside, write_text
 from langneurons.errors import LangNeuronsError
 
 PUBLISHED = (
@@ -21,8 +27,9 @@ PUBLISHED = (
     "identify/*/*_figures/*.svg", "identify/*/*.csv",
     "ppxc/*/ppxc.json", "ppxc/*/ppxc.csv", "ppxc/*/ppxc_specificity.csv", "ppxc/*/ppxc.png", "ppxc/*/ppxc.svg",
     "direction_ppxc/*/ppxc.json", "direction_ppxc/*/ppxc.csv", "direction_ppxc/*/ppxc_specificity.csv",
-    "direction_ppxc/*/ppxc.png", "direction_ppxc/*/ppxc.svg", "identify/*/directions.safetensors",
-    "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*",
+    "direction_ppxc/*/ppxc.png", "direction_ppxc/*/ppxc.svg",
+    "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*", "finetune/*/perplexity.json",
+    "finetune/*/equal_parameters.json", "lm_eval_ppl/*/perplexity.json",
     "evaluate/*/scores.csv", "evaluate/*/scores.json",
     "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",
     "claims/claims.*", "claims/power.*",
@@ -53,29 +60,81 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
     from langneurons.report.report import write_report
 
     run_dir, results_dir = Path(run_dir), Path(results_dir)
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if readme is not None and not (run_dir / "claims" / "claims.md").is_file():
-        raise LangNeuronsError(f"{run_dir} has no claims for the README block (add a claims: section to the config "
-                               "and rerun, or publish without --readme)")
+    manifest = _read_manifest(run_dir)
+    if readme is not None:
+        readme = Path(readme)
+        _check_readme(readme)
+        if not (run_dir / "claims" / "claims.md").is_file():
+            raise LangNeuronsError(f"{run_dir} has no claims for the README block (add a claims: section to the "
+                                   "config and rerun, or publish without --readme)")
+    name = check_plain_name(manifest["config"].get("name", run_dir.name) if name is None else name,
+                            "the result name (--name)")
+    target = results_dir / name
+    if not inside(target, results_dir):
+        raise LangNeuronsError(f"the result folder {target} is not inside the results folder {results_dir}")
+    if target.exists() and not target.is_dir():
+        raise LangNeuronsError(f"cannot publish to {target}: it is a file, not a folder")
+    _sources(run_dir)  # every link refused before anything is read or written
     write_report(run_dir)
-    target = results_dir / (name or manifest["config"].get("name", run_dir.name))
+    sources = _sources(run_dir)
     if target.exists():
         shutil.rmtree(target)
     files = []
-    for pattern in PUBLISHED:
-        for source in sorted(run_dir.glob(pattern)):
-            if source.is_file() and _publishable(source, run_dir):
-                destination = target / source.relative_to(run_dir)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, destination)
-                files.append(destination)
+    for source in sources:
+        destination = target / source.relative_to(run_dir)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+        files.append(destination)
     index = write_text(results_dir / "README.md", _index(results_dir))
     if readme is not None:
-        _update_readme(Path(readme), results_dir, target, manifest)
+        _update_readme(readme, results_dir, target, manifest)
     return Publication(target, files, index)
+
+
+def _read_manifest(run_dir: Path) -> dict:
+    """The run's manifest (a JSON object with a ``config`` mapping), else a one-line error."""
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise LangNeuronsError(f"{manifest_path} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise LangNeuronsError(f"{manifest_path} has no config (is it a langneurons run manifest?)")
+    return manifest
+
+
+def _check_readme(readme: Path) -> None:
+    """The README to update is a text file with the start marker before the end marker."""
+    if not readme.is_file():
+        raise LangNeuronsError(f"README to update not found (or not a file): {readme}")
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise LangNeuronsError(f"cannot read {readme}: {error}") from None
+    if README_START not in text or README_END not in text:
+        raise LangNeuronsError(f"{readme} has no {README_START} ... {README_END} block to update")
+    if text.index(README_START) > text.index(README_END) or text.count(README_START) != 1 \
+            or text.count(README_END) != 1:
+        raise LangNeuronsError(f"{readme} must hold exactly one {README_START} followed by one {README_END}")
+
+
+def _sources(run_dir: Path) -> list[Path]:
+    """The run's publishable files (:data:`PUBLISHED`): regular files inside ``run_dir``. A symbolic
+    link on the way (file or folder) is refused: a link could publish any file of the machine."""
+    sources = []
+    for pattern in PUBLISHED:
+        for source in sorted(run_dir.glob(pattern)):
+            relative = source.relative_to(run_dir)
+            links = [run_dir.joinpath(*relative.parts[: i + 1]) for i in range(len(relative.parts))]
+            link = next((p for p in links if p.is_symlink()), None)
+            if link is not None:
+                raise LangNeuronsError(f"{link} is a symbolic link; publish copies only regular files inside the "
+                                       "run directory (replace the link by the file)")
+            if source.is_file() and _publishable(source, run_dir) and source not in sources:
+                sources.append(source)
+    return sources
 
 
 def _publishable(path: Path, run_dir: Path) -> bool:
@@ -145,16 +204,18 @@ def _index(results_dir: Path) -> str:
 
 def _update_readme(readme: Path, results_dir: Path, target: Path, manifest: dict) -> None:
     text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise LangNeuronsError(f"{readme} has no {README_START} ... {README_END} block to update")
-    base = readme.parent
+    base = readme.resolve().parent
+
+    def link(path: Path) -> str:  # relative to the README, whether the paths given were relative or absolute
+        return Path(os.path.relpath(path.resolve(), base)).as_posix()
+
     claims = (target / "claims" / "claims.md").read_text(encoding="utf-8")
     figure = _ppxc_figures(target)
-    block = [README_START, "", f"From [`{target.relative_to(base).as_posix()}`]"
-             f"({target.relative_to(base).as_posix()}/report/report.md) (written by `langneurons publish`). "
+    block = [README_START, "", f"From [`{link(target)}`]"
+             f"({link(target)}/report/report.md) (written by `langneurons publish`). "
              + _summary_line(target), "", claims]
     if figure:
-        block += [f"![PPXC]({figure[0].relative_to(base).as_posix()})", ""]
+        block += [f"![PPXC]({link(figure[0])})", ""]
     block.append(README_END)
     start, end = text.index(README_START), text.index(README_END) + len(README_END)
     write_text(readme, text[:start] + "\n".join(block) + text[end:])

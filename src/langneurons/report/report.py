@@ -475,29 +475,47 @@ def _finetune(run_dir: Path, manifest: dict) -> list[Block]:
         meta = _read_json(folder / "langneurons_finetune.json")
         neurons = meta.get("neurons", {})
         params = meta.get("parameters", {})
-        rows.append([folder.name, meta.get("task", ""), neurons.get("mode", ""),
+        rows.append([folder.name, meta.get("task", ""),
+                     neurons.get("mode", "") + (" (own rows)" if meta.get("adapter") == "rows" else ""),
                      ",".join(neurons.get("languages", [])) or "–", str(neurons.get("count", 0)),
                      f"{params.get('trainable', '?'):,}" if isinstance(params.get("trainable"), int) else "?",
                      f"{meta.get('step')}/{meta.get('total_steps')}",
                      _number((meta.get("smoothed_loss") or [meta.get("final_loss")])[-1], 4),
-                     _dev_scores(meta.get("curve", [])),
+                     _dev_scores(meta.get("curve", []), meta.get("early_stopping")),
+                     _learning_rate(meta),
                      str(meta.get("data", {}).get("examples", "?"))])
     blocks: list[Block] = [
         ("h2", "Fine-tuning"),
         ("p", "Final loss: moving average of the last 20 steps' training loss (nats per target token). "
-              "Dev: the held-out development score (%) before training → at the end."),
+              "Dev: the held-out development score (%; LM task: perplexity) before training → at the end "
+              "(with early stopping: → of the kept adapter, at its step). Learning rate: where a search ran, "
+              "chosen on the dev split from the candidates listed (their dev scores after the search's steps)."),
         ("table", ["run", "task", "neurons", "languages", "trained neurons", "trainable parameters", "steps",
-                   "final loss", "dev", "examples"], rows)]
+                   "final loss", "dev", "learning rate", "examples"], rows)]
     for folder in folders:
         if (folder / "learning_curve.png").exists():
             blocks.append(("image", folder / "learning_curve.png", f"{folder.name}: learning curve"))
     return blocks
 
 
-def _dev_scores(curve: list) -> str:
+def _dev_scores(curve: list, early_stopping: dict | None = None) -> str:
     if not curve:
         return "–"
-    return f"{curve[0]['dev_score']:.1f} → {curve[-1]['dev_score']:.1f} (n={curve[-1]['dev_n']})"
+    text = f"{curve[0]['dev_score']:.1f} → {curve[-1]['dev_score']:.1f} (n={curve[-1]['dev_n']})"
+    if early_stopping and early_stopping.get("best_step") is not None:
+        text += f"; kept step {early_stopping['best_step']}: {early_stopping['best_score']:.1f}"
+    return text
+
+
+def _learning_rate(meta: dict) -> str:
+    rate = (meta.get("config") or {}).get("learning_rate")
+    search = meta.get("lr_search")
+    if rate is None:
+        return "?"
+    if not search:
+        return f"{rate:g}"
+    tried = ", ".join(f"{r:g}: {s:.1f}" for r, s in zip(search["candidates"], search["dev_scores"]))
+    return f"{rate:g} (dev, {search['steps']} steps: {tried})"
 
 
 def _evaluation(run_dir: Path, manifest: dict) -> list[Block]:

@@ -27,6 +27,7 @@ from typing import Any, Union
 import yaml
 
 from langneurons.activations.api import CollectOptions, options_dict
+from langneurons.artefacts import check_plain_name
 from langneurons.errors import LangNeuronsError, brief
 from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
 from langneurons.identify.api import METHODS, IdentifyOptions
@@ -157,9 +158,30 @@ class XQuADConfig:
 
 
 @dataclass(frozen=True)
+class LMTaskConfig:
+    """Text of the language-modelling task (fine-tuning runs with ``task: lm``; the run's
+    ``source_language`` is the text's language). ``source``: ``heldout`` (the documents the
+    statistics pass held out, never used for identification) or a corpus folder; split (seeded)
+    into ``eval`` (``eval_fraction``: the perplexity of base and tuned model, text training never
+    saw), ``dev`` (``dev_fraction``: learning-rate choice, early stopping) and ``train``.
+    ``eval_token_budget`` caps the scored tokens; ``max_documents`` the documents read;
+    ``block_length``: tokens per scored block of the eval part (the same blocks for every model:
+    ``lm_eval_ppl/<model>/perplexity.json``, the subnetwork claim's input)."""
+
+    source: str = "heldout"
+    eval_fraction: float = 0.2
+    dev_fraction: float = 0.1
+    seed: int = 0
+    max_documents: int | None = None
+    eval_token_budget: int | None = None
+    block_length: int = 256
+
+
+@dataclass(frozen=True)
 class TasksConfig:
     xnli: XNLIConfig | None = field(default_factory=XNLIConfig)
     xquad: XQuADConfig | None = field(default_factory=XQuADConfig)
+    lm: LMTaskConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +193,9 @@ class FinetuneRunConfig:
     source_language: str = "en"
     neuron_set: str | None = None
     options: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="xnli"))
+    equal_parameters_to: str | None = None
+    """A run training neuron rows (``adapter: rows``): this LoRA run's rank is the one whose trainable
+    parameters are nearest to that run's (:func:`langneurons.finetune.rows.equal_parameters`)."""
 
     @property
     def task(self) -> str:
@@ -258,10 +283,12 @@ class ExperimentConfig:
              "figures": entry.figures}
             for entry in self.identification
         ]
+        if data["tasks"].get("lm") is None:
+            data["tasks"].pop("lm", None)  # configs without the LM task read and hash as before it existed
         if data.get("stability") is None:
             data.pop("stability", None)  # configs without the section keep their earlier form and hash
         data["finetune"] = {"runs": [
-            {**{key: run[key] for key in _RUN_KEYS},
+            {**{key: run[key] for key in _RUN_KEYS if key != "equal_parameters_to" or run[key] is not None},
              **{k: v for k, v in run["options"].items() if k not in _FINETUNE_EXCLUDED}}
             for run in data["finetune"]
         ]}
@@ -434,9 +461,38 @@ def _parse(data: dict) -> ExperimentConfig:
                       else config.identification)
     runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
     steering = _steering(own["steering"]) if own.get("steering") is not None else None
+    evaluation = _expand_seeded_models(config.evaluation, runs)
     return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering,
-                   directions=tuple(entry for _, entry in directions),
+                   evaluation=evaluation, directions=tuple(entry for _, entry in directions),
                    direction_ppxc=parse_direction_ppxc(own.get("direction_ppxc")))
+
+
+SEED_SEPARATOR = "@"
+"""A run with ``seeds: [0, 1, 2]`` becomes runs ``<name>@0``, ``<name>@1``, ``<name>@2``."""
+
+
+def seed_groups(runs: tuple[FinetuneRunConfig, ...]) -> dict[str, list[str]]:
+    """Run name before ``@seed`` -> the names of its seeded runs (runs without seeds: themselves)."""
+    groups: dict[str, list[str]] = {}
+    for run in runs:
+        groups.setdefault(run.name.rsplit(SEED_SEPARATOR, 1)[0] if SEED_SEPARATOR in run.name else run.name,
+                          []).append(run.name)
+    return groups
+
+
+def _expand_seeded_models(evaluation, runs: tuple[FinetuneRunConfig, ...]):
+    """evaluation.models / intervene_models / reference naming a seeded run's base name stand for
+    all its seeds (the reference: its first seed)."""
+    if evaluation is None:
+        return None
+    groups = {name: members for name, members in seed_groups(runs).items() if members != [name]}
+
+    def expand(names):
+        return None if names is None else tuple(m for name in names for m in groups.get(name, [name]))
+
+    reference = evaluation.reference
+    return replace(evaluation, models=expand(evaluation.models), intervene_models=expand(evaluation.intervene_models),
+                   reference=groups[reference][0] if reference in groups else reference)
 
 
 def _steering(section: Any) -> SteeringConfig:
@@ -471,7 +527,7 @@ def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
     return tuple(parsed)
 
 
-_RUN_KEYS = ("name", "source_language", "neuron_set")
+_RUN_KEYS = ("name", "source_language", "neuron_set", "equal_parameters_to")
 _FINETUNE_EXCLUDED = ("neuron_set_path",)  # the runner passes the neuron set itself
 
 
@@ -487,6 +543,7 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
     if not isinstance(defaults, Mapping) or not isinstance(runs, list):
         raise LangNeuronsError("finetune.defaults must be a mapping and finetune.runs a list")
     option_fields = {f.name for f in fields(FinetuneConfig)} - set(_FINETUNE_EXCLUDED)
+    option_fields |= {"seeds"}
     parsed = []
     for i, run in enumerate(runs):
         path = f"finetune.runs[{i}]"
@@ -499,13 +556,20 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
                                    f"{', '.join(sorted(option_fields | set(_RUN_KEYS)))}")
         if "name" not in merged:
             raise LangNeuronsError(f"{path} needs a name")
+        seeds = _convert(tuple[int, ...] | None, merged.pop("seeds", None), f"{path}.seeds")
+        if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+            raise LangNeuronsError(f"{path}.seeds must be a non-empty list of distinct integers")
         options = _build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
-        parsed.append(FinetuneRunConfig(
-            name=_convert(str, merged["name"], f"{path}.name"),
-            source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
-            neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
-            options=options,
-        ))
+        name = _convert(str, merged["name"], f"{path}.name")
+        for seed in seeds if seeds is not None else (None,):  # each seed: its own run, its own random set
+            parsed.append(FinetuneRunConfig(
+                name=name if seed is None else f"{name}{SEED_SEPARATOR}{seed}",
+                source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
+                neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
+                options=options if seed is None else replace(options, seed=seed),
+                equal_parameters_to=_convert(str | None, merged.get("equal_parameters_to"),
+                                             f"{path}.equal_parameters_to"),
+            ))
     return tuple(parsed)
 
 
@@ -570,6 +634,8 @@ def _convert(hint, value: Any, path: str):
             raise LangNeuronsError(f"{path} must be an integer, got {brief(value)}")
         return value
     if hint is float:
+        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise LangNeuronsError(f"{path} must be a number, got {brief(value)}")
         return float(value)
@@ -613,6 +679,7 @@ def validate(config: ExperimentConfig) -> None:
         raise LangNeuronsError("languages: at least one language is needed")
     _languages(config.languages, "languages")
     languages = config.languages
+    check_plain_name(config.name, "name")  # the default run directory and published result folder
     sets: list[str] = []
     for i, entry in enumerate(config.identification):
         path = f"identification[{i}]"
@@ -620,6 +687,7 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
         if entry.name in sets:
             raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
+        check_plain_name(entry.name, f"{path}.name")  # the stage folder identify/<name>
         if entry.method == "random":
             if entry.options.like is None:
                 raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
@@ -652,12 +720,20 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
         if config.stability.resamples < 1 or config.stability.splits < 0:
             raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
+        from langneurons.identify.stability import StabilityOptions
+
+        try:  # the bounds of the stability command (resamples, splits, seed, confidence)
+            StabilityOptions(config.stability.resamples, config.stability.splits, config.stability.seed,
+                             config.stability.confidence)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"stability: {error}") from None
     for i, entry in enumerate(config.identification):
         if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
             raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
     runs: list[str] = []
     for i, run in enumerate(config.finetune):
         path = f"finetune.runs[{i}]"
+        check_plain_name(run.name, f"{path}.name")  # the stage folders finetune/<name>, evaluate/<name>
         if run.name in runs or run.name == "base":
             raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
         runs.append(run.name)
@@ -668,6 +744,14 @@ def validate(config: ExperimentConfig) -> None:
             raise LangNeuronsError(f"{path}: {error}") from None
         if getattr(config.tasks, options.task) is None:
             raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
+        if (options.learning_rates or options.patience) and options.task != "lm" \
+                and not getattr(config.tasks, options.task).dev_limit:
+            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set "
+                                   f"tasks.{options.task}.dev_limit")
+        if options.task == "lm" and (options.learning_rates or options.patience) and not config.tasks.lm.dev_fraction:
+            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set tasks.lm.dev_fraction")
+        if options.task == "lm" and config.tasks.lm.source == "heldout" and not config.statistics.heldout_fraction:
+            raise LangNeuronsError(f"{path}: LM text 'heldout' needs statistics.heldout_fraction > 0")
         if options.neurons in ("languages", "random"):
             if run.neuron_set is None:
                 raise LangNeuronsError(f"{path}: neurons {brief(options.neurons)} needs neuron_set (one of {sets})")
@@ -675,6 +759,11 @@ def validate(config: ExperimentConfig) -> None:
             _languages(options.languages, f"{path}.languages", languages)
         elif options.neurons not in NEURON_MODES:
             raise LangNeuronsError(f"{path}.neurons: unknown mode {brief(options.neurons)}")
+        if run.equal_parameters_to is not None:
+            matched = [r for r in config.finetune if r.name == run.equal_parameters_to]
+            if not matched or matched[0].options.adapter != "rows" or options.adapter != "lora":
+                raise LangNeuronsError(f"{path}.equal_parameters_to: a LoRA run matches the size of a run with "
+                                       f"adapter 'rows', not {brief(run.equal_parameters_to)}")
     evaluation = config.evaluation
     if evaluation is not None:
         allowed = languages if evaluation.neuron_sets else None
@@ -747,6 +836,13 @@ def _check_tasks(tasks: TasksConfig) -> None:
         for name in ("eval_limit", "train_limit", "dev_limit", "max_length", "max_new_tokens"):
             if hasattr(section, name):
                 _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
+    if tasks.lm is not None:
+        _at_least(tasks.lm.max_documents, 1, "tasks.lm.max_documents")
+        _at_least(tasks.lm.eval_token_budget, 1, "tasks.lm.eval_token_budget")
+        _at_least(tasks.lm.block_length, 2, "tasks.lm.block_length")
+        lm = tasks.lm
+        if not (0.0 < lm.eval_fraction < 1.0 and 0.0 <= lm.dev_fraction < 1.0 and lm.eval_fraction + lm.dev_fraction < 1.0):
+            raise LangNeuronsError("tasks.lm: need 0 < eval_fraction, 0 <= dev_fraction and their sum below 1")
     if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
         raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
 
@@ -794,6 +890,11 @@ def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[s
             raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
     if section.limit is not None and section.limit < 1:
         raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.limit}")
+    from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
+
+    check_count(section.batch_size, "lm_eval.batch_size", 1, 1_000_000)
+    check_count(section.bootstrap_resamples, "lm_eval.bootstrap_resamples", 1, MAX_RESAMPLES)
+    check_seed(section.seed, "lm_eval.seed")
 
 
 def _plain(value: Any) -> Any:
@@ -803,3 +904,35 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def check_input_paths(config: ExperimentConfig) -> None:
+    """Every local input the config names exists (the statistics corpus and its local copy, the
+    steering prompts folder, the task sources of the tasks that are used), else a one-line error
+    naming the key; checked by the runner before any stage runs (a config is parsed without it,
+    so it can be read on another machine)."""
+    from langneurons.corpus.sources import HF_SOURCES
+
+    def exists(value: str | None, key: str, keywords: tuple[str, ...], folder: bool = False) -> None:
+        if value is None or value in keywords:
+            return
+        path = Path(value)
+        if not (path.is_dir() if folder else path.exists()):
+            raise LangNeuronsError(f"{key}: {'folder' if folder else 'file or folder'} not found: {value}")
+
+    statistics = config.statistics
+    exists(statistics.corpus, "statistics.corpus", ("builtin", *HF_SOURCES), folder=True)
+    exists(statistics.corpus_path, "statistics.corpus_path", (), folder=True)
+    if config.steering is not None:
+        exists(config.steering.options.prompts, "steering.prompts", ("builtin", "heldout"), folder=True)
+    used = set(config.evaluation.tasks) if config.evaluation is not None else set()
+    used |= {run.task for run in config.finetune}
+    for task in sorted(used):
+        section = getattr(config.tasks, task)
+        if section is None:
+            continue
+        if task == "lm":  # the statistics pass's held-out text, or a corpus folder
+            exists(section.source, "tasks.lm.source", ("builtin", "heldout"), folder=True)
+            continue
+        exists(section.source, f"tasks.{task}.source", ("builtin", "hub"))
+        exists(section.train_source, f"tasks.{task}.train_source", ("builtin", "hub"))

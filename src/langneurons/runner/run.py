@@ -7,11 +7,13 @@ Stages (each in its own folder of the run directory)::
     stability/<set>/        resampling stability of a LAPE/act-prob set (``stability:`` section)
     ppxc/<set>/             perplexity-change matrix, tables and heatmap per neuron set
     steering/               language steering: rates per pair and condition, examples, figures
-    finetune/<run>/         LoRA / neuron-LoRA adapter per fine-tuning run
+    finetune/<run>/         LoRA / neuron-LoRA adapter (or neuron rows) per fine-tuning run;
+                            LM-task runs: perplexity.json (base vs tuned on held-out text)
     evaluate/<model>/       scores.csv/json + predictions.jsonl per evaluated model (the grid)
     results/                all scores, model comparisons, intervention-delta figure
     claims/                 the literature's claims tested on the run's artefacts (claims.md/csv/json)
     lm_eval/                lm-evaluation-harness tasks under the conditions (config section lm_eval)
+    lm_eval_ppl/<model>/    per-block NLL of base and LM-tuned models on held-out target text (subnetwork claim)
     report/                 report.md + report.html (written by :mod:`langneurons.report.report`)
     manifest.json           config, versions, model, per-stage keys/timings/outputs
 
@@ -49,11 +51,14 @@ from pathlib import Path
 import yaml
 
 from langneurons import __version__
-from langneurons.artefacts import LOCK_FILE, ensure_dir, folder_lock, stable_hash, write_json, write_text
+from langneurons.artefacts import (LOCK_FILE, check_plain_name, ensure_dir, folder_lock, stable_hash, write_json,
+                                   write_text)
 from langneurons.errors import LangNeuronsError
+from langneurons.finetune.lm_task import LM_TASK
+from langneurons.finetune.rows import ROWS_FILE
 from langneurons.models.architectures import adapter_for
 from langneurons.models.loading import LoadedModel
-from langneurons.runner.config import ExperimentConfig, ModelConfig, load_config
+from langneurons.runner.config import ExperimentConfig, ModelConfig, check_input_paths, load_config
 
 FORMAT = "langneurons.run/1"
 MANIFEST = "manifest.json"
@@ -138,9 +143,18 @@ def run_experiment(
                                "accelerate launch instead (see docs/scaling.md)")
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, variables)
+    check_input_paths(config)  # before any stage (and before the model loads)
     if loaded is not None:
         loader = lambda spec: loaded  # noqa: E731
     return _Experiment(config, Path(run_dir), loader or default_loader, force, progress).run(report)
+
+
+def _perplexity_role(run) -> str | None:
+    """An LM-task run's arm in the subnetwork claim: ``lape-rows`` (rows of a language's neurons),
+    ``random-rows``, ``lora``; None for other runs (e.g. the rows of all neurons)."""
+    if run.options.adapter == "lora":
+        return "lora"
+    return {"languages": "lape-rows", "random": "random-rows"}.get(run.options.neurons)
 
 
 # ---------------------------------------------------------------------------------- task data
@@ -313,6 +327,8 @@ class _Experiment:
         """Run ``compute(directory)`` unless its outputs for ``inputs`` are cached (module docstring)."""
         key = stable_hash(FORMAT, __version__, name, inputs)
         directory = self.run_dir / name
+        for part in name.split("/"):  # names are checked when the config loads; never a stage outside the run
+            check_plain_name(part, f"stage {name!r}: each part")
         record_path = directory / STAGE_RECORD
         try:
             previous = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
@@ -451,6 +467,10 @@ class _Experiment:
         load_directions, direction_inputs = steering_directions(self)
 
         def compute(directory: Path) -> None:
+            if options.prompts == "heldout":  # the lines re-read from the corpus must be the ones held out
+                from langneurons.activations.api import check_corpus_unchanged
+
+                check_corpus_unchanged(self.run_dir / "statistics", options.source_languages)
             identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
             result = run_steering(
                 self.loaded, self._neuron_set(steering.neuron_set) if neurons else None, options, identifier,
@@ -473,24 +493,138 @@ class _Experiment:
         neuron_record = self.records[f"identify/{run.neuron_set}"] if run.neuron_set else None
         uses_set = run.options.neurons in ("languages", "random")
 
+        wants_dev = bool(run.options.eval_every or run.options.learning_rates or run.options.patience)
+        first_seed = self._first_seed(run) if run.options.learning_rates else None
+        lm_text = run.task == LM_TASK
+
         def compute(directory: Path) -> None:
             from langneurons.report.finetune_figures import write_learning_curve
 
-            examples = task_examples(tasks, run.task, run.source_language, "train")
-            dev = (task_examples(tasks, run.task, run.source_language, "dev")
-                   if getattr(tasks, run.task).dev_limit and run.options.eval_every else None)
+            if lm_text:  # train / dev / eval parts of the language's held-out (or other) text
+                parts = self._lm_parts(run.source_language)
+                examples, dev = parts["train"], (parts["dev"] or None) if wants_dev else None
+            else:  # the test split is never read here (learning-rate choice and stopping use dev only)
+                examples = task_examples(tasks, run.task, run.source_language, "train")
+                dev = (task_examples(tasks, run.task, run.source_language, "dev")
+                       if getattr(tasks, run.task).dev_limit and wants_dev else None)
+            options = self._equal_parameters(run, directory)
             base = self.fresh_base()
             neuron_set = self._neuron_set(run.neuron_set) if uses_set else None
-            result = finetune(base, examples, run.options, directory, neuron_set=neuron_set, progress=self.progress,
-                              dev_examples=dev, dev_language=run.source_language)
+            search = None
+            if first_seed is not None:  # one learning-rate search per run, not per seed
+                search = json.loads((self.run_dir / "finetune" / first_seed / "langneurons_finetune.json")
+                                    .read_text(encoding="utf-8"))["lr_search"]
+            result = finetune(base, examples, options, directory, neuron_set=neuron_set, progress=self.progress,
+                              dev_examples=dev, dev_language=run.source_language, lr_search=search)
             write_learning_curve(result.metadata, directory, title=f"{run.name}: learning curve")
+            if lm_text:
+                self._write_lm_perplexity(result.model, parts["eval"], run, directory)
             del base, result
             gc.collect()
 
         inputs = {"model": asdict(self.config.model), "run": asdict(run), "data": asdict(getattr(tasks, run.task)),
                   "neurons": neuron_record.product if (neuron_record and uses_set) else None}
-        return self.stage(f"finetune/{run.name}", inputs, compute,
-                          product=("adapter_model.safetensors", "adapter_config.json"))
+        if lm_text:
+            inputs["statistics"] = asdict(self.config.statistics) if tasks.lm.source == "heldout" else None
+        if first_seed is not None:
+            inputs["lr_search_from"] = self.records[f"finetune/{first_seed}"].product
+        if run.equal_parameters_to is not None:
+            matched = self.config.run(run.equal_parameters_to)
+            inputs["equal_parameters_to"] = {"run": asdict(matched), "neurons": self.records[
+                f"identify/{matched.neuron_set}"].product if matched.neuron_set else None}
+        product = (ROWS_FILE,) if run.options.adapter == "rows" else ("adapter_model.safetensors", "adapter_config.json")
+        return self.stage(f"finetune/{run.name}", inputs, compute, product=product + (("perplexity.json",) * lm_text))
+
+    def _first_seed(self, run) -> str | None:
+        """The first seeded run of ``run``'s group (``name@seed``) when ``run`` is a later one, else None."""
+        from langneurons.runner.config import seed_groups
+
+        group = next(members for members in seed_groups(self.config.finetune).values() if run.name in members)
+        return group[0] if len(group) > 1 and group[0] != run.name else None
+
+    def _equal_parameters(self, run, directory: Path):
+        """The run's options, with ``lora_r`` set to match the trainable parameters of the rows run
+        ``run.equal_parameters_to`` (sizes written to ``equal_parameters.json``)."""
+        if run.equal_parameters_to is None:
+            return run.options
+        from langneurons.finetune.rows import equal_parameters, lora_targets
+        from langneurons.finetune.train import training_neurons
+
+        def mask(of) -> "torch.Tensor | None":
+            options = of.options.resolved()
+            uses = options.neurons in ("languages", "random")
+            return training_neurons(options, self.loaded.info, self._neuron_set(of.neuron_set) if uses else None)[0]
+
+        matched = self.config.run(run.equal_parameters_to)
+        own = run.options.resolved()
+        sizes = equal_parameters(self.loaded.adapter, mask(matched), lora_targets(self.loaded.adapter, own, mask(run)),
+                                 matched.options.resolved().mlp_targets)
+        write_json(directory / "equal_parameters.json", {"matched_run": matched.name, **asdict(sizes)})
+        return replace(run.options, lora_r=sizes.rank)
+
+    def lm_perplexity_models(self) -> list[str]:
+        """``base`` and every LM-task run with a role in the subnetwork claim (none without LM runs)."""
+        named = [run.name for run in self.config.finetune if run.task == LM_TASK and _perplexity_role(run)]
+        return ["base"] + named if named else []
+
+    def lm_perplexity(self, model_name: str) -> StageRecord:
+        """Per-block NLL of ``model_name`` on the eval part of its LM text (every target language for
+        ``base``) -> ``lm_eval_ppl/<model>/perplexity.json`` (:class:`langneurons.report.claims.PerplexityUnits`)."""
+        from langneurons.finetune import load_finetuned
+        from langneurons.finetune.lm_task import lm_blocks
+        from langneurons.intervene.perplexity import perplexity
+        from langneurons.report.claims import PerplexityUnits
+
+        section = self.config.tasks.lm
+        lm_runs = [run for run in self.config.finetune if run.task == LM_TASK and _perplexity_role(run)]
+        run = None if model_name == "base" else self.config.run(model_name)
+        languages = sorted({r.source_language for r in lm_runs}) if run is None else [run.source_language]
+        batch_size = self.config.evaluation.batch_size if self.config.evaluation is not None else 8
+
+        def compute(directory: Path) -> None:
+            if run is None:
+                model, parameters = self.loaded, None
+            else:
+                folder = self.run_dir / "finetune" / model_name
+                model = load_finetuned(folder, base=self.fresh_base())
+                parameters = json.loads((folder / "langneurons_finetune.json").read_text())["parameters"]["trainable"]
+            units = {}
+            for language in languages:
+                blocks = lm_blocks(model.tokenizer, self._lm_parts(language)["eval"], language, section.block_length,
+                                   section.eval_token_budget)
+                result = perplexity(model, blocks, batch_size=batch_size, progress=self.progress)
+                units[language] = [{"id": f"block-{i}", "nll": nll, "tokens": tokens}
+                                   for i, (nll, tokens) in enumerate(zip(result.block_nll, result.block_tokens))]
+            PerplexityUnits(model_name, "baseline" if run is None else _perplexity_role(run),
+                            None if run is None else run.source_language, parameters, units
+                            ).write(directory / "perplexity.json")
+
+        inputs = {"model": asdict(self.config.model), "lm": asdict(section), "languages": languages,
+                  "statistics": asdict(self.config.statistics) if section.source == "heldout" else None,
+                  "adapter": None if run is None else self.records[f"finetune/{model_name}"].product,
+                  "batch_size": batch_size}
+        return self.stage(f"lm_eval_ppl/{model_name}", inputs, compute, product=("perplexity.json",))
+
+    def _lm_parts(self, language: str) -> dict[str, list[str]]:
+        from langneurons.finetune.lm_task import LMText, lm_split
+
+        section = self.config.tasks.lm
+        spec = LMText(section.source, language, section.eval_fraction, section.dev_fraction, section.seed,
+                      section.max_documents)
+        return lm_split(spec, asdict(self.config.statistics))
+
+    def _write_lm_perplexity(self, tuned: LoadedModel, texts: list[str], run, directory: Path) -> None:
+        """Perplexity of base and tuned model on the LM text's ``eval`` part (never identified on or
+        trained on) -> ``perplexity.json``."""
+        from langneurons.finetune.lm_task import perplexity_before_after
+
+        if not texts:
+            raise LangNeuronsError(f"finetune/{run.name}: tasks.lm.eval_fraction leaves no text to score")
+        tuned.model.eval()
+        section = self.config.tasks.lm
+        record = perplexity_before_after(self.loaded, tuned, texts, run.source_language, section.block_length,
+                                         batch_size=run.options.batch_size, token_budget=section.eval_token_budget)
+        write_json(directory / "perplexity.json", dict(record, run=run.name))
 
     def _prepared_task(self, task: str, language: str):
         from langneurons.evaluate.evaluation import prepare_task
@@ -508,7 +642,8 @@ class _Experiment:
         from langneurons.finetune import load_finetuned
 
         evaluation = self.config.evaluation
-        tasks = list(evaluation.tasks) if model_name == "base" else [self.config.run(model_name).task]
+        zero_shot = model_name == "base" or self.config.run(model_name).task == LM_TASK  # LM-tuned: zero-shot too
+        tasks = list(evaluation.tasks) if zero_shot else [self.config.run(model_name).task]
         intervene = evaluation.intervene_models is None or model_name in evaluation.intervene_models
         sets = list(evaluation.neuron_sets) if intervene else []
         needs_statistics = bool(sets) and any(a.split("=")[0] in ("stat", "add") for a in evaluation.actions)
@@ -571,7 +706,8 @@ class _Experiment:
 
         config = self.config
         models = list(config.evaluation.models) if config.evaluation is not None else []
-        runs = {run.name: (run.task, run.options.neurons) for run in config.finetune}
+        runs = {run.name: (run.task, run.options.neurons) for run in config.finetune
+                if run.task != LM_TASK}  # LM-task runs enter the subnetwork claim (lm_eval_ppl), not neuron LoRA
         reference = config.evaluation.reference if config.evaluation is not None else None
 
         def compute(directory: Path) -> None:
@@ -579,7 +715,8 @@ class _Experiment:
                          directory)
 
         upstream = {name: record.product for name, record in self.records.items()
-                    if name.startswith(("identify/", "ppxc/", "direction_ppxc/", "evaluate/")) or name == "steering"}
+                    if name.startswith(("identify/", "ppxc/", "direction_ppxc/", "evaluate/", "lm_eval_ppl/"))
+                    or name == "steering"}
         inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
                   "upstream": upstream}
         return self.stage("claims", inputs, compute, product=("claims.json",))
@@ -630,6 +767,9 @@ class _Experiment:
         rows = []
         for name in finetuned:
             task = self.config.run(name).task
+            if task == LM_TASK:  # scored zero-shot like the base model: compared with it on the tasks
+                rows += self._zero_shot_comparisons(name, grids)
+                continue
             same_task = [other for other in finetuned if self.config.run(other).task == task]
             reference = evaluation.reference if evaluation.reference in same_task else same_task[0]
             references = [r for r in dict.fromkeys([reference, "base"]) if r != name and r in grids
@@ -643,6 +783,24 @@ class _Experiment:
                         rows.append({"task": task, "language": language, "metric": metric, "model": name,
                                      "reference": ref, "n": scores[metric]["n"], "score": scores[metric]["score"],
                                      "reference_score": ref_scores[metric]["score"], **comparison})
+        return rows
+
+    def _zero_shot_comparisons(self, name: str, grids) -> list[dict]:
+        """An LM-tuned model vs the base model on every evaluation task (paired on the same examples)."""
+        from langneurons.evaluate.evaluation import compare_records, score_rows
+
+        evaluation, rows = self.config.evaluation, []
+        if "base" not in grids:
+            return rows
+        args = (evaluation.bootstrap_resamples, evaluation.confidence, evaluation.seed)
+        for task in evaluation.tasks:
+            for language in self.config.evaluation_languages(task):
+                mine, theirs = grids[name].records(task, language), grids["base"].records(task, language)
+                scores, ref_scores = score_rows(task, mine, *args), score_rows(task, theirs, *args)
+                for metric, comparison in compare_records(task, theirs, mine, *args).items():
+                    rows.append({"task": task, "language": language, "metric": metric, "model": name,
+                                 "reference": "base", "n": scores[metric]["n"], "score": scores[metric]["score"],
+                                 "reference_score": ref_scores[metric]["score"], **comparison})
         return rows
 
     # ------------------------------------------------------------------ everything
@@ -660,7 +818,14 @@ class _Experiment:
             from langneurons.harness.api import task_manager
 
             register()
-            task_manager(self._lm_eval_options())
+            manager = task_manager(self._lm_eval_options())
+            if config.lm_eval.positions == "prompt":
+                from langneurons.harness.api import non_generation_tasks
+
+                others = non_generation_tasks(self._lm_eval_options(), manager)
+                if others:
+                    raise LangNeuronsError(f"lm_eval.positions 'prompt' intervenes on generation only, but task "
+                                           f"{next(iter(others))!r} is a {next(iter(others.values()))} task")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
         self._save_manifest()
@@ -690,6 +855,8 @@ class _Experiment:
             self.results()
         if config.lm_eval is not None:
             self.lm_eval(statistics)
+        for name in self.lm_perplexity_models():  # the subnetwork claim's per-block NLLs
+            self.lm_perplexity(name)
         if config.claims is not None:
             self.claims()
         seconds = time.perf_counter() - start

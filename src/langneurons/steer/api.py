@@ -28,11 +28,11 @@ from pathlib import Path
 from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.neuron_set import NeuronSet
-from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs, run_steering,
-                                          steering_prompts)
+from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs,
+                                          check_statistics_model, run_steering, steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
-from langneurons.steer.prompts import HELDOUT
 from langneurons.steer.metric import pooled_scores
+from langneurons.steer.prompts import HELDOUT
 
 
 def examples(result: SteeringResult, count: int) -> list[dict]:
@@ -126,7 +126,16 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
     statistics = None
     if needs_statistics:
         statistics = load_statistics_dir(statistics_dir, options.languages)
+    if neuron_set is not None:
+        source = neuron_set.source
+        check_statistics_model(statistics, source.get("weights_fingerprint"),  # the set's model, before any model loads
+                               f"the neuron set's model {source.get('model_id', '?')}",
+                               (neuron_set.num_layers, neuron_set.neurons_per_layer))
     check_inputs(options, neuron_set, identifier, statistics, directions)
+    if options.prompts == HELDOUT:  # the lines re-read from the corpus must be the ones held out
+        from langneurons.activations.api import check_corpus_unchanged
+
+        check_corpus_unchanged(statistics_dir, options.source_languages)
     prompts = steering_prompts(options, statistics_options(statistics_dir) if statistics_dir is not None else None)
     return neuron_set, statistics, identifier, prompts, directions
 
@@ -143,7 +152,10 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
 
     from langneurons.runner.run import _sha256, package_versions
 
+    from langneurons.artefacts import check_folder_target
+
     start, cpu_start = time.perf_counter(), time.process_time()
+    check_folder_target(out_dir)
     neuron_set, statistics, identifier, prompts, directions = prepared or prepare(
         options, neuron_set_path, statistics_dir, identifier, directions_path)
     result = run_steering(loaded, neuron_set, options, identifier, statistics, set_name=set_name, prompts=prompts,

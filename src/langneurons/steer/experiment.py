@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from langneurons.corpus.packing import TokenBlocks
+from langneurons.bounds import check_seed
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, greedy_generate, stop_token_ids
 from langneurons.finetune.formatting import pad_id
@@ -144,6 +145,7 @@ class SteeringOptions:
         dev_count(self.prompt_count, self.dev_fraction)  # both parts non-empty
         if self.examples < 0:
             raise LangNeuronsError(f"examples must be >= 0, got {self.examples}")
+        check_seed(self.seed)
         if not 0.0 < self.confidence < 1.0:
             raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {self.confidence}")
         self._check_directions()
@@ -314,6 +316,20 @@ class SteeringResult:
                                else None)}
 
 
+def check_statistics_model(statistics: Mapping | None, fingerprint: str | None, model: str,
+                           shape: tuple[int, int]) -> None:
+    """The statistics (language -> ActivationStatistics) were recorded on the model of weights
+    ``fingerprint`` and ``shape`` (layers, neurons per layer), described as ``model`` in the
+    message: the neuron set's model before the model loads, the loaded model before generating."""
+    for language, stats in (statistics or {}).items():
+        meta = stats.meta
+        if (meta.num_layers, meta.neurons_per_layer) != tuple(shape) \
+                or (fingerprint and meta.weights_fingerprint != fingerprint):
+            raise LangNeuronsError(f"the statistics of {language!r} were recorded on {meta.model_id} (weights "
+                                   f"{meta.weights_fingerprint}), not on {model} (weights {fingerprint}); use "
+                                   "statistics of the same model")
+
+
 def check_inputs(options: SteeringOptions, neuron_set: NeuronSet | None, identifier: Identifier,
                  statistics: Mapping | None, directions=None) -> None:
     """Everything that can be checked before the model runs (one-line errors); ``neuron_set`` and
@@ -453,6 +469,8 @@ def run_steering(loaded, neuron_set: NeuronSet | None, options: SteeringOptions,
         neuron_set.check_model(loaded.info)
     if directions is not None:
         directions.check_model(loaded)
+    check_statistics_model(statistics, loaded.info.weights_fingerprint, loaded.info.model_id,
+                           (loaded.info.num_layers, loaded.info.neurons_per_layer))
     check_inputs(options, neuron_set, identifier, statistics, directions)
     sets: dict[str, NeuronSet] = {}
     if neuron_set is not None:

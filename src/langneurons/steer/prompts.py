@@ -58,17 +58,22 @@ def heldout_prompts(statistics_options: Mapping, language: str, count: int, word
     """``count`` prompts from the documents that the statistics pass with ``statistics_options``
     (``corpus``, ``corpus_path``, ``max_documents``, ``heldout_fraction``, ``seed``: the options of
     its manifest) held out, so never used to identify neurons."""
-    fraction = float(statistics_options.get("heldout_fraction") or 0.0)
-    if fraction <= 0.0:
-        raise LangNeuronsError("prompts 'heldout' need statistics collected with a held-out fraction > 0")
-    corpus = statistics_options["corpus"]
-    documents = load_corpus(corpus, [language], max_documents=statistics_options.get("max_documents"),
-                            local_path=statistics_options.get("corpus_path"))[language]
-    heldout = split_documents(documents, fraction, int(statistics_options.get("seed") or 0))[1]
+    heldout = heldout_documents(statistics_options, language, "prompts 'heldout'")
     if from_end:
         heldout = heldout[::-1]
     return _prompts_of(heldout, language, count, words, split_sentences=False,
-                       source=f"the held-out part of {corpus}")
+                       source=f"the held-out part of {statistics_options['corpus']}")
+
+
+def heldout_documents(statistics_options: Mapping, language: str, user: str = "held-out text") -> list[str]:
+    """The documents of ``language`` that the statistics pass with ``statistics_options`` held out
+    (same corpus, document cap, fraction and seed), in corpus order."""
+    fraction = float(statistics_options.get("heldout_fraction") or 0.0)
+    if fraction <= 0.0:
+        raise LangNeuronsError(f"{user} need statistics collected with a held-out fraction > 0")
+    documents = load_corpus(statistics_options["corpus"], [language], max_documents=statistics_options.get("max_documents"),
+                            local_path=statistics_options.get("corpus_path"))[language]
+    return split_documents(documents, fraction, int(statistics_options.get("seed") or 0))[1]
 
 
 def _prompts_of(documents: list[str], language: str, count: int, words: int, split_sentences: bool,
