@@ -110,6 +110,7 @@ def test_directions_steer_beside_neurons_and_each_unit_has_a_dev_chosen_best(run
     assert data["best_conditions"] == bests and data["best_condition"] == "lape:activate:add=1"
     header = (tmp_path / "steering.csv").read_text().splitlines()[0].split(",")
     assert {"unit", "layers", "random_twin"} <= set(header)
+    assert (tmp_path / "steering_heatmap_directions.svg").is_file()
     examples = json.loads((tmp_path / "examples.json").read_text())
     assert examples[0]["direction_condition"] == "diffmean:add=1@0" and examples[0]["direction_steered_language"] == "fr"
 

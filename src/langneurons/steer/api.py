@@ -15,7 +15,8 @@ Files written to the output folder (atomic):
 * ``examples.json``: per pair a few *test* prompts with the baseline and the best condition's
   continuation side by side;
 * ``steering_heatmap.png/svg``, ``steering_sweep.png/svg`` and ``steering_scores.png/svg`` of the test
-  rows (:mod:`langneurons.report.steering_figures`);
+  rows (:mod:`langneurons.report.steering_figures`); with neurons and directions,
+  ``steering_heatmap_directions.png/svg`` of the best direction condition and its random twin;
 * with :func:`steer`: ``manifest.json`` (package versions, SHA-256 of the neuron set and statistics
   files read, wall and CPU seconds, the files written and their SHA-256).
 """
@@ -82,7 +83,14 @@ def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> l
         write_text(out_dir / "generations.jsonl", lines),
         write_json(out_dir / "examples.json", examples(result, example_count)),
     ]
-    return files + write_steering_figures(result.rows, out_dir, best)
+    files += write_steering_figures(result.rows, out_dir, best)
+    if bests["neurons"] and bests["directions"]:  # the direction unit's best beside the neurons' heatmap
+        from langneurons.report.neuron_figures import save_figure
+        from langneurons.report.steering_figures import steering_heatmap
+
+        test_rows = [r for r in result.rows if r.get("split", "test") == "test"]
+        files += save_figure(steering_heatmap(test_rows, bests["directions"]), out_dir, "steering_heatmap_directions")
+    return files
 
 
 def load_steering(directory) -> dict:
