@@ -17,7 +17,7 @@ import copy
 import torch
 
 from benchmarks.common import BenchResult, compare
-from langneurons.finetune.formatting import IGNORE_INDEX
+from langneurons.tasks.prompts import IGNORE_INDEX
 from langneurons.finetune.neuron_lora import add_lora
 from langneurons.finetune.train import train_step
 from langneurons.models.architectures import adapter_for

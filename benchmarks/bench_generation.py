@@ -22,7 +22,7 @@ import torch
 from benchmarks.common import BenchResult, compare
 from langneurons.evaluate.evaluation import prepare_task
 from langneurons.evaluate.generation import greedy_generate, greedy_generate_naive
-from langneurons.finetune.formatting import pad_id
+from langneurons.tasks.prompts import pad_id
 from langneurons.models.loading import LoadedModel
 
 

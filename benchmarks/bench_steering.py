@@ -27,7 +27,7 @@ import torch
 
 from benchmarks.common import BenchResult, compare
 from langneurons.evaluate.generation import greedy_generate
-from langneurons.finetune.formatting import pad_id
+from langneurons.tasks.prompts import pad_id
 from langneurons.intervene import build_intervention
 from langneurons.models.loading import LoadedModel
 from langneurons.steer.experiment import steered_generate

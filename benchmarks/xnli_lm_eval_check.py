@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from langneurons.artefacts import stable_hash, write_json, write_text
-from langneurons.evaluate.evaluation import rows_to_csv
+from langneurons.tables import rows_to_csv
 
 COMPARISON_FIELDS = ("language", "condition", "n", "langneurons_accuracy", "harness_accuracy", "different_predictions",
                      "langneurons_delta", "harness_delta", "langneurons_p_value", "harness_p_value")
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     from langneurons.identify.neuron_set import NeuronSet
     from langneurons.identify.random_control import random_control
     from langneurons.models.loading import load_model
-    from langneurons.runner.run import package_versions
+    from langneurons.provenance import package_versions
     from langneurons.tasks import load_xnli
 
     register()

@@ -28,9 +28,18 @@ def test_the_options_arrive_bundled_as_one_model_choice():
 
     result = CliRunner().invoke(demo, ["--count", "3", "-m", "some/model", "--dtype", "bfloat16", "--load-in-4bit"])
     assert result.exit_code == 0, result.output
-    assert received == {"count": 3, "model": ModelChoice(model="some/model", dtype="bfloat16", load_in_4bit=True)}
+    assert received == {"count": 3, "model": ModelChoice(name="some/model", dtype="bfloat16", load_in_4bit=True)}
     CliRunner().invoke(demo, [])
     assert received["model"] == ModelChoice()  # the defaults: the embedded model in float32
+
+
+def test_the_command_line_the_config_and_the_harness_share_one_model_options_class():
+    from langneurons.models.loading import ModelOptions
+    from langneurons.runner.config import ModelConfig, load_config
+
+    assert ModelChoice is ModelOptions and ModelConfig is ModelOptions
+    assert load_config({"languages": ["en"], "model": {"name": "x", "dtype": "bfloat16"}}).model == ModelOptions(
+        "x", dtype="bfloat16")
 
 
 def test_a_command_without_a_model_parameter_is_a_programming_error():

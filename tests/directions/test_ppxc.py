@@ -123,7 +123,7 @@ def test_collect_identify_and_ppl_matrix_through_the_stage_api(make_loaded, tmp_
                                          out_dir=tmp_path / "ppxc", cache_dir=tmp_path / "cache", progress=False)
     assert result.method == "diffmean" and result.sets == [LANGUAGE_SPECIFIC, RANDOM]
     assert {p.name for p in files} >= {"ppxc.csv", "ppxc.json", "ppxc_specificity.csv"}
-    from langneurons.report.ppxc_figures import ppxc_figure
+    from langneurons.intervene.figures import ppxc_figure
 
     figure = ppxc_figure(result)
     assert figure._suptitle.get_text().startswith("PPXC: tiny-gemma, diffmean directions")

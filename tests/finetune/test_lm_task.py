@@ -7,7 +7,7 @@ import pytest
 from langneurons.corpus.packing import split_documents
 from langneurons.errors import LangNeuronsError
 from langneurons.finetune.api import TrainingData, finetune_task
-from langneurons.finetune.formatting import IGNORE_INDEX
+from langneurons.tasks.prompts import IGNORE_INDEX
 from langneurons.finetune.lm_task import LMText, encode_lm, lm_blocks, lm_split
 from langneurons.finetune.train import FinetuneConfig, load_finetuned
 

@@ -8,7 +8,7 @@ from tiny import HIDDEN, NEURONS
 from torch.nn.utils import parametrize
 
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.formatting import collate, encode_examples, pad_id
+from langneurons.tasks.prompts import collate, encode_examples, pad_id
 from langneurons.finetune.neuron_lora import (
     adapter_state_dict,
     add_lora,

@@ -22,7 +22,8 @@ from ranks import free_port, launcher_env, rank_errors, run_ranks
 from safetensors.torch import load_file
 
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.train import METADATA, FinetuneConfig, finetune
+from langneurons.finetune.checkpoints import METADATA
+from langneurons.finetune.train import FinetuneConfig, finetune
 
 # 7 examples in micro-batches of 3: the last micro-batch of the epoch has one example, so rank 1
 # has nothing to do in it; 2 micro-batches per optimizer step.

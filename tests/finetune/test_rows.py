@@ -7,14 +7,14 @@ from langneurons.errors import LangNeuronsError
 from langneurons.finetune.neuron_lora import attention_module_names
 from langneurons.finetune.rows import ROWS_FILE, add_rows, equal_parameters, rows_parameter_count
 from langneurons.finetune.train import FinetuneConfig, finetune, load_finetuned
-from langneurons.models.architectures import _unwrap
+from langneurons.models.architectures import unwrap
 
 ROWS = dict(adapter="rows", neurons="languages", languages=("en",), mlp_targets=("gate", "up", "down"),
             batch_size=2, learning_rate=5e-2, weight_decay=0.5, warmup_ratio=0.0)
 
 
 def _state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+    return {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}
 
 
 def _neuron_views(loaded, layer: int) -> list[torch.Tensor]:
@@ -43,7 +43,7 @@ def test_adamw_with_weight_decay_moves_only_the_chosen_rows_and_columns(
         for view_before, view_after in zip(_neuron_views(base, layer), _neuron_views(merged, layer)):
             changed = (view_before != view_after).any(dim=1)
             assert torch.equal(changed, mask[layer])  # chosen rows moved, every other row bit-identical
-        for name, module in _unwrap(base.model).named_modules():
+        for name, module in unwrap(base.model).named_modules():
             if name in result.metadata["lora"]["target_modules"]:
                 neuron_weights.add(f"{name}.weight")
     assert set(after) == set(before)
@@ -51,9 +51,9 @@ def test_adamw_with_weight_decay_moves_only_the_chosen_rows_and_columns(
         if name not in neuron_weights:
             assert torch.equal(after[name], value), name
     # the trained model in memory computes with exactly the weights that were saved
-    for name, module in _unwrap(result.model.model).named_modules():
+    for name, module in unwrap(result.model.model).named_modules():
         if f"{name}.weight" in neuron_weights:
-            assert torch.equal(module.weight, dict(_unwrap(merged.model).named_modules())[name].weight)
+            assert torch.equal(module.weight, dict(unwrap(merged.model).named_modules())[name].weight)
 
 
 def test_saved_file_holds_only_the_changed_rows_and_their_indices(tmp_path, make_loaded, make_neuron_set, qa_data):
@@ -84,7 +84,7 @@ def test_rows_are_refused_on_another_model_and_without_neurons(tmp_path, make_lo
 
 
 def test_reloaded_rows_model_gives_the_trained_logits(tmp_path, make_loaded, make_neuron_set, qa_data):
-    from langneurons.finetune.formatting import collate, encode_examples, pad_id
+    from langneurons.tasks.prompts import collate, encode_examples, pad_id
 
     loaded = make_loaded("qwen2")
     result = finetune(loaded, qa_data(), FinetuneConfig("xquad", max_steps=2, **ROWS), tmp_path,
@@ -153,7 +153,7 @@ def test_bfloat16_weights_train_float32_deltas_and_only_the_chosen_rows_change(m
     with torch.no_grad():
         for d in deltas.values():
             d.delta.fill_(0.5)
-    for name, module in _unwrap(rows.model).named_modules():
+    for name, module in unwrap(rows.model).named_modules():
         if name in deltas:
             weight, original = module.weight, before[f"{name}.weight"]
             changed = (weight != original).any(dim=1)

@@ -8,8 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.formatting import collate, encode_examples, nli_label_logits, pad_id
-from langneurons.finetune.train import METADATA, NEURONS_FILE, FinetuneConfig, finetune, load_finetuned
+from langneurons.tasks.prompts import collate, encode_examples, nli_label_logits, pad_id
+from langneurons.finetune.checkpoints import METADATA, NEURONS_FILE, load_finetuned
+from langneurons.finetune.train import FinetuneConfig, finetune
 from langneurons.identify.neuron_set import NeuronSet
 
 QUICK = dict(lora_r=4, batch_size=2, learning_rate=5e-3, lora_dropout=0.0)

@@ -147,7 +147,8 @@ def test_missing_extra_is_one_clear_error(monkeypatch):
 
 def test_an_adapter_is_loaded_onto_the_model_and_takes_base_model_interventions(task_dir, model_dir, neuron_file,
                                                                                tmp_path):
-    from langneurons.finetune.train import FinetuneConfig, finetune, load_finetuned
+    from langneurons.finetune.checkpoints import load_finetuned
+    from langneurons.finetune.train import FinetuneConfig, finetune
     from langneurons.models.loading import load_model
     from langneurons.tasks.xnli import NLIExample
 

@@ -14,7 +14,7 @@ from langneurons.errors import LangNeuronsError
 from langneurons.identify.random_control import random_control
 from langneurons.intervene import PerplexityResult, PPXCResult, build_intervention, perplexity, ppxc_matrix, write_ppxc
 from langneurons.intervene.ppxc import within_budget
-from langneurons.report.ppxc_figures import write_ppxc_figure
+from langneurons.intervene.figures import write_ppxc_figure
 
 NEURONS = {"en": [[0, 1], [0, 2], [1, 5], [1, 6], [1, 7]], "fr": [[0, 10], [1, 11], [1, 12]], "hi": [[0, 20], [1, 21]]}
 

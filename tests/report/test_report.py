@@ -8,7 +8,7 @@ import torch
 
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.neuron_set import NeuronSet
-from langneurons.report.delta_figures import write_delta_figure
+from langneurons.evaluate.figures import write_delta_figure
 from langneurons.report.report import write_report
 
 
@@ -216,7 +216,7 @@ def _steering_row(condition, split, n, target, fluent, degenerate, combined, ci=
 
 
 def test_the_steering_section_reports_test_prompts_with_loop_aware_scores(run_dir):
-    from langneurons.report.steering_figures import write_steering_figures
+    from langneurons.steer.figures import write_steering_figures
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["stages"]["steering"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}

@@ -90,7 +90,7 @@ def test_a_config_file_can_extend_another_merging_mappings_and_replacing_lists(t
     child = load_config(tmp_path / "child.yaml")
     assert child.languages == ("en", "fr")
     assert child.statistics.token_budget == 99 and child.statistics.block_length == 16  # merged
-    assert child.ppxc.languages == ("fr",) and child.ppxc.token_budget == 30
+    assert child.ppxc.options.languages == ("fr",) and child.ppxc.options.token_budget == 30
 
 
 def test_file_errors_name_the_file(tmp_path, make_config):
@@ -131,7 +131,7 @@ def test_the_replication_config_reads_the_data_folder_it_is_given():
     assert config.statistics.corpus == "/copies/flores200/devtest"
     # the neuron-level study only: fine-tuning/transfer and steering are separate runs (issues 18, 19)
     assert not config.finetune and config.evaluation is None and config.steering is None
-    assert config.statistics.replicates == 20 and config.ppxc.token_budget == 2048
+    assert config.statistics.replicates == 20 and config.ppxc.options.token_budget == 2048
     assert config.claims is not None and config.claims.related_pairs == (("fr", "es"), ("hi", "ur"))
     default = load_config(builtin_config("replication"))
     assert default.statistics.corpus == "../shared/data/flores200/devtest"

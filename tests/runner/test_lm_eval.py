@@ -45,7 +45,7 @@ def test_the_section_is_parsed_validated_and_absent_by_default(make_config, tmp_
     task_dir = write_task_folder(tmp_path / "tasks")
     config["lm_eval"] = _section(task_dir)
     parsed = load_config(config)
-    assert parsed.lm_eval.tasks == (MC_TASK,) and parsed.lm_eval.random_control is True
+    assert parsed.lm_eval.options.tasks == (MC_TASK,) and parsed.lm_eval.random_control is True
     assert load_config(parsed.to_dict()) == parsed
     for change, message in [({"neuron_sets": ["nope"]}, "no neuron set named 'nope'"),
                             ({"languages": ["de"]}, "not among the experiment's languages"),

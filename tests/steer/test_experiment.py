@@ -200,7 +200,7 @@ def test_bad_inputs_are_refused_before_generation(planted, planted_set, planted_
 
 
 def test_a_single_strength_draws_no_sweep_figure_and_says_why(run, tmp_path):
-    from langneurons.report.steering_figures import no_sweep_reason, sweep_strengths
+    from langneurons.steer.figures import no_sweep_reason, sweep_strengths
 
     for name in ("steering_sweep.png", "steering_sweep.svg"):  # left by an earlier run with a sweep
         (tmp_path / name).write_text("stale")
@@ -214,7 +214,7 @@ def test_a_single_strength_draws_no_sweep_figure_and_says_why(run, tmp_path):
 
 
 def test_a_sweep_needs_two_strengths_of_the_same_action():
-    from langneurons.report.steering_figures import no_sweep_reason, sweep_strengths
+    from langneurons.steer.figures import no_sweep_reason, sweep_strengths
 
     def row(kind, value, neuron_set="lape", mode="activate"):
         return {"source": "en", "target": "fr", "neuron_set": neuron_set, "mode": mode, "kind": kind,

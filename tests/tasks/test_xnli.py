@@ -196,9 +196,10 @@ def test_hub_failure_becomes_a_one_line_error(monkeypatch):
 
 
 def builtin_file(name: str):
+    """The shipped file ``name`` of the built-in XNLI sample; a missing one fails the test (a
+    packaging regression), it does not skip it."""
     resource = files("langneurons.data").joinpath("xnli").joinpath(name)
-    if not resource.is_file():
-        pytest.skip(f"builtin XNLI file {name} not shipped yet")
+    assert resource.is_file(), f"the built-in XNLI file {name} is not shipped (package data missing)"
     return resource
 
 
@@ -219,3 +220,8 @@ def test_builtin_english_train_split_is_valid():
     assert {e.label for e in examples} == {0, 1, 2}
     with pytest.raises(LangNeuronsError, match="English train split"):
         load_xnli("builtin", "fr", split="train")
+
+
+def test_a_missing_shipped_file_fails_the_test_instead_of_skipping_it():
+    with pytest.raises(AssertionError, match="not shipped"):
+        builtin_file("xx.jsonl")

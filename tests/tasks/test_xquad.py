@@ -220,8 +220,9 @@ def test_hub_source_asks_datasets_for_google_xquad(monkeypatch):
 
 
 def builtin_xquad(name: str) -> None:
-    if not files("langneurons.data").joinpath("xquad").joinpath(name).is_file():
-        pytest.skip(f"builtin XQuAD file {name} not shipped yet")
+    """A missing shipped file of the built-in XQuAD sample fails the test (a packaging regression)."""
+    assert files("langneurons.data").joinpath("xquad").joinpath(name).is_file(), (
+        f"the built-in XQuAD file {name} is not shipped (package data missing)")
 
 
 def test_builtin_xquad_languages_are_parallel_and_spans_match():
@@ -240,3 +241,8 @@ def test_builtin_english_train_file_has_no_evaluation_context():
     assert train and count_span_mismatches(train) == 0
     if files("langneurons.data").joinpath("xquad").joinpath("xquad.en.json").is_file():
         assert {e.context for e in train}.isdisjoint({e.context for e in load_xquad("builtin", "en")})
+
+
+def test_a_missing_shipped_file_fails_the_test_instead_of_skipping_it():
+    with pytest.raises(AssertionError, match="not shipped"):
+        builtin_xquad("xquad.xx.json")

@@ -31,6 +31,7 @@ from langneurons.directions.residual import merge_residual_files
 from langneurons.errors import LangNeuronsError, brief, warn
 from langneurons.languages import check_languages
 from langneurons.models.loading import LoadedModel
+from langneurons.provenance import MANIFEST
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def _collect(loaded, options, languages, out_dir: Path, progress: bool, context)
         "corpus_files": corpus_fingerprints(options.corpus, languages),
     }
     if main:
-        write_json(out_dir / ("manifest.json" if options.shard is None else f"manifest.shard{options.shard[0]}.json"),
+        write_json(out_dir / (MANIFEST if options.shard is None else f"manifest.shard{options.shard[0]}.json"),
                    manifest)
     return results
 

@@ -31,6 +31,7 @@ from langneurons.activations.sketch import (
 )
 from langneurons.artefacts import atomic_save_safetensors
 from langneurons.errors import LangNeuronsError
+from langneurons.models.loading import ModelInfo
 
 PERCENTILES: tuple[int, ...] = (5, 10, 25, 50, 75, 90, 95)
 """Percentiles reported for every neuron (the paper's P5 ... P95)."""
@@ -60,15 +61,11 @@ def check_statistic_name(name) -> str:
 
 
 @dataclass(frozen=True)
-class StatisticsMeta:
-    """Where a statistics object comes from; stored as safetensors metadata."""
+class StatisticsMeta(ModelInfo):
+    """Where a statistics object comes from: the model (the fields of
+    :class:`~langneurons.models.loading.ModelInfo`, inherited, so they are declared once) and the
+    language, corpus, tool version and options; stored flat as safetensors metadata."""
 
-    model_id: str
-    revision: str
-    architecture: str
-    num_layers: int
-    neurons_per_layer: int
-    weights_fingerprint: str
     language: str
     corpus_fingerprint: str = ""
     tool_version: str = __version__

@@ -2,6 +2,10 @@
 
 Every command exits non-zero with a one-line ``error: ...`` on bad input (a
 :class:`~langneurons.errors.LangNeuronsError`), never with a traceback.
+
+Over 500 lines because it is the stage commands' option declarations (typer parameters with their
+help), one function each, that only parse and call the stage APIs; the experiment commands live in
+:mod:`.experiment`.
 """
 
 from __future__ import annotations
@@ -296,7 +300,7 @@ def plot(
 ) -> None:
     """Draw the figures of an existing neuron set (counts, layers, overlap, Venn, entropy)."""
     from langneurons.identify import NeuronSet, load_entropy
-    from langneurons.report.neuron_figures import write_neuron_figures
+    from langneurons.identify.figures import write_neuron_figures
 
     loaded_set = NeuronSet.load(neuron_set)
     if entropy is None and neuron_set.with_name(neuron_set.stem + ".entropy.safetensors").exists():

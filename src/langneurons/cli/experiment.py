@@ -132,7 +132,7 @@ def evaluate_command(
     from langneurons.evaluate.evaluation import evaluate_grid
     from langneurons.identify.neuron_set import NeuronSet
     from langneurons.languages import check_languages
-    from langneurons.report.delta_figures import write_delta_figure
+    from langneurons.evaluate.figures import write_delta_figure
     from langneurons.tasks import load_xnli, load_xquad
 
     chosen_languages = check_languages(_split(languages))

@@ -110,7 +110,7 @@ def direction_ppl_matrix(loaded: LoadedModel, directions_path, statistics_dir, o
     )
     files: list[Path] = []
     if out_dir is not None:
-        from langneurons.report.ppxc_figures import write_ppxc_figure
+        from langneurons.intervene.figures import write_ppxc_figure
 
         files += list(write_ppxc(result, out_dir).values())
         files += write_ppxc_figure(result, out_dir)

@@ -1,6 +1,6 @@
 """Cross-lingual task evaluation (XNLI accuracy, XQuAD exact match / F1) under interventions.
 
-The model is prompted with the prompt formats of :mod:`langneurons.finetune.formatting`, so the
+The model is prompted with the prompt formats of :mod:`langneurons.tasks.prompts`, so the
 zero-shot base model and every fine-tuned adapter are scored the same way:
 
 * XNLI: the verbaliser class is ``argmax`` of the three label-word logits at the last prompt token;
@@ -19,8 +19,6 @@ With fewer than MIN_RESAMPLING_UNITS (20) examples a cell's CIs and bootstrap p-
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -33,7 +31,9 @@ from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, answer_text, greedy_generate, stop_token_ids
 from langneurons.evaluate.metrics import compare_accuracy, paired_bootstrap, squad_scores, summarize
-from langneurons.finetune.formatting import (
+from langneurons.identify.neuron_set import as_neuron_set
+from langneurons.tables import rows_to_csv
+from langneurons.tasks.prompts import (
     DEFAULT_MAX_LENGTH,
     EncodedExample,
     check_task,
@@ -281,16 +281,6 @@ class GridResult:
         return cls(scores["model"], scores["rows"], predictions)
 
 
-def rows_to_csv(rows: Sequence[dict], fields: Sequence[str] | None = None) -> str:
-    """CSV text of ``rows`` (columns ``fields``, default the first row's keys; None -> empty)."""
-    fields = list(fields or (rows[0].keys() if rows else []))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _conditions(neuron_sets: Mapping, actions: Sequence[str]) -> list[Condition]:
     return [BASELINE_CONDITION] + [Condition(method, action) for method in neuron_sets for action in actions]
 
@@ -317,7 +307,8 @@ def evaluate_grid(
     Args:
         tasks: task (``xnli``/``xquad``) -> language -> examples, or a :class:`PreparedTask`
             (raw examples are tokenised here, once, with ``max_length``/``max_new_tokens``).
-        neuron_sets: name -> NeuronSet; each with each of ``actions`` is one grid condition.
+        neuron_sets: name -> NeuronSet (or its file path); each with each of ``actions`` is one
+            grid condition.
         actions: intervention actions of :mod:`langneurons.intervene.spec` (``zero``,
             ``scale=0``, ``stat=p90`` (evaluated language's statistic), ``stat=mean@en`` ...).
         statistics: language -> ActivationStatistics, for ``stat`` / ``add`` actions.
@@ -325,7 +316,7 @@ def evaluate_grid(
         neurons_model_info: ModelInfo of the model the neuron sets and statistics were made on
             (default ``loaded.info``; pass the base model's when ``loaded`` is a fine-tuned adapter).
     """
-    neuron_sets = dict(neuron_sets or {})
+    neuron_sets = {name: as_neuron_set(value) for name, value in (neuron_sets or {}).items()}
     info = neurons_model_info or loaded.info
     for neuron_set in neuron_sets.values():
         neuron_set.check_model(info)

@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from langneurons.errors import LangNeuronsError
-from langneurons.models.architectures import _unwrap
+from langneurons.models.architectures import unwrap
 
 
 def stop_token_ids(model: nn.Module, tokenizer) -> set[int]:
     """EOS ids of the tokenizer and of the model's generation config (e.g. Gemma's <end_of_turn>)."""
     ids = {tokenizer.eos_token_id}
-    config = getattr(_unwrap(model), "generation_config", None)
+    config = getattr(unwrap(model), "generation_config", None)
     configured = getattr(config, "eos_token_id", None)
     ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
     ids.discard(None)
@@ -57,7 +57,7 @@ class StopRule:
 def _forward_arguments(model: nn.Module) -> tuple[bool, str]:
     """(whether forward takes position ids, the name of its KV-cache argument: ``cache`` in
     transformers 5, ``past_key_values`` before)."""
-    parameters = inspect.signature(_unwrap(model).forward).parameters
+    parameters = inspect.signature(unwrap(model).forward).parameters
     return "position_ids" in parameters, "cache" if "cache" in parameters else "past_key_values"
 
 

@@ -1,14 +1,15 @@
 """Fine-tuning with plain LoRA, neuron-specific LoRA or the neurons' own rows, on XNLI, XQuAD or text.
 
-:mod:`~langneurons.finetune.formatting` holds the prompt formats and scoring shared with
+:mod:`~langneurons.tasks.prompts` holds the prompt formats and scoring shared with
 evaluation, :mod:`~langneurons.finetune.neuron_lora` the exact neuron masks,
 :mod:`~langneurons.finetune.rows` the exact neuron-row training (``adapter rows``),
 :mod:`~langneurons.finetune.lm_task` the language-modelling task, :mod:`~langneurons.finetune.selection`
 the learning-rate choice and early stopping on the dev split, and
-:mod:`~langneurons.finetune.train` the training loop, checkpoints and adapter loading.
+:mod:`~langneurons.finetune.train` the training loop (:mod:`~langneurons.finetune.checkpoints` the run
+folder, checkpoints and adapter loading).
 """
 
-from langneurons.finetune.formatting import (
+from langneurons.tasks.prompts import (
     NLI_LABEL_WORDS,
     TASKS,
     EncodedExample,
@@ -36,15 +37,8 @@ from langneurons.finetune.neuron_lora import (
 )
 from langneurons.finetune.rows import EqualParameters, RowsModel, add_rows, equal_parameters, rows_parameter_count
 from langneurons.finetune.selection import EarlyStopping, search_learning_rate
-from langneurons.finetune.train import (
-    NEURON_MODES,
-    FinetuneConfig,
-    FinetuneResult,
-    finetune,
-    load_finetuned,
-    read_finetune_metadata,
-    train_step,
-)
+from langneurons.finetune.checkpoints import load_finetuned, read_finetune_metadata
+from langneurons.finetune.train import NEURON_MODES, FinetuneConfig, FinetuneResult, finetune, train_step
 
 __all__ = [
     "EarlyStopping",

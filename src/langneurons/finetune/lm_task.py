@@ -24,7 +24,7 @@ from pathlib import Path
 
 from langneurons.corpus.packing import TokenBlocks, pack_blocks, split_documents
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.formatting import IGNORE_INDEX, EncodedData, EncodedExample
+from langneurons.tasks.prompts import IGNORE_INDEX, EncodedData, EncodedExample
 from langneurons.languages import check_language
 
 LM_TASK = "lm"

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from langneurons.errors import LangNeuronsError
-from langneurons.models.architectures import ModelAdapter, UnsupportedArchitectureError, _unwrap
+from langneurons.models.architectures import ModelAdapter, UnsupportedArchitectureError, unwrap
 
 MLP_ROLES = ("gate", "up", "down")
 ADAPTER_NAME = "default"
@@ -63,7 +63,7 @@ def check_mlp_targets(mlp_targets: Sequence[str]) -> tuple[str, ...]:
 
 
 def _module_names(model: nn.Module) -> dict[int, str]:
-    return {id(module): name for name, module in _unwrap(model).named_modules()}
+    return {id(module): name for name, module in unwrap(model).named_modules()}
 
 
 def attention_module_names(adapter: ModelAdapter, targets: Sequence[str] | None = None) -> list[str]:
@@ -151,7 +151,7 @@ def lora_config(target_modules: Sequence[str], r: int, alpha: float, dropout: fl
 
 def apply_feature_masks(peft_model: nn.Module, plan: Sequence[MaskedModule]) -> None:
     """Register :class:`FeatureMask` on the LoRA factor named by each planned module's ``kind``."""
-    modules = dict(_unwrap(peft_model).named_modules())
+    modules = dict(unwrap(peft_model).named_modules())
     for item in plan:
         if item.mask is None:
             continue

@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 from langneurons.artefacts import atomic_save_safetensors
 from langneurons.errors import LangNeuronsError
 from langneurons.finetune.neuron_lora import MaskedModule, neuron_lora_plan
-from langneurons.models.architectures import ModelAdapter, _unwrap
+from langneurons.models.architectures import ModelAdapter, unwrap
 
 ROWS_FILE = "neuron_rows.safetensors"
 ROWS_FORMAT = "langneurons.neuron-rows/1"
@@ -75,7 +75,7 @@ class RowsModel:
 
     def deltas(self) -> dict[str, RowDelta]:
         """Module name -> its :class:`RowDelta`."""
-        modules = dict(_unwrap(self.model).named_modules())
+        modules = dict(unwrap(self.model).named_modules())
         return {name: modules[name].parametrizations.weight[0] for name in self.target_modules}
 
     def save(self, folder: Path) -> None:
@@ -98,7 +98,7 @@ def add_rows(adapter: ModelAdapter, neuron_mask: torch.Tensor, mlp_targets: Sequ
     model = adapter.model
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    modules = dict(_unwrap(model).named_modules())
+    modules = dict(unwrap(model).named_modules())
     for item in plan:
         module = modules[item.name]
         weight = module.weight
@@ -116,7 +116,7 @@ def rows_parameter_count(adapter: ModelAdapter, neuron_mask: torch.Tensor,
                          mlp_targets: Sequence[str] = ("gate", "up", "down")) -> int:
     """Trainable entries of :func:`add_rows` for ``neuron_mask`` (computed from the plan, nothing
     is changed): per chosen feature, the length of its row (column)."""
-    modules = dict(_unwrap(adapter.model).named_modules())
+    modules = dict(unwrap(adapter.model).named_modules())
     total = 0
     for item in neuron_lora_plan(adapter, neuron_mask, mlp_targets):
         weight = modules[item.name].weight
@@ -145,7 +145,7 @@ def apply_saved_rows(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
     """Add the saved deltas of ``path`` to ``model``'s weights in place (every module and
     tensor must match; never a partial load). Returns the saved tensors."""
     tensors, dims = read_rows(path)
-    modules = dict(_unwrap(model).named_modules())
+    modules = dict(unwrap(model).named_modules())
     expected = {f"{name}.{part}" for name in dims for part in ("delta", "index")}
     if set(tensors) != expected:
         odd = sorted(set(tensors) ^ expected)[:3]
@@ -168,7 +168,7 @@ def apply_saved_rows(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
 
 def lora_parameters_per_rank(adapter: ModelAdapter, module_names: Sequence[str]) -> int:
     """Trainable LoRA entries per unit of rank on ``module_names``: sum of (in + out) features."""
-    modules = dict(_unwrap(adapter.model).named_modules())
+    modules = dict(unwrap(adapter.model).named_modules())
     total = 0
     for name in module_names:
         if name not in modules or getattr(modules[name], "weight", None) is None:

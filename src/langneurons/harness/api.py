@@ -32,7 +32,7 @@ import torch
 from langneurons.artefacts import write_json, write_text
 from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
 from langneurons.errors import LangNeuronsError
-from langneurons.evaluate.evaluation import rows_to_csv
+from langneurons.tables import rows_to_csv
 from langneurons.evaluate.metrics import compare_accuracy, paired_bootstrap, summarize
 from langneurons.intervene.spec import InterventionSpec, parse_spec
 

@@ -36,7 +36,7 @@ from langneurons.errors import LangNeuronsError
 from langneurons.harness import MODEL_NAME
 from langneurons.intervene import Intervention, intervene
 from langneurons.intervene.spec import InterventionSpec, parse_spec, resolve
-from langneurons.models.loading import DEFAULT_MODEL, LoadedModel, load_model
+from langneurons.models.loading import DEFAULT_MODEL, LoadedModel, ModelOptions
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,13 @@ class LangNeuronsLM(HFLM):
     ) -> None:
         model = kwargs.pop("pretrained", model)
         if loaded is None:
-            loaded = load_model(str(model), revision=revision, dtype=str(dtype), device_map=device_map,
-                                load_in_4bit=_flag(load_in_4bit), gguf_file=gguf_file,
-                                trust_remote_code=_flag(trust_remote_code))
+            options = ModelOptions(str(model), revision=revision, dtype=str(dtype), device_map=device_map,
+                                   load_in_4bit=_flag(load_in_4bit), gguf_file=gguf_file)
+            loaded = options.load(trust_remote_code=_flag(trust_remote_code))
         self.base = loaded
         self.statistics_dir = statistics
         if adapter:
-            from langneurons.finetune.train import load_finetuned
+            from langneurons.finetune.checkpoints import load_finetuned
 
             loaded = load_finetuned(adapter, base=loaded)
         self.loaded = loaded

@@ -1,8 +1,8 @@
 """A harness multiple-choice copy of langneurons' own XNLI evaluation, written as local task files.
 
 langneurons scores XNLI as a verbaliser classifier (:mod:`langneurons.evaluate.evaluation`): the
-prompt :func:`~langneurons.finetune.formatting.nli_prompt` (premise cut to fit ``max_length``
-exactly as :func:`~langneurons.finetune.formatting.fit_nli_prompt` cuts it), and the class whose
+prompt :func:`~langneurons.tasks.prompts.nli_prompt` (premise cut to fit ``max_length``
+exactly as :func:`~langneurons.tasks.prompts.fit_nli_prompt` cuts it), and the class whose
 label word's *first token* (``" entailment"``, ``" neutral"``, ``" contradiction"``) has the
 highest logit at the last prompt token. :func:`write_xnli_tasks` writes the same examples as a
 harness ``multiple_choice`` task whose choices are exactly those first tokens (decoded), with an
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from langneurons.artefacts import write_text
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.formatting import DEFAULT_MAX_LENGTH, fit_nli_prompt, nli_label_token_ids
+from langneurons.tasks.prompts import DEFAULT_MAX_LENGTH, fit_nli_prompt, nli_label_token_ids
 
 _YAML = """task: {task}
 dataset_path: json

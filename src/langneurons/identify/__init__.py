@@ -10,12 +10,16 @@ from langneurons.identify.inputs import load_statistics, select_statistics
 from langneurons.identify.lape import LapeResult, lape, lape_entropy, load_entropy
 from langneurons.identify.neuron_set import NeuronSet, layer_ranges, pairwise_overlap, summarize
 from langneurons.identify.random_control import random_control
+from langneurons.identify.api import IdentifyOptions, IdentifyResult, identify
 
 __all__ = [
+    "IdentifyOptions",
+    "IdentifyResult",
     "LapeResult",
     "NeuronSet",
     "act_prob",
     "activation_probability_scores",
+    "identify",
     "lape",
     "lape_entropy",
     "layer_ranges",

@@ -51,7 +51,7 @@ def write_agreement(rows: list[dict], out_dir, labels: tuple[str, str], figures:
     files = [write_csv(out_dir / f"{name}.csv", rows),
              write_json(out_dir / f"{name}.json", {"first": labels[0], "second": labels[1], "rows": rows})]
     if figures:
-        from langneurons.report.stability_figures import write_agreement_figure
+        from langneurons.identify.stability_figures import write_agreement_figure
 
         files += write_agreement_figure(rows, out_dir, name, f"{labels[0]} vs {labels[1]}")
     return files

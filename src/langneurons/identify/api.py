@@ -140,7 +140,7 @@ def identify(statistics_dir, options: IdentifyOptions, output=None, figures: boo
         if lape_result is not None:
             out.files.append(lape_result.save_entropy(output.with_name(output.stem + ".entropy.safetensors")))
         if figures:
-            from langneurons.report.neuron_figures import write_neuron_figures
+            from langneurons.identify.figures import write_neuron_figures
 
             out.files += write_neuron_figures(neuron_set, output.with_name(output.stem + "_figures"), entropy=entropy,
                                               venn_languages=venn_languages)
@@ -173,7 +173,7 @@ def stability_of(statistics_dir, options: IdentifyOptions, stability_options: St
         files += result.save(out_dir, min_frequency)
         files.append(stable_set(result, min_frequency).save(out_dir / "stable.json"))
         if figures:
-            from langneurons.report.stability_figures import write_stability_figures
+            from langneurons.identify.stability_figures import write_stability_figures
 
             files += write_stability_figures(result, out_dir)
     return result, files

@@ -205,6 +205,22 @@ class NeuronSet:
         return atomic_torch_save(exported, path)
 
 
+def as_neuron_set(value) -> NeuronSet:
+    """``value`` itself if it is a :class:`NeuronSet`, else the set read from that file path: every
+    API that takes a neuron set takes either."""
+    return value if isinstance(value, NeuronSet) else NeuronSet.load(value)
+
+
+def content_sha256(neuron_set: NeuronSet) -> str:
+    """SHA-256 of the set's content (its JSON form: header and neurons, sorted keys), for the
+    provenance of a set passed as an object rather than a file."""
+    import hashlib
+
+    header = neuron_set._header()
+    neurons = {language: rows.tolist() for language, rows in neuron_set.neurons.items()}
+    return hashlib.sha256(json.dumps({**header, "neurons": neurons}, sort_keys=True).encode()).hexdigest()
+
+
 def neuron_rows(language: str, rows) -> torch.Tensor:
     """(layer, neuron) rows as an int64 [k, 2] tensor: an integer tensor, or a list of
     ``[layer, neuron]`` pairs of integers (JSON). Floats and booleans are refused, never

@@ -11,12 +11,14 @@ from langneurons.intervene.interventions import KINDS, Intervention, build_inter
 from langneurons.intervene.perplexity import PerplexityResult, perplexity
 from langneurons.intervene.ppxc import MEASURES, PPXCResult, ppxc_matrix, write_ppxc
 from langneurons.intervene.spec import InterventionSpec, intervention_factory, parse_spec, resolve
+from langneurons.intervene.api import PPXCOptions, ppl_matrix
 
 __all__ = [
-    "KINDS",
-    "MEASURES",
     "Intervention",
     "InterventionSpec",
+    "KINDS",
+    "MEASURES",
+    "PPXCOptions",
     "PPXCResult",
     "PerplexityResult",
     "build_intervention",
@@ -24,6 +26,7 @@ __all__ = [
     "intervention_factory",
     "parse_spec",
     "perplexity",
+    "ppl_matrix",
     "ppxc_matrix",
     "resolve",
     "write_ppxc",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from langneurons.activations.api import load_heldout, load_statistics_dir
 from langneurons.errors import LangNeuronsError, brief
-from langneurons.identify.neuron_set import NeuronSet
+from langneurons.identify.neuron_set import as_neuron_set
 from langneurons.intervene.ppxc import MEASURES, PPXCResult, ppxc_matrix, write_ppxc
 from langneurons.intervene.spec import parse_action
 from langneurons.languages import check_languages
@@ -17,7 +17,9 @@ from langneurons.models.loading import LoadedModel, cache_root
 @dataclass(frozen=True)
 class PPXCOptions:
     """action: what is done to row language i's neurons (``zero``, ``scale=0.5``, ``stat=p10``, ...).
-    token_budget: target tokens per evaluated language (whole leading held-out blocks)."""
+    token_budget: target tokens per evaluated language (whole leading held-out blocks).
+    measure: what the heatmap shows (:data:`MEASURES`); bootstrap_resamples / confidence: the
+    block-bootstrap intervals of the cells and of the specificity."""
 
     languages: tuple[str, ...] | None = None
     action: str = "zero"
@@ -25,9 +27,12 @@ class PPXCOptions:
     seed: int = 0
     token_budget: int | None = 20_000
     batch_size: int = 8
+    measure: str = "delta_nll"
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
 
     def __post_init__(self):
-        check_ppxc_options(self.action, self.token_budget, self.batch_size)
+        check_ppxc_options(self.action, self.token_budget, self.batch_size, self.measure)
 
 
 def check_ppxc_options(action: str, token_budget: int | None, batch_size: int, measure: str | None = None) -> None:
@@ -43,10 +48,13 @@ def check_ppxc_options(action: str, token_budget: int | None, batch_size: int, m
         raise LangNeuronsError(f"unknown PPXC measure {brief(measure)}; use one of {', '.join(MEASURES)}")
 
 
-def ppl_matrix(loaded: LoadedModel, neuron_set_path, statistics_dir, options: PPXCOptions, out_dir=None,
+def ppl_matrix(loaded: LoadedModel, neuron_set, statistics_dir, options: PPXCOptions | None = None, out_dir=None,
                cache_dir=None, progress: bool = True) -> tuple[PPXCResult, list[Path]]:
-    """Compute the PPXC matrix on the held-out blocks saved by ``collect`` in ``statistics_dir``."""
-    neuron_set = NeuronSet.load(neuron_set_path)
+    """Compute the PPXC matrix on the held-out blocks saved by ``collect`` in ``statistics_dir``.
+
+    ``neuron_set``: a :class:`NeuronSet` or the path of one; ``options``: default :class:`PPXCOptions`."""
+    options = options or PPXCOptions()
+    neuron_set = as_neuron_set(neuron_set)
     neuron_set.check_model(loaded.info)
     languages = list(check_languages(options.languages)) if options.languages else neuron_set.languages
     missing = [lang for lang in languages if lang not in neuron_set.languages]
@@ -63,12 +71,12 @@ def ppl_matrix(loaded: LoadedModel, neuron_set_path, statistics_dir, options: PP
         loaded, neuron_set, heldout, languages, intervention_kind=options.action,
         random_control=options.random_control, seed=options.seed, token_budget=options.token_budget,
         cache_dir=cache_dir or cache_root() / "ppxc", progress=progress, batch_size=options.batch_size,
-        statistics_by_language=statistics,
+        statistics_by_language=statistics, n_resamples=options.bootstrap_resamples, confidence=options.confidence,
     )
     files: list[Path] = []
     if out_dir is not None:
-        from langneurons.report.ppxc_figures import write_ppxc_figure
+        from langneurons.intervene.figures import write_ppxc_figure
 
         files += list(write_ppxc(result, out_dir).values())
-        files += write_ppxc_figure(result, out_dir)
+        files += write_ppxc_figure(result, out_dir, measure=options.measure)
     return result, files

@@ -41,7 +41,7 @@ from torch import nn
 from langneurons.artefacts import stable_hash
 from langneurons.errors import LangNeuronsError
 from langneurons.hooks import activation_hooks, residual_hooks
-from langneurons.models.architectures import ModelAdapter, _unwrap, adapter_for
+from langneurons.models.architectures import ModelAdapter, unwrap, adapter_for
 
 KINDS = ("zero", "constant", "stat", "add", "scale")
 Kind = Literal["zero", "constant", "stat", "add", "scale"]
@@ -292,7 +292,7 @@ def intervene(
     with ExitStack() as stack:
         if intervention.layers:
             if scope is not None:  # the LM (generate, OPT's LM skips its body) and the body (direct calls)
-                entry_points = {id(m): m for m in (_unwrap(adapter.model), adapter.body())}
+                entry_points = {id(m): m for m in (unwrap(adapter.model), adapter.body())}
                 for module in entry_points.values():
                     stack.enter_context(_pre_hook(module, scope.pre_hook))
             attach = residual_hooks if on_residual else activation_hooks

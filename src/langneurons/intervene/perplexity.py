@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from langneurons.corpus.packing import TokenBlocks
 from langneurons.errors import LangNeuronsError
 from langneurons.intervene.interventions import Intervention, Positions, intervene
-from langneurons.models.architectures import _unwrap
+from langneurons.models.architectures import unwrap
 from langneurons.progress import progress_bar
 
 LOGIT_ELEMENTS = 2**25
@@ -129,7 +129,7 @@ def perplexity(
         raise LangNeuronsError(f"no held-out tokens to score for {blocks.language!r}")
     if batch_size < 1:
         raise LangNeuronsError(f"batch size must be >= 1, got {batch_size}")
-    lm = _unwrap(loaded.adapter.model)
+    lm = unwrap(loaded.adapter.model)
     body = loaded.adapter.body()
     vocab = lm.get_output_embeddings().weight.shape[0]
     chunk = chunk_tokens or max(1, LOGIT_ELEMENTS // vocab)

@@ -108,7 +108,7 @@ def _get(root: nn.Module, path: str) -> nn.Module:
     return module
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The transformers model under a PEFT wrapper (``PeftModel.get_base_model()``)."""
     if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
         return model.get_base_model()
@@ -132,7 +132,7 @@ class ModelAdapter:
     def __init__(self, model: nn.Module, spec: ArchitectureSpec):
         self.model = model
         self.spec = spec
-        inner = _unwrap(model)
+        inner = unwrap(model)
         layers = None
         for path in spec.layers:
             try:
@@ -203,7 +203,7 @@ class ModelAdapter:
 
     def body(self) -> nn.Module:
         """The decoder without LM head (``model.base_model`` in transformers terms)."""
-        inner = _unwrap(self.model)
+        inner = unwrap(self.model)
         return getattr(inner, "base_model", inner)
 
 
@@ -222,7 +222,7 @@ def spec_for_model_type(model_type: str) -> ArchitectureSpec:
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
     """Adapter for a loaded transformers (or PEFT-wrapped) model, chosen by ``config.model_type``."""
-    config = getattr(_unwrap(model), "config", None)
+    config = getattr(unwrap(model), "config", None)
     model_type = getattr(config, "model_type", None)
     if model_type is None:
         raise UnsupportedArchitectureError(

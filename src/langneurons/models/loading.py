@@ -26,7 +26,7 @@ DEFAULT_MODEL = "gemma3-270m"
 """Alias of the embedded default model (Gemma 3 270M, Q4_K_M GGUF from PyPI)."""
 DEFAULT_MODEL_ID = "google/gemma-3-270m:gguf-q4_k_m"
 
-_DTYPES = {
+DTYPES = {
     "auto": "auto",
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -131,6 +131,37 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which model to load and how, declared once: the ``model:`` section of an experiment config,
+    the ``--model``/``--revision``/... options of every command and the harness backend's model
+    arguments are this (the arguments of :func:`load_model`; ``device``: move the model there
+    after loading, the runner's option)."""
+
+    name: str = DEFAULT_MODEL
+    revision: str | None = None
+    dtype: str = "float32"
+    device_map: str | None = None
+    load_in_4bit: bool = False
+    gguf_file: str | None = None
+    device: str | None = None
+
+    def load(self, per_process: bool = False, trust_remote_code: bool = False) -> LoadedModel:
+        """The loaded model. ``per_process``: under torchrun / accelerate launch with GPUs and no
+        ``device_map``, each process loads the whole model onto its own GPU."""
+        device_map = self.device_map
+        if device_map is None and per_process:
+            from langneurons.launch import rank_device_map
+
+            device_map = rank_device_map()
+        loaded = load_model(self.name, revision=self.revision, dtype=self.dtype, device_map=device_map,
+                            load_in_4bit=self.load_in_4bit, gguf_file=self.gguf_file,
+                            trust_remote_code=trust_remote_code)
+        if self.device:
+            loaded.model.to(self.device)
+        return loaded
+
+
 def load_model(
     model: str = DEFAULT_MODEL,
     *,
@@ -153,8 +184,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in _DTYPES:
-        raise LangNeuronsError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise LangNeuronsError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     model_id = model
     source = model
     if model == DEFAULT_MODEL:
@@ -169,7 +200,7 @@ def load_model(
     kwargs: dict = {"revision": revision, "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    model_kwargs = dict(kwargs, dtype=_DTYPES[dtype])
+    model_kwargs = dict(kwargs, dtype=DTYPES[dtype])
     if device_map:
         model_kwargs["device_map"] = device_map
     if load_in_4bit:

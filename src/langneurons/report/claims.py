@@ -25,6 +25,10 @@ carry a power table (``power.json``/``power.csv``: the n now, the half-width it 
 ±margin interval needs; :mod:`langneurons.evaluate.power`). The subnetwork-enhancement claim
 (Gurgurov et al. 2025) reads per-unit held-out NLLs from ``lm_eval_ppl/<model>/perplexity.json``
 (:class:`PerplexityUnits`).
+
+Over 500 lines on purpose: each claim is one function of 20 to 80 lines, its verdict rule next
+to its test, and the claims are read (and reviewed) side by side; split per claim they would
+share every helper across modules.
 """
 
 from __future__ import annotations
@@ -71,6 +75,18 @@ class ClaimsConfig:
     direction_set: str = "diffmean"
     steering_margin: float = 5.0
     """Points: "directions steer at least as well as neurons" allows a loss of at most this (fluent target rate)."""
+
+
+ADDED_CLAIMS_KEYS = ("direction_set", "steering_margin")
+"""ClaimsConfig fields added with issue 19: left out of a config's dict and the claims stage's key at
+their defaults, so configs and runs without directions keep their form and cache keys."""
+
+
+def claims_options(config: ClaimsConfig) -> dict:
+    """``asdict(config)`` without the :data:`ADDED_CLAIMS_KEYS` at their defaults."""
+    defaults = ClaimsConfig()
+    return {k: v for k, v in asdict(config).items()
+            if not (k in ADDED_CLAIMS_KEYS and v == getattr(defaults, k))}
 
 
 @dataclass
@@ -909,88 +925,12 @@ def _capacity_check(grids: dict, by_mode: dict, task: str, config: ClaimsConfig)
 
 # ---------------------------------------------------------------------------------- subnetwork enhancement
 
-PERPLEXITY_FILE = "perplexity.json"
-PERPLEXITY_FORMAT = "langneurons.perplexity/1"
-PERPLEXITY_ROLES = ("baseline", "lape-rows", "random-rows", "lora")
-
-
-@dataclass
-class PerplexityUnits:
-    """Held-out negative log-likelihood of one model, per unit of text, as read from
-    ``<run>/lm_eval_ppl/<model>/perplexity.json``::
-
-        {"format": "langneurons.perplexity/1",
-         "model": "hi-lape-rows",            # the model's name (an evaluate/<model> name for XNLI)
-         "role": "lape-rows",                # baseline | lape-rows | random-rows | lora
-         "target_language": "hi",            # the language it was tuned on (null for the baseline)
-         "trainable_parameters": 221184,     # null for the baseline
-         "languages": {"hi": [{"id": "doc-0", "nll": 812.5, "tokens": 301}, ...], ...}}
-
-    A unit is a held-out document or block of text that neither identification nor training saw;
-    ``nll`` is its summed token NLL in nats, ``tokens`` the number of predicted tokens (>= 1). Every
-    model must be scored on the same unit ids of a language (the bootstrap pairs them)."""
-
-    model: str
-    role: str
-    target_language: str | None
-    trainable_parameters: int | None
-    languages: dict[str, list[dict]]
-
-    def to_dict(self) -> dict:
-        return {"format": PERPLEXITY_FORMAT, **asdict(self)}
-
-    def write(self, path) -> Path:
-        from langneurons.artefacts import write_json
-
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def from_dict(cls, data, origin: str = "perplexity data") -> "PerplexityUnits":
-        def fail(message: str):
-            raise LangNeuronsError(f"{origin}: {message}")
-
-        if not isinstance(data, dict) or data.get("format") != PERPLEXITY_FORMAT:
-            fail(f"not a {PERPLEXITY_FORMAT} file (its 'format' must be {PERPLEXITY_FORMAT!r})")
-        if data.get("role") not in PERPLEXITY_ROLES:
-            fail(f"role must be one of {', '.join(PERPLEXITY_ROLES)}, got {data.get('role')!r}")
-        if not isinstance(data.get("model"), str) or not data["model"]:
-            fail("model must be a non-empty string")
-        target = data.get("target_language")
-        if (target is None) != (data["role"] == "baseline"):
-            fail("target_language is null exactly for the baseline")
-        languages = data.get("languages")
-        if not isinstance(languages, dict) or not languages:
-            fail("languages must map a language to its list of units")
-        for language, units in languages.items():
-            if not isinstance(units, list) or not units:
-                fail(f"languages.{language} must be a non-empty list of units")
-            for unit in units:
-                if (not isinstance(unit, dict) or "id" not in unit or not isinstance(unit.get("tokens"), int)
-                        or unit["tokens"] < 1 or not isinstance(unit.get("nll"), (int, float))
-                        or not math.isfinite(unit["nll"])):
-                    fail(f"every unit of {language} needs an id, a finite nll (nats) and tokens >= 1, got {unit!r}")
-            if len({str(u["id"]) for u in units}) != len(units):
-                fail(f"unit ids of {language} repeat")
-        return cls(data["model"], data["role"], target, data.get("trainable_parameters"), languages)
-
-    @classmethod
-    def load(cls, path) -> "PerplexityUnits":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise LangNeuronsError(f"cannot read {path}: {error}") from error
-        return cls.from_dict(data, str(path))
-
-    def arrays(self, language: str, ids: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(nll [n], tokens [n]) of ``language``'s units in the order of ``ids``."""
-        units = {str(u["id"]): u for u in self.languages.get(language, [])}
-        if set(units) != set(ids):
-            raise LangNeuronsError(f"{self.model} was scored on other {language} units than the baseline; "
-                                   "every model needs the same held-out units")
-        chosen = [units[i] for i in ids]
-        return (torch.tensor([float(u["nll"]) for u in chosen], dtype=torch.float64),
-                torch.tensor([float(u["tokens"]) for u in chosen], dtype=torch.float64))
+from langneurons.finetune.perplexity_units import (  # noqa: E402,F401 (the subnetwork claim's inputs)
+    PERPLEXITY_FILE,
+    PERPLEXITY_FORMAT,
+    PERPLEXITY_ROLES,
+    PerplexityUnits,
+)
 
 
 def load_perplexities(directory) -> dict[str, PerplexityUnits]:
@@ -1228,7 +1168,7 @@ def write_claims(claims: Sequence[ClaimResult], directory) -> list[Path]:
     and the power table of the headline comparisons (``power.json`` / ``power.csv``, fields
     :data:`POWER_FIELDS`: the n now, the half-width it achieves, the n a ±margin interval needs)."""
     from langneurons.artefacts import write_json, write_text
-    from langneurons.evaluate.evaluation import rows_to_csv
+    from langneurons.tables import rows_to_csv
 
     directory = Path(directory)
     data = [c.to_dict() for c in claims]

@@ -20,26 +20,12 @@ from pathlib import Path
 
 from langneurons.artefacts import check_plain_name, inside, write_text
 from langneurons.errors import LangNeuronsError
+from langneurons.provenance import MANIFEST
+from langneurons.registry import published_patterns
 
-PUBLISHED = (
-    "config.yaml", "manifest.json", "report/report.md",
-    "identify/*/neurons.json", "identify/*/*.png", "identify/*/*.svg", "identify/*/*_figures/*.png",
-    "identify/*/*_figures/*.svg", "identify/*/*.csv",
-    "ppxc/*/ppxc.json", "ppxc/*/ppxc.csv", "ppxc/*/ppxc_specificity.csv", "ppxc/*/ppxc.png", "ppxc/*/ppxc.svg",
-    "direction_ppxc/*/ppxc.json", "direction_ppxc/*/ppxc.csv", "direction_ppxc/*/ppxc_specificity.csv",
-    "direction_ppxc/*/ppxc.png", "direction_ppxc/*/ppxc.svg",
-    "finetune/*/langneurons_finetune.json", "finetune/*/learning_curve.*", "finetune/*/perplexity.json",
-    "finetune/*/equal_parameters.json", "lm_eval_ppl/*/perplexity.json",
-    "evaluate/*/scores.csv", "evaluate/*/scores.json",
-    "results/*.csv", "results/*.json", "results/*.png", "results/*.svg",
-    "claims/claims.*", "claims/power.*",
-    "stability/*/stability.csv", "stability/*/stability.json", "stability/*/stable.json", "stability/*/*.png",
-    "stability/*/*.svg",
-    "steering/steering.csv", "steering/steering.json", "steering/*.png", "steering/*.svg",
-    "agreement/*.csv", "agreement/*.json", "agreement/*.png", "agreement/*.svg",
-    "steering-examples/steering.json", "steering-examples/steering.csv", "steering-examples/examples.json",
-)
-"""Glob patterns (relative to the run directory) of what a published result holds: never
+PUBLISHED = published_patterns()
+"""Glob patterns (relative to the run directory) of what a published result holds (each study's
+``published`` patterns of :data:`langneurons.registry.STAGES`): never
 ``generations.jsonl`` or ``examples.json`` of steering (continuations of data-set prompts); the
 examples of ``steering-examples/`` only when that run used the built-in prompts (checked)."""
 
@@ -93,9 +79,9 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
 
 def _read_manifest(run_dir: Path) -> dict:
     """The run's manifest (a JSON object with a ``config`` mapping), else a one-line error."""
-    manifest_path = run_dir / "manifest.json"
+    manifest_path = run_dir / MANIFEST
     if not manifest_path.is_file():
-        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no manifest.json)")
+        raise LangNeuronsError(f"{run_dir} is not a langneurons run directory (no {MANIFEST})")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
@@ -124,7 +110,7 @@ def _sources(run_dir: Path) -> list[Path]:
     """The run's publishable files (:data:`PUBLISHED`): regular files inside ``run_dir``. A symbolic
     link on the way (file or folder) is refused: a link could publish any file of the machine."""
     sources = []
-    for pattern in PUBLISHED:
+    for pattern in published_patterns():
         for source in sorted(run_dir.glob(pattern)):
             relative = source.relative_to(run_dir)
             links = [run_dir.joinpath(*relative.parts[: i + 1]) for i in range(len(relative.parts))]
@@ -139,21 +125,21 @@ def _sources(run_dir: Path) -> list[Path]:
 
 def _publishable(path: Path, run_dir: Path) -> bool:
     """False for a ``steering-examples`` file of a run whose prompts were not the built-in ones."""
-    from langneurons.report.report import steering_used_builtin_prompts
+    from langneurons.steer.stage import steering_used_builtin_prompts
 
     return path.parent != run_dir / "steering-examples" or steering_used_builtin_prompts(path.parent)
 
 
 def _ppxc_figures(folder: Path) -> list[Path]:
     """The PPXC heatmaps of a published run, the config's first PPXC neuron set first."""
-    config = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("config", {})
+    config = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("config", {})
     order = list((config.get("ppxc") or {}).get("neuron_sets", []))
     figures = sorted(folder.glob("ppxc/*/ppxc.png"))
     return sorted(figures, key=lambda p: order.index(p.parent.name) if p.parent.name in order else len(order))
 
 
 def _summary_line(folder: Path) -> str:
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     model = manifest.get("model", {})
     stages = manifest.get("stages", {})
     compute = sum(record.get("compute_seconds", 0.0) for record in stages.values())
@@ -195,7 +181,7 @@ def _index(results_dir: Path) -> str:
     if others:
         parts += ["## Other results", ""]
         for folder in others:
-            entry = "README.md" if (folder / "README.md").is_file() else "manifest.json"
+            entry = "README.md" if (folder / "README.md").is_file() else MANIFEST
             parts.append(f"- [{folder.name}]({folder.name}/{entry}): written by its own command, with its config "
                          "and manifest")
         parts.append("")

@@ -16,41 +16,46 @@ String values may use ``${name}`` variables (``vars:`` section, ``--var``/``--da
 
 from __future__ import annotations
 
-import re
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Union
-
-import yaml
+from typing import Any
 
 from langneurons.activations.api import CollectOptions, options_dict
-from langneurons.artefacts import check_plain_name
-from langneurons.errors import LangNeuronsError, brief
-from langneurons.finetune.train import NEURON_MODES, FinetuneConfig
-from langneurons.identify.api import METHODS, IdentifyOptions
+from langneurons.errors import LangNeuronsError
+from langneurons.evaluate.stage import EvaluationConfig
+from langneurons.finetune.stage import SEED_SEPARATOR, FinetuneRunConfig, seed_groups  # noqa: F401
+from langneurons.finetune.train import FinetuneConfig
+from langneurons.harness.stage import LmEvalConfig
+from langneurons.identify.api import IdentifyOptions
 from langneurons.identify.api import options_dict as identify_options_dict
-from langneurons.languages import check_language
+from langneurons.identify.stage import IdentifyConfig, StabilityConfig
+from langneurons.intervene.stage import PPXCConfig
+from langneurons.models.loading import ModelOptions
 from langneurons.report.claims import ClaimsConfig
-from langneurons.runner.directions import (DirectionIdentifyConfig, DirectionPPXCConfig,
-                                           parse_direction_ppxc, split_identification, to_dict_entries,
-                                           steering_keys, validate_directions)
-from langneurons.steer.experiment import SteeringOptions, parse_pair
+from langneurons.runner.schema import (  # noqa: F401
+    MAX_CONFIG_VALUES,
+    build,
+    check_expanded_size,
+    convert,
+    join_path,
+    merge,
+    plain,
+    read_yaml,
+    substitute_variables,
+)
+from langneurons.runner.directions import (DirectionIdentifyConfig, parse_direction_ppxc, split_identification,
+                                           to_dict_entries)
+from langneurons.runner.validation import check_input_paths, validate  # noqa: F401 (the runner's)
+from langneurons.directions.stage import DirectionPPXCConfig
+from langneurons.steer.experiment import SteeringOptions
+from langneurons.steer.stage import SteeringConfig, steering_keys
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """What :func:`langneurons.models.loading.load_model` gets; ``device`` moves the model after loading."""
-
-    name: str = "gemma3-270m"
-    revision: str | None = None
-    dtype: str = "float32"
-    device_map: str | None = None
-    load_in_4bit: bool = False
-    gguf_file: str | None = None
-    device: str | None = None
+ModelConfig = ModelOptions
+"""The ``model:`` section: :class:`langneurons.models.loading.ModelOptions` (one declaration for
+the config, the CLI and the harness backend)."""
 
 
 STATISTICS_EXCLUDED = ("languages", "shard", "backend")
@@ -59,62 +64,6 @@ STATISTICS_EXCLUDED = ("languages", "shard", "backend")
 
 IDENTIFY_EXCLUDED = ("languages",)
 """The experiment's ``languages`` apply to every neuron set."""
-
-
-@dataclass(frozen=True)
-class IdentifyConfig:
-    """One neuron set: ``name`` (referred to elsewhere), the method and its options
-    (:class:`IdentifyOptions`; ``like`` names an earlier set of this config, for ``random``),
-    and ``figures`` (draw the set's counts, layers, overlap, Venn and entropy figures)."""
-
-    name: str
-    options: IdentifyOptions = field(default_factory=IdentifyOptions)
-    figures: bool = True
-
-    @property
-    def method(self) -> str:
-        return self.options.method
-
-
-@dataclass(frozen=True)
-class PPXCConfig:
-    """Perplexity-change matrices of ``neuron_sets`` on ``languages`` (default: all)."""
-
-    neuron_sets: tuple[str, ...] = ("lape",)
-    languages: tuple[str, ...] | None = None
-    action: str = "zero"
-    random_control: bool = True
-    token_budget: int | None = None
-    batch_size: int = 8
-    measure: str = "delta_nll"
-    seed: int = 0
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-
-
-@dataclass(frozen=True)
-class SteeringConfig:
-    """The steering experiment on ``neuron_set`` (a set of ``identification``; None with
-    ``directions`` only) and ``directions`` (a ``method: diffmean`` entry, or None), with the
-    options of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
-
-    neuron_set: str | None = "lape"
-    options: SteeringOptions = field(default_factory=SteeringOptions)
-    directions: str | None = None
-
-
-@dataclass(frozen=True)
-class StabilityConfig:
-    """Resampling stability (:mod:`langneurons.identify.stability`) of ``neuron_sets`` (LAPE or
-    act-prob sets of this config); needs ``statistics.replicates`` >= 2. ``min_frequency``: the
-    selection frequency of the stable set written next to the table."""
-
-    neuron_sets: tuple[str, ...] = ("lape",)
-    resamples: int = 100
-    splits: int = 20
-    seed: int = 0
-    confidence: float = 0.95
-    min_frequency: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -185,72 +134,6 @@ class TasksConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneRunConfig:
-    """One fine-tuning run: its ``name``, the training language, the neuron set its neuron modes
-    read (``languages``/``random``), and the hyper-parameters of :class:`FinetuneConfig`."""
-
-    name: str
-    source_language: str = "en"
-    neuron_set: str | None = None
-    options: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="xnli"))
-    equal_parameters_to: str | None = None
-    """A run training neuron rows (``adapter: rows``): this LoRA run's rank is the one whose trainable
-    parameters are nearest to that run's (:func:`langneurons.finetune.rows.equal_parameters`)."""
-
-    @property
-    def task(self) -> str:
-        return self.options.task
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """The evaluation grid: ``models`` (``base`` = zero-shot base model, or fine-tuning run names)
-    x {``neuron_sets`` x ``actions``} x ``languages``; the base model is scored on ``tasks``, a
-    fine-tuned model on its own task. ``intervene_models`` (default: all) get the intervention
-    conditions, the others the baseline only. Fine-tuned runs are compared with ``reference``
-    (default: the first run of the same task)."""
-
-    languages: tuple[str, ...]
-    models: tuple[str, ...] = ("base",)
-    tasks: tuple[str, ...] = ("xnli", "xquad")
-    neuron_sets: tuple[str, ...] = ()
-    actions: tuple[str, ...] = ("zero",)
-    intervene_models: tuple[str, ...] | None = None
-    positions: str = "all"
-    reference: str | None = None
-    batch_size: int = 8
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class LmEvalConfig:
-    """lm-evaluation-harness tasks (extra ``langneurons[lm-eval]``) on the base model under the
-    baseline and, for every neuron set x language x action, the intervention on that language's
-    neurons (plus its layer-matched random control when ``random_control``).
-
-    ``tasks``: harness task or group names; ``include_path``: folders of extra task YAML files
-    (relative to the working directory); ``languages``: whose neurons are intervened (default:
-    the experiment's languages); ``limit``: documents per task; ``num_fewshot``: None keeps each
-    task's default. Scores and paired tests as in :mod:`langneurons.harness.api`."""
-
-    tasks: tuple[str, ...]
-    include_path: tuple[str, ...] = ()
-    neuron_sets: tuple[str, ...] = ()
-    languages: tuple[str, ...] | None = None
-    actions: tuple[str, ...] = ("zero",)
-    positions: str = "all"
-    random_control: bool = True
-    limit: int | None = None
-    num_fewshot: int | None = None
-    batch_size: int = 8
-    bootstrap_resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class ExperimentConfig:
     languages: tuple[str, ...]
     name: str = "experiment"
@@ -274,11 +157,11 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         """The config as YAML-ready data that :func:`load_config` reads back into an equal config."""
-        data = _plain(asdict(self))
-        data["statistics"] = {k: v for k, v in _plain(options_dict(self.statistics)).items()
+        data = plain(asdict(self))
+        data["statistics"] = {k: v for k, v in plain(options_dict(self.statistics)).items()
                               if k not in STATISTICS_EXCLUDED}
         data["identification"] = [
-            {"name": entry.name, **{k: v for k, v in _plain(identify_options_dict(entry.options)).items()
+            {"name": entry.name, **{k: v for k, v in plain(identify_options_dict(entry.options)).items()
                                     if k not in IDENTIFY_EXCLUDED},
              "figures": entry.figures}
             for entry in self.identification
@@ -299,6 +182,10 @@ class ExperimentConfig:
             options = steering_keys(steering["options"], steering["directions"] is not None)
             data["steering"] = {"neuron_set": steering["neuron_set"], **options,
                                 **({"directions": steering["directions"]} if steering["directions"] else {})}
+        if data.get("claims") is not None:  # fields added with issue 19 only when set
+            from langneurons.report.claims import claims_options
+
+            data["claims"] = plain(claims_options(self.claims))
         directions = to_dict_entries(self)  # configs without directions read and hash as before them
         data.pop("directions", None)
         data.pop("direction_ppxc", None)
@@ -306,6 +193,9 @@ class ExperimentConfig:
         data.update(directions)
         if data["lm_eval"] is None:  # configs without the section read and hash as before it existed
             del data["lm_eval"]
+        for name in WRAPPED_SECTIONS:  # written flat: their own keys and their options' in one mapping
+            if getattr(self, name) is not None:
+                data[name] = plain(getattr(self, name).flat())
         return data
 
     def neuron_set(self, name: str) -> IdentifyConfig:
@@ -322,11 +212,6 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------- loading
 
 
-MAX_CONFIG_VALUES = 100_000
-"""A config with more values than this once YAML aliases are expanded is refused (an alias bomb
-of a few hundred bytes expands to billions); real configs have a few hundred."""
-
-
 def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | None = None) -> ExperimentConfig:
     """Parse and validate a YAML file or a dict into an :class:`ExperimentConfig`.
 
@@ -340,7 +225,7 @@ def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | Non
         data, origin = dict(source), "config"
     else:
         path = Path(source)
-        data, origin = _read_yaml(path), path.name
+        data, origin = read_yaml(path), path.name
     try:
         check_expanded_size(data)
         data = substitute_variables(data, variables)
@@ -357,88 +242,6 @@ def load_config(source: str | Path | Mapping, variables: Mapping[str, str] | Non
     return config
 
 
-def check_expanded_size(data: Any, limit: int = MAX_CONFIG_VALUES) -> None:
-    """Refuse data with more than ``limit`` values counted with every alias expanded (and
-    self-referencing data); stops counting at the limit, so an alias bomb costs no time."""
-    count, stack = 0, [data]
-    while stack:
-        value = stack.pop()
-        count += 1
-        if count > limit:
-            raise LangNeuronsError(f"the config expands to more than {limit} values (YAML aliases?); refused")
-        if isinstance(value, Mapping):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, (list, tuple)):
-            stack.extend(value)
-
-
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
-    if not path.is_file():
-        raise LangNeuronsError(f"experiment config not found: {path}")
-    if path.resolve() in seen:
-        raise LangNeuronsError(f"{path}: 'extends' loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise LangNeuronsError(f"{path}: not valid YAML ({str(error).splitlines()[0][:120]})") from None
-    except (UnicodeDecodeError, OSError) as error:
-        raise LangNeuronsError(f"{path}: not a readable UTF-8 text file ({str(error)[:120]})") from None
-    try:
-        check_expanded_size(data)
-    except LangNeuronsError as error:
-        raise LangNeuronsError(f"{path}: {error}") from None
-    if not isinstance(data, dict):
-        raise LangNeuronsError(f"{path}: an experiment config must be a mapping of sections")
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    base = _read_yaml((path.parent / str(parent)), seen + (path.resolve(),))
-    return merge(base, data)
-
-
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def substitute_variables(data: dict, variables: Mapping[str, str] | None = None) -> dict:
-    """``data`` without its ``vars`` section, with every ``${name}`` in its strings replaced
-    (``variables`` first, then ``vars``)."""
-    data = dict(data)
-    defaults = data.pop("vars", None) or {}
-    if not isinstance(defaults, Mapping):
-        raise LangNeuronsError("vars must be a mapping of names to strings")
-    values = {str(k): str(v) for k, v in {**defaults, **(variables or {})}.items()}
-
-    def replace_in(value: Any, path: str) -> Any:
-        if isinstance(value, str):
-            def lookup(match: re.Match) -> str:
-                name = match.group(1)
-                if name not in values:
-                    raise LangNeuronsError(f"{path} uses ${{{name}}} but no value is given "
-                                           f"(add it under vars: or pass --var {name}=VALUE)")
-                return values[name]
-
-            return _VARIABLE.sub(lookup, value)
-        if isinstance(value, Mapping):
-            return {k: replace_in(v, _join(path, str(k))) for k, v in value.items()}
-        if isinstance(value, list):
-            return [replace_in(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return value
-
-    return replace_in(data, "")
-
-
-def merge(base: Mapping, override: Mapping) -> dict:
-    """``override`` on top of ``base``: nested mappings merged, other values replaced."""
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def _parse(data: dict) -> ExperimentConfig:
     """Sections whose types are stage option dataclasses (statistics: CollectOptions,
     identification: IdentifyOptions, finetune: FinetuneConfig) are read with the experiment-wide
@@ -446,38 +249,27 @@ def _parse(data: dict) -> ExperimentConfig:
     data = dict(data)
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
-    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering", "direction_ppxc",
-                                          "directions") if key in data}
+    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering", *WRAPPED_SECTIONS,
+                                          "direction_ppxc", "directions") if key in data}
     if "directions" in own:
         raise LangNeuronsError("directions: write direction sets as identification entries with method: diffmean")
     directions: list = []
     if "identification" in own:
         own["identification"], directions = split_identification(own["identification"])
-    config = _build(ExperimentConfig, data, "")
+    config = build(ExperimentConfig, data, "")
     languages = config.languages
-    statistics = _build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
+    statistics = build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
                         fixed={"languages": languages})
     identification = (_identification(own["identification"]) if "identification" in own
                       else config.identification)
     runs = _finetune_runs(own["finetune"]) if own.get("finetune") is not None else ()
     steering = _steering(own["steering"]) if own.get("steering") is not None else None
+    wrapped = {name: _wrapped(WRAPPED_SECTIONS[name], own[name], name) if own.get(name) is not None else None
+               for name in WRAPPED_SECTIONS}
     evaluation = _expand_seeded_models(config.evaluation, runs)
     return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering,
-                   evaluation=evaluation, directions=tuple(entry for _, entry in directions),
+                   evaluation=evaluation, **wrapped, directions=tuple(entry for _, entry in directions),
                    direction_ppxc=parse_direction_ppxc(own.get("direction_ppxc")))
-
-
-SEED_SEPARATOR = "@"
-"""A run with ``seeds: [0, 1, 2]`` becomes runs ``<name>@0``, ``<name>@1``, ``<name>@2``."""
-
-
-def seed_groups(runs: tuple[FinetuneRunConfig, ...]) -> dict[str, list[str]]:
-    """Run name before ``@seed`` -> the names of its seeded runs (runs without seeds: themselves)."""
-    groups: dict[str, list[str]] = {}
-    for run in runs:
-        groups.setdefault(run.name.rsplit(SEED_SEPARATOR, 1)[0] if SEED_SEPARATOR in run.name else run.name,
-                          []).append(run.name)
-    return groups
 
 
 def _expand_seeded_models(evaluation, runs: tuple[FinetuneRunConfig, ...]):
@@ -495,15 +287,39 @@ def _expand_seeded_models(evaluation, runs: tuple[FinetuneRunConfig, ...]):
                    reference=groups[reference][0] if reference in groups else reference)
 
 
+WRAPPED_SECTIONS = {"ppxc": PPXCConfig, "stability": StabilityConfig, "lm_eval": LmEvalConfig}
+"""Sections that wrap their stage's options dataclass (:class:`langneurons.stage.WrappedOptions`)."""
+
+
+def _wrapped(cls, section: Any, path: str):
+    """A :class:`~langneurons.stage.WrappedOptions` section from its flat mapping: the keys of its
+    options dataclass build ``options`` (defaults: those of the section's default options, where
+    it has one), the others the section's own fields."""
+    if not isinstance(section, Mapping):
+        raise LangNeuronsError(f"{path} must be a mapping")
+    unknown = sorted(set(section) - set(cls.KEYS))
+    if unknown:
+        raise LangNeuronsError(f"unknown key {join_path(path, unknown[0])}; allowed: {', '.join(sorted(cls.KEYS))}")
+    options_field = next(f for f in fields(cls) if f.name == "options")
+    options_cls = typing.get_type_hints(cls)["options"]
+    option_keys = [f.name for f in fields(options_cls)]
+    defaults = {}
+    if options_field.default_factory is not MISSING:
+        defaults = {f.name: getattr(options_field.default_factory(), f.name) for f in fields(options_cls)}
+    options = build(options_cls, {k: v for k, v in section.items() if k in option_keys}, path,
+                    excluded=tuple(k for k in option_keys if k not in cls.KEYS), fixed=defaults)
+    return build(cls, {k: v for k, v in section.items() if k not in option_keys}, path, fixed={"options": options})
+
+
 def _steering(section: Any) -> SteeringConfig:
     """``steering: {neuron_set, directions, <SteeringOptions fields>}``."""
     if not isinstance(section, Mapping):
         raise LangNeuronsError("steering must be a mapping")
     options = {k: v for k, v in section.items() if k not in ("neuron_set", "directions")}
     return SteeringConfig(
-        neuron_set=_convert(str | None, section.get("neuron_set", "lape"), "steering.neuron_set"),
-        options=_build(SteeringOptions, options, "steering", extra=("neuron_set", "directions")),
-        directions=_convert(str | None, section.get("directions"), "steering.directions"),
+        neuron_set=convert(str | None, section.get("neuron_set", "lape"), "steering.neuron_set"),
+        options=build(SteeringOptions, options, "steering", extra=("neuron_set", "directions")),
+        directions=convert(str | None, section.get("directions"), "steering.directions"),
     )
 
 
@@ -520,9 +336,9 @@ def _identification(section: Any) -> tuple[IdentifyConfig, ...]:
             raise LangNeuronsError(f"missing key {path}.name")
         options = {k: v for k, v in entry.items() if k not in ("name", "figures")}
         parsed.append(IdentifyConfig(
-            name=_convert(str, entry["name"], f"{path}.name"),
-            options=_build(IdentifyOptions, options, path, excluded=IDENTIFY_EXCLUDED, extra=("name", "figures")),
-            figures=_convert(bool, entry.get("figures", True), f"{path}.figures"),
+            name=convert(str, entry["name"], f"{path}.name"),
+            options=build(IdentifyOptions, options, path, excluded=IDENTIFY_EXCLUDED, extra=("name", "figures")),
+            figures=convert(bool, entry.get("figures", True), f"{path}.figures"),
         ))
     return tuple(parsed)
 
@@ -556,383 +372,23 @@ def _finetune_runs(section: Any) -> tuple[FinetuneRunConfig, ...]:
                                    f"{', '.join(sorted(option_fields | set(_RUN_KEYS)))}")
         if "name" not in merged:
             raise LangNeuronsError(f"{path} needs a name")
-        seeds = _convert(tuple[int, ...] | None, merged.pop("seeds", None), f"{path}.seeds")
+        seeds = convert(tuple[int, ...] | None, merged.pop("seeds", None), f"{path}.seeds")
         if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
             raise LangNeuronsError(f"{path}.seeds must be a non-empty list of distinct integers")
-        options = _build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
-        name = _convert(str, merged["name"], f"{path}.name")
+        options = build(FinetuneConfig, {k: v for k, v in merged.items() if k in option_fields}, path)
+        name = convert(str, merged["name"], f"{path}.name")
         for seed in seeds if seeds is not None else (None,):  # each seed: its own run, its own random set
             parsed.append(FinetuneRunConfig(
                 name=name if seed is None else f"{name}{SEED_SEPARATOR}{seed}",
-                source_language=_convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
-                neuron_set=_convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
+                source_language=convert(str, merged.get("source_language", "en"), f"{path}.source_language"),
+                neuron_set=convert(str | None, merged.get("neuron_set"), f"{path}.neuron_set"),
                 options=options if seed is None else replace(options, seed=seed),
-                equal_parameters_to=_convert(str | None, merged.get("equal_parameters_to"),
-                                             f"{path}.equal_parameters_to"),
+                equal_parameters_to=convert(str | None, merged.get("equal_parameters_to"),
+                                            f"{path}.equal_parameters_to"),
             ))
     return tuple(parsed)
-
-
-def _build(cls, data: Any, path: str, excluded: tuple[str, ...] = (), fixed: Mapping | None = None,
-           extra: tuple[str, ...] = ()):
-    """An instance of dataclass ``cls`` from a mapping, every key and type checked.
-
-    excluded: fields the mapping may not set (``fixed`` values or the defaults apply);
-    extra: further keys the section allows, read elsewhere (named in the error message only).
-    """
-    where = path or "the config"
-    if not isinstance(data, Mapping):
-        raise LangNeuronsError(f"{where} must be a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in fields(cls) if f.init and not f.name.startswith("_") and f.name not in excluded]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise LangNeuronsError(f"unknown key {_join(path, unknown[0])}; allowed: {', '.join(sorted(known + list(extra)))}")
-    kwargs = dict(fixed or {})
-    for f in fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], _join(path, f.name))
-        elif f.init and f.name not in kwargs and f.default is MISSING and f.default_factory is MISSING:
-            raise LangNeuronsError(f"missing key {_join(path, f.name)}")
-    try:
-        return cls(**kwargs)
-    except LangNeuronsError as error:
-        raise LangNeuronsError(f"{where}: {error}") from None
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _convert(hint, value: Any, path: str):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
-            try:
-                return _convert(option, value, path)
-            except LangNeuronsError as error:
-                errors.append(error)
-        raise errors[0]
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise LangNeuronsError(f"{path} must be a list, got {type(value).__name__}")
-        return tuple(_convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(value))
-    if is_dataclass(hint):
-        return _build(hint, value, path)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be true or false, got {brief(value)}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise LangNeuronsError(f"{path} must be an integer, got {brief(value)}")
-        return value
-    if hint is float:
-        if isinstance(value, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LangNeuronsError(f"{path} must be a number, got {brief(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise LangNeuronsError(f"{path} must be a string, got {brief(value)}")
-        return str(value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, Mapping):
-            raise LangNeuronsError(f"{path} must be a mapping")
-        return dict(value)
-    return value
 
 
 # ---------------------------------------------------------------------------------- validation
 
 
-def _languages(values, path: str, allowed: tuple[str, ...] | None = None) -> None:
-    if len(set(values)) != len(values):
-        raise LangNeuronsError(f"{path} lists a language twice: {list(values)}")
-    for i, language in enumerate(values):
-        try:
-            check_language(language)
-        except LangNeuronsError:
-            raise LangNeuronsError(f"unknown language {brief(language)} in {path}[{i}]; use ISO 639-1 codes "
-                                   "such as en, fr, hi, zh") from None
-        if allowed is not None and language not in allowed:
-            raise LangNeuronsError(f"{path}[{i}]: language {brief(language)} is not among the experiment's languages "
-                                   f"({', '.join(allowed)})")
-
-
-def _names(values, path: str, defined: list[str], what: str) -> None:
-    for i, name in enumerate(values):
-        if name not in defined:
-            raise LangNeuronsError(f"{path}[{i}]: no {what} named {brief(name)} (defined: {', '.join(defined) or 'none'})")
-
-
-def validate(config: ExperimentConfig) -> None:
-    """Cross-references and languages (the types were checked by the parser)."""
-    if not config.languages:
-        raise LangNeuronsError("languages: at least one language is needed")
-    _languages(config.languages, "languages")
-    languages = config.languages
-    check_plain_name(config.name, "name")  # the default run directory and published result folder
-    sets: list[str] = []
-    for i, entry in enumerate(config.identification):
-        path = f"identification[{i}]"
-        if entry.method not in METHODS:
-            raise LangNeuronsError(f"{path}.method: unknown method {brief(entry.method)}; use one of {', '.join(METHODS)}")
-        if entry.name in sets:
-            raise LangNeuronsError(f"{path}.name: neuron set {brief(entry.name)} is defined twice")
-        check_plain_name(entry.name, f"{path}.name")  # the stage folder identify/<name>
-        if entry.method == "random":
-            if entry.options.like is None:
-                raise LangNeuronsError(f"{path}: method random needs 'like' (an earlier neuron set)")
-            _names([entry.options.like], f"{path}.like", sets, "earlier neuron set")
-        sets.append(entry.name)
-    _check_model(config.model)
-    if config.ppxc is not None:
-        from langneurons.intervene.api import check_ppxc_options
-
-        try:
-            check_ppxc_options(config.ppxc.action, config.ppxc.token_budget, config.ppxc.batch_size,
-                               config.ppxc.measure)
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"ppxc: {error}") from None
-        _names(config.ppxc.neuron_sets, "ppxc.neuron_sets", sets, "neuron set")
-        if config.ppxc.languages is not None:
-            _languages(config.ppxc.languages, "ppxc.languages", languages)
-    if config.steering is not None:
-        _validate_steering(config.steering, sets, languages)
-    validate_directions(config, sets)
-    if config.stability is not None:
-        _names(config.stability.neuron_sets, "stability.neuron_sets", sets, "neuron set")
-        for name in config.stability.neuron_sets:
-            if config.neuron_set(name).method not in ("lape", "act-prob"):
-                raise LangNeuronsError(f"stability.neuron_sets: {name!r} is a {config.neuron_set(name).method} set; "
-                                       "stability resamples lape and act-prob sets")
-        if (config.statistics.replicates or 0) < 2:
-            raise LangNeuronsError("stability needs statistics.replicates >= 2 (per-chunk counts of the statistics pass)")
-        if not 0.0 < config.stability.min_frequency <= 1.0:
-            raise LangNeuronsError(f"stability.min_frequency must be in (0, 1], got {config.stability.min_frequency}")
-        if config.stability.resamples < 1 or config.stability.splits < 0:
-            raise LangNeuronsError("stability: resamples must be >= 1 and splits >= 0")
-        from langneurons.identify.stability import StabilityOptions
-
-        try:  # the bounds of the stability command (resamples, splits, seed, confidence)
-            StabilityOptions(config.stability.resamples, config.stability.splits, config.stability.seed,
-                             config.stability.confidence)
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"stability: {error}") from None
-    for i, entry in enumerate(config.identification):
-        if entry.options.min_frequency is not None and (config.statistics.replicates or 0) < 2:
-            raise LangNeuronsError(f"identification[{i}]: min_frequency needs statistics.replicates >= 2")
-    runs: list[str] = []
-    for i, run in enumerate(config.finetune):
-        path = f"finetune.runs[{i}]"
-        check_plain_name(run.name, f"{path}.name")  # the stage folders finetune/<name>, evaluate/<name>
-        if run.name in runs or run.name == "base":
-            raise LangNeuronsError(f"{path}.name: {brief(run.name)} is reserved or defined twice")
-        runs.append(run.name)
-        _languages([run.source_language], f"{path}.source_language")
-        try:
-            options = run.options.resolved()
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"{path}: {error}") from None
-        if getattr(config.tasks, options.task) is None:
-            raise LangNeuronsError(f"{path}: task {brief(options.task)} has no data section under tasks")
-        if (options.learning_rates or options.patience) and options.task != "lm" \
-                and not getattr(config.tasks, options.task).dev_limit:
-            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set "
-                                   f"tasks.{options.task}.dev_limit")
-        if options.task == "lm" and (options.learning_rates or options.patience) and not config.tasks.lm.dev_fraction:
-            raise LangNeuronsError(f"{path}: learning_rates / patience choose on a dev split: set tasks.lm.dev_fraction")
-        if options.task == "lm" and config.tasks.lm.source == "heldout" and not config.statistics.heldout_fraction:
-            raise LangNeuronsError(f"{path}: LM text 'heldout' needs statistics.heldout_fraction > 0")
-        if options.neurons in ("languages", "random"):
-            if run.neuron_set is None:
-                raise LangNeuronsError(f"{path}: neurons {brief(options.neurons)} needs neuron_set (one of {sets})")
-            _names([run.neuron_set], f"{path}.neuron_set", sets, "neuron set")
-            _languages(options.languages, f"{path}.languages", languages)
-        elif options.neurons not in NEURON_MODES:
-            raise LangNeuronsError(f"{path}.neurons: unknown mode {brief(options.neurons)}")
-        if run.equal_parameters_to is not None:
-            matched = [r for r in config.finetune if r.name == run.equal_parameters_to]
-            if not matched or matched[0].options.adapter != "rows" or options.adapter != "lora":
-                raise LangNeuronsError(f"{path}.equal_parameters_to: a LoRA run matches the size of a run with "
-                                       f"adapter 'rows', not {brief(run.equal_parameters_to)}")
-    evaluation = config.evaluation
-    if evaluation is not None:
-        allowed = languages if evaluation.neuron_sets else None
-        _languages(evaluation.languages, "evaluation.languages", allowed)
-        for task in ("xnli", "xquad"):
-            section = getattr(config.tasks, task)
-            if section is not None and section.languages is not None:
-                _languages(section.languages, f"tasks.{task}.languages", allowed)
-        _names(evaluation.models, "evaluation.models", ["base"] + runs, "model ('base' or a fine-tuning run)")
-        _names(evaluation.neuron_sets, "evaluation.neuron_sets", sets, "neuron set")
-        _names(evaluation.intervene_models or (), "evaluation.intervene_models", list(evaluation.models), "model")
-        if evaluation.reference is not None:
-            _names([evaluation.reference], "evaluation.reference", list(evaluation.models), "model")
-        for i, task in enumerate(evaluation.tasks):
-            if task not in ("xnli", "xquad"):
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: unknown task {brief(task)}; use xnli or xquad")
-            if getattr(config.tasks, task) is None:
-                raise LangNeuronsError(f"evaluation.tasks[{i}]: task {brief(task)} has no data section under tasks")
-        if evaluation.positions not in ("all", "prompt"):
-            raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {brief(evaluation.positions)}")
-        from langneurons.intervene.spec import parse_action
-
-        for i, action in enumerate(evaluation.actions):
-            try:
-                parse_action(action)
-            except LangNeuronsError as error:
-                raise LangNeuronsError(f"evaluation.actions[{i}]: {error}") from None
-    if config.claims is not None:
-        claims = config.claims
-        if not 0 < claims.alpha < 1 or claims.practical_points < 0 or not 0 < claims.outer_fraction <= 0.5:
-            raise LangNeuronsError("claims: need 0 < alpha < 1, practical_points >= 0, 0 < outer_fraction <= 0.5")
-        if claims.bootstrap_resamples < 1:
-            raise LangNeuronsError("claims.bootstrap_resamples must be >= 1")
-        if claims.practical_nats < 0:
-            raise LangNeuronsError("claims.practical_nats must be >= 0")
-        for i, pair in enumerate(claims.related_pairs):
-            if len(pair) != 2:
-                raise LangNeuronsError(f"claims.related_pairs[{i}] must name two languages, got {list(pair)}")
-            _languages(pair, f"claims.related_pairs[{i}]")  # pairs outside the PPXC languages are skipped
-    _check_tasks(config.tasks)
-    if evaluation is not None:
-        _at_least(evaluation.batch_size, 1, "evaluation.batch_size")
-        _at_least(evaluation.bootstrap_resamples, 1, "evaluation.bootstrap_resamples")
-        if not 0.0 < evaluation.confidence < 1.0:
-            raise LangNeuronsError(f"evaluation.confidence must be in (0, 1), got {brief(evaluation.confidence)}")
-    if config.lm_eval is not None:
-        _validate_lm_eval(config.lm_eval, sets, languages)
-    if config.tasks.xquad is not None and config.tasks.xquad.train not in ("file", "by_article"):
-        raise LangNeuronsError(f"tasks.xquad.train must be file or by_article, got {brief(config.tasks.xquad.train)}")
-
-
-def _at_least(value: int | None, minimum: int, path: str) -> None:
-    if value is not None and value < minimum:
-        raise LangNeuronsError(f"{path} must be at least {minimum}, got {brief(value)}")
-
-
-def _check_model(model: ModelConfig) -> None:
-    from langneurons.models.loading import _DTYPES
-
-    if model.dtype not in _DTYPES:
-        raise LangNeuronsError(f"model.dtype: unknown dtype {brief(model.dtype)}; use one of {', '.join(_DTYPES)}")
-
-
-def _check_tasks(tasks: TasksConfig) -> None:
-    """Numbers of the task sections (limits, lengths, fractions)."""
-    for task in ("xnli", "xquad"):
-        section = getattr(tasks, task)
-        if section is None:
-            continue
-        for name in ("eval_limit", "train_limit", "dev_limit", "max_length", "max_new_tokens"):
-            if hasattr(section, name):
-                _at_least(getattr(section, name), 1, f"tasks.{task}.{name}")
-    if tasks.lm is not None:
-        _at_least(tasks.lm.max_documents, 1, "tasks.lm.max_documents")
-        _at_least(tasks.lm.eval_token_budget, 1, "tasks.lm.eval_token_budget")
-        _at_least(tasks.lm.block_length, 2, "tasks.lm.block_length")
-        lm = tasks.lm
-        if not (0.0 < lm.eval_fraction < 1.0 and 0.0 <= lm.dev_fraction < 1.0 and lm.eval_fraction + lm.dev_fraction < 1.0):
-            raise LangNeuronsError("tasks.lm: need 0 < eval_fraction, 0 <= dev_fraction and their sum below 1")
-    if tasks.xquad is not None and not 0.0 < tasks.xquad.eval_fraction < 1.0:
-        raise LangNeuronsError(f"tasks.xquad.eval_fraction must be in (0, 1), got {brief(tasks.xquad.eval_fraction)}")
-
-
-def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tuple[str, ...]) -> None:
-    """The set exists, the pairs' languages are the experiment's (statistics, neurons) and the
-    identifier covers them."""
-    from langneurons.steer.langid import check_covered
-
-    if steering.neuron_set is None and steering.directions is None:
-        raise LangNeuronsError("steering needs neuron_set or directions")
-    if steering.neuron_set is not None:
-        _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
-    options = steering.options
-    for i, pair in enumerate(options.pairs):
-        for language in parse_pair(pair):
-            if language not in languages:
-                raise LangNeuronsError(f"steering.pairs[{i}]: language {language!r} is not among the experiment's "
-                                       f"languages ({', '.join(languages)})")
-            try:
-                check_covered(language)
-            except LangNeuronsError as error:
-                raise LangNeuronsError(f"steering.pairs[{i}]: {error}") from None
-    if options.identifier_languages is not None:
-        _languages(options.identifier_languages, "steering.identifier_languages")
-
-
-def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[str, ...]) -> None:
-    from langneurons.intervene.spec import parse_action
-
-    if not section.tasks:
-        raise LangNeuronsError("lm_eval.tasks: at least one harness task is needed")
-    _names(section.neuron_sets, "lm_eval.neuron_sets", sets, "neuron set")
-    if section.languages is not None:
-        _languages(section.languages, "lm_eval.languages", languages)
-    if section.positions not in ("all", "prompt"):
-        raise LangNeuronsError(f"lm_eval.positions must be all or prompt, got {section.positions!r}")
-    for i, action in enumerate(section.actions):
-        try:
-            parse_action(action)
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"lm_eval.actions[{i}]: {error}") from None
-    for i, folder in enumerate(section.include_path):
-        if not Path(folder).is_dir():
-            raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
-    if section.limit is not None and section.limit < 1:
-        raise LangNeuronsError(f"lm_eval.limit must be positive, got {section.limit}")
-    from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
-
-    check_count(section.batch_size, "lm_eval.batch_size", 1, 1_000_000)
-    check_count(section.bootstrap_resamples, "lm_eval.bootstrap_resamples", 1, MAX_RESAMPLES)
-    check_seed(section.seed, "lm_eval.seed")
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively (JSON/YAML friendly)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def check_input_paths(config: ExperimentConfig) -> None:
-    """Every local input the config names exists (the statistics corpus and its local copy, the
-    steering prompts folder, the task sources of the tasks that are used), else a one-line error
-    naming the key; checked by the runner before any stage runs (a config is parsed without it,
-    so it can be read on another machine)."""
-    from langneurons.corpus.sources import HF_SOURCES
-
-    def exists(value: str | None, key: str, keywords: tuple[str, ...], folder: bool = False) -> None:
-        if value is None or value in keywords:
-            return
-        path = Path(value)
-        if not (path.is_dir() if folder else path.exists()):
-            raise LangNeuronsError(f"{key}: {'folder' if folder else 'file or folder'} not found: {value}")
-
-    statistics = config.statistics
-    exists(statistics.corpus, "statistics.corpus", ("builtin", *HF_SOURCES), folder=True)
-    exists(statistics.corpus_path, "statistics.corpus_path", (), folder=True)
-    if config.steering is not None:
-        exists(config.steering.options.prompts, "steering.prompts", ("builtin", "heldout"), folder=True)
-    used = set(config.evaluation.tasks) if config.evaluation is not None else set()
-    used |= {run.task for run in config.finetune}
-    for task in sorted(used):
-        section = getattr(config.tasks, task)
-        if section is None:
-            continue
-        if task == "lm":  # the statistics pass's held-out text, or a corpus folder
-            exists(section.source, "tasks.lm.source", ("builtin", "heldout"), folder=True)
-            continue
-        exists(section.source, f"tasks.{task}.source", ("builtin", "hub"))
-        exists(section.train_source, f"tasks.{task}.train_source", ("builtin", "hub"))

@@ -17,6 +17,7 @@ from langneurons.steer.degeneration import is_degenerate, repeated_ngram_share
 from langneurons.steer.metric import (LanguageRates, LoopAwareScores, Rate, combined_score, language_rates,
                                       loop_aware_scores)
 from langneurons.steer.selection import best_condition, best_of, split_labels
+from langneurons.steer.api import steer
 
 __all__ = [
     "Identification",
@@ -36,5 +37,6 @@ __all__ = [
     "repeated_ngram_share",
     "run_steering",
     "split_labels",
+    "steer",
     "uncovered_languages",
 ]

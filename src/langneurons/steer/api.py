@@ -15,7 +15,7 @@ Files written to the output folder (atomic):
 * ``examples.json``: per pair a few *test* prompts with the baseline and the best condition's
   continuation side by side;
 * ``steering_heatmap.png/svg``, ``steering_sweep.png/svg`` and ``steering_scores.png/svg`` of the test
-  rows (:mod:`langneurons.report.steering_figures`); with neurons and directions,
+  rows (:mod:`langneurons.steer.figures`); with neurons and directions,
   ``steering_heatmap_directions.png/svg`` of the best direction condition and its random twin;
 * with :func:`steer`: ``manifest.json`` (package versions, SHA-256 of the neuron set and statistics
   files read, wall and CPU seconds, the files written and their SHA-256).
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
-from langneurons.identify.neuron_set import NeuronSet
+from langneurons.identify.neuron_set import NeuronSet, as_neuron_set, content_sha256
 from langneurons.steer.experiment import (ROW_FIELDS, SteeringOptions, SteeringResult, check_inputs,
                                           check_statistics_model, run_steering, steering_prompts)
 from langneurons.steer.langid import LinguaIdentifier, check_covered
@@ -67,8 +67,8 @@ def examples(result: SteeringResult, count: int) -> list[dict]:
 
 def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> list[Path]:
     """Write every file of the module docstring into ``out_dir``; returns their paths."""
-    from langneurons.evaluate.evaluation import rows_to_csv
-    from langneurons.report.steering_figures import write_steering_figures
+    from langneurons.tables import rows_to_csv
+    from langneurons.steer.figures import write_steering_figures
 
     out_dir = Path(out_dir)
     bests = result.best_conditions()
@@ -85,8 +85,8 @@ def write_steering(result: SteeringResult, out_dir, example_count: int = 3) -> l
     ]
     files += write_steering_figures(result.rows, out_dir, best)
     if bests["neurons"] and bests["directions"]:  # the direction unit's best beside the neurons' heatmap
-        from langneurons.report.neuron_figures import save_figure
-        from langneurons.report.steering_figures import steering_heatmap
+        from langneurons.figures import save_figure
+        from langneurons.steer.figures import steering_heatmap
 
         test_rows = [r for r in result.rows if r.get("split", "test") == "test"]
         files += save_figure(steering_heatmap(test_rows, bests["directions"]), out_dir, "steering_heatmap_directions")
@@ -104,7 +104,9 @@ def load_steering(directory) -> dict:
 
 def statistics_options(statistics_dir) -> dict:
     """The options a statistics folder was collected with (its ``manifest.json``)."""
-    path = Path(statistics_dir) / "manifest.json"
+    from langneurons.provenance import MANIFEST
+
+    path = Path(statistics_dir) / MANIFEST
     try:
         return json.loads(path.read_text(encoding="utf-8"))["options"]
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -113,8 +115,8 @@ def statistics_options(statistics_dir) -> dict:
 
 def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, identifier=None, directions_path=None):
     """Load and check the inputs before any model work: (neuron set or None, statistics or None,
-    identifier, prompts: source language -> texts, direction set or None). ``neuron_set_path`` and
-    ``directions_path`` may each be None, not both."""
+    identifier, prompts: source language -> texts, direction set or None). ``neuron_set_path``: a
+    path or a :class:`NeuronSet`; it and ``directions_path`` may each be None, not both."""
     from langneurons.activations.api import load_statistics_dir
     from langneurons.directions.direction_set import DirectionSet
 
@@ -129,7 +131,7 @@ def prepare(options: SteeringOptions, neuron_set_path, statistics_dir=None, iden
     if (needs_statistics or options.prompts == HELDOUT) and statistics_dir is None:
         raise LangNeuronsError("add/stat steering actions and 'heldout' prompts need --statistics "
                                "(the folder written by 'collect')")
-    neuron_set = NeuronSet.load(neuron_set_path) if neuron_set_path is not None else None
+    neuron_set = as_neuron_set(neuron_set_path) if neuron_set_path is not None else None
     directions = DirectionSet.load(directions_path) if directions_path is not None else None
     statistics = None
     if needs_statistics:
@@ -155,12 +157,14 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
     files and a manifest. ``neuron_set_path`` (may be None with ``directions_path``): the neuron
     set; ``directions_path``: a DiffMean direction set, whose conditions run beside the neurons'.
 
+    ``neuron_set_path``: the neuron set's file, or a :class:`NeuronSet` (the manifest then records
+    the SHA-256 of its content instead of a file's).
+
     ``prepared``: what :func:`prepare` returned for the same arguments (not loaded twice)."""
     import time
 
-    from langneurons.runner.run import _sha256, package_versions
-
     from langneurons.artefacts import check_folder_target
+    from langneurons.provenance import MANIFEST, file_sha256, package_versions
 
     start, cpu_start = time.perf_counter(), time.process_time()
     check_folder_target(out_dir)
@@ -170,14 +174,16 @@ def steer(loaded, neuron_set_path, options: SteeringOptions, out_dir, statistics
                           progress=progress, directions=directions, direction_name=direction_name)
     files = write_steering(result, out_dir, options.examples)
     inputs = {}
-    if neuron_set_path is not None:
-        inputs["neuron_set"] = {"path": str(neuron_set_path), "sha256": _sha256(Path(neuron_set_path))}
+    if isinstance(neuron_set_path, NeuronSet):
+        inputs["neuron_set"] = {"path": None, "content_sha256": content_sha256(neuron_set_path)}
+    elif neuron_set_path is not None:
+        inputs["neuron_set"] = {"path": str(neuron_set_path), "sha256": file_sha256(Path(neuron_set_path))}
     if directions_path is not None:
-        inputs["direction_set"] = {"path": str(directions_path), "sha256": _sha256(Path(directions_path))}
+        inputs["direction_set"] = {"path": str(directions_path), "sha256": file_sha256(Path(directions_path))}
     if statistics is not None:
-        inputs["statistics"] = {language: _sha256(Path(statistics_dir) / f"{language}.safetensors")
+        inputs["statistics"] = {language: file_sha256(Path(statistics_dir) / f"{language}.safetensors")
                                 for language in statistics}
     manifest = {"command": "steer", "versions": package_versions(), "inputs": inputs,
                 "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
-                "outputs": {path.name: _sha256(path) for path in files}}
-    return result, files + [write_json(Path(out_dir) / "manifest.json", manifest)]
+                "outputs": {path.name: file_sha256(path) for path in files}}
+    return result, files + [write_json(Path(out_dir) / MANIFEST, manifest)]

@@ -55,7 +55,7 @@ from langneurons.corpus.packing import TokenBlocks
 from langneurons.bounds import check_seed
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, greedy_generate, stop_token_ids
-from langneurons.finetune.formatting import pad_id
+from langneurons.tasks.prompts import pad_id
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.identify.random_control import random_control
 from langneurons.intervene import Intervention, intervene, intervention_factory, perplexity

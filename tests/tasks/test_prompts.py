@@ -5,7 +5,7 @@ import torch
 from tiny import tiny_model
 
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.formatting import (
+from langneurons.tasks.prompts import (
     IGNORE_INDEX,
     NLI_LABEL_WORDS,
     collate,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from langneurons.report.neuron_figures import save_figure
+from langneurons.figures import save_figure
 
 
 MIN_SWEEP_STRENGTHS = 2

@@ -5,7 +5,7 @@ import torch
 
 from langneurons.errors import LangNeuronsError
 from langneurons.identify import NeuronSet
-from langneurons.report.neuron_figures import write_neuron_figures
+from langneurons.identify.figures import write_neuron_figures
 
 
 def make_set(languages):

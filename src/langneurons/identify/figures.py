@@ -14,21 +14,10 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from langneurons.artefacts import atomic_path
 from langneurons.errors import LangNeuronsError
+from langneurons.figures import save_figure
 from langneurons.identify.neuron_set import NeuronSet, pairwise_overlap
 from langneurons.languages import language_name
-
-
-def save_figure(figure: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.svg`` into ``out_dir`` (atomic) and return their paths."""
-    paths = []
-    for fmt in ("png", "svg"):
-        path = Path(out_dir) / f"{name}.{fmt}"
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format=fmt, dpi=150, bbox_inches="tight")
-        paths.append(path)
-    return paths
 
 
 def _label(language: str) -> str:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from langneurons.errors import LangNeuronsError
-from langneurons.models.architectures import _unwrap
+from langneurons.models.architectures import unwrap
 from langneurons.tasks.xnli import LABELS, NLIExample
 from langneurons.tasks.xquad import QAExample
 
@@ -253,7 +253,7 @@ def causal_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     (int64 tensor [K]). Position ids follow the attention mask, so left padding does not shift
     positions; the full [B, T, V] logits are never materialised."""
     kwargs = {}
-    if "position_ids" in inspect.signature(_unwrap(model).forward).parameters:
+    if "position_ids" in inspect.signature(unwrap(model).forward).parameters:
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     output = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False, **kwargs)
     return output.logits

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from langneurons.errors import LangNeuronsError
 from langneurons.intervene.ppxc import MEASURES, PPXCResult
-from langneurons.report.neuron_figures import save_figure
+from langneurons.figures import save_figure
 
 _LABELS = {
     "delta_nll": "change in NLL (nats/token)",

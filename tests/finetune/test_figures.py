@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from langneurons.errors import LangNeuronsError
-from langneurons.report.finetune_figures import curve_rows, write_learning_curve
+from langneurons.finetune.figures import curve_rows, write_learning_curve
 
 METADATA = {"task": "xnli", "losses": [1.2, 1.0, 0.8], "smoothed_loss": [1.2, 1.1, 1.0],
             "curve": [{"step": 0, "dev_metric": "accuracy", "dev_score": 33.0, "dev_n": 9},
@@ -29,7 +29,7 @@ def test_figure_and_table_are_written(tmp_path):
 
 
 def test_the_kept_step_of_an_early_stopped_run_is_marked():
-    from langneurons.report.finetune_figures import learning_curve_figure
+    from langneurons.finetune.figures import learning_curve_figure
 
     figure = learning_curve_figure(dict(METADATA, early_stopping={"best_step": 2, "best_score": 50.0}))
     dev_axis = figure.axes[1]

@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from langneurons.errors import LangNeuronsError
-from langneurons.report.neuron_figures import save_figure
+from langneurons.figures import save_figure
 
 PANELS = (("xnli", "accuracy", "XNLI accuracy"), ("xquad", "f1", "XQuAD F1"), ("xquad", "exact_match", "XQuAD EM"))
 

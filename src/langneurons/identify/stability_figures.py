@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from langneurons.report.neuron_figures import save_figure
+from langneurons.figures import save_figure
 
 
 def jaccard_figure(rows: Sequence[dict], series: Sequence[tuple[str, str]], title: str) -> Figure:

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from langneurons.artefacts import write_text
 from langneurons.errors import LangNeuronsError
-from langneurons.report.neuron_figures import save_figure
+from langneurons.figures import save_figure
 
 CHANCE = {"xnli": 100.0 / 3}
 """Dev score of a uniform guess, drawn as a reference line (percent)."""
@@ -66,7 +66,7 @@ def learning_curve_figure(metadata: dict, title: str = "learning curve") -> Figu
 def write_learning_curve(metadata: dict, out_dir: str | Path, name: str = "learning_curve",
                          title: str = "learning curve") -> list[Path]:
     """``name.csv`` (:func:`curve_rows`) and ``name.png``/``.svg`` in ``out_dir``."""
-    from langneurons.evaluate.evaluation import rows_to_csv
+    from langneurons.tables import rows_to_csv
 
     out_dir = Path(out_dir)
     paths = [write_text(out_dir / f"{name}.csv", rows_to_csv(curve_rows(metadata),
