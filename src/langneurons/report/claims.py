@@ -73,6 +73,18 @@ class ClaimsConfig:
     """Points: "directions steer at least as well as neurons" allows a loss of at most this (fluent target rate)."""
 
 
+ADDED_CLAIMS_KEYS = ("direction_set", "steering_margin")
+"""ClaimsConfig fields added with issue 19: left out of a config's dict and the claims stage's key at
+their defaults, so configs and runs without directions keep their form and cache keys."""
+
+
+def claims_options(config: ClaimsConfig) -> dict:
+    """``asdict(config)`` without the :data:`ADDED_CLAIMS_KEYS` at their defaults."""
+    defaults = ClaimsConfig()
+    return {k: v for k, v in asdict(config).items()
+            if not (k in ADDED_CLAIMS_KEYS and v == getattr(defaults, k))}
+
+
 @dataclass
 class ClaimResult:
     """One tested claim: ``estimate`` with its interval ``[ci_low, ci_high]`` in ``unit``."""

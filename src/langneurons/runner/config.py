@@ -299,6 +299,10 @@ class ExperimentConfig:
             options = steering_keys(steering["options"], steering["directions"] is not None)
             data["steering"] = {"neuron_set": steering["neuron_set"], **options,
                                 **({"directions": steering["directions"]} if steering["directions"] else {})}
+        if data.get("claims") is not None:  # fields added with issue 19 only when set
+            from langneurons.report.claims import claims_options
+
+            data["claims"] = _plain(claims_options(self.claims))
         directions = to_dict_entries(self)  # configs without directions read and hash as before them
         data.pop("directions", None)
         data.pop("direction_ppxc", None)

@@ -702,7 +702,7 @@ class _Experiment:
         return self.stage("results", inputs, compute, product=("scores.json", "model_comparisons.json"))
 
     def claims(self) -> StageRecord:
-        from langneurons.report.claims import evaluate_claims, write_claims
+        from langneurons.report.claims import claims_options, evaluate_claims, write_claims
 
         config = self.config
         models = list(config.evaluation.models) if config.evaluation is not None else []
@@ -717,7 +717,7 @@ class _Experiment:
         upstream = {name: record.product for name, record in self.records.items()
                     if name.startswith(("identify/", "ppxc/", "direction_ppxc/", "evaluate/", "lm_eval_ppl/"))
                     or name == "steering"}
-        inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
+        inputs = {"options": claims_options(config.claims), "runs": runs, "models": models, "reference": reference,
                   "upstream": upstream}
         return self.stage("claims", inputs, compute, product=("claims.json",))
 
