@@ -75,6 +75,10 @@ def test_the_config_round_trips_and_keeps_configs_without_directions_as_they_wer
     assert not any(key.startswith("direction") or key == "neuron_modes" for key in written)
     plain["steering"]["neuron_modes"] = ["both"]
     assert load_config(plain).to_dict()["steering"]["neuron_modes"] == ["both"]
+    # the claims fields added with the direction claims are written only when set
+    assert not {"direction_set", "steering_margin"} & set(load_config(plain).to_dict()["claims"])
+    plain["claims"]["steering_margin"] = 10.0
+    assert load_config(plain).to_dict()["claims"]["steering_margin"] == 10.0
 
 
 @pytest.mark.parametrize("change, message", [
