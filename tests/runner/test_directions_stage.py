@@ -115,5 +115,5 @@ def test_the_shipped_directions_config_is_valid_and_sized_as_its_comment_says():
     per_pair = len(conditions(options, ["lape", "random"])) + len(direction_conditions(
         "diffmean", options.direction_layer_choices, options.direction_strengths, options.direction_ablate, True))
     generations = per_pair * len(options.pairs) * options.prompt_count
-    assert (per_pair, generations) == (17, 2176)
-    assert "4 pairs x 17 conditions x 32 prompts = 2176" in path.read_text(encoding="utf-8")
+    assert (per_pair, generations) == (17, 2720)
+    assert "4 pairs x 17 conditions x 40 prompts = 2720" in path.read_text(encoding="utf-8")
