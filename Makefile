@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench replicate transfer transfer-seeds subnetwork stability lm-eval-check clean
+.PHONY: install demo test test-fast bench replicate transfer transfer-seeds subnetwork stability directions lm-eval-check clean
 
 $(STAMP): requirements.txt requirements-lm-eval.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,14 @@ stability: install
 	    -l $(SHARED_LANGUAGES) -o runs/stability/agreement --name flores-vs-xnli-$$method || exit 1; done
 	$(BIN)/langneurons publish runs/stability --name stability
 	$(BIN)/langneurons publish runs/stability-xnli --name stability-xnli
+
+## Neurons or directions (issue 19)? FLORES statistics with residual sums, LAPE neurons vs DiffMean
+## directions: PPXC (zeroing vs direction ablation) and en->fr/es/zh/hi steering, each against its random
+## control, dev/test prompt split, claims; about 85 min on 2 CPU cores (estimate in the config),
+## cached like replicate; published to docs/results/directions.
+directions: install
+	$(BIN)/langneurons run src/langneurons/data/configs/directions.yaml --data $(DATA) --run-dir runs/directions
+	$(BIN)/langneurons publish runs/directions --name directions
 
 ## Issue 14's real-data check: XNLI (200 pairs per language, en/fr/hi) as a local harness task vs
 ## langneurons' own XNLI evaluation, baseline / LAPE zero / random zero, on the replication's LAPE set.

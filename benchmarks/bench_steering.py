@@ -5,6 +5,10 @@
   heaviest condition, *both*: ``zero`` on one language's neurons and ``add`` on another's (each
   0.5% of all neurons, spread over every layer), applied to every position, prompt and generated.
 
+A second row times direction steering (issue 19): ``add`` of a vector (norm 8) to the residual
+stream after the three middle blocks, every position (:class:`~langneurons.directions.DirectionIntervention`,
+what a ``diffmean:add=a@L`` condition applies).
+
 Same prompts, same batch, exactly ``max_new_tokens`` new tokens each (no early stop), so both do
 the same decoding; the ratio is the cost of the interventions' hooks. Target: <= 1.1.
 Identification (lingua, milliseconds per text) and the fluency pass are not generation and are
@@ -74,7 +78,29 @@ def run(loaded: LoadedModel, repeats: int = 3, prompts: list[list[int]] | None =
                      "plain_generations_per_s": generations / result.baseline_seconds,
                      "steered_generations_per_s": generations / result.candidate_seconds,
                      "model": loaded.info.model_id, "device": str(loaded.device)}
-    return [result]
+    directions = [direction_intervention(loaded)]
+
+    def direction_steered():
+        return steered_generate(loaded, prompts, directions, pad, never, max_new_tokens, batch_size)
+
+    direction = compare("direction steering generation", f"plain batched greedy generation (batch {batch_size}, "
+                        "KV cache)", plain, "steered: add a vector to the residual stream after 3 middle blocks",
+                        direction_steered, repeats=repeats, warmup=warmup, target="<= 1.1")
+    direction.extra |= {"prompts": generations, "new_tokens": max_new_tokens, "layers": directions[0].layers,
+                        "plain_generations_per_s": generations / direction.baseline_seconds,
+                        "steered_generations_per_s": generations / direction.candidate_seconds,
+                        "model": loaded.info.model_id, "device": str(loaded.device)}
+    return [result, direction]
+
+
+def direction_intervention(loaded: LoadedModel, norm: float = 8.0, seed: int = 0):
+    """``add`` of a seeded random vector of norm ``norm`` after the three middle blocks."""
+    from langneurons.directions import DirectionIntervention
+
+    layers, hidden = loaded.info.num_layers, loaded.adapter.hidden_size
+    middle = sorted({max(0, min(layers - 1, layers // 2 + offset)) for offset in (-1, 0, 1)})
+    vector = torch.randn(hidden, generator=torch.Generator().manual_seed(seed))
+    return DirectionIntervention.addition({layer: norm * vector / vector.norm() for layer in middle}, layers)
 
 
 def main(argv=None) -> None:

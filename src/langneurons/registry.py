@@ -9,6 +9,7 @@ Each entry is the :class:`langneurons.stage.Stage` that the study's package decl
 from __future__ import annotations
 
 from langneurons.activations.stage import STATISTICS
+from langneurons.directions.stage import DIRECTION_PPXC, DIRECTION_SETS
 from langneurons.evaluate.stage import EVALUATION
 from langneurons.finetune.stage import FINETUNE, LM_PERPLEXITY
 from langneurons.harness.stage import LM_EVAL
@@ -21,9 +22,11 @@ from langneurons.steer.stage import STEERING
 STAGES: tuple[Stage, ...] = (
     STATISTICS,
     IDENTIFY,
+    DIRECTION_SETS,
     STABILITY,
     AGREEMENT,
     PPXC,
+    DIRECTION_PPXC,
     STEERING,
     FINETUNE,
     EVALUATION,

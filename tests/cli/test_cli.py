@@ -84,6 +84,33 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
     assert "steering.json" in manifest["outputs"] and "lingua-language-detector" in manifest["versions"]
 
 
+def test_direction_steering_from_the_command_line(workspace, langneurons, tmp_path):
+    stats = tmp_path / "stats"
+    result = langneurons("collect", "--model", workspace / "model", "--corpus", workspace / "corpus", "-l", "en,fr,es",
+                         "--token-budget", "200", "--heldout-budget", "20", "--block-length", "16", "--residual",
+                         "--out", stats, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    result = langneurons("identify", "-s", stats, "--method", "diffmean", "-o", tmp_path / "diffmean.safetensors")
+    assert result.returncode == 0, result.stderr
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "en.txt").write_text("the cat sat on it\na mat is red today\nthe dog and the cat\n")
+    result = langneurons("steer", "--model", workspace / "model", "-d", tmp_path / "diffmean.safetensors",
+                         "--layers", "0,0-1", "--strengths", "0,3", "--pairs", "en>fr", "--prompts", tmp_path / "prompts",
+                         "--prompt-count", "3", "--prompt-words", "3", "--max-new-tokens", "3",
+                         "--identifier-languages", "en,fr,es,de", "-o", tmp_path / "steer", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "steer" / "steering.json").read_text())
+    assert [r["condition"] for r in data["rows"] if r["split"] == "test"] == [
+        "baseline", "diffmean:add=0@0", "random-dir:add=0@0", "diffmean:add=3@0", "random-dir:add=3@0",
+        "diffmean:add=0@0-1", "random-dir:add=0@0-1", "diffmean:add=3@0-1", "random-dir:add=3@0-1"]
+    assert data["best_conditions"]["neurons"] is None and data["best_conditions"]["directions"].startswith("diffmean:")
+    generations = [json.loads(line) for line in (tmp_path / "steer" / "generations.jsonl").open()]
+    by = {}
+    for g in generations:
+        by.setdefault(g["condition"], []).append(g["continuation"])
+    assert by["diffmean:add=0@0-1"] == by["baseline"]  # strength 0 is the unintervened model
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -102,6 +129,11 @@ def test_collect_identify_plot_ppxc_finetune_end_to_end(workspace, langneurons):
         (["steer", "-n", "missing.json", "--prompt-count", "1", "--model", "./missing"], "leaves no dev prompt"),
         (["steer", "-n", "missing.json", "--actions", "scale=2", "--prompts", "heldout", "--model", "./missing"],
          "'heldout' prompts need --statistics"),
+        (["steer", "--pairs", "en>fr", "--model", "./missing"], "a neuron set (--neurons) or a direction set (--directions)"),
+        (["steer", "-d", "missing.safetensors", "--layers", "3", "--model", "./missing"], "direction set not found"),
+        (["steer", "-d", "missing.safetensors", "--layers", "3-1", "--model", "./missing"], "bad layer range"),
+        (["steer", "-d", "missing.safetensors", "--layers", "3", "--strengths", "1,x", "--model", "./missing"],
+         "--strengths takes comma-separated numbers"),
     ],
 )
 def test_bad_input_is_a_one_line_error_with_nonzero_exit(args, message, tmp_path, langneurons):

@@ -25,6 +25,10 @@ PUBLISHED_BEFORE_THE_REGISTRY = {
     "agreement/*.csv", "agreement/*.json", "agreement/*.png", "agreement/*.svg",
     "steering-examples/steering.json", "steering-examples/steering.csv", "steering-examples/examples.json",
 }
+DIRECTIONS_PUBLISHED = {  # issue 19's directional PPXC, added with the registry
+    "direction_ppxc/*/ppxc.json", "direction_ppxc/*/ppxc.csv", "direction_ppxc/*/ppxc_specificity.csv",
+    "direction_ppxc/*/ppxc.png", "direction_ppxc/*/ppxc.svg",
+}
 
 
 def test_every_stage_section_is_a_field_of_the_experiment_config_and_names_are_unique():
@@ -36,15 +40,16 @@ def test_every_stage_section_is_a_field_of_the_experiment_config_and_names_are_u
 
 def test_the_runner_order_and_the_report_order():
     assert [s.name for s in registry.STAGES if s.run is not None] == [
-        "statistics", "identify", "stability", "ppxc", "steering", "finetune", "evaluation", "lm_eval", "lm_perplexity",
-        "claims"]
+        "statistics", "identify", "direction-sets", "stability", "ppxc", "direction_ppxc", "steering", "finetune",
+        "evaluation", "lm_eval", "lm_perplexity", "claims"]
     assert [s.name for s in registry.report_order()] == [
-        "claims", "identify", "stability", "agreement", "ppxc", "steering", "finetune", "evaluation", "lm_eval"]
+        "claims", "identify", "stability", "agreement", "ppxc", "direction_ppxc", "steering", "finetune", "evaluation",
+        "lm_eval"]
 
 
 def test_the_published_files_are_those_published_before_the_registry():
     patterns = registry.published_patterns()
-    assert len(patterns) == len(set(patterns)) and set(patterns) == PUBLISHED_BEFORE_THE_REGISTRY
+    assert len(patterns) == len(set(patterns)) and set(patterns) == PUBLISHED_BEFORE_THE_REGISTRY | DIRECTIONS_PUBLISHED
 
 
 @dataclass(frozen=True)

@@ -155,3 +155,22 @@ def make_neuron_set():
                          info.num_layers, info.neurons_per_layer, method, {}, source)
 
     return build
+
+
+@pytest.fixture
+def planted_directions(planted):
+    """A DiffMean direction set of the planted model, means by hand: English 0; French e2 = 6 after
+    block 0 (the embedding's French sign flipped) and e0 = 10, e2 = 6 after block 1 (the planted
+    neuron's write); Hindi e3 = 1. So mean(fr) - mean(en) steers English prompts into French at
+    either layer (at layer 0 through the planted neuron, at layer 1 directly)."""
+    from langneurons.directions.direction_set import DirectionSet
+
+    info, hidden = planted.info, planted.adapter.hidden_size
+    means = torch.zeros(3, info.num_layers, hidden)
+    means[1, 0, 2] = 6.0
+    means[1, 1, 0], means[1, 1, 2] = 10.0, 6.0
+    means[2, :, 3] = 1.0
+    directions = means - (means.sum(0, keepdim=True) - means) / 2
+    source = {"model_id": info.model_id, "weights_fingerprint": info.weights_fingerprint}
+    return DirectionSet(directions, ["en", "fr", "hi"], "diffmean", {"rank": 0}, source, means=means,
+                        spread=torch.ones(info.num_layers, hidden))

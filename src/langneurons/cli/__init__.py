@@ -370,7 +370,11 @@ def ppl_matrix(
 @app.command()
 @model_options
 def steer(
-    neurons: Annotated[Path, typer.Option("--neurons", "-n", help="Neuron set file (.json or .safetensors) with the pairs' languages.")],
+    neurons: Annotated[Optional[Path], typer.Option("--neurons", "-n", help="Neuron set file (.json or .safetensors) with the pairs' languages (optional with --directions).")] = None,
+    directions: Annotated[Optional[Path], typer.Option("--directions", "-d", help="DiffMean direction set (.safetensors from 'identify --method diffmean'): its conditions run beside the neurons'.")] = None,
+    layers: Annotated[str, typer.Option(help="With --directions: the layer sweep, comma-separated layers or ranges, each one condition group (e.g. '6,8,4-9').")] = "",
+    strengths: Annotated[str, typer.Option(help="With --directions: add strengths a of a x (target mean - source mean).")] = "1,2,4",
+    ablate_source: Annotated[bool, typer.Option(help="With --directions: also remove the source language's direction (alone and with each add).")] = False,
     pairs: Annotated[str, typer.Option(help="Comma-separated SOURCE>TARGET pairs, e.g. 'en>fr,en>hi,en>zh' (quote the >).")] = "en>fr",
     actions: Annotated[str, typer.Option(help="Target activations of the sweep: add=S (S x (target mean - source mean)), stat=pXX (target's percentile), scale=F, constant=V.")] = "add=1,add=2,add=4",
     statistics: Annotated[Optional[Path], typer.Option("--statistics", "-s", help="Folder written by 'collect' (needed by add and stat, and by --prompts heldout).")] = None,
@@ -395,7 +399,9 @@ def steer(
     """Language steering: intervene on neurons, generate, identify the output language.
 
     Per pair and condition (baseline; zero the source's neurons; activate the target's; both;
-    each again on layer-matched random neurons): the rates of continuations in the target
+    each again on layer-matched random neurons; with --directions, add a x (target mean - source
+    mean) to the residual stream at each --layers choice and --strengths value, each again with a
+    random direction of the same norm per layer): the rates of continuations in the target
     language, in the source language and other/undetermined (95% Wilson intervals), and the
     perplexity of the continuations under the unintervened model (fluency), the share that loops
     (degenerate), the fluent target rate (target language, not degenerate) and a combined score.
@@ -414,13 +420,16 @@ def steer(
         batch_size=batch_size, positions=positions,
         identifier_languages=_languages(identifier_languages) if identifier_languages else None,
         min_confidence=min_confidence, examples=examples,
+        direction_layers=tuple(c.strip() for c in layers.split(",") if c.strip()) if directions else (),
+        direction_strengths=_numbers(strengths, "--strengths"), direction_ablate=ablate_source,
     )
     from langneurons.artefacts import check_folder_target
 
     check_folder_target(out)  # before any work: the files land there
-    prepared = prepare(options, neurons, statistics)  # every input checked before the model loads
+    prepared = prepare(options, neurons, statistics, directions_path=directions)  # checked before the model loads
     loaded = model.load()
-    result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress)
+    result, files = run_steer(loaded, neurons, options, out, statistics, prepared=prepared, progress=progress,
+                              directions_path=directions)
     table = Table(title=f"steering {loaded.info.model_id}")
     for column in ("pair", "condition", "test n", "target % [95% CI]", "fluent target %", "source %", "other %",
                    "fluency ppl"):
@@ -432,6 +441,13 @@ def steer(
                       "-" if row["fluency_ppl"] is None else f"{row['fluency_ppl']:.1f}")
     console.print(table)
     console.print(f"{len(files)} files in {out}")
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise LangNeuronsError(f"{option} takes comma-separated numbers, got {text!r}") from None
 
 
 @app.command()

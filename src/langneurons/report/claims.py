@@ -72,6 +72,21 @@ class ClaimsConfig:
     source_language: str = "en"
     bootstrap_resamples: int = 2000
     seed: int = 0
+    direction_set: str = "diffmean"
+    steering_margin: float = 5.0
+    """Points: "directions steer at least as well as neurons" allows a loss of at most this (fluent target rate)."""
+
+
+ADDED_CLAIMS_KEYS = ("direction_set", "steering_margin")
+"""ClaimsConfig fields added with issue 19: left out of a config's dict and the claims stage's key at
+their defaults, so configs and runs without directions keep their form and cache keys."""
+
+
+def claims_options(config: ClaimsConfig) -> dict:
+    """``asdict(config)`` without the :data:`ADDED_CLAIMS_KEYS` at their defaults."""
+    defaults = ClaimsConfig()
+    return {k: v for k, v in asdict(config).items()
+            if not (k in ADDED_CLAIMS_KEYS and v == getattr(defaults, k))}
 
 
 @dataclass
@@ -399,10 +414,12 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
     if not (directory / "steering.json").exists() or not (directory / "generations.jsonl").exists():
         return None
     data = json.loads((directory / "steering.json").read_text(encoding="utf-8"))
-    best = data.get("best_condition")
+    best = (data["best_conditions"].get("neurons") if "best_conditions" in data  # runs with directions
+            else data.get("best_condition"))
     if not best or ":" not in best:
         return None
-    control = "random:" + best.split(":", 1)[1]
+    named = next((r.get("random_twin") for r in data["rows"] if r["condition"] == best and r.get("random_twin")), None)
+    control = named or "random:" + best.split(":", 1)[1]  # rows written before random_twin existed
     chosen_on = selection_split(data["rows"])
     outcomes: dict[tuple, tuple[bool, bool]] = {}  # (condition, source, target, prompt) -> (in target, fluent)
     with open(directory / "generations.jsonl", encoding="utf-8") as handle:
@@ -458,6 +475,145 @@ def steering(directory, config: ClaimsConfig) -> ClaimResult | None:
                                         "combined_score", "fluency_ppl")} for r in rows],
         units=len(keys),
     ))
+
+
+# ---------------------------------------------------------------------------------- directions (issue 19)
+
+
+def _test_outcomes(directory: Path, conditions) -> dict[tuple, tuple[bool, bool, bool]]:
+    """(condition, source, target, prompt) -> (in target, degenerate, fluent target) of the test
+    generations of ``conditions`` in ``directory/generations.jsonl``."""
+    from langneurons.steer.degeneration import is_degenerate
+    from langneurons.steer.selection import TEST
+
+    out = {}
+    with open(directory / "generations.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            g = json.loads(line)
+            if g["condition"] in conditions and g.get("split", TEST) == TEST:
+                degenerate = bool(g["degenerate"] if "degenerate" in g else is_degenerate(g.get("continuation", "")))
+                in_target = g["language"] == g["target"]
+                out[(g["condition"], g["source"], g["target"], g["prompt_index"])] = (in_target, degenerate,
+                                                                                       in_target and not degenerate)
+    return out
+
+
+def direction_steering(directory, config: ClaimsConfig) -> ClaimResult | None:
+    """CLaS-Bench (Gurgurov et al. 2026): a residual DiffMean direction steers the output language at
+    least as well as the language's neurons. The steering stage's best direction condition and best
+    neuron condition, each chosen on the dev prompts by the fluent target rate, compared on the same
+    *test* prompts, paired by (pair, prompt), pairs pooled: fluent target rate of direction minus
+    neurons (paired bootstrap interval, exact McNemar p-value). Rule ("at least as well" = no loss
+    larger than ``steering_margin`` points): supported when the interval's lower bound is above
+    -margin; contradicted when its upper bound is below -margin (the directions lose by more than
+    the margin); inconclusive otherwise. Raw target rates, combined scores and both random twins
+    are stated beside it."""
+    from langneurons.evaluate.metrics import compare_accuracy
+    from langneurons.steer.metric import combined_score
+    from langneurons.steer.selection import TEST, selection_split
+
+    directory = Path(directory)
+    if not (directory / "steering.json").exists() or not (directory / "generations.jsonl").exists():
+        return None
+    data = json.loads((directory / "steering.json").read_text(encoding="utf-8"))
+    bests = data.get("best_conditions") or {}
+    neuron, direction = bests.get("neurons"), bests.get("directions")
+    if not neuron or not direction:
+        return None
+    twins = {r["condition"]: r.get("random_twin") for r in data["rows"]}
+    names = [name for name in (direction, neuron, twins.get(direction), twins.get(neuron), "baseline") if name]
+    outcomes = _test_outcomes(directory, set(names))
+    keys = sorted(key[1:] for key in outcomes if key[0] == direction and (neuron, *key[1:]) in outcomes)
+    if not keys:
+        return None
+
+    def flags(condition, which):  # 0: in the target language, 1: degenerate, 2: fluent target
+        return [outcomes.get((condition, *key), (False, False, False))[which] for key in keys]
+
+    def percent(condition, which=2):
+        return 100 * sum(flags(condition, which)) / len(keys)
+
+    def combined(condition):
+        score, low, high = combined_score(flags(condition, 0), flags(condition, 1), 1 - config.alpha,
+                                          config.bootstrap_resamples, config.seed)
+        return f"{score:.1f}" + ("" if low is None else f" [{low:.1f}, {high:.1f}]")
+
+    comparison = compare_accuracy(flags(neuron, 2), flags(direction, 2), config.bootstrap_resamples,
+                                  1 - config.alpha, config.seed)
+    low, high, margin = comparison.ci_low, comparison.ci_high, config.steering_margin
+    verdict = (INCONCLUSIVE if low is None else SUPPORTED if low > -margin else CONTRADICTED if high < -margin
+               else INCONCLUSIVE)
+    random_note = "; ".join(f"{name}'s random twin {twins[name]}: fluent {percent(twins[name]):.1f}%"
+                            for name in (direction, neuron) if twins.get(name))
+    pairs = sorted({f"{source}>{target}" for source, target, _ in keys})
+    chosen_on = selection_split(data["rows"])
+    selection = ("each unit's best condition is chosen on the dev prompts (fluent target rate) and scored on the "
+                 "disjoint test prompts" if chosen_on != TEST else
+                 "no dev split: the conditions are chosen on the prompts they are scored on")
+    rows = [r for r in data["rows"] if r["condition"] in names and r.get("split", TEST) == TEST]
+    return _too_few(ClaimResult(
+        id="steering-directions",
+        claim="A residual DiffMean direction steers the output language at least as well as the language's neurons",
+        source="Gurgurov et al. 2026 (CLaS-Bench)",
+        measure=f"fluent target rate of test-prompt continuations, best direction condition {direction} minus best "
+                f"neuron condition {neuron}, pairs pooled; fluent {percent(direction):.1f}% vs {percent(neuron):.1f}% "
+                f"(baseline {percent('baseline'):.1f}%); raw target rates {percent(direction, 0):.1f}% vs "
+                f"{percent(neuron, 0):.1f}%; combined scores {combined(direction)} vs {combined(neuron)}; "
+                f"{random_note}",
+        estimate=comparison.delta, ci_low=low, ci_high=high, unit="points",
+        n=f"{len(keys)} test prompts x pairs ({', '.join(pairs)})", test=f"paired bootstrap; {comparison.test}",
+        p_value=comparison.p_value, verdict=verdict,
+        rule=f"at least as well = no loss larger than {margin:g} points: supported when the interval's lower bound "
+             f"> -{margin:g}; contradicted when its upper bound < -{margin:g}; {selection}",
+        details=[{k: r.get(k) for k in ("source", "target", "condition", "random_twin", "split", "n", "target_rate",
+                                        "fluent_target_rate", "fluent_target_ci_low", "fluent_target_ci_high",
+                                        "combined_score", "combined_ci_low", "combined_ci_high", "fluency_ppl")}
+                 for r in rows],
+        units=len(keys),
+    ))
+
+
+def direction_ppxc_specificity(result, neuron_result, config: ClaimsConfig) -> ClaimResult | None:
+    """Projecting out a language's residual direction raises perplexity on that language more than
+    on others, as zeroing its neurons does: the directional PPXC's pooled specificity against its
+    random-direction rows, with the same resampling and rule as the neuron PPXC claim
+    (:func:`ppxc_specificity`); the neuron PPXC's specificity (``neuron_result``) is stated beside."""
+    from dataclasses import replace
+
+    from langneurons.evaluate.metrics import resampling_interval
+    from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM
+
+    claim = ppxc_specificity(result, config)
+    if claim is None:
+        return None
+    languages = result.languages
+    units = min(result.units().values())
+    resampled = result.resampled_delta_nll()
+    own_interval = resampling_interval(_pooled_specificity(resampled[LANGUAGE_SPECIFIC], languages), units,
+                                       1 - config.alpha)
+    individually = sum(d["set"] == LANGUAGE_SPECIFIC and d["ci_low"] is not None and d["ci_low"] > 0
+                       for d in claim.details)
+    beside = "no neuron PPXC in this run"
+    neuron_claim = ppxc_specificity(neuron_result, config) if neuron_result is not None else None
+    if neuron_claim is not None:
+        beside = (f"zeroing neurons ({neuron_result.method}): specificity {_ppxc_point(neuron_result, LANGUAGE_SPECIFIC):+.3f}, "
+                  f"minus random {neuron_claim.estimate:+.3f} "
+                  f"{_span(None if neuron_claim.ci_low is None else (neuron_claim.ci_low, neuron_claim.ci_high), neuron_claim.units or 0)}"
+                  f" ({neuron_claim.verdict})")
+    layers = (result.config or {}).get("layers")
+    return replace(
+        claim, id="direction-ppxc",
+        claim="Projecting out a language's residual direction raises perplexity on that language more than on "
+              "others, as zeroing its neurons does",
+        source="Zhao et al. 2025; Deng et al. 2025; as for neurons: Tang et al. 2024",
+        measure=f"specificity (Δ NLL on i − mean Δ NLL on the others, nats/token) with i's {result.method} direction "
+                f"removed{'' if not layers else f' at layers {layers}'}, mean over {len(languages)} languages: "
+                f"direction {_ppxc_point(result, LANGUAGE_SPECIFIC):+.3f} {_span(own_interval, units)}, random "
+                f"direction of the same norm {_ppxc_point(result, RANDOM):+.3f}; estimate: direction − random; "
+                f"{individually}/{len(languages)} languages individually > 0; beside it, {beside}",
+        rule="supported: direction specificity and direction − random both > 0 (intervals) and most languages > 0 "
+             "individually; contradicted: direction − random < 0",
+    )
 
 
 # ---------------------------------------------------------------------------------- evaluation
@@ -968,6 +1124,12 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
     if own is not None:
         claims.append(own_threshold(own, ppxc(config.pooled_set), config))
     claims.append(steering(run_dir / "steering", config))
+    claims.append(direction_steering(run_dir / "steering", config))
+    direction_path = run_dir / "direction_ppxc" / config.direction_set / "ppxc.json"
+    if direction_path.exists():
+        directional = PPXCResult.load(direction_path)
+        directional.resampling = (config.bootstrap_resamples, 1 - config.alpha, config.seed)
+        claims.append(direction_ppxc_specificity(directional, lape_ppxc, config))
     return [claim for claim in claims if claim is not None]
 
 

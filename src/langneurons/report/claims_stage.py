@@ -12,7 +12,7 @@ from langneurons.stage import Stage
 
 def run(context) -> None:
     from langneurons.finetune.lm_task import LM_TASK
-    from langneurons.report.claims import evaluate_claims, write_claims
+    from langneurons.report.claims import claims_options, evaluate_claims, write_claims
 
     config = context.config
     models = list(config.evaluation.models) if config.evaluation is not None else []
@@ -25,8 +25,9 @@ def run(context) -> None:
                      directory)
 
     upstream = {name: record.product for name, record in context.records.items()
-                if name.startswith(("identify/", "ppxc/", "evaluate/", "lm_eval_ppl/")) or name == "steering"}
-    inputs = {"options": asdict(config.claims), "runs": runs, "models": models, "reference": reference,
+                if name.startswith(("identify/", "ppxc/", "direction_ppxc/", "evaluate/", "lm_eval_ppl/"))
+                or name == "steering"}
+    inputs = {"options": claims_options(config.claims), "runs": runs, "models": models, "reference": reference,
               "upstream": upstream}
     context.stage("claims", inputs, compute, product=("claims.json",))
 

@@ -45,9 +45,12 @@ from langneurons.runner.schema import (  # noqa: F401
     read_yaml,
     substitute_variables,
 )
+from langneurons.runner.directions import (DirectionIdentifyConfig, parse_direction_ppxc, split_identification,
+                                           to_dict_entries)
 from langneurons.runner.validation import check_input_paths, validate  # noqa: F401 (the runner's)
+from langneurons.directions.stage import DirectionPPXCConfig
 from langneurons.steer.experiment import SteeringOptions
-from langneurons.steer.stage import SteeringConfig
+from langneurons.steer.stage import SteeringConfig, steering_keys
 
 
 ModelConfig = ModelOptions
@@ -145,6 +148,8 @@ class ExperimentConfig:
     claims: ClaimsConfig | None = None
     stability: StabilityConfig | None = None
     lm_eval: LmEvalConfig | None = None
+    directions: tuple[DirectionIdentifyConfig, ...] = ()  # identification entries with method: diffmean
+    direction_ppxc: DirectionPPXCConfig | None = None
 
     def __post_init__(self):
         if self.statistics.languages != tuple(self.languages):  # one list of languages for every stage
@@ -173,7 +178,19 @@ class ExperimentConfig:
         if data["steering"] is None:  # configs without the section read and hash as before it existed
             del data["steering"]
         else:
-            data["steering"] = {"neuron_set": data["steering"]["neuron_set"], **data["steering"]["options"]}
+            steering = data["steering"]
+            options = steering_keys(steering["options"], steering["directions"] is not None)
+            data["steering"] = {"neuron_set": steering["neuron_set"], **options,
+                                **({"directions": steering["directions"]} if steering["directions"] else {})}
+        if data.get("claims") is not None:  # fields added with issue 19 only when set
+            from langneurons.report.claims import claims_options
+
+            data["claims"] = plain(claims_options(self.claims))
+        directions = to_dict_entries(self)  # configs without directions read and hash as before them
+        data.pop("directions", None)
+        data.pop("direction_ppxc", None)
+        data["identification"] += directions.pop("identification", [])
+        data.update(directions)
         if data["lm_eval"] is None:  # configs without the section read and hash as before it existed
             del data["lm_eval"]
         for name in WRAPPED_SECTIONS:  # written flat: their own keys and their options' in one mapping
@@ -232,8 +249,13 @@ def _parse(data: dict) -> ExperimentConfig:
     data = dict(data)
     if isinstance(data.get("model"), str):
         data["model"] = {"name": data["model"]}
-    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering", *WRAPPED_SECTIONS)
-           if key in data}
+    own = {key: data.pop(key) for key in ("statistics", "identification", "finetune", "steering", *WRAPPED_SECTIONS,
+                                          "direction_ppxc", "directions") if key in data}
+    if "directions" in own:
+        raise LangNeuronsError("directions: write direction sets as identification entries with method: diffmean")
+    directions: list = []
+    if "identification" in own:
+        own["identification"], directions = split_identification(own["identification"])
     config = build(ExperimentConfig, data, "")
     languages = config.languages
     statistics = build(CollectOptions, own.get("statistics", {}), "statistics", excluded=STATISTICS_EXCLUDED,
@@ -246,7 +268,8 @@ def _parse(data: dict) -> ExperimentConfig:
                for name in WRAPPED_SECTIONS}
     evaluation = _expand_seeded_models(config.evaluation, runs)
     return replace(config, statistics=statistics, identification=identification, finetune=runs, steering=steering,
-                   evaluation=evaluation, **wrapped)
+                   evaluation=evaluation, **wrapped, directions=tuple(entry for _, entry in directions),
+                   direction_ppxc=parse_direction_ppxc(own.get("direction_ppxc")))
 
 
 def _expand_seeded_models(evaluation, runs: tuple[FinetuneRunConfig, ...]):
@@ -289,13 +312,14 @@ def _wrapped(cls, section: Any, path: str):
 
 
 def _steering(section: Any) -> SteeringConfig:
-    """``steering: {neuron_set, <SteeringOptions fields>}``."""
+    """``steering: {neuron_set, directions, <SteeringOptions fields>}``."""
     if not isinstance(section, Mapping):
         raise LangNeuronsError("steering must be a mapping")
-    options = {k: v for k, v in section.items() if k != "neuron_set"}
+    options = {k: v for k, v in section.items() if k not in ("neuron_set", "directions")}
     return SteeringConfig(
-        neuron_set=convert(str, section.get("neuron_set", "lape"), "steering.neuron_set"),
-        options=build(SteeringOptions, options, "steering", extra=("neuron_set",)),
+        neuron_set=convert(str | None, section.get("neuron_set", "lape"), "steering.neuron_set"),
+        options=build(SteeringOptions, options, "steering", extra=("neuron_set", "directions")),
+        directions=convert(str | None, section.get("directions"), "steering.directions"),
     )
 
 

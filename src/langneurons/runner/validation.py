@@ -70,6 +70,7 @@ def validate(config) -> None:
             _languages(config.ppxc.options.languages, "ppxc.languages", languages)
     if config.steering is not None:
         _validate_steering(config.steering, sets, languages)
+    validate_directions(config, sets)  # issue 19: diffmean sets, direction PPXC, steering.directions
     if config.stability is not None:
         _names(config.stability.neuron_sets, "stability.neuron_sets", sets, "neuron set")
         for name in config.stability.neuron_sets:
@@ -213,7 +214,10 @@ def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tup
     identifier covers them."""
     from langneurons.steer.langid import check_covered
 
-    _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
+    if steering.neuron_set is None and steering.directions is None:
+        raise LangNeuronsError("steering needs neuron_set or directions")
+    if steering.neuron_set is not None:
+        _names([steering.neuron_set], "steering.neuron_set", sets, "neuron set")
     options = steering.options
     for i, pair in enumerate(options.pairs):
         for language in parse_pair(pair):
@@ -291,3 +295,41 @@ def check_input_paths(config) -> None:
             continue
         exists(section.source, f"tasks.{task}.source", ("builtin", "hub"))
         exists(section.train_source, f"tasks.{task}.train_source", ("builtin", "hub"))
+
+
+def validate_directions(config, neuron_sets: list[str]) -> None:
+    """Direction entries need ``statistics.residual: true``; names are unique among all sets;
+    ``direction_ppxc`` and ``steering.directions`` name diffmean entries; languages are the
+    experiment's. One-line errors."""
+    names = [entry.name for entry in config.directions]
+    for i, entry in enumerate(config.directions):
+        path = f"identification ({entry.name})"
+        if not config.statistics.residual:
+            raise LangNeuronsError(f"{path}: method diffmean needs statistics.residual: true (residual-stream sums)")
+        if entry.name in neuron_sets or names.count(entry.name) > 1:
+            raise LangNeuronsError(f"{path}.name: set {brief(entry.name)} is defined twice")
+        languages = entry.options.languages or config.languages
+        if entry.options.languages is not None:
+            _languages(entry.options.languages, f"{path}.languages", config.languages)
+        if len(languages) < 2 or entry.options.rank > len(languages) - 1:
+            raise LangNeuronsError(f"{path}: diffmean needs >= 2 languages and rank <= languages - 1 "
+                                   f"(got {len(languages)} languages, rank {entry.options.rank})")
+    section = config.direction_ppxc
+    if section is not None:
+        _names(section.direction_sets, "direction_ppxc.direction_sets", names, "diffmean direction set")
+        if section.languages is not None:
+            _languages(section.languages, "direction_ppxc.languages", config.languages)
+        try:
+            section.options(section.languages or config.languages)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"direction_ppxc: {error}") from None
+    steering = config.steering
+    if steering is not None and steering.directions is not None:
+        _names([steering.directions], "steering.directions", names, "diffmean direction set")
+        if not steering.options.direction_layers:
+            raise LangNeuronsError("steering.direction_layers: direction steering needs a layer sweep (e.g. ['6'])")
+        entry = next(e for e in config.directions if e.name == steering.directions)
+        have = entry.options.languages or config.languages
+        for language in steering.options.languages:
+            if language not in have:
+                raise LangNeuronsError(f"steering.directions: {entry.name!r} has no direction for {language!r}")

@@ -8,6 +8,8 @@ measured on the generated text by a language identifier.
 * :mod:`.selection`: the seeded dev/test prompt split and the choice of a best condition on dev;
 * :mod:`.prompts`: source-language prompts (first words of sentences);
 * :mod:`.experiment`: conditions, batched steered generation, fluency (:func:`run_steering`);
+* :mod:`.directions`: DiffMean direction conditions (add / ablate at swept layers and strengths) and
+  their matched-norm random twins, run beside the neuron conditions;
 * :mod:`.api`: the stage API of ``langneurons steer`` (:func:`steer`, files and figures).
 """
 

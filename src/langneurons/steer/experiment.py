@@ -16,6 +16,13 @@ with ``<set>`` the language-specific neuron set and, when ``random_control``, ``
 layer-matched random set with the same number of neurons per layer and language, drawn from
 the neurons outside the set (:func:`langneurons.identify.random_control.random_control`).
 
+With a DiffMean direction set (``directions``) the same run adds direction conditions
+(:mod:`langneurons.steer.directions`): ``<directions>:add=a@L`` (a x (target mean - source mean)
+in the residual stream after the blocks L), a layer sweep (``direction_layers``) times a strength
+sweep (``direction_strengths``), optionally ``<directions>:ablate@L`` and ``ablate+add=a@L``
+(the source's direction removed), each with a ``random-dir:`` twin of matched norm per layer.
+Every row names its random twin (``random_twin``) and its unit (``neurons`` / ``directions``).
+
 Every action string goes through the intervention spec parser (:mod:`langneurons.intervene.spec`)
 and the interventions of :mod:`langneurons.intervene`. Generation is greedy, batched with the
 KV cache (:func:`langneurons.evaluate.generation.greedy_generate`), ``max_new_tokens`` new tokens
@@ -59,13 +66,14 @@ from langneurons.steer.langid import Identification, Identifier, check_covered
 from langneurons.steer.degeneration import is_degenerate
 from langneurons.steer.metric import LOOP_AWARE_FIELDS, language_rates, loop_aware_scores
 from langneurons.steer.prompts import HELDOUT, heldout_prompts, load_prompts
+from langneurons.steer.directions import layer_text
 from langneurons.steer.selection import (SELECTION_METRIC, SPLITS, TIE_BREAK, best_condition, dev_count,
                                          selection_split, split_labels)
 
 MODES = ("baseline", "deactivate", "activate", "both")
 ACTIVATION_KINDS = ("add", "stat", "scale", "constant")
-ROW_FIELDS = ("source", "target", "condition", "split", "neuron_set", "mode", "kind", "strength", "action",
-              "positions", "neurons", "n", "target_count", "target_rate", "target_ci_low", "target_ci_high",
+ROW_FIELDS = ("source", "target", "condition", "split", "neuron_set", "unit", "mode", "kind", "strength", "action",
+              "layers", "random_twin", "positions", "neurons", "n", "target_count", "target_rate", "target_ci_low", "target_ci_high",
               "source_count", "source_rate", "source_ci_low", "source_ci_high", "other_count", "other_rate",
               "other_ci_low", "other_ci_high", "mean_confidence", "fluency_ppl", "fluency_tokens", "mean_new_tokens",
               *LOOP_AWARE_FIELDS)
@@ -87,6 +95,12 @@ class SteeringOptions:
     identifier_languages: candidate languages of the identifier (default every covered one);
     min_confidence: below it a generation is undetermined. confidence: of the Wilson intervals.
     examples: example prompts per pair written to examples.json.
+    neuron_modes: the neuron conditions run, a subset of deactivate / activate / both (``deactivate``
+    False drops deactivate and both); e.g. ``[both]`` runs only source zeroing + target action.
+    direction_layers: the layer sweep of direction steering (each entry one condition group: ``6``,
+    ``4-9``); direction_strengths: the add strengths a; direction_ablate: also ablate the source's
+    direction (alone and with each add); direction_weighting: of the random twins (``isotropic`` /
+    ``spread``). Used only when the run gets a direction set.
     """
 
     pairs: tuple[str, ...] = ("en>fr",)
@@ -106,6 +120,11 @@ class SteeringOptions:
     min_confidence: float = 0.0
     confidence: float = 0.95
     examples: int = 3
+    neuron_modes: tuple[str, ...] = ("deactivate", "activate", "both")
+    direction_layers: tuple[str, ...] = ()
+    direction_strengths: tuple[float, ...] = (1.0, 2.0, 4.0)
+    direction_ablate: bool = False
+    direction_weighting: str = "isotropic"
 
     def __post_init__(self):
         if not self.pairs:
@@ -129,6 +148,34 @@ class SteeringOptions:
         check_seed(self.seed)
         if not 0.0 < self.confidence < 1.0:
             raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {self.confidence}")
+        self._check_directions()
+        bad = [mode for mode in self.neuron_modes if mode not in MODES[1:]]
+        if bad or not self.neuron_modes or len(set(self.neuron_modes)) != len(self.neuron_modes):
+            raise LangNeuronsError(f"neuron_modes must be distinct modes of deactivate, activate, both; "
+                                   f"got {list(self.neuron_modes)}")
+
+    def _check_directions(self) -> None:
+        from langneurons.directions.direction_set import WEIGHTINGS
+        from langneurons.steer.directions import check_strength, layer_text
+
+        choices = [layer_text(layers) for layers in self.direction_layer_choices]
+        if len(set(choices)) != len(choices):
+            raise LangNeuronsError(f"a direction layer choice is listed twice: {choices}")
+        strengths = [check_strength(value) for value in self.direction_strengths]
+        if len(set(strengths)) != len(strengths):
+            raise LangNeuronsError(f"a direction strength is listed twice: {strengths}")
+        if self.direction_layers and not strengths and not self.direction_ablate:
+            raise LangNeuronsError("direction steering needs at least one strength (or direction_ablate)")
+        if self.direction_weighting not in WEIGHTINGS:
+            raise LangNeuronsError(f"direction_weighting must be one of {', '.join(WEIGHTINGS)}, "
+                                   f"got {self.direction_weighting!r}")
+
+    @property
+    def direction_layer_choices(self) -> list[tuple[int, ...]]:
+        """The layer sweep of direction steering, each entry parsed (``"4-6"`` -> (4, 5, 6))."""
+        from langneurons.steer.directions import parse_layer_choice
+
+        return [parse_layer_choice(text) for text in self.direction_layers]
 
     @property
     def source_languages(self) -> list[str]:
@@ -232,13 +279,12 @@ def conditions(options: SteeringOptions, set_names: Sequence[str]) -> list[Condi
     """Every condition of one pair, baseline first, then per neuron set the deactivation and,
     per action, activate and both."""
     out = [Condition("baseline")]
+    modes = set(options.neuron_modes) if options.deactivate else set(options.neuron_modes) & {"activate"}
     for name in set_names:
-        if options.deactivate:
+        if "deactivate" in modes:
             out.append(Condition("deactivate", name))
         for action in options.actions:
-            out.append(Condition("activate", name, action))
-            if options.deactivate:
-                out.append(Condition("both", name, action))
+            out.extend(Condition(mode, name, action) for mode in ("activate", "both") if mode in modes)
     return out
 
 
@@ -262,6 +308,13 @@ class SteeringResult:
         target rate, then the first in condition order); None when the set has no condition."""
         return best_condition(self.rows, neuron_set, SELECTION_METRIC)
 
+    def best_conditions(self) -> dict[str, str | None]:
+        """The dev-chosen best condition of each unit: ``{"neurons": ..., "directions": ...}`` (the
+        language neuron set's and the direction set's; None where the run has no such unit)."""
+        return {"neurons": self.best_condition(self.meta["neuron_set"]) if self.meta.get("neuron_set") else None,
+                "directions": (self.best_condition(self.meta["direction_set"]) if self.meta.get("direction_set")
+                               else None)}
+
 
 def check_statistics_model(statistics: Mapping | None, fingerprint: str | None, model: str,
                            shape: tuple[int, int]) -> None:
@@ -277,20 +330,41 @@ def check_statistics_model(statistics: Mapping | None, fingerprint: str | None, 
                                    "statistics of the same model")
 
 
-def check_inputs(options: SteeringOptions, neuron_set: NeuronSet, identifier: Identifier,
-                 statistics: Mapping | None) -> None:
-    """Everything that can be checked before the model runs (one-line errors)."""
+def check_inputs(options: SteeringOptions, neuron_set: NeuronSet | None, identifier: Identifier,
+                 statistics: Mapping | None, directions=None) -> None:
+    """Everything that can be checked before the model runs (one-line errors); ``neuron_set`` and
+    ``directions`` (a DirectionSet) may each be None, not both."""
+    if neuron_set is None and directions is None:
+        raise LangNeuronsError("steering needs a neuron set (--neurons) or a direction set (--directions)")
     for language in options.languages:
         if not identifier.covers(language):
             check_covered(language)  # a clear message for lingua-uncovered languages
             raise LangNeuronsError(f"language {language!r} is not among the identifier's candidate languages")
-        if language not in neuron_set.languages:
+        if neuron_set is not None and language not in neuron_set.languages:
             raise LangNeuronsError(f"the neuron set has no neurons for {language!r} (it has "
                                    f"{', '.join(neuron_set.languages)})")
-    if options.needs_statistics:
+    if directions is not None:
+        check_direction_inputs(options, directions)
+    if neuron_set is not None and options.needs_statistics:
         missing = [language for language in options.languages if language not in (statistics or {})]
         if missing:
             raise LangNeuronsError(f"add/stat actions need activation statistics of {missing}")
+
+
+def check_direction_inputs(options: SteeringOptions, directions) -> None:
+    """The direction set has the pairs' languages and means, the layer sweep is given and in range."""
+    if not options.direction_layers:
+        raise LangNeuronsError("direction steering needs direction_layers (e.g. --layers 6,4-9 on the command line)")
+    if directions.means is None:
+        raise LangNeuronsError(f"direction steering adds target mean - source mean; this {directions.method} "
+                               "direction set has no means (use a DiffMean set)")
+    for language in options.languages:
+        if language not in directions.languages:
+            raise LangNeuronsError(f"the direction set has no direction for {language!r} (it has "
+                                   f"{', '.join(directions.languages)})")
+    for layers in options.direction_layer_choices:
+        if layers[-1] >= directions.num_layers:
+            raise LangNeuronsError(f"direction layer {layers[-1]} outside the model's 0..{directions.num_layers - 1}")
 
 
 def _continuation_blocks(prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], pad: int,
@@ -374,27 +448,53 @@ class _Runner:
         return result.perplexity, result.token_count
 
 
-def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identifier: Identifier,
+def run_steering(loaded, neuron_set: NeuronSet | None, options: SteeringOptions, identifier: Identifier,
                  statistics: Mapping | None = None, set_name: str | None = None,
-                 prompts: Mapping[str, Sequence[str]] | None = None, progress: bool = True) -> SteeringResult:
+                 prompts: Mapping[str, Sequence[str]] | None = None, progress: bool = True,
+                 directions=None, direction_name: str | None = None) -> SteeringResult:
     """Run every pair and condition of ``options`` on ``loaded`` (see the module docstring).
 
     Args:
-        neuron_set: the language-specific set (its ``method`` names it unless ``set_name``).
+        neuron_set: the language-specific set (its ``method`` names it unless ``set_name``); None
+            for a run of direction conditions only.
         identifier: e.g. :class:`langneurons.steer.langid.LinguaIdentifier`.
         statistics: language -> ActivationStatistics (for ``add`` and ``stat`` actions).
         prompts: source language -> prompt texts (default: read as ``options`` says).
+        directions: a DiffMean :class:`~langneurons.directions.direction_set.DirectionSet` (its
+            ``method`` names it unless ``direction_name``): adds the direction conditions.
     """
-    neuron_set.check_model(loaded.info)
+    from langneurons.steer.directions import RANDOM_DIRECTIONS, DirectionInterventions, direction_conditions
+
+    if neuron_set is not None:
+        neuron_set.check_model(loaded.info)
+    if directions is not None:
+        directions.check_model(loaded)
     check_statistics_model(statistics, loaded.info.weights_fingerprint, loaded.info.model_id,
                            (loaded.info.num_layers, loaded.info.neurons_per_layer))
-    check_inputs(options, neuron_set, identifier, statistics)
-    set_name = set_name or neuron_set.method
-    if set_name in ("random", "none"):
-        set_name = f"{set_name}-set"
-    sets = {set_name: neuron_set}
-    if options.random_control:
-        sets["random"] = random_control(neuron_set, seed=options.seed, exclude_selected=True)
+    check_inputs(options, neuron_set, identifier, statistics, directions)
+    sets: dict[str, NeuronSet] = {}
+    if neuron_set is not None:
+        set_name = set_name or neuron_set.method
+        if set_name in ("random", "none", RANDOM_DIRECTIONS):
+            set_name = f"{set_name}-set"
+        sets[set_name] = neuron_set
+        if options.random_control:
+            sets["random"] = random_control(neuron_set, seed=options.seed, exclude_selected=True)
+    else:
+        set_name = None
+    cells: list[tuple[str, object]] = []
+    for pair in options.pairs:
+        cells += [(pair, condition) for condition in conditions(options, list(sets))]
+    direction_builder = None
+    if directions is not None:
+        direction_name = direction_name or directions.method
+        if direction_name in (*sets, "baseline", RANDOM_DIRECTIONS):
+            direction_name = f"{direction_name}-directions"
+        direction_builder = DirectionInterventions(directions, options.seed, options.direction_weighting)
+        planned = direction_conditions(direction_name, options.direction_layer_choices, options.direction_strengths,
+                                       options.direction_ablate, options.random_control)
+        cells = [cell for pair in options.pairs for cell in
+                 [c for c in cells if c[0] == pair] + [(pair, condition) for condition in planned]]
     if prompts is None:
         prompts = steering_prompts(options)
     runner = _Runner(loaded, options, identifier, statistics, progress)
@@ -402,13 +502,28 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
                  for language, texts in prompts.items()}
     splits = {language: split_labels(len(texts), options.dev_fraction, options.seed)
               for language, texts in prompts.items()}
-    cells = [(pair, condition) for pair in options.pairs for condition in conditions(options, list(sets))]
     rows, generations = [], []
     for pair, condition in progress_bar(cells, "steering", enabled=progress):
         source, target = parse_pair(pair)
         if source not in tokenized:
             raise LangNeuronsError(f"no prompts for source language {source!r}")
-        interventions = runner.interventions(condition, sets, source, target)
+        if isinstance(condition, Condition):
+            interventions = runner.interventions(condition, sets, source, target)
+            describe_row = {"unit": None if condition.mode == "baseline" else "neurons",
+                            "neuron_set": condition.neuron_set, "mode": condition.mode, "kind": condition.kind,
+                            "strength": strength(condition.action) if condition.action else None,
+                            "action": full_action(condition.action, source, target) if condition.action
+                            else condition.kind, "layers": None,
+                            "random_twin": (Condition(condition.mode, "random", condition.action).name
+                                            if "random" in sets and condition.neuron_set not in (None, "random")
+                                            else None),
+                            "neurons": sum(i.num_neurons for i in interventions)}
+        else:
+            interventions = direction_builder(condition, source, target)
+            describe_row = {"unit": "directions", "neuron_set": condition.unit, "mode": condition.mode,
+                            "kind": condition.kind, "strength": condition.strength,
+                            "action": condition.spec(source, target), "layers": layer_text(condition.layers),
+                            "random_twin": condition.random_twin, "neurons": 0}
         continuations = runner.generate(tokenized[source], interventions)
         texts = [runner.text(tokens) for tokens in continuations]
         identified: list[Identification] = identifier.identify(texts)
@@ -422,10 +537,7 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
             ppl, tokens = runner.fluency([tokenized[source][i] for i in chosen], generated, target)
             rows.append({
                 "source": source, "target": target, "condition": condition.name, "split": split,
-                "neuron_set": condition.neuron_set, "mode": condition.mode, "kind": condition.kind,
-                "strength": strength(condition.action) if condition.action else None,
-                "action": full_action(condition.action, source, target) if condition.action else condition.kind,
-                "positions": options.positions, "neurons": sum(i.num_neurons for i in interventions),
+                **describe_row, "positions": options.positions,
                 **rates.flat(), "fluency_ppl": ppl, "fluency_tokens": tokens,
                 "mean_new_tokens": sum(len(c) for c in generated) / len(generated), **loops.flat(),
             })
@@ -437,7 +549,8 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
     describe = getattr(identifier, "describe", None)
     meta = {
         "model": loaded.info.to_dict(), "options": asdict(options), "neuron_set": set_name,
-        "neuron_set_method": neuron_set.method, "neuron_set_parameters": neuron_set.parameters,
+        "neuron_set_method": neuron_set.method if neuron_set is not None else None,
+        "neuron_set_parameters": neuron_set.parameters if neuron_set is not None else None,
         "neurons": {name: {language: int(len(s.indices(language))) for language in options.languages}
                     for name, s in sets.items()},
         "identifier": describe() if describe else {"identifier": getattr(identifier, "name", "custom")},
@@ -445,4 +558,14 @@ def run_steering(loaded, neuron_set: NeuronSet, options: SteeringOptions, identi
                    for language, labels in splits.items()},
         "selection": {"metric": SELECTION_METRIC, "tie_break": TIE_BREAK, "split": selection_split(rows)},
     }
+    if directions is not None:
+        meta.update({
+            "direction_set": direction_name, "direction_set_method": directions.method,
+            "direction_set_parameters": directions.parameters,
+            "random_directions": {"name": RANDOM_DIRECTIONS, "seed": options.seed,
+                                  "weighting": options.direction_weighting,
+                                  "norm": "per layer, the norm of the steering vector (add) / of the direction"},
+            "steering_vector_norms": {pair: [float(v) for v in torch.linalg.vector_norm(
+                directions.steering_vector(*parse_pair(pair)), dim=-1)] for pair in options.pairs},
+        })
     return SteeringResult(rows, generations, meta)

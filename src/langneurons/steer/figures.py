@@ -37,7 +37,7 @@ def sweep_strengths(rows: Sequence[dict]) -> int:
     strengths: dict[tuple, set] = {}
     for r in rows:
         if r.get("mode") in ("activate", "both") and r.get("strength") not in (None, ""):
-            key = (r["source"], r["target"], r["neuron_set"], r["mode"], r["kind"])
+            key = (r["source"], r["target"], r["neuron_set"], r["mode"], r["kind"], r.get("layers"))
             strengths.setdefault(key, set()).add(float(r["strength"]))
     return max((len(values) for values in strengths.values()), default=0)
 
@@ -68,9 +68,10 @@ def steering_heatmap(rows: Sequence[dict], condition: str, title: str | None = N
     sources = list(dict.fromkeys(r["source"] for r in rows))
     targets = list(dict.fromkeys(r["target"] for r in rows))
     set_name = condition.split(":", 1)[0]
-    twin = "random" + condition[len(set_name):]
+    named = next((r["random_twin"] for r in rows if r["condition"] == condition and r.get("random_twin")), None)
+    twin = named or "random" + condition[len(set_name):]  # rows written before random_twin existed
     panels = [(condition, f"{condition}")]
-    if set_name != "random" and any(r["condition"] == twin for r in rows):
+    if set_name not in ("random", "random-dir") and any(r["condition"] == twin for r in rows):
         panels.append((twin, f"{twin} (control)"))
     figure = Figure(figsize=(1.2 * len(targets) * len(panels) + 2.5, 1.0 * len(sources) + 2.2), layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
@@ -111,18 +112,20 @@ def sweep_figure(rows: Sequence[dict], title: str | None = None) -> Figure:
         baseline = next((r for r in mine if r["mode"] == "baseline"), None)
         if baseline is not None:
             ax.axhline(_fluent(baseline), color="grey", linewidth=1, label="baseline")
-        groups = dict.fromkeys((r["neuron_set"], r["mode"], r["kind"]) for r in mine
+        groups = dict.fromkeys((r["neuron_set"], r["mode"], r["kind"], r.get("layers")) for r in mine
                                if r["mode"] in ("activate", "both") and r["strength"] not in (None, ""))
-        for set_name, mode, kind in groups:
+        for set_name, mode, kind, layers in groups:  # direction sweeps: one line per layer choice
             points = sorted((float(r["strength"]), _fluent(r), _fluent(r, "ci_low"), _fluent(r, "ci_high"),
                              float(r["target_rate"])) for r in mine
-                            if (r["neuron_set"], r["mode"], r["kind"]) == (set_name, mode, kind)
+                            if (r["neuron_set"], r["mode"], r["kind"], r.get("layers")) == (set_name, mode, kind, layers)
                             and r["strength"] not in (None, ""))
             x, y, low, high, raw = (np.array(v) for v in zip(*points))
-            key = (mode, kind)
-            colours.setdefault(key, f"C{len(colours)}")
+            key = (mode, kind, layers)
+            colours.setdefault(key, f"C{len(colours) % 10}")
+            where = f" @{layers}" if layers else ""
             ax.errorbar(x, y, yerr=[y - low, high - y], color=colours[key], capsize=2, marker="o", markersize=3,
-                        linestyle="--" if set_name == "random" else "-", label=f"{set_name} {mode} {kind}")
+                        linestyle="--" if set_name in ("random", "random-dir") else "-",
+                        label=f"{set_name} {mode} {kind}{where}")
             ax.plot(x, raw, color=colours[key], linestyle=":", linewidth=0.8)
         ax.set_title(f"{source} -> {target}")
         ax.set_xlabel("strength (add S, scale F, constant V, stat percentile)")

@@ -14,11 +14,29 @@ from langneurons.steer.experiment import SteeringOptions
 
 @dataclass(frozen=True)
 class SteeringConfig:
-    """The steering experiment on ``neuron_set`` (a set of ``identification``), with the options
-    of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
+    """The steering experiment on ``neuron_set`` (a set of ``identification``; None with
+    ``directions`` only) and ``directions`` (a ``method: diffmean`` entry, or None), with the
+    options of :class:`langneurons.steer.experiment.SteeringOptions` (written flat in the section)."""
 
-    neuron_set: str = "lape"
+    neuron_set: str | None = "lape"
     options: SteeringOptions = field(default_factory=SteeringOptions)
+    directions: str | None = None
+
+
+DIRECTION_STEERING_KEYS = ("direction_layers", "direction_strengths", "direction_ablate", "direction_weighting")
+"""SteeringOptions fields that only matter with ``steering.directions``."""
+ADDED_STEERING_KEYS = ("neuron_modes",)
+"""SteeringOptions fields added with issue 19, left out of a config's dict and the stage key at
+their defaults (so runs without them keep their cache keys)."""
+
+
+def steering_keys(options: dict, directions: bool) -> dict:
+    """``asdict(SteeringOptions)`` without the direction keys (no ``steering.directions``) and the
+    added keys at their defaults: what a config without them wrote and hashed."""
+    defaults = SteeringOptions()
+    return {k: v for k, v in options.items()
+            if (directions or k not in DIRECTION_STEERING_KEYS)
+            and not (k in ADDED_STEERING_KEYS and tuple(v) == getattr(defaults, k))}
 
 
 def run(context) -> None:
@@ -28,9 +46,19 @@ def run(context) -> None:
     from langneurons.steer.experiment import run_steering, steering_prompts
     from langneurons.steer.langid import LinguaIdentifier
 
+    from langneurons.directions.stage import DIRECTIONS_FILE
+
     steering = context.config.steering
     statistics = context.records["statistics"]
     options = steering.options
+    neurons = steering.neuron_set is not None
+
+    def directions():
+        from langneurons.directions.direction_set import DirectionSet
+
+        if steering.directions is None:
+            return None
+        return DirectionSet.load(context.run_dir / "identify" / steering.directions / DIRECTIONS_FILE)
 
     def compute(directory: Path) -> None:
         if options.prompts == "heldout":  # the lines re-read from the corpus must be the ones held out
@@ -39,16 +67,20 @@ def run(context) -> None:
             check_corpus_unchanged(context.run_dir / "statistics", options.source_languages)
         identifier = LinguaIdentifier(options.identifier_languages, options.min_confidence)
         result = run_steering(
-            context.loaded, context.neuron_set(steering.neuron_set), options, identifier,
-            context.statistics_for(options.languages) if options.needs_statistics else None,
+            context.loaded, context.neuron_set(steering.neuron_set) if neurons else None, options, identifier,
+            context.statistics_for(options.languages) if neurons and options.needs_statistics else None,
             set_name=steering.neuron_set, prompts=steering_prompts(options, asdict(context.config.statistics)),
-            progress=context.progress)
+            progress=context.progress, directions=directions(), direction_name=steering.directions)
         write_steering(result, directory, options.examples)
 
-    inputs = {"model": asdict(context.config.model), "options": asdict(options), "neuron_set": steering.neuron_set,
-              "neurons": context.records[f"identify/{steering.neuron_set}"].product,
+    direction_inputs = ({"directions": steering.directions,
+                         "direction_set": context.records[f"identify/{steering.directions}"].product}
+                        if steering.directions is not None else {})
+    inputs = {"model": asdict(context.config.model), "options": steering_keys(asdict(options), bool(direction_inputs)),
+              "neuron_set": steering.neuron_set,
+              "neurons": context.records[f"identify/{steering.neuron_set}"].product if neurons else None,
               "statistics": statistics.product if options.needs_statistics_folder else None,
-              "identifier": version("lingua-language-detector")}
+              "identifier": version("lingua-language-detector"), **direction_inputs}
     context.stage("steering", inputs, compute, product=("steering.json",))
 
 
@@ -93,6 +125,17 @@ def _combined(row: dict) -> str:
     return fmt_interval(row["combined_score"], row["combined_ci_low"], row["combined_ci_high"])
 
 
+def _direction_note(data: dict) -> str:
+    """What a steering run with DiffMean directions adds to its description (empty without them)."""
+    meta, bests = data.get("meta", {}), data.get("best_conditions") or {}
+    if not meta.get("direction_set"):
+        return ""
+    return (f" Direction conditions `{meta['direction_set']}:add=a@L` add a x (mean of the target - mean of the source "
+            "language) to the residual stream after block(s) L (`ablate@L`: the source's direction removed); each "
+            "has a `random-dir` twin, a seeded random vector of the same norm per block. Best on the dev prompts: "
+            f"neurons {bests.get('neurons')}, directions {bests.get('directions')}.")
+
+
 def steering_section(run_dir: Path, manifest: dict) -> list[Block]:
     folder = run_dir / "steering"
     if "steering" not in manifest.get("stages", {}) or not (folder / "steering.json").exists():
@@ -123,7 +166,8 @@ def steering_section(run_dir: Path, manifest: dict) -> list[Block]:
               "(95% Wilson interval); combined = harmonic mean of the target rate and the non-degenerate share "
               "(95% bootstrap interval over prompts, none below 20 prompts). "
               + split_note +
-              f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."),
+              f"Conditions on `{meta.get('neuron_set')}` neurons and on layer-matched `random` neurons (control)."
+              + _direction_note(data)),
         ("table", ["pair", "condition", "neurons", "n", "target % [95% CI]", "fluent target % [95% CI]",
                    "degenerate %", "combined [95% CI]", "source % [95% CI]", "other %", "fluency ppl"],
          [[f"{r['source']}>{r['target']}", r["condition"], str(r["neurons"]), str(r["n"]),
