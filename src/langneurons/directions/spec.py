@@ -35,6 +35,7 @@ from langneurons.directions.interventions import (
     add_direction,
 )
 from langneurons.errors import LangNeuronsError, brief
+from langneurons.intervene.spec import parse_number
 from langneurons.languages import check_language
 
 SCOPES = ("all", "prompt")
@@ -81,16 +82,6 @@ class DirectionSpec:
         return f"{self.directions}:{self.unit}:{action}{layers}{scope}"
 
 
-def _value(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise LangNeuronsError(f"add strength must be a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise LangNeuronsError(f"add strength must be finite, got {text!r}")
-    return value
-
-
 def parse_direction_spec(spec: str | Mapping | DirectionSpec) -> DirectionSpec:
     """Parse the string or dict form (module docstring)."""
     if isinstance(spec, DirectionSpec):
@@ -109,7 +100,7 @@ def parse_direction_spec(spec: str | Mapping | DirectionSpec) -> DirectionSpec:
             layers = ",".join(str(layer) for layer in layers)
         data["layers"] = parse_layers(layers)
         if data.get("value") is not None:
-            data["value"] = _value(str(data["value"]))
+            data["value"] = parse_number(str(data["value"]), "add strength")
         return DirectionSpec(**{**data, "directions": str(data["directions"]), "unit": str(data["unit"])})
     text = str(spec).strip()
     positions = "all"
@@ -126,7 +117,7 @@ def parse_direction_spec(spec: str | Mapping | DirectionSpec) -> DirectionSpec:
         raise LangNeuronsError(f"ablate takes no value: {action!r}")
     if kind == "add" and not value:
         raise LangNeuronsError(f"add needs a strength: add=S, got {action!r}")
-    return DirectionSpec(path, unit.strip(), kind, _value(value) if kind == "add" else None,
+    return DirectionSpec(path, unit.strip(), kind, parse_number(value, "add strength") if kind == "add" else None,
                          parse_layers(layers or None), positions)
 
 

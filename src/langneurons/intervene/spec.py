@@ -93,7 +93,8 @@ class InterventionSpec:
         return {key: value for key, value in data.items() if value is not None}
 
 
-def _number(text: str, what: str) -> float:
+def parse_number(text: str, what: str) -> float:
+    """``text`` as a finite number of magnitude <= :data:`MAX_MAGNITUDE` (one-line error naming ``what``)."""
     try:
         number = float(text)
     except ValueError:
@@ -150,7 +151,7 @@ def parse_action(action: str) -> dict:
     if not argument:
         raise LangNeuronsError(f"{kind} needs a value: {action!r}")
     if kind in ("constant", "scale"):
-        return {"kind": kind, "value": _number(argument, f"{kind} value")}
+        return {"kind": kind, "value": parse_number(argument, f"{kind} value")}
     if kind == "stat":
         name, _, language = argument.partition("@")
         check_statistic_name(name)  # every action is checked where it is read (CLI, config), not when used
@@ -163,7 +164,7 @@ def parse_action(action: str) -> dict:
         raise LangNeuronsError(f"add is written add=STRENGTH@SOURCE>TARGET, got {action!r}")
     check_language(source)
     check_language(target)
-    return {"kind": kind, "value": _number(strength, "add strength"), "source_language": source,
+    return {"kind": kind, "value": parse_number(strength, "add strength"), "source_language": source,
             "target_language": target}
 
 
@@ -184,7 +185,7 @@ def parse_spec(spec: str | Mapping | InterventionSpec) -> InterventionSpec:
         languages = languages.split(",") if isinstance(languages, str) else languages
         data["languages"] = tuple(str(language).strip() for language in languages)
         if data.get("value") is not None:
-            data["value"] = _number(str(data["value"]), f"{data['kind']} value")
+            data["value"] = parse_number(str(data["value"]), f"{data['kind']} value")
         return InterventionSpec(**data)
     text = str(spec).strip()
     positions = "all"
