@@ -30,6 +30,17 @@ def _languages(values, path: str, allowed: tuple[str, ...] | None = None) -> Non
                                    f"({', '.join(allowed)})")
 
 
+def _actions(actions, path: str) -> None:
+    """Every intervention action of ``actions`` parses; the error names ``path[i]``."""
+    from langneurons.intervene.spec import parse_action
+
+    for i, action in enumerate(actions):
+        try:
+            parse_action(action)
+        except LangNeuronsError as error:
+            raise LangNeuronsError(f"{path}[{i}]: {error}") from None
+
+
 def _names(values, path: str, defined: list[str], what: str) -> None:
     for i, name in enumerate(values):
         if name not in defined:
@@ -146,13 +157,7 @@ def validate(config) -> None:
                 raise LangNeuronsError(f"evaluation.tasks[{i}]: task {brief(task)} has no data section under tasks")
         if evaluation.positions not in ("all", "prompt"):
             raise LangNeuronsError(f"evaluation.positions must be all or prompt, got {brief(evaluation.positions)}")
-        from langneurons.intervene.spec import parse_action
-
-        for i, action in enumerate(evaluation.actions):
-            try:
-                parse_action(action)
-            except LangNeuronsError as error:
-                raise LangNeuronsError(f"evaluation.actions[{i}]: {error}") from None
+        _actions(evaluation.actions, "evaluation.actions")
     if config.claims is not None:
         claims = config.claims
         if not 0 < claims.alpha < 1 or claims.practical_points < 0 or not 0 < claims.outer_fraction <= 0.5:
@@ -233,8 +238,6 @@ def _validate_steering(steering: SteeringConfig, sets: list[str], languages: tup
 
 
 def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[str, ...]) -> None:
-    from langneurons.intervene.spec import parse_action
-
     if not section.options.tasks:
         raise LangNeuronsError("lm_eval.tasks: at least one harness task is needed")
     _names(section.neuron_sets, "lm_eval.neuron_sets", sets, "neuron set")
@@ -242,11 +245,7 @@ def _validate_lm_eval(section: LmEvalConfig, sets: list[str], languages: tuple[s
         _languages(section.languages, "lm_eval.languages", languages)
     if section.positions not in ("all", "prompt"):
         raise LangNeuronsError(f"lm_eval.positions must be all or prompt, got {section.positions!r}")
-    for i, action in enumerate(section.actions):
-        try:
-            parse_action(action)
-        except LangNeuronsError as error:
-            raise LangNeuronsError(f"lm_eval.actions[{i}]: {error}") from None
+    _actions(section.actions, "lm_eval.actions")
     for i, folder in enumerate(section.options.include_path):
         if not Path(folder).is_dir():
             raise LangNeuronsError(f"lm_eval.include_path[{i}]: folder not found: {folder}")
