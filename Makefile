@@ -31,10 +31,10 @@ replicate: install
 
 ## Issue 18's runs on real data, each cached like replicate and sized for one ~150 min session on 2 CPU
 ## cores (estimates in each config's header). They share replication.yaml's statistics section: the
-## first finished FLORES pass found (replication, transfer, transfer-seeds, subnetwork) is copied in
+## first finished FLORES pass found (replication, transfer, transfer-seeds, subnetwork, stability) is copied in
 ## with --statistics-from when the run has none yet, so the pass is not repeated (none: it computes its own).
 STATISTICS_FROM = $(firstword $(shell grep -l '"status": "complete"' \
-  $(wildcard $(foreach run,replication transfer transfer-seeds subnetwork,runs/$(run)/statistics/stage.json)) /dev/null))
+  $(wildcard $(foreach run,replication transfer transfer-seeds subnetwork stability,runs/$(run)/statistics/stage.json)) /dev/null))
 REUSE_STATISTICS = $(if $(STATISTICS_FROM),--statistics-from $(patsubst %/,%,$(dir $(STATISTICS_FROM))))
 
 ## The test-time claim on a model that learned XNLI (attention LoRA, LR chosen on dev, early stopping);
@@ -59,7 +59,7 @@ subnetwork: install
 ## 2 CPU cores, cached like replicate; published to docs/results/stability and docs/results/stability-xnli.
 SHARED_LANGUAGES := en,fr,es,zh,hi,ur
 stability: install
-	$(BIN)/langneurons run src/langneurons/data/configs/stability.yaml --data $(DATA) --run-dir runs/stability --no-report
+	$(BIN)/langneurons run src/langneurons/data/configs/stability.yaml --data $(DATA) --run-dir runs/stability --no-report $(REUSE_STATISTICS)
 	$(BIN)/langneurons run src/langneurons/data/configs/stability-xnli.yaml --data $(DATA) --run-dir runs/stability-xnli
 	for pair in lape:act-prob lape:ap act-prob:ap lape:lape-stable; do \
 	  first=$${pair%%:*}; second=$${pair##*:}; \

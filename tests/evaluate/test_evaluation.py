@@ -16,7 +16,7 @@ from langneurons.evaluate.evaluation import (
     prepare_task,
 )
 from langneurons.evaluate.generation import StopRule, answer_text, greedy_generate, greedy_generate_naive
-from langneurons.evaluate.metrics import MIN_RESAMPLING_UNITS, squad_scores
+from langneurons.evaluate.metrics import ACCURACY_TEST, MIN_RESAMPLING_UNITS, squad_scores
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.models.loading import describe
 from langneurons.tasks import NLIExample, QAExample
@@ -195,7 +195,7 @@ def test_grid_gives_one_row_per_cell_and_metric_with_ci_delta_and_p_value(tmp_pa
         if row["condition"] == "baseline":
             assert row["delta"] is None and row["p_value"] is None
         else:
-            assert row["test"] == ("mcnemar exact" if row["metric"] == "accuracy" else "paired bootstrap")
+            assert row["test"] == (ACCURACY_TEST if row["metric"] == "accuracy" else "paired bootstrap")
             if enough:
                 assert 0.0 <= row["p_value"] <= 1.0 and row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
             else:  # McNemar is exact at any n; a bootstrap p-value needs the units
@@ -254,7 +254,7 @@ def test_comparison_pairs_examples_by_id_and_uses_mcnemar_for_accuracy():
     reference = [{"id": i, "correct": c} for i, c in zip("abcd", [True, True, False, False])]
     other = [{"id": i, "correct": c} for i, c in zip("dcba", [True, True, False, True])]  # b wrong, c and d right
     result = compare_records("xnli", reference, other, n_resamples=200)["accuracy"]
-    assert result["delta"] == pytest.approx(25.0) and result["test"] == "mcnemar exact"
+    assert result["delta"] == pytest.approx(25.0) and result["test"] == ACCURACY_TEST
     assert result["p_value"] == pytest.approx(1.0)  # 2 vs 1 discordant pairs
     with pytest.raises(LangNeuronsError, match="different examples"):
         compare_records("xnli", reference, other[:3])

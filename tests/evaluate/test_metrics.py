@@ -16,10 +16,13 @@ from langneurons.evaluate.metrics import (
     enough_units,
     mcnemar,
     paired_bootstrap,
+    paired_proportion_interval,
     resampling_interval,
     squad_scores,
     summarize,
+    tango_statistic,
     unavailable,
+    wilson_interval,
 )
 
 # (prediction, gold answers, exact match, F1), F1 worked out by hand from the SQuAD v1.1
@@ -163,7 +166,7 @@ def test_compare_accuracy_reports_points_of_b_minus_a_with_mcnemar():
     comparison = compare_accuracy(correct_a, correct_b, n_resamples=500)
     assert comparison.delta == pytest.approx(100.0 * (11 - 6) / 15)
     assert comparison.p_value == pytest.approx(0.125)  # the exact test stands at any n
-    assert comparison.test == "mcnemar exact" and comparison.n == 15
+    assert comparison.test == "mcnemar exact, Tango score CI" and comparison.n == 15
     assert comparison.ci_low is None and comparison.ci_high is None  # 15 examples < 20: no bootstrap interval
     larger = compare_accuracy(correct_a * 2, correct_b * 2, n_resamples=500)
     assert larger.ci_low <= larger.delta <= larger.ci_high
@@ -204,3 +207,95 @@ def test_interval_of_a_known_normal_covers_the_mean_with_the_textbook_width():
     assert high - low == pytest.approx(2 * 1.96 * sd / math.sqrt(n), rel=0.15)
     means = metrics._bootstrap_means(values, 4000, seed=0)
     assert resampling_interval(means, units=n) == pytest.approx((low, high))
+
+
+# ------------------------------------------------------------------ paired proportions (Tango's score interval)
+
+
+def test_two_systems_that_never_disagree_get_an_interval_of_width_above_zero():
+    """The demo's defect: 20 pairs, both right on the same 10. A bootstrap of the 0/100 differences
+    is [0, 0]; the score interval is +-z^2 / (n + z^2) (no discordant pair: Z(d) = -sqrt(n d / (1 - d)))."""
+    z2 = 1.959963984540054**2
+    low, high = paired_proportion_interval(0, 0, 20)
+    assert (low, high) == pytest.approx((-z2 / (20 + z2), z2 / (20 + z2)), abs=1e-9)
+    comparison = compare_accuracy([True] * 10 + [False] * 10, [True] * 10 + [False] * 10)
+    assert comparison.delta == 0.0 and comparison.ci_high - comparison.ci_low > 30.0  # about +-16.1 points
+
+
+def _likelihood_statistic(only_a: int, only_b: int, n: int, delta: float) -> float:
+    """Tango's Z(delta) with the constrained maximum likelihood found numerically (an independent check
+    of the closed-form root): maximise the multinomial log-likelihood over q = P(A only) with P(B only)
+    = q + delta."""
+    from scipy.optimize import minimize_scalar
+
+    both = n - only_a - only_b
+
+    def negative_log_likelihood(q):
+        cells = [(only_a, q), (only_b, q + delta), (both, 1.0 - 2.0 * q - delta)]
+        return -sum(count * math.log(max(p, 1e-300)) for count, p in cells if count)
+
+    lower, upper = max(0.0, -delta), (1.0 - delta) / 2.0
+    q = minimize_scalar(negative_log_likelihood, bounds=(lower, upper), method="bounded",
+                        options={"xatol": 1e-13}).x
+    return (only_b - only_a - n * delta) / math.sqrt(n * (2.0 * q + delta * (1.0 - delta)))
+
+
+@pytest.mark.parametrize("only_a,only_b,n", [(5, 10, 100), (12, 3, 40), (0, 4, 25), (30, 31, 500)])
+def test_the_bounds_are_where_the_score_statistic_reaches_z(only_a, only_b, n):
+    low, high = paired_proportion_interval(only_a, only_b, n)
+    assert low < (only_b - only_a) / n < high
+    assert _likelihood_statistic(only_a, only_b, n, low) == pytest.approx(1.959964, abs=2e-4)
+    assert _likelihood_statistic(only_a, only_b, n, high) == pytest.approx(-1.959964, abs=2e-4)
+    assert tango_statistic(only_a, only_b, n, low) == pytest.approx(1.959964, abs=1e-6)
+
+
+def test_the_interval_is_close_to_wald_for_many_pairs_and_mirrors_when_a_and_b_swap():
+    # n = 10000, 600 only-B, 400 only-A: Wald 0.02 +- 1.96 sqrt((0.1 - 0.0004) / 10000) = 0.02 +- 0.006186
+    low, high = paired_proportion_interval(400, 600, 10000)
+    assert (low, high) == pytest.approx((0.02 - 0.006186, 0.02 + 0.006186), abs=1e-4)
+    assert paired_proportion_interval(600, 400, 10000) == pytest.approx((-high, -low))
+
+
+def test_a_one_sided_table_reaches_the_end_of_the_range():
+    assert paired_proportion_interval(0, 20, 20)[1] == 1.0  # B right wherever A is wrong, on every pair
+    assert paired_proportion_interval(20, 0, 20)[0] == -1.0
+
+
+def test_the_score_interval_covers_the_truth_about_95_percent_of_the_time():
+    """400 simulated experiments of 60 pairs from (P(A only), P(B only)) = (0.10, 0.05)."""
+    generator = torch.Generator().manual_seed(0)
+    cells = torch.multinomial(torch.tensor([0.10, 0.05, 0.85]), 400 * 60, replacement=True,
+                              generator=generator).reshape(400, 60)
+    covered = 0
+    for row in cells:
+        low, high = paired_proportion_interval(int((row == 0).sum()), int((row == 1).sum()), 60)
+        covered += low <= -0.05 <= high
+    assert 0.92 <= covered / 400 <= 0.985
+
+
+@pytest.mark.parametrize("counts", [(-1, 0, 5), (3, 3, 5), (0, 0, 0), (1.5, 0, 5), (True, 0, 5)])
+def test_impossible_paired_counts_are_refused(counts):
+    with pytest.raises(LangNeuronsError):
+        paired_proportion_interval(*counts)
+
+
+def test_a_zero_or_hundred_score_gets_the_wilson_interval_which_is_never_zero_width():
+    all_right = summarize([100.0] * 20, "accuracy")
+    low, high = wilson_interval(20, 20)
+    assert (all_right.ci_low, all_right.ci_high) == pytest.approx((100 * low, 100.0))
+    assert all_right.ci_low < 100.0  # a bootstrap says [100, 100]
+    assert summarize([0.0] * 19, "accuracy").ci_low is None  # 19 examples < 20: no interval
+
+
+def test_constant_paired_differences_get_the_wilson_bound_not_a_point():
+    """F1 of two systems that agree on all 25 examples: the bootstrap is [0, 0]; with the largest
+    possible difference of 100 points the interval is +-100 z^2 / (25 + z^2) = +-13.3 points."""
+    z2 = 1.959963984540054**2
+    scores = [float(v) for v in range(0, 100, 4)]
+    agreeing = paired_bootstrap(scores, scores, largest_difference=100.0)
+    assert agreeing.delta == 0.0 and agreeing.p_value == 1.0
+    assert (agreeing.ci_low, agreeing.ci_high) == pytest.approx((-100 * z2 / (25 + z2), 100 * z2 / (25 + z2)))
+    shifted = paired_bootstrap(scores, [s + 2.0 for s in scores], largest_difference=100.0)
+    share = z2 / (25 + z2)
+    assert (shifted.ci_low, shifted.ci_high) == pytest.approx((2.0 - 102.0 * share, 2.0 + 98.0 * share))
+    assert paired_bootstrap(scores, scores).ci_high == 0.0  # without a bound: the plain bootstrap

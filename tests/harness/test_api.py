@@ -43,7 +43,7 @@ def test_paired_tests_match_a_hand_computation(tmp_path):
     acc = rows[("acc", "x:en:zero")]
     # exact McNemar by hand: 1 vs 4 discordant pairs -> p = 2 * P(Bin(5, 1/2) <= 1) = 2 * 6 / 32
     assert acc["p_value"] == pytest.approx(2 * (math.comb(5, 0) + math.comb(5, 1)) / 2**5)
-    assert acc["test"] == "mcnemar exact"
+    assert acc["test"] == "mcnemar exact, Tango score CI"
     assert acc["delta"] == pytest.approx(30.0 - 60.0)
     assert acc["score"] == pytest.approx(30.0) and acc["harness_value"] == pytest.approx(30.0)
     assert acc["unit"] == "percent" and acc["neurons"] == 7 and acc["n"] == 10

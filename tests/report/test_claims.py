@@ -143,14 +143,20 @@ def test_intervention_claim_pools_target_languages_and_ignores_the_source_and_ra
                        ("fr", "random:zero"): base})
     claim = interventions({"m": grid}, CONFIG)
     assert claim.estimate == pytest.approx(20.0) and claim.n.startswith("200 examples (fr,hi)")
-    assert claim.verdict == CONTRADICTED and claim.test == "mcnemar exact"
+    assert claim.verdict == CONTRADICTED and claim.test == "mcnemar exact, Tango score CI"
     twin = next(d for d in claim.details if d.get("contrast") == "random twin")
     assert twin["versus"] == "random:zero" and twin["languages"] == "fr" and twin["delta"] == pytest.approx(20.0)
     assert "vs its random twin random:zero: +20.0" in claim.measure
     same = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): base, ("en", "baseline"): LEARNED_EN})
+    agreeing = interventions({"m": same}, CONFIG)
+    # exactly 0 on 100 pairs that all agree: Tango's interval is +-z^2/(100 + z^2) = +-3.7 points, which
+    # does not exclude a 1-point gain (a bootstrap of the differences said [0, 0] and "supported")
+    assert agreeing.verdict == INCONCLUSIVE and agreeing.ci_high == pytest.approx(100 * 3.841459 / 103.841459)
+    many = [True] * 250 + [False] * 250
+    same = _grid("m", {("fr", "baseline"): many, ("fr", "lape:zero"): many, ("en", "baseline"): LEARNED_EN})
     supported = interventions({"m": same}, CONFIG)
-    assert supported.verdict == SUPPORTED  # exactly 0, interval [0, 0], on a model that learned
-    assert supported.largest_gain_excluded == 0.0
+    assert supported.verdict == SUPPORTED  # 500 agreeing pairs: +-0.76 points, below the 1-point margin
+    assert supported.largest_gain_excluded == pytest.approx(100 * 3.841459 / 503.841459, abs=1e-4)
     assert "m en accuracy 80.0 [71.1, 86.7] (n = 100) above chance + margin (34.3)" in supported.measure
 
 
@@ -163,7 +169,7 @@ def test_a_gain_shared_by_the_random_twin_does_not_contradict_and_a_model_at_cha
     at_chance = _grid("m", {("fr", "baseline"): base, ("fr", "lape:zero"): base,
                             ("en", "baseline"): [True] * 34 + [False] * 66})
     claim = interventions({"m": at_chance}, CONFIG)
-    assert claim.verdict == INCONCLUSIVE and claim.ci_high == 0.0
+    assert claim.verdict == INCONCLUSIVE and claim.ci_high == pytest.approx(100 * 3.841459 / 103.841459)
     assert "model did not learn the task: m en accuracy 34.0 [" in claim.measure
     assert "not above chance + margin (34.3)" in claim.measure
     english = next(d for d in claim.details if d.get("metric") == "accuracy" and "learned" in d)
@@ -177,7 +183,8 @@ def test_the_intervention_claim_is_decided_on_the_reference_model_only():
     base = [True] * 50 + [False] * 50
     zero_shot = _grid("base", {("fr", "baseline"): base, ("fr", "lape:zero"): [True] * 70 + [False] * 30,
                                ("fr", "random:zero"): base, ("en", "baseline"): LEARNED_EN})
-    tuned = _grid("ft", {("fr", "baseline"): base, ("fr", "lape:zero"): base, ("en", "baseline"): LEARNED_EN})
+    agreeing = [True] * 250 + [False] * 250  # 500 pairs that agree: +-0.76 points, below the margin
+    tuned = _grid("ft", {("fr", "baseline"): agreeing, ("fr", "lape:zero"): agreeing, ("en", "baseline"): LEARNED_EN})
     grids = {"base": zero_shot, "ft": tuned}
     assert interventions(grids, CONFIG).verdict == CONTRADICTED  # every model decides by default
     claim = interventions(grids, CONFIG, reference_model="ft")
@@ -210,22 +217,23 @@ def _capacity(details):
 
 
 def test_neuron_lora_claim_compares_with_random_and_plain_lora_on_the_same_examples():
-    base = [True] * 40 + [False] * 60
+    base = [True] * 200 + [False] * 300  # 500 pairs on which the three agree: Tango's interval +-0.76 points
     grids = {name: _grid(name, {("fr", "baseline"): flags, ("en", "baseline"): [True] * 100})
              for name, flags in (("lape", base), ("random", base), ("plain", base))}
     runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "plain": ("xnli", "none"),
             "all": ("xnli", "all")}
-    grids["all"] = _grid("all", {("fr", "baseline"): [True] * 50 + [False] * 50})  # 50% > chance, p < 0.001
+    grids["all"] = _grid("all", {("fr", "baseline"): [True] * 250 + [False] * 250})  # 50% > chance, p < 0.001
     claim = neuron_lora(grids, runs, CONFIG)
-    assert claim.estimate == 0.0 and claim.verdict == SUPPORTED and claim.largest_gain_excluded == 0.0
+    assert claim.estimate == 0.0 and claim.verdict == SUPPORTED
+    assert claim.largest_gain_excluded == pytest.approx(100 * 3.841459 / 503.841459, abs=1e-4)
     assert {d.get("reference") for d in claim.details} == {"random", "plain", "all", None}
     assert _capacity(claim.details)["learned"] and _capacity(claim.details)["accuracy"] == 50.0
     assert {row["contrast"] for row in claim.power} == {"random", "none", "all"}
-    grids["all"] = _grid("all", {("fr", "baseline"): [True] * 34 + [False] * 66})  # at chance: proves nothing
+    grids["all"] = _grid("all", {("fr", "baseline"): [True] * 170 + [False] * 330})  # at chance: proves nothing
     assert neuron_lora(grids, runs, CONFIG).verdict == INCONCLUSIVE
     del runs["all"]
     assert neuron_lora(grids, runs, CONFIG).verdict == INCONCLUSIVE  # no capacity control at all
-    grids["lape"] = _grid("lape", {("fr", "baseline"): [True] * 80 + [False] * 20})
+    grids["lape"] = _grid("lape", {("fr", "baseline"): [True] * 400 + [False] * 100})
     assert neuron_lora(grids, runs, CONFIG).verdict == CONTRADICTED
 
 

@@ -76,15 +76,20 @@ def test_directions_at_least_as_good_as_neurons_on_the_test_prompts(tmp_path):
 
 def test_the_margin_decides_equal_small_loss_and_large_loss(tmp_path):
     same = direction_steering(_folder(tmp_path / "same", {NEURON: set(range(6)), DIRECTION: set(range(6))}), CONFIG)
-    assert (same.estimate, same.ci_low, same.ci_high, same.verdict) == (0.0, 0.0, 0.0, SUPPORTED)
+    # 24 units that all agree: Tango's interval is +-100 z^2 / (24 + z^2) = +-13.8 points, not [0, 0]: it
+    # does not exclude a 5-point loss, so a tie on 24 prompts settles nothing; a 25-point margin it does
+    assert same.estimate == 0.0 and same.ci_high == pytest.approx(-same.ci_low)
+    assert same.ci_high == pytest.approx(100 * 3.841459 / 27.841459) and same.verdict == INCONCLUSIVE
+    wide = ClaimsConfig(bootstrap_resamples=300, steering_margin=25.0)
+    assert direction_steering(tmp_path / "same", wide).verdict == SUPPORTED
     # two units of 24 lost: -8.3 points, the interval reaches below -5 and above it: inconclusive
     small = direction_steering(_folder(tmp_path / "small", {NEURON: set(range(6)), DIRECTION: set(range(5))}),
                                CONFIG)
     assert small.estimate == pytest.approx(-100 * 2 / 24)
     assert small.ci_low < -5 < small.ci_high and small.verdict == INCONCLUSIVE
-    # a wider margin accepts that loss
+    # a wider margin accepts that loss (Tango's interval of 2 lost of 24: [-25.8, +6.6] points)
     assert direction_steering(tmp_path / "small", ClaimsConfig(bootstrap_resamples=300,
-                                                               steering_margin=25.0)).verdict == SUPPORTED
+                                                               steering_margin=30.0)).verdict == SUPPORTED
     large = direction_steering(_folder(tmp_path / "large", {NEURON: set(range(10))}), CONFIG)
     assert large.estimate == pytest.approx(-100 * 20 / 24) and large.ci_high < -5 and large.verdict == CONTRADICTED
 
@@ -137,8 +142,8 @@ def test_evaluate_claims_reads_the_direction_ppxc_and_steering_folders(tmp_path)
                        "diffmean")
     write_ppxc(directions, tmp_path / "direction_ppxc" / "diffmean")
     _folder(tmp_path / "steering", {NEURON: set(range(6)), DIRECTION: set(range(6))})
-    claims = {c.id: c for c in evaluate_claims(tmp_path, CONFIG)}
+    claims = {c.id: c for c in evaluate_claims(tmp_path, ClaimsConfig(bootstrap_resamples=300, steering_margin=25.0))}
     assert claims["direction-ppxc"].verdict == SUPPORTED
-    assert claims["steering-directions"].verdict == SUPPORTED
+    assert claims["steering-directions"].verdict == SUPPORTED  # a tie on 24 prompts, within a 25-point margin
     # the neuron steering claim compares the neuron best (not the run's direction best) with its named twin
     assert NEURON in claims["steering"].measure and claims["steering"].estimate == pytest.approx(50.0)

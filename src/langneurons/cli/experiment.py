@@ -204,7 +204,7 @@ def lm_eval_command(
     """Run lm-evaluation-harness tasks under the baseline, each --intervention and its random control.
 
     Every score has a 95% bootstrap CI; every condition is compared with the baseline on the same
-    documents (0/1 metrics: exact McNemar test; others: paired bootstrap). Needs the extra
+    documents (0/1 metrics: exact McNemar test, Tango's paired score CI; others: paired bootstrap). Needs the extra
     langneurons[lm-eval].
     """
     from langneurons.harness import register

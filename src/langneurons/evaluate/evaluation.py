@@ -11,8 +11,9 @@ zero-shot base model and every fine-tuned adapter are scored the same way:
 unintervened baseline) in one call on one loaded model: prompts are tokenised once per task and
 language and reused by every cell. In cell (set, action, language) the neurons of the evaluated
 language in that set get the action (``zero``, ``stat=p90`` = that language's own P90, ...).
-Every score carries a 95 % bootstrap CI; every cell is compared to the baseline on the same
-examples (accuracy: McNemar exact test; EM/F1: paired bootstrap). All scores are in percent.
+Every score carries a 95 % CI (accuracy, exact match: Wilson; F1: bootstrap); every cell is compared
+to the baseline on the same examples (accuracy, exact match: McNemar exact test and Tango's paired
+score CI; F1: paired bootstrap). All scores are in percent.
 With fewer than MIN_RESAMPLING_UNITS (20) examples a cell's CIs and bootstrap p-values are None
 (:mod:`langneurons.evaluate.metrics`); McNemar's exact p-value stays.
 """
@@ -192,23 +193,29 @@ def metric_values(task: str, records: Sequence[dict], metric: str) -> torch.Tens
 def compare_records(task: str, reference: Sequence[dict], other: Sequence[dict], n_resamples: int = 1000,
                     confidence: float = 0.95, seed: int = 0) -> dict[str, dict]:
     """``other`` minus ``reference`` per metric, paired by example id (the ids must be the same):
-    accuracy with the exact McNemar test, EM/F1 with the paired bootstrap."""
+    0/100 metrics (accuracy; exact match) with the exact McNemar test and Tango's score CI, F1 with the
+    paired bootstrap."""
     ref_by_id = {r["id"]: r for r in reference}
     if set(ref_by_id) != {r["id"] for r in other} or len(ref_by_id) != len(other):
         raise LangNeuronsError(f"cannot pair {task} results: the two runs scored different examples")
     paired = [ref_by_id[r["id"]] for r in other]
     result = {}
     for metric in METRICS[task]:
-        if metric == "accuracy":
-            comparison = compare_accuracy([r["correct"] for r in paired], [r["correct"] for r in other],
-                                          n_resamples, confidence, seed)
-        else:
-            comparison = paired_bootstrap(metric_values(task, paired, metric), metric_values(task, other, metric),
-                                          n_resamples, confidence, seed)
+        reference_values, other_values = metric_values(task, paired, metric), metric_values(task, other, metric)
+        if _zero_or_hundred(reference_values) and _zero_or_hundred(other_values):  # accuracy, exact match
+            comparison = compare_accuracy(reference_values == 100.0, other_values == 100.0, n_resamples, confidence,
+                                          seed)
+        else:  # F1: scores in [0, 100], so one example moves the mean by at most 100 / n
+            comparison = paired_bootstrap(reference_values, other_values, n_resamples, confidence, seed,
+                                          largest_difference=100.0)
         result[metric] = {"delta": comparison.delta, "delta_ci_low": comparison.ci_low,
                           "delta_ci_high": comparison.ci_high, "p_value": comparison.p_value,
                           "test": comparison.test}
     return result
+
+
+def _zero_or_hundred(values: torch.Tensor) -> bool:
+    return bool(((values == 0.0) | (values == 100.0)).all())
 
 
 def score_rows(task: str, records: Sequence[dict], n_resamples: int = 1000, confidence: float = 0.95,

@@ -13,6 +13,10 @@ F1) are what the bootstrap resamples, so a CI is on the same scale as the score.
 * :func:`paired_bootstrap`: two systems on the same examples; CI of the mean difference and
   a two-sided p-value from the bootstrap distribution shifted to the null.
 * :func:`mcnemar`: exact (binomial) McNemar test for two classifiers on the same examples.
+* :func:`paired_proportion_interval`: Tango's (1998) score interval of a difference of paired
+  proportions. Accuracy differences use it instead of the bootstrap: a percentile bootstrap of
+  0/100 differences collapses to [0, 0] when the two systems never disagree, as if 20 agreeing
+  examples proved that they always agree; the score interval has width > 0 at any n >= 1.
 * :func:`wilson_interval`: Wilson score interval of a binomial proportion (rates of counts).
 
 Minimum number of resampling units. A bootstrap over k units knows nothing about variance when
@@ -33,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from scipy.optimize import brentq
 from scipy.stats import binomtest, norm
 from torchmetrics.functional.text import squad as torchmetrics_squad
 
@@ -43,6 +48,9 @@ MIN_RESAMPLING_UNITS = 20
 
 TOO_FEW_UNITS = "inconclusive (too few units)"
 """The verdict of any claim whose interval is unavailable for want of resampling units."""
+
+ACCURACY_TEST = "mcnemar exact, Tango score CI"
+"""The ``test`` of an accuracy difference (:func:`compare_accuracy`): its p-value and its interval."""
 
 # Resampled means are computed this many values at a time (resamples x examples).
 _CHUNK_ELEMENTS = 1 << 22
@@ -157,10 +165,19 @@ def summarize(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> ScoreSummary:
-    """Mean of per-example percent scores with its bootstrap CI (None with fewer than
-    :data:`MIN_RESAMPLING_UNITS` examples)."""
+    """Mean of per-example percent scores with its CI (None with fewer than
+    :data:`MIN_RESAMPLING_UNITS` examples).
+
+    0/100 scores (accuracy, exact match) get the Wilson interval of the proportion: a bootstrap of
+    20 all-correct examples is [100, 100], the Wilson interval [83.9, 100]. Other scores get the
+    percentile bootstrap."""
     tensor = _as_values(values)
-    low, high = bootstrap_ci(tensor, n_resamples, confidence, seed)
+    if not enough_units(len(tensor)):
+        low, high = None, None
+    elif bool(((tensor == 0.0) | (tensor == 100.0)).all()):
+        low, high = (100.0 * bound for bound in wilson_interval(int((tensor == 100.0).sum()), len(tensor), confidence))
+    else:
+        low, high = bootstrap_ci(tensor, n_resamples, confidence, seed)
     return ScoreSummary(metric=metric, n=len(tensor), score=tensor.mean().item(), ci_low=low, ci_high=high)
 
 
@@ -170,6 +187,7 @@ def paired_bootstrap(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    largest_difference: float | None = None,
 ) -> PairedComparison:
     """Compare per-example scores of systems A and B on the same examples.
 
@@ -178,6 +196,13 @@ def paired_bootstrap(
     ``(1 + #{|d* - delta| >= |delta|}) / (1 + n_resamples)`` over the resampled means ``d*``,
     i.e. the bootstrap distribution shifted to the null of no difference. With fewer than
     :data:`MIN_RESAMPLING_UNITS` examples the interval and the p-value are None.
+
+    When every difference is the same value c (two systems that agree on every example: c = 0) the
+    bootstrap is [c, c], which claims certainty that n examples cannot give. With
+    ``largest_difference`` (the most one example's |b - a| can be: 100 for F1 in percent) the
+    interval is then ``[c - (c + D) u, c + (D - c) u]`` with u = z²/(n + z²), the Wilson upper bound
+    of the share of examples that could differ from c when none of n did (for 0/1 scores this is
+    Tango's interval at zero discordance).
     """
     a, b = _as_values(a), _as_values(b)
     _check_same_length(a, b, "a", "b")
@@ -186,6 +211,11 @@ def paired_bootstrap(
     if not enough_units(len(differences)):
         return PairedComparison(delta=delta, ci_low=None, ci_high=None, p_value=None, test="paired bootstrap",
                                 n=len(differences))
+    if largest_difference is not None and bool((differences == differences[0]).all()):
+        share = wilson_interval(0, len(differences), confidence)[1]
+        return PairedComparison(delta=delta, ci_low=delta - (delta + largest_difference) * share,
+                                ci_high=delta + (largest_difference - delta) * share, p_value=1.0 if delta == 0 else None,
+                                test="paired bootstrap (constant differences: Wilson bound)", n=len(differences))
     means = _bootstrap_means(differences, n_resamples, seed)
     low, high = percentile_interval(means, confidence)
     extreme = int(((means - delta).abs() >= abs(delta) - 1e-12).sum())
@@ -212,19 +242,74 @@ def compare_accuracy(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> PairedComparison:
-    """Accuracy of B minus A (points) with a paired bootstrap CI and the exact McNemar p-value
-    (an exact test, kept at any n; the bootstrap CI is None below :data:`MIN_RESAMPLING_UNITS`)."""
-    a = 100.0 * torch.as_tensor(correct_a, dtype=torch.float64)
-    b = 100.0 * torch.as_tensor(correct_b, dtype=torch.float64)
-    bootstrap = paired_bootstrap(a, b, n_resamples, confidence, seed)
-    return PairedComparison(
-        delta=bootstrap.delta,
-        ci_low=bootstrap.ci_low,
-        ci_high=bootstrap.ci_high,
-        p_value=mcnemar(correct_a, correct_b),
-        test="mcnemar exact",
-        n=bootstrap.n,
-    )
+    """Accuracy of B minus A (points) with Tango's paired score interval
+    (:func:`paired_proportion_interval`) and the exact McNemar p-value.
+
+    Both are exact or score-based, not resampled, so ``n_resamples`` and ``seed`` are unused (kept
+    so that every paired comparison has one signature). Like every paired comparison of the
+    package, the interval is None below :data:`MIN_RESAMPLING_UNITS` pairs; the exact test
+    stands at any n."""
+    correct_a, correct_b = torch.as_tensor(correct_a, dtype=torch.bool), torch.as_tensor(correct_b, dtype=torch.bool)
+    _check_same_length(correct_a, correct_b, "correct_a", "correct_b")
+    n = len(correct_a)
+    if n == 0:
+        raise LangNeuronsError("no values to summarise")
+    only_a = int((correct_a & ~correct_b).sum())
+    only_b = int((correct_b & ~correct_a).sum())
+    delta = 100.0 * (only_b - only_a) / n
+    low = high = None
+    if enough_units(n):
+        low, high = (100.0 * bound for bound in paired_proportion_interval(only_a, only_b, n, confidence))
+    return PairedComparison(delta=delta, ci_low=low, ci_high=high, p_value=mcnemar(correct_a, correct_b),
+                            test=ACCURACY_TEST, n=n)
+
+
+def paired_proportion_interval(only_a: int, only_b: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Tango's (1998) score interval of the paired difference Δ = P(B right, A wrong) − P(A right,
+    B wrong), i.e. accuracy of B minus accuracy of A, as fractions in [-1, 1].
+
+    ``only_a`` / ``only_b``: pairs that only A / only B got right; ``n``: all pairs. The interval is
+    every Δ whose score statistic ``Z(Δ) = (only_b − only_a − nΔ) / sqrt(n (2 q(Δ) + Δ(1 − Δ)))``
+    has |Z| <= z, where q(Δ) is the maximum-likelihood P(A right, B wrong) under the constraint
+    (:func:`_constrained_only_a`). It is never empty and, unlike a bootstrap of 0/1 differences,
+    never zero-width: with no discordant pair it is ±z²/(n + z²).
+    """
+    for name, value in (("only_a", only_a), ("only_b", only_b), ("n", n)):
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise LangNeuronsError(f"a paired interval needs non-negative integer counts, got {name}={value!r}")
+    if n < 1 or only_a + only_b > n:
+        raise LangNeuronsError(f"a paired interval needs n >= 1 and only_a + only_b <= n, got {only_a} + {only_b} of {n}")
+    if not 0.0 < confidence < 1.0:
+        raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {confidence}")
+    z = float(norm.ppf(0.5 + confidence / 2.0))
+    estimate = (only_b - only_a) / n
+
+    def statistic(delta: float) -> float:  # decreasing in delta, 0 at the estimate
+        return tango_statistic(only_a, only_b, n, delta)
+
+    inside = 1.0 - 1e-12  # Z is unbounded at |Δ| = 1 unless every pair is discordant the same way
+    low = -1.0 if statistic(-inside) <= z else brentq(lambda d: statistic(d) - z, -inside, estimate, xtol=1e-12)
+    high = 1.0 if statistic(inside) >= -z else brentq(lambda d: statistic(d) + z, estimate, inside, xtol=1e-12)
+    return low, high
+
+
+def tango_statistic(only_a: int, only_b: int, n: int, delta: float) -> float:
+    """Tango's score statistic Z(Δ) for paired counts at a hypothesised difference Δ in (-1, 1)."""
+    q = _constrained_only_a(only_a, only_b, n, delta)
+    variance = n * max(2.0 * q + delta * (1.0 - delta), 0.0)
+    numerator = only_b - only_a - n * delta
+    if variance <= 0.0:
+        return math.copysign(math.inf, numerator) if numerator else 0.0
+    return numerator / math.sqrt(variance)
+
+
+def _constrained_only_a(only_a: int, only_b: int, n: int, delta: float) -> float:
+    """Maximum-likelihood P(A right, B wrong) = q given P(B right, A wrong) − q = Δ: the positive root
+    of ``2n q² + W q − only_a Δ(1 − Δ) = 0`` with ``W = −(only_a + only_b) + (2n − only_b + only_a) Δ``
+    (set the derivative of the multinomial log-likelihood in q to zero)."""
+    w = -(only_a + only_b) + (2 * n - only_b + only_a) * delta
+    discriminant = max(w * w + 8.0 * n * only_a * delta * (1.0 - delta), 0.0)
+    return max((-w + math.sqrt(discriminant)) / (4.0 * n), max(0.0, -delta))
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

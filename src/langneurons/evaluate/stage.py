@@ -182,7 +182,7 @@ def evaluation_section(run_dir: Path, manifest: dict) -> list[Block]:
         blocks += [
             ("h3", "Interventions vs baseline"),
             ("p", "Δ = intervened minus unintervened score of the same model on the same examples (points); "
-                  "accuracy: exact McNemar test, EM/F1: paired bootstrap."),
+                  "accuracy and EM: exact McNemar test and Tango's paired score CI; F1: paired bootstrap."),
             ("table", ["model", "task", "language", "condition", "neurons", "metric", "Δ [95% CI]", "p", "test"],
              [[r["model"], r["task"], r["language"], r["condition"], str(r["neurons"]), r["metric"],
                fmt_interval(r["delta"], r["delta_ci_low"], r["delta_ci_high"], signed=True, units=r["n"]),

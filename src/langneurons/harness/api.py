@@ -9,8 +9,8 @@ task, filter and metric:
 
 * the score with a percentile-bootstrap CI (:func:`langneurons.evaluate.metrics.summarize`);
 * for every condition, the paired difference to the baseline on the same documents: 0/1
-  metrics (``acc``, ``acc_norm``, ``exact_match`` ...) with the exact McNemar test and a paired
-  bootstrap CI (:func:`~langneurons.evaluate.metrics.compare_accuracy`), other numeric metrics with
+  metrics (``acc``, ``acc_norm``, ``exact_match`` ...) with the exact McNemar test and Tango's paired
+  score CI (:func:`~langneurons.evaluate.metrics.compare_accuracy`), other numeric metrics with
   the paired bootstrap (:func:`~langneurons.evaluate.metrics.paired_bootstrap`). Below
   MIN_RESAMPLING_UNITS (20) documents the CIs and bootstrap p-values are None (one shared guard).
 

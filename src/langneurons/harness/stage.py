@@ -93,7 +93,7 @@ def lm_eval_section(run_dir: Path, manifest: dict) -> list[Block]:
         ("h2", "lm-evaluation-harness tasks"),
         ("p", "Harness tasks on the base model under each condition; 0/1 metrics in percent, others in the "
               "harness's unit, with 95% bootstrap CIs. Δ = condition minus baseline on the same documents "
-              "(0/1 metrics: exact McNemar test; others: paired bootstrap). Per-example results: "
+              "(0/1 metrics: exact McNemar test, Tango's paired score CI; others: paired bootstrap). Per-example results: "
               "`lm_eval/samples.jsonl`; the harness's own aggregates: `lm_eval/harness.json`."),
         ("table", ["task", "filter", "metric", "condition", "neurons", "n", "score [95% CI]", "Δ [95% CI]", "p"],
          [[r["task"], r["filter"], r["metric"], r["condition"], str(r["neurons"]), str(r["n"]),

@@ -503,7 +503,7 @@ def direction_steering(directory, config: ClaimsConfig) -> ClaimResult | None:
     least as well as the language's neurons. The steering stage's best direction condition and best
     neuron condition, each chosen on the dev prompts by the fluent target rate, compared on the same
     *test* prompts, paired by (pair, prompt), pairs pooled: fluent target rate of direction minus
-    neurons (paired bootstrap interval, exact McNemar p-value). Rule ("at least as well" = no loss
+    neurons (Tango's paired score interval, exact McNemar p-value). Rule ("at least as well" = no loss
     larger than ``steering_margin`` points): supported when the interval's lower bound is above
     -margin; contradicted when its upper bound is below -margin (the directions lose by more than
     the margin); inconclusive otherwise. Raw target rates, combined scores and both random twins
@@ -561,7 +561,7 @@ def direction_steering(directory, config: ClaimsConfig) -> ClaimResult | None:
                 f"{percent(neuron, 0):.1f}%; combined scores {combined(direction)} vs {combined(neuron)}; "
                 f"{random_note}",
         estimate=comparison.delta, ci_low=low, ci_high=high, unit="points",
-        n=f"{len(keys)} test prompts x pairs ({', '.join(pairs)})", test=f"paired bootstrap; {comparison.test}",
+        n=f"{len(keys)} test prompts x pairs ({', '.join(pairs)})", test=comparison.test,
         p_value=comparison.p_value, verdict=verdict,
         rule=f"at least as well = no loss larger than {margin:g} points: supported when the interval's lower bound "
              f"> -{margin:g}; contradicted when its upper bound < -{margin:g}; {selection}",
@@ -1056,7 +1056,7 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
 
 def _zero_shot_xnli(grids: dict, baseline, arms: dict, targets: Sequence[str], config: ClaimsConfig) -> list[dict]:
     """Each arm's XNLI accuracy on the targets it was tuned for, minus the untuned model's, pooled
-    (McNemar, paired bootstrap); arms or a baseline without evaluation results are left out."""
+    (McNemar, Tango's paired score CI); arms or a baseline without evaluation results are left out."""
     if baseline.model not in grids:
         return []
     rows = []
