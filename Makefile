@@ -41,18 +41,18 @@ REUSE_STATISTICS = $(if $(STATISTICS_FROM),--statistics-from $(patsubst %/,%,$(d
 ## about 110 min.
 transfer: install
 	$(BIN)/langneurons run src/langneurons/data/configs/transfer.yaml --data $(DATA) --run-dir runs/transfer $(REUSE_STATISTICS)
-	$(BIN)/langneurons publish runs/transfer --name gemma-3-270m-transfer
+	$(BIN)/langneurons publish runs/transfer --name gemma-3-270m-transfer --readme README.md
 
 ## Neuron LoRA vs random-neuron LoRA, 3 seeds each, with the all-MLP-rows control; about 140-155 min.
 transfer-seeds: install
 	$(BIN)/langneurons run src/langneurons/data/configs/transfer-seeds.yaml --data $(DATA) --run-dir runs/transfer-seeds $(REUSE_STATISTICS)
-	$(BIN)/langneurons publish runs/transfer-seeds --name gemma-3-270m-transfer-seeds
+	$(BIN)/langneurons publish runs/transfer-seeds --name gemma-3-270m-transfer-seeds --readme README.md
 
 ## Language subnetwork enhancement (Gurgurov et al. 2025) on hi and ur: LAPE rows vs random rows vs
 ## equal-size LoRA on held-out FLORES text; about 70 min.
 subnetwork: install
 	$(BIN)/langneurons run src/langneurons/data/configs/subnetwork.yaml --data $(DATA) --run-dir runs/subnetwork $(REUSE_STATISTICS)
-	$(BIN)/langneurons publish runs/subnetwork --name gemma-3-270m-subnetwork
+	$(BIN)/langneurons publish runs/subnetwork --name gemma-3-270m-subnetwork --readme README.md
 
 ## How stable are the neuron sets (issue 12)? FLORES statistics in 10 chunks + XNLI text, resampling
 ## intervals, PPXC of stable vs full vs random, agreement between methods and corpora; about 60 min on
@@ -77,7 +77,7 @@ stability: install
 ## cached like replicate; published to docs/results/directions.
 directions: install
 	$(BIN)/langneurons run src/langneurons/data/configs/directions.yaml --data $(DATA) --run-dir runs/directions
-	$(BIN)/langneurons publish runs/directions --name directions
+	$(BIN)/langneurons publish runs/directions --name directions --readme README.md
 
 ## Issue 14's real-data check: XNLI (200 pairs per language, en/fr/hi) as a local harness task vs
 ## langneurons' own XNLI evaluation, baseline / LAPE zero / random zero, on the replication's LAPE set.

@@ -42,6 +42,11 @@ def test_the_readme_block_is_replaced_and_the_rest_kept(finished_run, tmp_path):
     text = readme.read_text()
     assert text.startswith("# Title\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old" not in text
     assert "](docs/results/tiny/report/report.md)" in text and "| claim (source) |" in text
+    publish_run(finished_run, tmp_path / "docs" / "results", name="second", readme=readme)
+    block = readme.read_text()
+    first, second = block.index("](docs/results/second/report/report.md)"), block.index("](docs/results/tiny/report/")
+    assert first < second  # the result just published first, every other published result's claims kept
+    assert block.count("| claim (source) |") == 2 and block.count(README_START) == 1
     readme.write_text("no markers")
     with pytest.raises(LangNeuronsError, match="no <!-- langneurons:claims:start -->"):
         publish_run(finished_run, tmp_path / "docs" / "results", readme=readme)

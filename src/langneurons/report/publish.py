@@ -189,19 +189,26 @@ def _index(results_dir: Path) -> str:
 
 
 def _update_readme(readme: Path, results_dir: Path, target: Path, manifest: dict) -> None:
+    """Rewrite the README's marked block: the claims of every published result that has claims, the
+    one just published (``target``) first, the others by name, each with its summary line and its
+    PPXC figure, so that publishing one study never drops another's rows."""
     text = readme.read_text(encoding="utf-8")
     base = readme.resolve().parent
 
     def link(path: Path) -> str:  # relative to the README, whether the paths given were relative or absolute
         return Path(os.path.relpath(path.resolve(), base)).as_posix()
 
-    claims = (target / "claims" / "claims.md").read_text(encoding="utf-8")
-    figure = _ppxc_figures(target)
-    block = [README_START, "", f"From [`{link(target)}`]"
-             f"({link(target)}/report/report.md) (written by `langneurons publish`). "
-             + _summary_line(target), "", claims]
-    if figure:
-        block += [f"![PPXC]({link(figure[0])})", ""]
+    others = sorted(p for p in results_dir.iterdir()
+                    if p.is_dir() and p.resolve() != target.resolve() and (p / "claims" / "claims.md").is_file())
+    block = [README_START, ""]
+    for folder in [target, *others]:
+        if len(others):
+            block += [f"**{folder.name}**", ""]
+        block += [f"From [`{link(folder)}`]({link(folder)}/report/report.md) (written by `langneurons publish`). "
+                  + _summary_line(folder), "", (folder / "claims" / "claims.md").read_text(encoding="utf-8")]
+        figure = _ppxc_figures(folder)
+        if figure:
+            block += [f"![PPXC of {folder.name}]({link(figure[0])})", ""]
     block.append(README_END)
     start, end = text.index(README_START), text.index(README_END) + len(README_END)
     write_text(readme, text[:start] + "\n".join(block) + text[end:])
