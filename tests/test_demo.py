@@ -1,6 +1,7 @@
 """The embedded demo, end to end on the default model with the reduced ``ci`` budget (slow; CI runs it)."""
 
 import json
+import re
 
 import pytest
 
@@ -18,6 +19,15 @@ def all_cores():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
+
+
+def zero_width_intervals(markdown: str) -> list[str]:
+    """Every ``[a, a]`` interval of a report (the same number twice, as printed)."""
+    return re.findall(r"\[([+-]?\d+(?:\.\d+)?)%?, \1%?\]", markdown)
+
+
+def test_the_zero_width_check_finds_equal_bounds_only():
+    assert zero_width_intervals("0.0 [0.0, 0.0] and +1.5 [+1.5, +1.5] but 2 [1.9, 2.1]") == ["0.0", "+1.5"]
 
 
 @pytest.mark.slow
@@ -43,6 +53,9 @@ def test_demo_runs_end_to_end_and_writes_a_complete_report(tmp_path, capsys):
             assert row["ci_low"] is None and row["ci_high"] is None
     assert any(row["p_value"] is not None for row in scores)  # McNemar's exact test needs no minimum
     # no zero-width interval and no verdict from too few units: PPXC has a few held-out lines per language
+    assert zero_width_intervals(markdown) == []
+    for row in scores:
+        assert row["ci_low"] is None or row["ci_low"] < row["ci_high"]
     claims = json.loads((tmp_path / "demo" / "claims" / "claims.json").read_text())
     for claim in claims:
         if claim["units"] is not None and claim["units"] < 20:
