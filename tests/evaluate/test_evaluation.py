@@ -195,12 +195,18 @@ def test_grid_gives_one_row_per_cell_and_metric_with_ci_delta_and_p_value(tmp_pa
         if row["condition"] == "baseline":
             assert row["delta"] is None and row["p_value"] is None
         else:
-            assert row["test"] == (ACCURACY_TEST if row["metric"] == "accuracy" else "paired bootstrap")
+            # 0/100 metrics (accuracy, exact match; F1 when every example scores 0 or 100): McNemar and
+            # Tango's interval; F1 otherwise: the paired bootstrap
+            if row["metric"] in ("accuracy", "exact_match"):
+                assert row["test"] == ACCURACY_TEST
+            else:
+                assert row["test"] in (ACCURACY_TEST, "paired bootstrap",
+                                       "paired bootstrap (constant differences: Wilson bound)")
             if enough:
                 assert 0.0 <= row["p_value"] <= 1.0 and row["delta_ci_low"] <= row["delta"] <= row["delta_ci_high"]
             else:  # McNemar is exact at any n; a bootstrap p-value needs the units
                 assert row["delta_ci_low"] is None and row["delta_ci_high"] is None
-                assert (row["p_value"] is not None) == (row["metric"] == "accuracy")
+                assert (row["p_value"] is not None) == (row["test"] == ACCURACY_TEST)
     # zeroing every neuron changes what the model computes; fr has no "few" neurons: exactly the baseline
     def outcomes(language, condition="baseline"):
         return [r["label_logits"] for r in result.records("xnli", language, condition)]
