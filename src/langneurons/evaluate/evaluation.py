@@ -31,7 +31,7 @@ import torch
 from langneurons.artefacts import write_json, write_text
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.generation import StopRule, answer_text, greedy_generate, stop_token_ids
-from langneurons.evaluate.metrics import compare_accuracy, paired_bootstrap, squad_scores, summarize
+from langneurons.evaluate.metrics import compare_accuracy, paired_bootstrap, squad_scores, summarize, zero_or_hundred
 from langneurons.identify.neuron_set import as_neuron_set
 from langneurons.tables import rows_to_csv
 from langneurons.tasks.prompts import (
@@ -202,7 +202,7 @@ def compare_records(task: str, reference: Sequence[dict], other: Sequence[dict],
     result = {}
     for metric in METRICS[task]:
         reference_values, other_values = metric_values(task, paired, metric), metric_values(task, other, metric)
-        if _zero_or_hundred(reference_values) and _zero_or_hundred(other_values):  # accuracy, exact match
+        if zero_or_hundred(reference_values) and zero_or_hundred(other_values):  # accuracy, exact match
             comparison = compare_accuracy(reference_values == 100.0, other_values == 100.0, n_resamples, confidence,
                                           seed)
         else:  # F1: scores in [0, 100], so one example moves the mean by at most 100 / n
@@ -212,10 +212,6 @@ def compare_records(task: str, reference: Sequence[dict], other: Sequence[dict],
                           "delta_ci_high": comparison.ci_high, "p_value": comparison.p_value,
                           "test": comparison.test}
     return result
-
-
-def _zero_or_hundred(values: torch.Tensor) -> bool:
-    return bool(((values == 0.0) | (values == 100.0)).all())
 
 
 def score_rows(task: str, records: Sequence[dict], n_resamples: int = 1000, confidence: float = 0.95,

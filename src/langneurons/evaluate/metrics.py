@@ -174,11 +174,16 @@ def summarize(
     tensor = _as_values(values)
     if not enough_units(len(tensor)):
         low, high = None, None
-    elif bool(((tensor == 0.0) | (tensor == 100.0)).all()):
+    elif zero_or_hundred(tensor):
         low, high = (100.0 * bound for bound in wilson_interval(int((tensor == 100.0).sum()), len(tensor), confidence))
     else:
         low, high = bootstrap_ci(tensor, n_resamples, confidence, seed)
     return ScoreSummary(metric=metric, n=len(tensor), score=tensor.mean().item(), ci_low=low, ci_high=high)
+
+
+def zero_or_hundred(values: torch.Tensor) -> bool:
+    """Whether every per-example percent score is 0 or 100 (a 0/1 metric: accuracy, exact match)."""
+    return bool(((values == 0.0) | (values == 100.0)).all())
 
 
 def paired_bootstrap(
