@@ -193,9 +193,10 @@ def run_tiny(run_dir: Path) -> Path:
 
 
 PINNED_ENVIRONMENT = {"PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "0"}
-"""Set for a run made by this script (it re-executes itself with them): peft writes
-``target_modules`` of ``adapter_config.json`` in set order (string hashing), and matplotlib stamps
-SVG files with the date; the SVG element ids are pinned with ``svg.hashsalt`` in-process."""
+"""Set for a run made by this script (it re-executes itself with them): matplotlib stamps SVG files
+with the date (the SVG element ids are pinned with ``svg.hashsalt`` in-process), and the hash seed
+guards any output that follows set order (``adapter_config.json``'s ``target_modules`` no longer
+does: ``finetune.neuron_lora.sort_target_modules``)."""
 
 
 def _pin_environment(argv) -> None:

@@ -202,3 +202,17 @@ def test_empty_selection_and_nothing_to_train_are_errors(make_loaded, chosen):
         neuron_lora_plan(loaded.adapter, chosen(loaded), ("gate", "fc1"))
     with pytest.raises(LangNeuronsError, match="neuron mask"):
         neuron_lora_plan(loaded.adapter, torch.ones(3, NEURONS, dtype=torch.bool))
+
+
+def test_adapter_config_lists_target_modules_sorted_whatever_the_string_hashing(tmp_path, make_loaded, chosen):
+    """PEFT stores target_modules as a set; written in set order, adapter_config.json would change
+    with PYTHONHASHSEED and a rerun would not be byte-identical."""
+    import json
+
+    loaded = make_loaded("llama")
+    lora = add_lora(loaded.adapter, r=2, alpha=4, neuron_mask=chosen(loaded), mlp_targets=("gate", "up", "down"),
+                    attention_lora=True)
+    lora.model.save_pretrained(str(tmp_path), state_dict=adapter_state_dict(lora.model))
+    written = json.loads((tmp_path / "adapter_config.json").read_text())["target_modules"]
+    assert len(written) == len(set(lora.target_modules)) > 8
+    assert written == sorted(written)

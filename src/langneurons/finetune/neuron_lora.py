@@ -149,6 +149,14 @@ def lora_config(target_modules: Sequence[str], r: int, alpha: float, dropout: fl
     )
 
 
+def sort_target_modules(config) -> None:
+    """PEFT keeps ``target_modules`` as a set and writes it to adapter_config.json in set order,
+    which follows string hashing (PYTHONHASHSEED): store it sorted so the file is the same in
+    every process. (Injection is done by then; a list loads back like the set.)"""
+    if isinstance(config.target_modules, (set, frozenset)):
+        config.target_modules = sorted(config.target_modules)
+
+
 def apply_feature_masks(peft_model: nn.Module, plan: Sequence[MaskedModule]) -> None:
     """Register :class:`FeatureMask` on the LoRA factor named by each planned module's ``kind``."""
     modules = dict(unwrap(peft_model).named_modules())
@@ -236,5 +244,6 @@ def add_lora(
         raise LangNeuronsError("nothing to fine-tune: no neurons chosen and attention LoRA is off")
     config = lora_config(targets, r, alpha, dropout, conv1d=adapter.spec.weight_layout == "conv1d")
     peft_model = get_peft_model(adapter.model, config, adapter_name=ADAPTER_NAME)
+    sort_target_modules(peft_model.peft_config[ADAPTER_NAME])
     apply_feature_masks(peft_model, plan)
     return LoraModel(peft_model, plan, targets)
