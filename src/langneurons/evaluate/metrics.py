@@ -38,10 +38,11 @@ from dataclasses import dataclass
 
 import torch
 from scipy.optimize import brentq
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest
 from torchmetrics.functional.text import squad as torchmetrics_squad
 
 from langneurons.errors import LangNeuronsError
+from langneurons.evaluate.power import z_value
 
 MIN_RESAMPLING_UNITS = 20
 """Fewest independent resampling units (examples, documents, chunks) for a bootstrap interval or p-value."""
@@ -279,14 +280,10 @@ def paired_proportion_interval(only_a: int, only_b: int, n: int, confidence: flo
     (:func:`_constrained_only_a`). It is never empty and, unlike a bootstrap of 0/1 differences,
     never zero-width: with no discordant pair it is ±z²/(n + z²).
     """
-    for name, value in (("only_a", only_a), ("only_b", only_b), ("n", n)):
-        if isinstance(value, bool) or int(value) != value or value < 0:
-            raise LangNeuronsError(f"a paired interval needs non-negative integer counts, got {name}={value!r}")
+    _check_counts("a paired interval", only_a=only_a, only_b=only_b, n=n)
     if n < 1 or only_a + only_b > n:
         raise LangNeuronsError(f"a paired interval needs n >= 1 and only_a + only_b <= n, got {only_a} + {only_b} of {n}")
-    if not 0.0 < confidence < 1.0:
-        raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {confidence}")
-    z = float(norm.ppf(0.5 + confidence / 2.0))
+    z = z_value(confidence)
     estimate = (only_b - only_a) / n
 
     def statistic(delta: float) -> float:  # decreasing in delta, 0 at the estimate
@@ -327,13 +324,10 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     Unlike the normal (Wald) interval it stays inside [0, 1] and is not empty at k = 0 or k = n,
     which matters for the small counts of a generation experiment.
     """
-    if isinstance(successes, bool) or isinstance(n, bool) or int(successes) != successes or int(n) != n:
-        raise LangNeuronsError(f"a binomial interval needs integer counts, got {successes!r} of {n!r}")
-    if n < 1 or not 0 <= successes <= n:
+    _check_counts("a binomial interval", successes=successes, n=n)
+    if n < 1 or successes > n:
         raise LangNeuronsError(f"a binomial interval needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
-    if not 0.0 < confidence < 1.0:
-        raise LangNeuronsError(f"confidence must be strictly between 0 and 1, got {confidence}")
-    z = float(norm.ppf(0.5 + confidence / 2.0))
+    z = z_value(confidence)
     p, z2 = successes / n, z * z
     denominator = 1.0 + z2 / n
     centre = (p + z2 / (2.0 * n)) / denominator
@@ -343,6 +337,13 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _check_counts(what: str, **counts) -> None:
+    """Every count a non-negative integer (bools refused: True is not a count)."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise LangNeuronsError(f"{what} needs non-negative integer counts, got {name}={value!r}")
 
 
 def _as_values(values: Sequence[float] | torch.Tensor) -> torch.Tensor:

@@ -73,7 +73,7 @@ def publish_run(run_dir, results_dir, name: str | None = None, readme=None) -> P
         files.append(destination)
     index = write_text(results_dir / "README.md", _index(results_dir))
     if readme is not None:
-        _update_readme(readme, results_dir, target, manifest)
+        _update_readme(readme, results_dir, target)
     return Publication(target, files, index)
 
 
@@ -188,7 +188,7 @@ def _index(results_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def _update_readme(readme: Path, results_dir: Path, target: Path, manifest: dict) -> None:
+def _update_readme(readme: Path, results_dir: Path, target: Path) -> None:
     """Rewrite the README's marked block: the claims of every published result that has claims, the
     one just published (``target``) first, the others by name, each with its summary line and its
     PPXC figure, so that publishing one study never drops another's rows."""
