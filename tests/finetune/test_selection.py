@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from langneurons.errors import LangNeuronsError
-from langneurons.finetune.selection import LR_SEARCH_DIR, EarlyStopping
+from langneurons.finetune.dev import label_cross_entropy
+from langneurons.finetune.selection import LR_SEARCH_DIR, EarlyStopping, choose_candidate
 from langneurons.finetune.train import FinetuneConfig, finetune
 from langneurons.identify.neuron_set import NeuronSet
 from langneurons.tasks import NLIExample
@@ -34,8 +35,9 @@ def test_each_candidate_is_a_short_run_scored_on_dev_and_the_best_is_trained(tmp
                          tmp_path / f"alone-{rate}", progress=False, dev_examples=dev)
         assert alone.metadata["curve"][-1]["dev_score"] == pytest.approx(score)
         assert alone.metadata["curve"][0]["dev_score"] == pytest.approx(search["dev_before"])
-    best = max(range(2), key=lambda i: (search["dev_scores"][i], -i))
-    assert search["chosen"] == search["candidates"][best]
+        assert alone.metadata["curve"][-1]["dev_loss"] == pytest.approx(search["dev_losses"][search["candidates"].index(rate)])
+    best = min(range(2), key=lambda i: (-search["dev_scores"][i], search["dev_losses"][i], i))
+    assert search["chosen"] == search["candidates"][best] and search["selection"] == "score"
     assert result.metadata["config"]["learning_rate"] == search["chosen"]
     assert not (tmp_path / "run" / LR_SEARCH_DIR).exists()  # sub-runs removed, their scores kept
     # the main run is the plain run at the chosen rate
@@ -196,3 +198,48 @@ def test_the_cli_dev_split_is_carved_from_the_training_data_outside_the_training
     assert len(train) == 4 and len(dev) == 3 and not {e.id for e in train} & {e.id for e in dev}
     assert set(splits) == {"train"}  # never the test split
     assert api.development_examples(api.TrainingData("xnli", limit=4)) is None
+
+
+def test_the_dev_loss_is_the_gold_labels_cross_entropy_over_the_three_verbaliser_logits():
+    import math
+
+    records = [{"gold": 0, "label_logits": [0.0, 0.0, 0.0]},           # uniform: log 3
+               {"gold": 2, "label_logits": [0.0, math.log(2.0), 0.0]}]  # p(gold) = 1 / 4
+    assert label_cross_entropy(records) == pytest.approx((math.log(3.0) + math.log(4.0)) / 2)
+
+
+def test_tied_dev_scores_are_broken_by_the_lower_dev_loss_and_loss_selection_ranks_by_loss_alone():
+    # the transfer run's search: 36.0 / 36.0 / 35.0 after 40 steps went to the first candidate by order
+    assert choose_candidate([36.0, 36.0, 35.0], [1.09, 1.02, 0.95], "accuracy") == 1
+    assert choose_candidate([36.0, 36.0, 35.0], [1.09, 1.02, 0.95], "accuracy", "loss") == 2
+    assert choose_candidate([36.0, 36.0, 35.0], [None, None, None], "accuracy") == 0  # no loss: by order
+    assert choose_candidate([36.0, 37.0], [0.5, 2.0], "accuracy") == 1  # a higher score wins whatever the loss
+    assert choose_candidate([12.0, 9.0, 9.0], [2.5, 2.2, 2.1], "perplexity") == 2  # lower perplexity, then loss
+    assert choose_candidate([40.0, 40.0], [1.0, 1.0], "accuracy", "loss") == 0  # equal losses: by order
+    with pytest.raises(LangNeuronsError, match="dev loss"):
+        choose_candidate([40.0, 41.0], [None, None], "f1", "loss")
+
+
+def test_loss_selection_trains_the_candidate_with_the_lowest_dev_loss_and_refuses_xquad(
+        tmp_path, make_loaded, nli_data):
+    config = FinetuneConfig("xnli", max_steps=2, learning_rates=(1e-5, 3e-2), lr_search_steps=2,
+                            lr_selection="loss", **BASE)
+    result = finetune(make_loaded("llama"), nli_data(6), config, tmp_path, progress=False, dev_examples=_dev())
+    search = result.metadata["lr_search"]
+    assert search["selection"] == "loss" and len(search["dev_losses"]) == 2
+    assert search["chosen"] == search["candidates"][min(range(2), key=lambda i: (search["dev_losses"][i], i))]
+    assert result.metadata["config"]["learning_rate"] == search["chosen"]
+    with pytest.raises(LangNeuronsError, match="XQuAD"):
+        FinetuneConfig("xquad", learning_rates=(1e-3,), lr_search_steps=1, lr_selection="loss").resolved()
+    with pytest.raises(LangNeuronsError, match="lr_selection"):
+        FinetuneConfig("xnli", lr_selection="accuracy").resolved()
+
+
+def test_lr_selection_enters_the_stage_cache_key_only_when_not_the_default():
+    """Runs cached before the option existed keep their key (they resume, not retrain)."""
+    from langneurons.finetune.stage import FinetuneRunConfig, run_inputs
+
+    default = run_inputs(FinetuneRunConfig("a", options=FinetuneConfig("xnli", learning_rates=(1e-3,), lr_search_steps=5)))
+    assert "lr_selection" not in default["options"] and default["options"]["lr_search_steps"] == 5
+    by_loss = FinetuneConfig("xnli", learning_rates=(1e-3,), lr_search_steps=5, lr_selection="loss")
+    assert run_inputs(FinetuneRunConfig("a", options=by_loss))["options"]["lr_selection"] == "loss"

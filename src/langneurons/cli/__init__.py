@@ -480,6 +480,7 @@ def finetune(
     adapter: Annotated[str, typer.Option(help="lora, or rows: train the chosen neurons' own gate/up rows and down columns (no LoRA).")] = "lora",
     learning_rates: Annotated[Optional[str], typer.Option(help="Candidate learning rates (comma-separated) tried on the dev split; the best replaces --lr.")] = None,
     lr_search_steps: Annotated[int, typer.Option(help="Optimizer steps of each learning-rate candidate.")] = 0,
+    lr_selection: Annotated[str, typer.Option(help="Rank candidates by dev 'score' (ties: lower dev loss) or dev 'loss' (XNLI, LM).")] = "score",
     dev_limit: Annotated[Optional[int], typer.Option(help="Development examples carved from the training data (xnli/xquad; not in the training sample).")] = None,
     eval_every: Annotated[int, typer.Option(help="Score the dev split every N steps (0: never).")] = 0,
     patience: Annotated[int, typer.Option(help="Stop after N dev evaluations without improvement; keep the best (0: off).")] = 0,
@@ -506,7 +507,7 @@ def finetune(
         grad_accumulation=grad_accumulation, warmup_ratio=warmup_ratio, weight_decay=weight_decay, seed=seed,
         bf16=bf16, max_length=max_length, save_every=save_every, activation_checkpointing=activation_checkpointing,
         adapter=adapter, learning_rates=_floats(learning_rates, "--learning-rates") if learning_rates else (),
-        lr_search_steps=lr_search_steps, eval_every=eval_every, patience=patience,
+        lr_search_steps=lr_search_steps, lr_selection=lr_selection, eval_every=eval_every, patience=patience,
     )
     config.resolved()  # bad options fail before the model loads
     if train_language is None:

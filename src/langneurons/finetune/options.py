@@ -20,11 +20,18 @@ from langneurons.tasks.prompts import (
 NEURON_MODES = ("languages", "random", "all", "none")
 
 
+LR_SELECTIONS = ("score", "loss")
+
+
 DEFAULT_RANK = {"xnli": 8, "xquad": 64, LM_TASK: 8}
 
 
-NEW_DEFAULTS = {"adapter": "lora", "learning_rates": (), "lr_search_steps": 0, "patience": 0}
+NEW_DEFAULTS = {"adapter": "lora", "learning_rates": (), "lr_search_steps": 0, "patience": 0, "lr_selection": "score"}
 """Fields added after runs were published: left out of the run key at these values (same hashes)."""
+
+STAGE_KEY_DEFAULTS = {"lr_selection": "score"}
+"""Fields added after runs were cached by the runner: left out of the finetune stage's cache key at
+these values, so a run cached before them resumes instead of training again."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class FinetuneConfig:
         and columns, :mod:`.rows`; needs neurons languages/random/all, no attention LoRA).
     learning_rates / lr_search_steps: candidates tried for ``lr_search_steps`` steps each on the
         dev examples before training; the best replaces ``learning_rate`` (:mod:`.selection`).
+    lr_selection: how the search ranks candidates: ``score`` (dev accuracy / F1 / perplexity, ties
+        broken by the lower dev loss) or ``loss`` (the dev loss itself: the gold label's
+        cross-entropy over the three verbaliser logits for XNLI, nats per token for LM; not XQuAD).
+        A short run rarely moves dev accuracy off chance, and 200 examples tie often; the loss
+        separates candidates that the accuracy cannot.
     patience: stop after this many dev evaluations without improvement and keep the best
         evaluated adapter, the untrained start (step 0) included (0: train all steps, keep the last).
     """
@@ -85,6 +97,7 @@ class FinetuneConfig:
     learning_rates: tuple[float, ...] = ()
     lr_search_steps: int = 0
     patience: int = 0
+    lr_selection: str = "score"
 
     def resolved(self) -> "FinetuneConfig":
         """A validated copy with the task defaults filled in."""
@@ -96,6 +109,10 @@ class FinetuneConfig:
                                    "without attention LoRA")
         if self.learning_rates and (self.lr_search_steps < 1 or any(r <= 0 for r in self.learning_rates)):
             raise LangNeuronsError("learning_rates need lr_search_steps >= 1 and every rate > 0")
+        if self.lr_selection not in LR_SELECTIONS:
+            raise LangNeuronsError(f"unknown lr_selection {self.lr_selection!r}; choose one of {', '.join(LR_SELECTIONS)}")
+        if self.lr_selection == "loss" and task == "xquad":
+            raise LangNeuronsError("lr_selection 'loss' needs a dev loss: XNLI or LM, not XQuAD (use 'score')")
         if self.patience < 0 or (self.patience and not self.eval_every):
             raise LangNeuronsError("patience must be >= 0 and needs eval_every > 0 (dev evaluations to count)")
         if self.neurons not in NEURON_MODES:

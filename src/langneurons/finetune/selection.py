@@ -51,7 +51,8 @@ def search_learning_rate(loaded, train_examples: Sequence, config, output_dir: P
 
     Returns the record kept in the run's metadata: ``candidates``, ``dev_scores`` (score after
     ``steps`` steps), ``dev_before`` (the base model's score), ``dev_metric``, ``dev_n``,
-    ``steps`` and ``chosen`` (highest score; lowest for perplexity; ties: the first candidate).
+    ``steps`` and ``chosen`` (:func:`choose_candidate` under ``config.lr_selection``), and where the dev
+    scoring has a loss, ``dev_losses`` and ``selection``.
     ``loaded.model`` is not changed (each candidate trains a deep copy).
     """
     from langneurons.models.architectures import adapter_for
@@ -61,7 +62,7 @@ def search_learning_rate(loaded, train_examples: Sequence, config, output_dir: P
         raise LangNeuronsError("a learning-rate search needs development examples (a dev split of the training data)")
     check_disjoint(train_examples, dev_examples)
     steps = config.lr_search_steps
-    scores, before, metric, n = [], None, None, None
+    scores, losses, before, metric, n = [], [], None, None, None
     for rate in config.learning_rates:
         model = copy.deepcopy(loaded.model)
         candidate = LoadedModel(model=model, tokenizer=loaded.tokenizer, info=loaded.info, adapter=adapter_for(model))
@@ -73,12 +74,30 @@ def search_learning_rate(loaded, train_examples: Sequence, config, output_dir: P
         curve = result.metadata["curve"]
         before, metric, n = curve[0]["dev_score"], curve[-1]["dev_metric"], curve[-1]["dev_n"]
         scores.append(float(curve[-1]["dev_score"]))
+        losses.append(curve[-1].get("dev_loss"))
         del model, candidate, result
         gc.collect()
+    best = choose_candidate(scores, losses, metric, config.lr_selection)
+    record = {"candidates": [float(r) for r in config.learning_rates], "dev_scores": scores, "dev_before": before,
+              "dev_metric": metric, "dev_n": n, "steps": steps, "chosen": float(config.learning_rates[best])}
+    if any(loss is not None for loss in losses):
+        record.update(dev_losses=[None if loss is None else float(loss) for loss in losses],
+                      selection=config.lr_selection)
+    return record
+
+
+def choose_candidate(scores: Sequence[float], losses: Sequence[float | None], metric: str | None,
+                     selection: str = "score") -> int:
+    """Index of the best candidate. ``score``: highest dev score (lowest for perplexity), ties broken
+    by the lower dev loss where every candidate has one, then by order; ``loss``: lowest dev loss,
+    ties by order."""
+    have_losses = bool(losses) and all(loss is not None for loss in losses)
+    if selection == "loss":
+        if not have_losses:
+            raise LangNeuronsError("lr_selection 'loss' needs a dev loss for every candidate (XNLI or LM dev scoring)")
+        return min(range(len(losses)), key=lambda i: (losses[i], i))
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    best = max(range(len(scores)), key=lambda i: (sign * scores[i], -i))
-    return {"candidates": [float(r) for r in config.learning_rates], "dev_scores": scores, "dev_before": before,
-            "dev_metric": metric, "dev_n": n, "steps": steps, "chosen": float(config.learning_rates[best])}
+    return min(range(len(scores)), key=lambda i: (-sign * scores[i], losses[i] if have_losses else 0.0, i))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from langneurons.artefacts import write_json
 from langneurons.blocks import Block, fmt_number, read_json, stage_folders
 from langneurons.errors import LangNeuronsError
 from langneurons.finetune.lm_task import LM_TASK
-from langneurons.finetune.options import FinetuneConfig
+from langneurons.finetune.options import STAGE_KEY_DEFAULTS, FinetuneConfig
 from langneurons.finetune.rows import ROWS_FILE
 from langneurons.stage import Stage
 
@@ -91,7 +91,7 @@ def finetune_run(context, run) -> None:
         del base, result
         gc.collect()
 
-    inputs = {"model": asdict(context.config.model), "run": asdict(run), "data": asdict(getattr(tasks, run.task)),
+    inputs = {"model": asdict(context.config.model), "run": run_inputs(run), "data": asdict(getattr(tasks, run.task)),
               "neurons": neuron_record.product if (neuron_record and uses_set) else None}
     if lm_text:
         inputs["statistics"] = asdict(context.config.statistics) if tasks.lm.source == "heldout" else None
@@ -99,10 +99,19 @@ def finetune_run(context, run) -> None:
         inputs["lr_search_from"] = context.records[f"finetune/{first_seed}"].product
     if run.equal_parameters_to is not None:
         matched = context.config.run(run.equal_parameters_to)
-        inputs["equal_parameters_to"] = {"run": asdict(matched), "neurons": context.records[
+        inputs["equal_parameters_to"] = {"run": run_inputs(matched), "neurons": context.records[
             f"identify/{matched.neuron_set}"].product if matched.neuron_set else None}
     product = (ROWS_FILE,) if run.options.adapter == "rows" else ("adapter_model.safetensors", "adapter_config.json")
     context.stage(f"finetune/{run.name}", inputs, compute, product=product + (("perplexity.json",) * lm_text))
+
+
+def run_inputs(run: FinetuneRunConfig) -> dict:
+    """The run as its stage's cache key sees it: options at a :data:`STAGE_KEY_DEFAULTS` value left out."""
+    data = asdict(run)
+    for name, default in STAGE_KEY_DEFAULTS.items():
+        if data["options"].get(name) == default:
+            del data["options"][name]
+    return data
 
 
 def _first_seed(config, run) -> str | None:
@@ -223,8 +232,11 @@ def _learning_rate(meta: dict) -> str:
         return "?"
     if not search:
         return f"{rate:g}"
-    tried = ", ".join(f"{r:g}: {s:.1f}" for r, s in zip(search["candidates"], search["dev_scores"]))
-    return f"{rate:g} (dev, {search['steps']} steps: {tried})"
+    losses = search.get("dev_losses") or [None] * len(search["candidates"])
+    tried = ", ".join(f"{r:g}: {s:.1f}" + ("" if loss is None else f" / {loss:.3f} nats")
+                      for r, s, loss in zip(search["candidates"], search["dev_scores"], losses))
+    by = "" if "selection" not in search else f"; by {search['selection']}"
+    return f"{rate:g} (dev, {search['steps']} steps: {tried}{by})"
 
 
 def finetune_section(run_dir: Path, manifest: dict) -> list[Block]:
@@ -250,7 +262,9 @@ def finetune_section(run_dir: Path, manifest: dict) -> list[Block]:
         ("p", "Final loss: moving average of the last 20 steps' training loss (nats per target token). "
               "Dev: the held-out development score (%; LM task: perplexity) before training → at the end "
               "(with early stopping: → of the kept adapter, at its step). Learning rate: where a search ran, "
-              "chosen on the dev split from the candidates listed (their dev scores after the search's steps)."),
+              "chosen on the dev split from the candidates listed (their dev scores after the search's steps, and "
+              "their dev loss in nats: XNLI gold-label cross-entropy, LM log perplexity; 'by score' breaks ties "
+              "by the lower loss, 'by loss' ranks by it)."),
         ("table", ["run", "task", "neurons", "languages", "trained neurons", "trainable parameters", "steps",
                    "final loss", "dev", "learning rate", "examples"], rows)]
     for folder in folders:
