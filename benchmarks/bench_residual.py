@@ -2,7 +2,7 @@
 
 Both sides run the neuron statistics of a real pass (counts, sums, histogram sketch, each
 block's BOS left out); the candidate also adds every block's output to the float64 residual sums
-and per-dimension sums of squares (:mod:`langneurons.directions.residual`). Issue 19's target:
+and per-dimension sums of squares (:mod:`langneurons.activations.residual`). Issue 19's target:
 at most 5% more time.
 """
 
@@ -13,7 +13,7 @@ import torch
 from benchmarks.common import BenchResult, compare
 from langneurons.activations.collect import StatisticsAccumulator
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
-from langneurons.directions.residual import ResidualAccumulator, ResidualStatistics
+from langneurons.activations.residual import ResidualAccumulator, ResidualStatistics
 from langneurons.hooks import activation_hooks, residual_hooks
 from langneurons.models.loading import LoadedModel
 

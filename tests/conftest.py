@@ -28,3 +28,21 @@ def loaded_llama(tokenizer):
     loaded = describe(tiny_model("llama"), model_id="tiny-llama")
     loaded.tokenizer = tokenizer
     return loaded
+
+
+def hand_residual(language: str, means, tokens: int = 4, weights_fingerprint: str = "w"):
+    """Residual statistics whose per-layer mean is ``means`` [L, H] over ``tokens`` tokens (all equal)."""
+    means = torch.as_tensor(means, dtype=torch.float64)
+    layers, hidden = means.shape
+    from langneurons.activations.residual import ResidualStatistics
+    from langneurons.activations.statistics import StatisticsMeta
+
+    meta = StatisticsMeta("tiny", "main", "llama", layers, 8, weights_fingerprint, language)
+    return ResidualStatistics(meta, hidden, torch.full((layers,), tokens, dtype=torch.int64), means * tokens,
+                              means.square() * tokens)
+
+
+@pytest.fixture(scope="session")
+def make_residual():
+    """``make_residual(language, means [L, H], tokens=4, weights_fingerprint="w")`` -> ResidualStatistics."""
+    return hand_residual

@@ -28,17 +28,31 @@ def resolve(name: str, modules: set[str]) -> str | None:
     return name or None
 
 
+def enclosing_packages(module: str, modules: set[str]) -> list[str]:
+    """The packages Python initialises before ``module`` (``a.b.c`` -> ``a.b``), the root left out:
+    importing ``langneurons.x.y`` runs ``langneurons/x/__init__.py`` first, whoever imports it."""
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts)) if ".".join(parts[:i]) in modules]
+
+
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     """Module -> the langneurons modules it imports (a package's ``__init__`` is its own node;
     ``from a import b`` counts ``a.b`` when that is a module, else ``a``). A module's import of
-    its own enclosing packages is left out: Python runs those first anyway, whoever imports it."""
+    its own enclosing packages is left out: Python runs those first anyway, whoever imports it. An
+module-level import of ``a.b.c`` also counts the packages ``a.b`` it initialises
+(:func:`enclosing_packages`): a cycle through a package's ``__init__`` fails at import time with
+a partially initialised module (``import langneurons.directions`` did, before its residual
+statistics moved to :mod:`langneurons.activations.residual`)."""
     files = {module_name(p, package): p for p in package.rglob("*.py")}
     modules = set(files)
     graph: dict[str, set[str]] = {}
     for name, path in files.items():
         is_package = path.name == "__init__.py"
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        deferred = {id(inner) for function in ast.walk(tree) if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    for inner in ast.walk(function)}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -55,6 +69,11 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
                     resolved = resolve(target, modules)
                     if resolved and resolved != name and not name.startswith(resolved + "."):
                         edges.add(resolved)
+                    if id(node) in deferred:  # runs after every module has loaded: no partial package
+                        continue
+                    for package_name in enclosing_packages(resolved or "", modules):  # run before resolved
+                        if package_name != name and not name.startswith(package_name + "."):
+                            edges.add(package_name)
         graph[name] = edges
     return graph
 
@@ -104,6 +123,43 @@ def test_the_graph_reader_sees_function_level_and_package_imports(tmp_path):
     assert graph["langneurons.a.y"] == {"langneurons.a.x"}
     assert graph["langneurons.b"] == {"langneurons.a.x", "langneurons.a"}
     assert cycles(graph) == [["langneurons.a", "langneurons.a.x", "langneurons.b"]]
+
+
+def test_a_module_level_import_of_a_submodule_counts_its_package_init(tmp_path):
+    """x imports p.s at module level: Python runs p/__init__ first, which imports x back."""
+    package = tmp_path / "langneurons"
+    (package / "p").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "p" / "__init__.py").write_text("from langneurons.p.t import h\n")
+    (package / "p" / "s.py").write_text("")
+    (package / "p" / "t.py").write_text("from langneurons.x import f\n")
+    (package / "x.py").write_text("from langneurons.p.s import g\ndef f():\n    from langneurons.q.r import k\n")
+    (package / "q").mkdir()
+    (package / "q" / "__init__.py").write_text("")
+    (package / "q" / "r.py").write_text("")
+    graph = import_graph(package)
+    assert graph["langneurons.x"] == {"langneurons.p.s", "langneurons.p", "langneurons.q.r"}  # not q: deferred
+    assert cycles(graph) == [["langneurons.p", "langneurons.p.t", "langneurons.x"]]
+
+
+def test_every_stage_package_imports_on_its_own():
+    """The runtime check of the same rule: each package imported first (langneurons' modules dropped
+    from ``sys.modules`` before each; the libraries stay loaded, so one interpreter is enough)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import importlib, sys\n"
+        f"for stage in {list(STAGE_PACKAGES)!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'langneurons' or m.startswith('langneurons.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module('langneurons.' + stage)\n"
+        "    except ImportError as error:\n"
+        "        sys.exit(f'import langneurons.{stage}: {error}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1]
 
 
 def test_no_module_imports_itself_back():

@@ -7,6 +7,10 @@ errors before any work, never an allocation failure or an overflow deep inside t
   result tensors alone would not fit in memory at the sizes that overflow;
 * replicates (chunks of the statistics pass): at most 10,000 (each chunk needs its own blocks,
   and the per-chunk counts cost L x N x R x 160 bytes per language).
+
+And the one lower bound every interval obeys: :data:`MIN_RESAMPLING_UNITS` (here, not in
+:mod:`langneurons.evaluate.metrics`, which re-exports it, so that identification does not import
+the evaluation package).
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from langneurons.errors import LangNeuronsError, brief
 MAX_SEED = 2**32 - 1
 MAX_RESAMPLES = 1_000_000
 MAX_REPLICATES = 10_000
+
+MIN_RESAMPLING_UNITS = 20
+"""Fewest independent resampling units (examples, documents, chunks) for a bootstrap interval or p-value."""
+
+
+def enough_units(units: int) -> bool:
+    """Whether ``units`` independent resampling units suffice for an interval (>= :data:`MIN_RESAMPLING_UNITS`)."""
+    return int(units) >= MIN_RESAMPLING_UNITS
 
 
 def check_seed(value: Any, name: str = "seed") -> int:

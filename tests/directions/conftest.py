@@ -5,9 +5,7 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from langneurons.activations.statistics import StatisticsMeta
 from langneurons.corpus.packing import pack_blocks
-from langneurons.directions.residual import ResidualStatistics
 from langneurons.models.loading import describe
 
 TEXTS = {
@@ -41,18 +39,3 @@ def make_loaded(tokenizer):
 @pytest.fixture
 def blocks_by_language(tokenizer):
     return {language: pack_blocks(tokenizer, texts, language, block_length=10) for language, texts in TEXTS.items()}
-
-
-def hand_residual(language: str, means, tokens: int = 4, weights_fingerprint: str = "w") -> ResidualStatistics:
-    """Residual statistics whose per-layer mean is ``means`` [L, H] over ``tokens`` tokens (all equal)."""
-    means = torch.as_tensor(means, dtype=torch.float64)
-    layers, hidden = means.shape
-    meta = StatisticsMeta("tiny", "main", "llama", layers, 8, weights_fingerprint, language)
-    return ResidualStatistics(meta, hidden, torch.full((layers,), tokens, dtype=torch.int64), means * tokens,
-                              means.square() * tokens)
-
-
-@pytest.fixture(scope="session")
-def make_residual():
-    """``make_residual(language, means [L, H], tokens=4, weights_fingerprint="w")`` -> ResidualStatistics."""
-    return hand_residual

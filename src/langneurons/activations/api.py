@@ -27,7 +27,7 @@ from langneurons.artefacts import LOCK_FILE, folder_lock, write_json
 from langneurons.corpus.packing import load_blocks, prepare_language, save_blocks
 from langneurons.corpus.sources import load_corpus
 from langneurons.bounds import MAX_REPLICATES, check_count, check_seed
-from langneurons.directions.residual import merge_residual_files
+from langneurons.activations.residual import merge_residual_files
 from langneurons.errors import LangNeuronsError, brief, warn
 from langneurons.languages import check_languages
 from langneurons.models.loading import LoadedModel
@@ -46,7 +46,7 @@ class CollectOptions:
     replicates: also keep per-chunk counts in this many interleaved chunks of blocks, in
     ``<lang>.replicates.safetensors`` (:mod:`.replicates`; needed by ``langneurons stability``).
     residual: also keep per-language, per-layer sums of the residual stream after each block in
-    ``<lang>.residual.safetensors`` (:mod:`langneurons.directions.residual`; needed by DiffMean).
+    ``<lang>.residual.safetensors`` (:mod:`langneurons.activations.residual`; needed by DiffMean).
     """
 
     languages: tuple[str, ...]

@@ -39,7 +39,7 @@ from langneurons.activations.sketch import SketchConfig, histogram_update
 from langneurons.activations.statistics import ActivationStatistics, StatisticsMeta
 from langneurons.artefacts import stable_hash
 from langneurons.corpus.packing import TokenBlocks
-from langneurons.directions.residual import ResidualPass
+from langneurons.activations.residual import ResidualPass
 from langneurons.errors import LangNeuronsError
 from langneurons.hooks import activation_hooks
 from langneurons.models.loading import LoadedModel
@@ -105,7 +105,7 @@ class CollectConfig:
     checkpoint_every: int = 50
     device: str | None = None  # where statistics live (default: the model's first device)
     replicates: int | None = None  # also keep per-chunk counts in this many chunks (activations/replicates.py)
-    residual: bool = False  # also keep residual-stream sums in <lang>.residual.safetensors (directions/residual.py)
+    residual: bool = False  # also keep residual-stream sums in <lang>.residual.safetensors (activations/residual.py)
 
 
 def statistics_meta(loaded: LoadedModel, language: str, blocks: TokenBlocks, config: CollectConfig) -> StatisticsMeta:

@@ -16,7 +16,7 @@ from langneurons.directions.interventions import (
     ablate_subspace,
     add_direction,
 )
-from langneurons.directions.residual import ResidualStatistics, load_residual_dir, residual_path
+from langneurons.activations.residual import ResidualStatistics, load_residual_dir, residual_path
 
 __all__ = [
     "DirectionIntervention", "DirectionSet", "ResidualStatistics", "ablate_direction", "ablate_subspace",

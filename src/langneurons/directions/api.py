@@ -14,7 +14,7 @@ from pathlib import Path
 from langneurons.activations.api import load_heldout
 from langneurons.directions.direction_set import WEIGHTINGS, DirectionSet, diffmean
 from langneurons.directions.ppxc import direction_ppxc_matrix
-from langneurons.directions.residual import load_residual_dir
+from langneurons.activations.residual import load_residual_dir
 from langneurons.errors import LangNeuronsError, brief
 from langneurons.intervene.ppxc import PPXCResult, write_ppxc
 from langneurons.languages import check_languages

@@ -218,7 +218,7 @@ def is_direction_set_file(path) -> bool:
 
 def diffmean(residuals: dict, rank: int = 0) -> DirectionSet:
     """DiffMean directions (module docstring) from per-language
-    :class:`~langneurons.directions.residual.ResidualStatistics` of one model (at least two languages);
+    :class:`~langneurons.activations.residual.ResidualStatistics` of one model (at least two languages);
     with ``rank`` r >= 1 also the rank-r language subspace (r <= K - 1)."""
     languages = list(residuals)
     if len(languages) < 2:

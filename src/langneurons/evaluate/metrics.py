@@ -41,11 +41,9 @@ from scipy.optimize import brentq
 from scipy.stats import binomtest
 from torchmetrics.functional.text import squad as torchmetrics_squad
 
+from langneurons.bounds import MIN_RESAMPLING_UNITS, enough_units  # noqa: F401  (re-exported)
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluate.power import z_value
-
-MIN_RESAMPLING_UNITS = 20
-"""Fewest independent resampling units (examples, documents, chunks) for a bootstrap interval or p-value."""
 
 TOO_FEW_UNITS = "inconclusive (too few units)"
 """The verdict of any claim whose interval is unavailable for want of resampling units."""
@@ -119,11 +117,6 @@ def accuracy(predictions: Sequence[int] | torch.Tensor, labels: Sequence[int] | 
 
 # --------------------------------------------------------------------------------------------
 # confidence intervals and paired tests
-
-
-def enough_units(units: int) -> bool:
-    """Whether ``units`` independent resampling units suffice for an interval (>= :data:`MIN_RESAMPLING_UNITS`)."""
-    return int(units) >= MIN_RESAMPLING_UNITS
 
 
 def unavailable(units: int) -> str:

@@ -24,7 +24,7 @@ the weighted per-chunk octave histograms (:func:`~langneurons.activations.replic
 ``ap`` and ``random`` sets are not resampled.
 
 Intervals need units. The chunks are the resampling units of both schemes: with fewer than
-:data:`~langneurons.evaluate.metrics.MIN_RESAMPLING_UNITS` (20) chunks the central intervals
+:data:`~langneurons.bounds.MIN_RESAMPLING_UNITS` (20) chunks the central intervals
 (``*_low`` / ``*_high``) are unavailable (None; "n/a (k units < 20)" in tables) and only the
 medians are reported; collect with ``--replicates 20`` or more for intervals.
 
@@ -43,7 +43,7 @@ import torch
 from langneurons.activations.replicates import ReplicateStatistics, ThresholdSplit
 from langneurons.activations.statistics import ActivationStatistics
 from langneurons.artefacts import atomic_save_safetensors, write_csv, write_json
-from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed
+from langneurons.bounds import MAX_RESAMPLES, check_count, check_seed, enough_units
 from langneurons.errors import LangNeuronsError
 from langneurons.identify.act_prob import top_per_language
 from langneurons.identify.inputs import check_rate, select_statistics, statistics_source
@@ -233,7 +233,6 @@ class StabilityResult:
         """One row per language: sizes, bootstrap and split-half Jaccard (median, interval), chance,
         and the size of the ``min_frequency``-stable subset of the full set. Intervals are None
         with fewer than MIN_RESAMPLING_UNITS chunks (``resampling_units``)."""
-        from langneurons.evaluate.metrics import enough_units
 
         lower, upper = (1 - self.options.confidence) / 2, 1 - (1 - self.options.confidence) / 2
         enough = enough_units(self.replicates)

@@ -12,7 +12,7 @@ from langneurons.activations.api import CollectOptions, collect, merge_statistic
 from langneurons.activations.collect import CollectConfig, collect_statistics
 from langneurons.activations.statistics import ActivationStatistics
 from langneurons.corpus.packing import TokenBlocks, pack_blocks
-from langneurons.directions.residual import ResidualStatistics, load_residual_dir, residual_path
+from langneurons.activations.residual import ResidualStatistics, load_residual_dir, residual_path
 from langneurons.errors import LangNeuronsError
 from langneurons.models.loading import describe, load_model
 
