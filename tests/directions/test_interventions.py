@@ -13,6 +13,7 @@ from langneurons.directions.interventions import (
     ablate_direction,
     ablate_subspace,
     add_direction,
+    erase_direction,
 )
 from langneurons.errors import LangNeuronsError
 from langneurons.hooks import residual_hooks
@@ -185,3 +186,59 @@ def test_the_key_says_what_the_intervention_does(make_loaded):
     assert ablate_direction(directions, "en").key() == ablate_direction(directions, "en").key()
     assert ablate_direction(directions, "en").key() != ablate_direction(directions, "fr").key()
     assert add_direction(directions, 1.0, language="en").key() != add_direction(directions, 2.0, language="en").key()
+
+
+def stream_set(loaded, seed: int = 0) -> DirectionSet:
+    """random_set with a per-dimension spread spanning four orders of magnitude (a stream with a few
+    massive dimensions)."""
+    directions = random_set(loaded, seed)
+    spread = torch.logspace(-1, 3, loaded.adapter.hidden_size).repeat(loaded.adapter.num_layers, 1)
+    return DirectionSet(directions.directions, directions.languages, "test", source=directions.source,
+                        means=directions.means, spread=spread)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])
+def test_after_erasure_the_whitened_coordinate_along_d_is_the_centres_and_h_moved_along_d_only(family, make_loaded):
+    loaded = make_loaded(family)
+    directions = stream_set(loaded)
+    before = block_outputs(loaded, erase_direction(directions, "en", layers=[0]))[0]  # layer 0's input is untouched
+    plain = block_outputs(loaded)[0]
+    d = directions.direction("en")[0].double()
+    variance, centre = directions.spread[0].double().square(), directions.means.double().mean(0)[0]
+    w = (d / variance) / ((d / variance) @ d)
+    assert ((plain.double() - centre) @ w).abs().max() > 1e-3  # there was something to erase
+    assert ((before.double() - centre) @ w).abs().max() < 1e-5 * (plain.double() @ w).abs().max().clamp_min(1)
+    moved = before.double() - plain.double()  # [batch, seq, H], each row a multiple of d
+    coefficient = moved @ d / (d @ d)
+    torch.testing.assert_close(moved, coefficient.unsqueeze(-1) * d, atol=1e-4, rtol=1e-4)
+
+
+def test_erasure_with_unit_variance_and_zero_centre_is_the_orthogonal_ablation(make_loaded):
+    loaded = make_loaded("llama")
+    directions = random_set(loaded)
+    hidden = loaded.adapter.hidden_size
+    layers = loaded.adapter.num_layers
+    isotropic = DirectionSet(directions.directions, directions.languages, "test", source=directions.source,
+                             means=torch.zeros(2, layers, hidden), spread=torch.ones(layers, hidden))
+    erased = block_outputs(loaded, erase_direction(isotropic, "fr"))
+    ablated = block_outputs(loaded, ablate_direction(directions, "fr"))
+    for layer in erased:
+        torch.testing.assert_close(erased[layer], ablated[layer], atol=1e-5, rtol=1e-5)
+
+
+def test_erasure_is_idempotent_and_needs_the_streams_statistics(make_loaded):
+    loaded = make_loaded("llama")
+    directions = stream_set(loaded)
+    erase = erase_direction(directions, "en", layers=[1])
+    hidden = torch.randn(3, 5, loaded.adapter.hidden_size, dtype=torch.float64).float() * 50
+    once = erase.apply(1, hidden)
+    torch.testing.assert_close(erase.apply(1, once), once, atol=1e-3, rtol=1e-5)
+    assert erase.num_directions == 1 and erase.kind == "erase"
+    control = directions.random_control(seed=1)  # spread, no means: the stream comes from the set it is like
+    with pytest.raises(LangNeuronsError, match="spread"):
+        erase_direction(control, "en")
+    assert erase_direction(control, "en", stream=directions).kind == "erase"
+    with pytest.raises(LangNeuronsError, match="zero direction"):
+        zero = DirectionSet(torch.zeros_like(directions.directions), directions.languages, "test",
+                            means=directions.means, spread=directions.spread)
+        erase_direction(zero, "en")

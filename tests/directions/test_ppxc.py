@@ -132,3 +132,27 @@ def test_collect_identify_and_ppl_matrix_through_the_stage_api(make_loaded, tmp_
         identify_directions(statistics, DiffMeanOptions(), output=tmp_path / "diffmean.json")
     with pytest.raises(LangNeuronsError, match="rank"):
         DiffMeanOptions(rank=-1)
+
+
+def test_leace_rows_erase_with_the_sets_stream_statistics_and_so_do_the_random_rows(make_loaded, blocks_by_language):
+    from langneurons.directions.interventions import erase_direction
+
+    loaded = make_loaded("llama")
+    generator = torch.Generator().manual_seed(0)
+    shape = (3, 2, 32)
+    directions = DirectionSet(torch.randn(shape, generator=generator), ["en", "fr", "hi"], "test",
+                              means=torch.randn(shape, generator=generator), spread=torch.rand(2, 32, generator=generator) + 0.5)
+    result = direction_ppxc_matrix(loaded, directions, blocks_by_language, layers=[1], token_budget=30, progress=False,
+                                   n_resamples=0, ablation="leace")
+    blocks = within_budget(blocks_by_language["fr"], 30)
+    expected = perplexity(loaded, blocks, intervention=erase_direction(directions, "hi", layers=[1]), progress=False)
+    assert result.intervened[LANGUAGE_SPECIFIC]["hi"]["fr"].nll_sum == expected.nll_sum
+    control = directions.random_control(seed=0)
+    random_expected = perplexity(loaded, blocks, progress=False,
+                                 intervention=erase_direction(control, "hi", layers=[1], stream=directions))
+    assert result.intervened[RANDOM]["hi"]["fr"].nll_sum == random_expected.nll_sum
+    assert result.config["action"] == "erase (leace)"
+    with pytest.raises(LangNeuronsError, match="ablation"):
+        direction_ppxc_matrix(loaded, directions, blocks_by_language, progress=False, ablation="oblique")
+    with pytest.raises(LangNeuronsError, match="ablation"):
+        DirectionPPXCOptions(ablation="oblique")

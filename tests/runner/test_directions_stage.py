@@ -85,6 +85,7 @@ def test_the_config_round_trips_and_keeps_configs_without_directions_as_they_wer
     (lambda c: c["statistics"].pop("residual"), "method diffmean needs statistics.residual: true"),
     (lambda c: c["direction_ppxc"].update(direction_sets=["lape"]), "no diffmean direction set named 'lape'"),
     (lambda c: c["direction_ppxc"].update(layers="3-1"), "bad layer range"),
+    (lambda c: c["direction_ppxc"].update(ablation="oblique"), "direction_ppxc: unknown ablation"),
     (lambda c: c["steering"].update(directions="other"), "no diffmean direction set named 'other'"),
     (lambda c: c["steering"].update(direction_layers=[]), "steering.direction_layers"),
     (lambda c: c["identification"].append({"name": "lape", "method": "diffmean"}), "defined twice"),

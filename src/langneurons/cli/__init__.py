@@ -320,6 +320,7 @@ def ppl_matrix(
     directions: Annotated[Optional[Path], typer.Option("--directions", help="Direction set (.safetensors from 'identify --method diffmean'): row i ablates language i's residual direction instead.")] = None,
     layers: Annotated[str, typer.Option(help="With --directions: layers where the direction is ablated ('all', '5', '2,5', '4-9').")] = "all",
     weighting: Annotated[str, typer.Option(help="With --directions: random control directions isotropic, or spread (scaled per dimension like the stream); norms always matched.")] = "isotropic",
+    ablation: Annotated[str, typer.Option(help="With --directions: orthogonal (remove h.u along the unit direction) or leace (erase with the stream's diagonal covariance and mean; for streams with massive activations).")] = "orthogonal",
     statistics: Annotated[Path, typer.Option("--statistics", "-s", help="Folder written by 'collect' (held-out text and statistics).")] = Path("runs/statistics"),
     languages: Annotated[Optional[str], typer.Option("--languages", "-l", help="Rows and columns (default: the set's languages).")] = None,
     action: Annotated[Optional[str], typer.Option("--action", help="What to do to row language i's neurons: zero (default), constant=V, scale=F, stat=p90[@lang], add=S@src>tgt; with --directions only ablate.")] = None,
@@ -346,7 +347,8 @@ def ppl_matrix(
         action = "ablate"
         options = DirectionPPXCOptions(languages=_languages(languages) if languages else None,
                                        layers=parse_layers(layers), random_control=random_control, seed=seed,
-                                       weighting=weighting, token_budget=token_budget, batch_size=batch_size)
+                                       weighting=weighting, token_budget=token_budget, batch_size=batch_size,
+                                       ablation=ablation)
         loaded = model.load()
         result, files = direction_ppl_matrix(loaded, directions, statistics, options, out_dir=out,
                                              cache_dir=cache_dir, progress=progress)

@@ -13,12 +13,13 @@ from langneurons.directions.direction_set import DirectionSet, diffmean
 from langneurons.directions.interventions import (
     DirectionIntervention,
     ablate_direction,
+    erase_direction,
     ablate_subspace,
     add_direction,
 )
 from langneurons.activations.residual import ResidualStatistics, load_residual_dir, residual_path
 
 __all__ = [
-    "DirectionIntervention", "DirectionSet", "ResidualStatistics", "ablate_direction", "ablate_subspace",
+    "DirectionIntervention", "DirectionSet", "ResidualStatistics", "ablate_direction", "ablate_subspace", "erase_direction",
     "add_direction", "diffmean", "load_residual_dir", "residual_path",
 ]

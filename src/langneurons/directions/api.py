@@ -75,7 +75,8 @@ def random_directions(like, seed: int = 0, weighting: str = "isotropic", output=
 @dataclass(frozen=True)
 class DirectionPPXCOptions:
     """layers: where the directions are ablated (None: all). weighting: of the random control's
-    directions (``isotropic`` or ``spread``). The rest as in the neuron PPXC options."""
+    directions (``isotropic`` or ``spread``). ablation: ``orthogonal`` or ``leace``
+    (:func:`~langneurons.directions.ppxc.direction_ppxc_matrix`). The rest as in the neuron PPXC options."""
 
     languages: tuple[str, ...] | None = None
     layers: tuple[int, ...] | None = None
@@ -84,6 +85,7 @@ class DirectionPPXCOptions:
     weighting: str = "isotropic"
     token_budget: int | None = 20_000
     batch_size: int = 8
+    ablation: str = "orthogonal"
 
     def __post_init__(self):
         from langneurons.intervene.api import check_ppxc_options
@@ -91,6 +93,10 @@ class DirectionPPXCOptions:
         check_ppxc_options("zero", self.token_budget, self.batch_size)
         if self.weighting not in WEIGHTINGS:
             raise LangNeuronsError(f"unknown random weighting {brief(self.weighting)}; use one of {', '.join(WEIGHTINGS)}")
+        from langneurons.directions.ppxc import ABLATIONS
+
+        if self.ablation not in ABLATIONS:
+            raise LangNeuronsError(f"unknown ablation {brief(self.ablation)}; use one of {', '.join(ABLATIONS)}")
 
 
 def direction_ppl_matrix(loaded: LoadedModel, directions_path, statistics_dir, options: DirectionPPXCOptions,
@@ -105,7 +111,7 @@ def direction_ppl_matrix(loaded: LoadedModel, directions_path, statistics_dir, o
     heldout = {language: load_heldout(statistics_dir, language) for language in languages}
     result = direction_ppxc_matrix(
         loaded, direction_set, heldout, languages, layers=options.layers, random_control=options.random_control,
-        seed=options.seed, weighting=options.weighting, token_budget=options.token_budget,
+        seed=options.seed, weighting=options.weighting, token_budget=options.token_budget, ablation=options.ablation,
         cache_dir=cache_dir or cache_root() / "ppxc", progress=progress, batch_size=options.batch_size,
     )
     files: list[Path] = []

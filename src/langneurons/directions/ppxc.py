@@ -16,10 +16,13 @@ from pathlib import Path
 
 from langneurons.corpus.packing import TokenBlocks
 from langneurons.directions.direction_set import DirectionSet
-from langneurons.directions.interventions import _layers, ablate_direction
+from langneurons.directions.interventions import _layers, ablate_direction, erase_direction
 from langneurons.errors import LangNeuronsError
 from langneurons.intervene.perplexity import target_count
 from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM, PPXCResult, ppxc_from_interventions, within_budget
+
+
+ABLATIONS = ("orthogonal", "leace")
 
 
 def direction_ppxc_matrix(
@@ -32,6 +35,7 @@ def direction_ppxc_matrix(
     seed: int = 0,
     weighting: str = "isotropic",
     token_budget: int | None = None,
+    ablation: str = "orthogonal",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     batch_size: int = 8,
@@ -40,7 +44,12 @@ def direction_ppxc_matrix(
 ) -> PPXCResult:
     """The PPXC matrix of ``direction_set``'s directions ablated at ``layers`` (default all) on
     ``loaded`` (a LoadedModel); arguments as in :func:`~langneurons.intervene.ppxc.ppxc_matrix`.
-    ``weighting``: of the random directions (``isotropic`` or ``spread``)."""
+    ``weighting``: of the random directions (``isotropic`` or ``spread``). ``ablation``:
+    ``orthogonal`` (remove the component along the unit direction) or ``leace`` (erase it with the
+    stream's diagonal covariance and mean, :func:`~langneurons.directions.interventions.erase_direction`;
+    the random rows are erased with the same statistics)."""
+    if ablation not in ABLATIONS:
+        raise LangNeuronsError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")
     languages = list(languages) if languages is not None else [l for l in direction_set.languages if l in heldout]
     if not languages:
         raise LangNeuronsError("the PPXC matrix needs at least one language")
@@ -60,10 +69,15 @@ def direction_ppxc_matrix(
     sets = {LANGUAGE_SPECIFIC: direction_set}
     if random_control:
         sets[RANDOM] = direction_set.random_control(seed=seed, weighting=weighting)
-    interventions = {name: {row: ablate_direction(chosen_set, row, chosen) for row in languages}
-                     for name, chosen_set in sets.items()}
+    if ablation == "leace":
+        interventions = {name: {row: erase_direction(chosen_set, row, chosen, stream=direction_set) for row in languages}
+                         for name, chosen_set in sets.items()}
+    else:
+        interventions = {name: {row: ablate_direction(chosen_set, row, chosen) for row in languages}
+                         for name, chosen_set in sets.items()}
     counts = {name: {row: iv.num_directions for row, iv in rows.items()} for name, rows in interventions.items()}
-    config = {"unit": "residual directions", "action": "ablate", "layers": chosen, "token_budget": token_budget,
+    config = {"unit": "residual directions", "action": "ablate" if ablation == "orthogonal" else "erase (leace)",
+              "layers": chosen, "token_budget": token_budget,
               "seed": seed, "random_control": random_control, "weighting": weighting,
               "heldout": {l: {"fingerprint": b.fingerprint(), "tokens": target_count(b)} for l, b in blocks.items()}}
     return ppxc_from_interventions(loaded, blocks, languages, interventions, counts, direction_set.method, config,

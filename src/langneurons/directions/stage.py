@@ -55,11 +55,12 @@ class DirectionPPXCConfig:
     weighting: str = "isotropic"
     token_budget: int | None = None
     batch_size: int = 8
+    ablation: str = "orthogonal"
 
     def options(self, languages) -> DirectionPPXCOptions:
         return DirectionPPXCOptions(languages=tuple(languages), layers=parse_layers(self.layers),
                                     random_control=self.random_control, seed=self.seed, weighting=self.weighting,
-                                    token_budget=self.token_budget, batch_size=self.batch_size)
+                                    token_budget=self.token_budget, batch_size=self.batch_size, ablation=self.ablation)
 
 
 def direction_set_path(run_dir: Path, name: str) -> Path:
@@ -94,7 +95,8 @@ def run_ppxc(context) -> None:
                                  context.run_dir / "statistics", section.options(languages), out_dir=directory,
                                  cache_dir=directory / "cells", progress=context.progress)
 
-        own = {k: v for k, v in asdict(section).items() if k != "direction_sets"}
+        own = {k: v for k, v in asdict(section).items() if k != "direction_sets"
+               and not (k == "ablation" and v == "orthogonal")}  # added later: earlier runs keep their key
         inputs = {"options": own, "languages": languages, "statistics": statistics.product,
                   "directions": context.records[f"identify/{name}"].product}
         context.stage(f"direction_ppxc/{name}", inputs, compute, product=("ppxc.json",))
@@ -119,6 +121,11 @@ def direction_ppxc_section(run_dir: Path, manifest: dict) -> list[Block]:
         data = read_json(folder / "ppxc.json")
         layers = (data.get("config") or {}).get("layers")
         blocks.append(("h3", f"{folder.name} directions" + (f", blocks {layers}" if layers else "")))
+        if (data.get("config") or {}).get("action") == "erase (leace)":
+            blocks.append(("p", "Ablation: LEACE erasure with a diagonal covariance, not an orthogonal projection: "
+                                "h - ((h - c) . w) d, w = (d / s²) / (d . d / s²), with s² the per-dimension "
+                                "variance of the stream and c the mean of the languages' means, so h moves along d "
+                                "only; the random rows are erased with the same s² and c."))
         if (folder / "ppxc.png").exists():
             blocks.append(("image", folder / "ppxc.png", f"PPXC with the {folder.name} directions removed"))
         rows = read_csv(folder / "ppxc_specificity.csv") if (folder / "ppxc_specificity.csv").exists() else []

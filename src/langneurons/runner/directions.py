@@ -71,4 +71,6 @@ def to_dict_entries(config) -> dict:
         out["identification"] = [entry.to_entry() for entry in config.directions]
     if config.direction_ppxc is not None:
         out["direction_ppxc"] = _plain(asdict(config.direction_ppxc))
+        if out["direction_ppxc"]["ablation"] == "orthogonal":  # added later: configs without it hash as before
+            del out["direction_ppxc"]["ablation"]
     return out
