@@ -109,8 +109,9 @@ def test_combined_score_interval_resamples_prompts():
     expected = bootstrap_ci([100.0 * t for t in target], n_resamples=500, seed=3)
     assert score == pytest.approx(60.0) and (low, high) == pytest.approx(expected)
     assert low < score < high
-    # no variation, no width
-    assert combined_score([1] * 25, [0] * 25) == pytest.approx((100.0, 100.0, 100.0))
+    # no variation: not a zero-width interval but the Wilson-Bonferroni bound (test below)
+    score, low, high = combined_score([1] * 25, [0] * 25)
+    assert score == 100.0 and high == pytest.approx(100.0) and 80.0 < low < 100.0
 
 
 def test_pooled_scores_pool_the_test_generations_of_every_pair_per_condition():
@@ -141,3 +142,23 @@ def test_pooled_scores_pool_the_test_generations_of_every_pair_per_condition():
     assert (steered["combined_ci_low"], steered["combined_ci_high"]) == pytest.approx(expected[1:])
     assert pooled["baseline"]["combined_score"] == 0.0
     assert [p["n"] for p in pooled_scores(generations, split="dev")] == [8]
+
+
+def test_a_combined_score_whose_resamples_are_all_equal_gets_the_wilson_bonferroni_bound_not_zero_width():
+    from langneurons.evaluate.metrics import wilson_interval
+    import torch
+
+    from langneurons.steer.metric import combined_score, harmonic_mean
+
+    # no prompt in the target language, 68 of 80 fluent: every resample's harmonic mean is 0
+    score, low, high = combined_score([0] * 80, [1] * 12 + [0] * 68)
+    target_high = wilson_interval(0, 80, 0.975)[1]
+    fluent_high = wilson_interval(68, 80, 0.975)[1]
+    expected = 100 * float(harmonic_mean(torch.tensor(target_high), torch.tensor(fluent_high)))
+    assert score == 0.0 and low == 0.0 and high == pytest.approx(expected) and 9.0 < high < 12.0
+    # every prompt in the target language and fluent: the score is 100, the interval reaches below it
+    score, low, high = combined_score([1] * 40, [0] * 40)
+    assert score == 100.0 and high == pytest.approx(100.0) and low == pytest.approx(100 * wilson_interval(40, 40, 0.975)[0])
+    # a bootstrap with spread keeps its percentile interval
+    varied = combined_score([1, 0] * 20, [0] * 40)
+    assert varied[2] - varied[1] > 0 and varied[2] < 100

@@ -12,7 +12,8 @@ degeneration test of :mod:`langneurons.steer.degeneration`:
 * combined score (CLaS-Bench spirit, Gurgurov et al. 2026): the harmonic mean of forcing success
   T (the target rate) and fluency F (the non-degenerate share), ``2TF / (T + F)`` (0 when both are
   0), with a percentile bootstrap interval over prompts (None below
-  :data:`MIN_BOOTSTRAP_PROMPTS` prompts). The harmonic mean is high only when both are: a
+  :data:`MIN_BOOTSTRAP_PROMPTS` prompts; where every resample is equal, e.g. no prompt reached the
+  target, the Wilson-Bonferroni bound of :func:`monotone_bound` instead of a zero-width interval). The harmonic mean is high only when both are: a
   condition that forces the language by looping, or stays fluent by not steering, scores low.
   F is the non-degenerate share rather than a transform of the fluency perplexity because that
   perplexity is under the *unintervened* model, which finds any target-language text unlikely
@@ -159,7 +160,23 @@ def combined_score(in_target: Sequence[bool], degenerate: Sequence[bool], confid
     indices = torch.randint(n, (n_resamples, n), generator=generator)
     samples = 100.0 * harmonic_mean(target[indices].mean(dim=1), fluent[indices].mean(dim=1))
     low, high = resampling_interval(samples, n, confidence)
+    if high - low <= 0.0:  # every resample equal (e.g. no prompt reached the target): no zero-width interval
+        low, high = monotone_bound(int(target.sum()), int(fluent.sum()), n, confidence)
     return score, low, high
+
+
+def monotone_bound(target_count: int, fluent_count: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """A conservative interval (percent) of the harmonic mean 2TF/(T+F) from Wilson intervals of T and
+    F, each at ``1 - (1 - confidence) / 2`` (Bonferroni: both hold together with ``confidence``); the
+    mean is increasing in T and in F, so it lies between its values at the lower and at the upper
+    bounds. Used where the bootstrap has zero width: 0 of 80 prompts in the target language gives
+    [0, 10.5], not [0, 0]."""
+    each = 1.0 - (1.0 - confidence) / 2.0
+    target_low, target_high = wilson_interval(target_count, n, each)
+    fluent_low, fluent_high = wilson_interval(fluent_count, n, each)
+    bounds = harmonic_mean(torch.tensor([target_low, target_high], dtype=torch.float64),
+                           torch.tensor([fluent_low, fluent_high], dtype=torch.float64))
+    return 100.0 * float(bounds[0]), 100.0 * float(bounds[1])
 
 
 def loop_aware_scores(identifications: Sequence[Identification], texts: Sequence[str], target: str,
