@@ -133,6 +133,10 @@ def test_directional_ppxc_specificity_beats_random_directions_with_the_neuron_cl
     assert flat_claim.verdict == CONTRADICTED and "no neuron PPXC in this run" in flat_claim.measure
     without_random = _ppxc({"language-specific": lambda r, c: 1.0}, "diffmean")
     assert direction_ppxc_specificity(without_random, neurons, CONFIG) is None
+    erased = _ppxc({"language-specific": lambda r, c: 1.0 if r == c else 0.2, "random": lambda r, c: 0.1},
+                   "diffmean", config={"layers": [4, 5], "action": "erase (leace)"})
+    assert "diffmean direction erased (LEACE, diagonal covariance) at layers [4, 5]" in \
+        direction_ppxc_specificity(erased, neurons, CONFIG).measure
 
 
 def test_evaluate_claims_reads_the_direction_ppxc_and_steering_folders(tmp_path):

@@ -601,13 +601,15 @@ def direction_ppxc_specificity(result, neuron_result, config: ClaimsConfig) -> C
                   f"{_span(None if neuron_claim.ci_low is None else (neuron_claim.ci_low, neuron_claim.ci_high), neuron_claim.units or 0)}"
                   f" ({neuron_claim.verdict})")
     layers = (result.config or {}).get("layers")
+    how = ("erased (LEACE, diagonal covariance)" if (result.config or {}).get("action") == "erase (leace)"
+           else "removed")
     return replace(
         claim, id="direction-ppxc",
         claim="Projecting out a language's residual direction raises perplexity on that language more than on "
               "others, as zeroing its neurons does",
         source="Zhao et al. 2025; Deng et al. 2025; as for neurons: Tang et al. 2024",
         measure=f"specificity (Δ NLL on i − mean Δ NLL on the others, nats/token) with i's {result.method} direction "
-                f"removed{'' if not layers else f' at layers {layers}'}, mean over {len(languages)} languages: "
+                f"{how}{'' if not layers else f' at layers {layers}'}, mean over {len(languages)} languages: "
                 f"direction {_ppxc_point(result, LANGUAGE_SPECIFIC):+.3f} {_span(own_interval, units)}, random "
                 f"direction of the same norm {_ppxc_point(result, RANDOM):+.3f}; estimate: direction − random; "
                 f"{individually}/{len(languages)} languages individually > 0; beside it, {beside}",
