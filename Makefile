@@ -73,7 +73,7 @@ stability: install
 
 ## Neurons or directions (issue 19)? FLORES statistics with residual sums, LAPE neurons vs DiffMean
 ## directions: PPXC (zeroing vs direction ablation) and en->fr/es/zh/hi steering, each against its random
-## control, dev/test prompt split, claims; about 85 min on 2 CPU cores (estimate in the config),
+## control, dev/test prompt split, claims; 82 min of stage compute on 2 CPU cores (measured, manifest),
 ## cached like replicate; published to docs/results/directions.
 directions: install
 	$(BIN)/langneurons run src/langneurons/data/configs/directions.yaml --data $(DATA) --run-dir runs/directions
