@@ -12,6 +12,7 @@ The ``neurons`` column of the tables counts the directions removed (one per chos
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from langneurons.corpus.packing import TokenBlocks
@@ -23,6 +24,8 @@ from langneurons.intervene.ppxc import LANGUAGE_SPECIFIC, RANDOM, PPXCResult, pp
 
 
 ABLATIONS = ("orthogonal", "leace")
+ERASE_ACTION = "erase (leace)"
+"""``config["action"]`` of a PPXC result whose directions were erased (``ablation="leace"``)."""
 
 
 def direction_ppxc_matrix(
@@ -69,14 +72,11 @@ def direction_ppxc_matrix(
     sets = {LANGUAGE_SPECIFIC: direction_set}
     if random_control:
         sets[RANDOM] = direction_set.random_control(seed=seed, weighting=weighting)
-    if ablation == "leace":
-        interventions = {name: {row: erase_direction(chosen_set, row, chosen, stream=direction_set) for row in languages}
-                         for name, chosen_set in sets.items()}
-    else:
-        interventions = {name: {row: ablate_direction(chosen_set, row, chosen) for row in languages}
-                         for name, chosen_set in sets.items()}
+    remove = partial(erase_direction, stream=direction_set) if ablation == "leace" else ablate_direction
+    interventions = {name: {row: remove(chosen_set, row, chosen) for row in languages}
+                     for name, chosen_set in sets.items()}
     counts = {name: {row: iv.num_directions for row, iv in rows.items()} for name, rows in interventions.items()}
-    config = {"unit": "residual directions", "action": "ablate" if ablation == "orthogonal" else "erase (leace)",
+    config = {"unit": "residual directions", "action": "ablate" if ablation == "orthogonal" else ERASE_ACTION,
               "layers": chosen, "token_budget": token_budget,
               "seed": seed, "random_control": random_control, "weighting": weighting,
               "heldout": {l: {"fingerprint": b.fingerprint(), "tokens": target_count(b)} for l, b in blocks.items()}}

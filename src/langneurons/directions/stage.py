@@ -17,6 +17,7 @@ from pathlib import Path
 
 from langneurons.blocks import Block, fmt_number, read_csv, read_json, stage_folders
 from langneurons.directions.api import DiffMeanOptions, DirectionPPXCOptions, parse_layers
+from langneurons.directions.ppxc import ERASE_ACTION
 from langneurons.stage import Stage
 
 DIFFMEAN = "diffmean"
@@ -57,6 +58,14 @@ class DirectionPPXCConfig:
     batch_size: int = 8
     ablation: str = "orthogonal"
 
+    def as_dict(self) -> dict:
+        """The section's fields, ``ablation`` left out at its default ``orthogonal`` (added later:
+        configs and cached stages without it keep their form and key)."""
+        data = asdict(self)
+        if data["ablation"] == "orthogonal":
+            del data["ablation"]
+        return data
+
     def options(self, languages) -> DirectionPPXCOptions:
         return DirectionPPXCOptions(languages=tuple(languages), layers=parse_layers(self.layers),
                                     random_control=self.random_control, seed=self.seed, weighting=self.weighting,
@@ -95,8 +104,7 @@ def run_ppxc(context) -> None:
                                  context.run_dir / "statistics", section.options(languages), out_dir=directory,
                                  cache_dir=directory / "cells", progress=context.progress)
 
-        own = {k: v for k, v in asdict(section).items() if k != "direction_sets"
-               and not (k == "ablation" and v == "orthogonal")}  # added later: earlier runs keep their key
+        own = {k: v for k, v in section.as_dict().items() if k != "direction_sets"}
         inputs = {"options": own, "languages": languages, "statistics": statistics.product,
                   "directions": context.records[f"identify/{name}"].product}
         context.stage(f"direction_ppxc/{name}", inputs, compute, product=("ppxc.json",))
@@ -121,7 +129,7 @@ def direction_ppxc_section(run_dir: Path, manifest: dict) -> list[Block]:
         data = read_json(folder / "ppxc.json")
         layers = (data.get("config") or {}).get("layers")
         blocks.append(("h3", f"{folder.name} directions" + (f", blocks {layers}" if layers else "")))
-        if (data.get("config") or {}).get("action") == "erase (leace)":
+        if (data.get("config") or {}).get("action") == ERASE_ACTION:
             blocks.append(("p", "Ablation: LEACE erasure with a diagonal covariance, not an orthogonal projection: "
                                 "h - ((h - c) . w) d, w = (d / s²) / (d . d / s²), with s² the per-dimension "
                                 "variance of the stream and c the mean of the languages' means, so h moves along d "

@@ -601,8 +601,9 @@ def direction_ppxc_specificity(result, neuron_result, config: ClaimsConfig) -> C
                   f"{_span(None if neuron_claim.ci_low is None else (neuron_claim.ci_low, neuron_claim.ci_high), neuron_claim.units or 0)}"
                   f" ({neuron_claim.verdict})")
     layers = (result.config or {}).get("layers")
-    how = ("erased (LEACE, diagonal covariance)" if (result.config or {}).get("action") == "erase (leace)"
-           else "removed")
+    from langneurons.directions.ppxc import ERASE_ACTION
+
+    how = "erased (LEACE, diagonal covariance)" if (result.config or {}).get("action") == ERASE_ACTION else "removed"
     return replace(
         claim, id="direction-ppxc",
         claim="Projecting out a language's residual direction raises perplexity on that language more than on "

@@ -23,7 +23,6 @@ Here: parsing of those keys (the runner's part; their cross-checks are in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 from langneurons.directions.api import DiffMeanOptions
@@ -70,7 +69,5 @@ def to_dict_entries(config) -> dict:
     if config.directions:
         out["identification"] = [entry.to_entry() for entry in config.directions]
     if config.direction_ppxc is not None:
-        out["direction_ppxc"] = _plain(asdict(config.direction_ppxc))
-        if out["direction_ppxc"]["ablation"] == "orthogonal":  # added later: configs without it hash as before
-            del out["direction_ppxc"]["ablation"]
+        out["direction_ppxc"] = _plain(config.direction_ppxc.as_dict())
     return out
