@@ -257,3 +257,27 @@ def test_the_steering_section_reports_test_prompts_with_loop_aware_scores(run_di
     (folder / "steering.json").write_text(json.dumps({"meta": meta, "best_condition": "lape:activate:add=4",
                                                       "rows": rows}))
     assert "73.5 [n/a (12 prompts < 20)]" in write_report(run_dir)[0].read_text()
+
+
+def test_the_claims_section_lists_learning_targets_met_or_missed_with_the_learning_curve(run_dir):
+    from langneurons.evaluate.evaluation import GridResult
+    from langneurons.report.claims import ClaimsConfig, LearningTarget, learning_targets, write_claims, write_targets
+
+    write_claims([], run_dir / "claims")
+    curve = [{"step": s, "dev_score": d, "dev_n": 200, "dev_metric": "accuracy"} for s, d in ((0, 34.0), (50, 41.0))]
+    (run_dir / "finetune" / "ft").mkdir(parents=True)
+    (run_dir / "finetune" / "ft" / "langneurons_finetune.json").write_text(json.dumps({"curve": curve,
+                                                                                       "total_steps": 50}))
+    predictions = [{"task": "xnli", "language": "en", "condition": "baseline", "id": f"x{i}", "correct": i < 45}
+                   for i in range(100)]
+    config = ClaimsConfig(learning_targets=(LearningTarget("ft", 60.0),))
+    write_targets(learning_targets(run_dir, {"ft": GridResult("ft", [], predictions)}, config), run_dir / "claims")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["stages"]["claims"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
+    manifest["stage_order"].append("claims")
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    markdown = write_report(run_dir)[0].read_text()
+    assert "### Learning targets" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| ft |"))
+    assert "| xnli en accuracy | 60 | 45.0 [35.6, 54.8] | 100 | missed | below |" in row
+    assert "best at the last evaluation, step 50 of 50 (dev 34.0, 41.0 at steps 0, 50)" in row

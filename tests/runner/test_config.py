@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from langneurons.errors import LangNeuronsError
+from langneurons.report.claims import LearningTarget
 from langneurons.runner.config import ExperimentConfig, load_config
 from langneurons.runner.demo import builtin_config
 
@@ -352,3 +353,19 @@ def test_exponent_numbers_without_a_dot_read_as_numbers(make_config, tmp_path):
     data["finetune"]["defaults"]["learning_rate"] = "fast"
     with pytest.raises(LangNeuronsError, match="must be a number"):
         load_config(data)
+
+
+def test_learning_targets_are_read_written_back_only_when_set_and_checked(tmp_path, make_config):
+    plain = make_config(tmp_path)
+    assert "learning_targets" not in load_config(plain).to_dict()["claims"]  # earlier configs keep their form
+    plain["claims"]["learning_targets"] = [{"model": "attention", "score": 60}]
+    config = load_config(plain)
+    assert config.claims.learning_targets == (LearningTarget("attention", 60.0, "xnli"),)
+    assert load_config(config.to_dict()) == config
+    for target, message in (({"model": "nope", "score": 60}, "model 'nope' is not evaluated"),
+                            ({"model": "attention", "score": 0}, "score must be a percentage in (0, 100]"),
+                            ({"model": "attention", "score": 60, "task": "sts"}, "task 'sts' is not evaluated")):
+        plain["claims"]["learning_targets"] = [target]
+        with pytest.raises(LangNeuronsError, match=r"claims\.learning_targets\[0\]") as error:
+            load_config(plain)
+        assert message in str(error.value) and "\n" not in str(error.value)

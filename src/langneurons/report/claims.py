@@ -50,6 +50,17 @@ TOO_FEW_UNITS = "inconclusive (too few units)"  # = langneurons.evaluate.metrics
 
 
 @dataclass(frozen=True)
+class LearningTarget:
+    """The score (percent: XNLI accuracy, XQuAD F1) that fine-tuned ``model`` should reach on the
+    source language's ``task`` test set; the report says whether it did and, where not, what its
+    learning curve shows. ``model``: an evaluated model, or a seeded run's base name (every seed)."""
+
+    model: str
+    score: float
+    task: str = "xnli"
+
+
+@dataclass(frozen=True)
 class ClaimsConfig:
     """Thresholds and choices of :func:`evaluate_claims`.
 
@@ -75,11 +86,14 @@ class ClaimsConfig:
     direction_set: str = "diffmean"
     steering_margin: float = 5.0
     """Points: "directions steer at least as well as neurons" allows a loss of at most this (fluent target rate)."""
+    learning_targets: tuple[LearningTarget, ...] = ()
+    """Stated learning targets of fine-tuned models (:func:`learning_targets`; ``claims/targets.*``)."""
 
 
-ADDED_CLAIMS_KEYS = ("direction_set", "steering_margin")
-"""ClaimsConfig fields added with issue 19: left out of a config's dict and the claims stage's key at
-their defaults, so configs and runs without directions keep their form and cache keys."""
+ADDED_CLAIMS_KEYS = ("direction_set", "steering_margin", "learning_targets")
+"""ClaimsConfig fields added after the claims stage first ran (issues 19 and 18): left out of a config's
+dict and the claims stage's key at their defaults, so configs and runs without them keep their form
+and cache keys."""
 
 
 def claims_options(config: ClaimsConfig) -> dict:
@@ -713,6 +727,91 @@ def english_score(records: Sequence[dict], task: str, config: ClaimsConfig, mode
                     f"{'above' if learned else 'not above'} chance + margin ({threshold:.1f})"}
 
 
+def learning_curve_note(meta: dict) -> str:
+    """What a fine-tuning run's dev learning curve (``langneurons_finetune.json``) says about why it
+    stopped where it did: early stopping (more steps at this rate would not help), best at the last
+    evaluation (the step budget ended first), or flat/falling after its best step; and the
+    learning-rate search behind it (candidates, their dev scores, ties)."""
+    curve = meta.get("curve") or []
+    if not curve:
+        return "no dev learning curve recorded"
+    stopping = meta.get("early_stopping") or {}
+    best_step = stopping.get("best_step")
+    best = next((c for c in curve if c["step"] == best_step), None) or max(curve, key=lambda c: c["dev_score"])
+    first, last, total = curve[0], curve[-1], meta.get("total_steps")
+    text = (f"dev {first.get('dev_metric', 'score')} {first['dev_score']:.1f} at step {first['step']} → best "
+            f"{best['dev_score']:.1f} at step {best['step']} (n = {last.get('dev_n', '?')})")
+    if stopping.get("stopped_early"):
+        text += (f"; stopped early at step {stopping.get('stopped_step')} of {total}: no dev gain in "
+                 f"{stopping.get('patience')} evaluations, so more steps at this rate would not have reached it")
+    elif len(curve) > 1 and best["step"] == last["step"] and last["dev_score"] > curve[-2]["dev_score"]:
+        recent = curve[-3:]
+        scores = ", ".join(f"{c['dev_score']:.1f}" for c in recent)
+        steps = ", ".join(str(c["step"]) for c in recent)
+        text += (f"; best at the last evaluation, step {last['step']} of {total} (dev {scores} at steps {steps}): "
+                 "the step budget ended before early stopping did")
+    else:
+        text += f"; flat or falling after step {best['step']} (last {last['dev_score']:.1f} at step {last['step']} of {total})"
+    search = meta.get("lr_search")
+    if search:
+        scores, candidates, chosen = search["dev_scores"], search["candidates"], search["chosen"]
+        tried = "/".join(f"{s:.1f}" for s in scores)
+        tied = [r for r, s in zip(candidates, scores) if s == max(scores)]
+        text += (f"; learning rate {chosen:g} chosen from {'/'.join(f'{r:g}' for r in candidates)} (dev {tried} after "
+                 f"{search['steps']} steps" + (f", a tie of {len(tied)} on dev score" if len(tied) > 1 else "")
+                 + (f", by {search['selection']}" if "selection" in search else "") + ")")
+    return text
+
+
+TARGET_FIELDS = ("model", "task", "language", "metric", "target", "score", "ci_low", "ci_high", "n", "status",
+                 "interval", "note")
+
+
+def learning_targets(run_dir, grids: dict, config: ClaimsConfig) -> list[dict]:
+    """One row per (target of ``config.learning_targets``, evaluated model it names): the model's
+    source-language score with its 95% interval (:func:`english_score`) against the target;
+    status ``met`` when the score reaches it, else ``missed`` (or ``not evaluated``); interval
+    ``above`` / ``contains`` / ``below`` the target; where missed, the learning-curve note
+    (:func:`learning_curve_note`) from ``finetune/<model>/langneurons_finetune.json``."""
+    run_dir = Path(run_dir)
+    rows = []
+    for target in config.learning_targets:
+        names = sorted(name for name in grids if name == target.model or run_seed(name)[0] == target.model)
+        base = {"task": target.task, "language": config.source_language, "metric": _metric(target.task),
+                "target": target.score}
+        if not names:
+            rows.append({"model": target.model, **base, "score": None, "ci_low": None, "ci_high": None, "n": 0,
+                         "status": "not evaluated", "interval": "–",
+                         "note": f"no evaluation of {target.model} in this run"})
+            continue
+        for name in names:
+            score = english_score(grids[name].records(target.task, config.source_language), target.task, config, name)
+            if "score" not in score:
+                rows.append({"model": name, **base, "score": None, "ci_low": None, "ci_high": None, "n": 0,
+                             "status": "not evaluated", "interval": "–", "note": score["note"]})
+                continue
+            met = score["score"] >= target.score
+            low, high = score["ci_low"], score["ci_high"]
+            interval = ("–" if low is None else "above" if low >= target.score
+                        else "below" if high < target.score else "contains")
+            meta_path = run_dir / "finetune" / name / "langneurons_finetune.json"
+            note = "" if met else (learning_curve_note(json.loads(meta_path.read_text(encoding="utf-8")))
+                                   if meta_path.is_file() else "no fine-tuning record (langneurons_finetune.json)")
+            rows.append({"model": name, **base, "score": score["score"], "ci_low": low, "ci_high": high,
+                         "n": score["n"], "status": "met" if met else "missed", "interval": interval, "note": note})
+    return rows
+
+
+def write_targets(rows: Sequence[dict], directory) -> list[Path]:
+    """``targets.json`` and ``targets.csv`` (fields :data:`TARGET_FIELDS`) in ``directory``."""
+    from langneurons.artefacts import write_json, write_text
+    from langneurons.tables import rows_to_csv
+
+    directory = Path(directory)
+    return [write_json(directory / "targets.json", json.loads(json.dumps(list(rows), default=float))),
+            write_text(directory / "targets.csv", rows_to_csv(list(rows), TARGET_FIELDS))]
+
+
 def _names(models) -> list[str]:
     if models is None:
         return []
@@ -1076,6 +1175,14 @@ def _zero_shot_xnli(grids: dict, baseline, arms: dict, targets: Sequence[str], c
 # ---------------------------------------------------------------------------------- a run
 
 
+def load_grids(run_dir, models: Sequence[str]) -> dict:
+    """The evaluation grids ``evaluate/<model>`` of ``models`` that the run has, by model name."""
+    from langneurons.evaluate.evaluation import GridResult
+
+    return {name: GridResult.load(Path(run_dir) / "evaluate" / name) for name in models
+            if (Path(run_dir) / "evaluate" / name / "scores.json").exists()}
+
+
 def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = None,
                     models: Sequence[str] = (), reference_model=None, seeds: dict | None = None,
                     available: dict | None = None) -> list[ClaimResult]:
@@ -1114,8 +1221,7 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
         claims.append(ppxc_specificity(lape_ppxc, config))
         if lape is not None:
             claims.append(related_languages(lape_ppxc, lape, config))
-    grids = {name: GridResult.load(run_dir / "evaluate" / name) for name in models
-             if (run_dir / "evaluate" / name / "scores.json").exists()}
+    grids = load_grids(run_dir, models)
     claims.append(interventions(grids, config, reference_model, available) if grids else None)
     claims.append(neuron_lora(grids, finetune_runs or {}, config, seeds, available) if grids else None)
     perplexities = load_perplexities(run_dir / "lm_eval_ppl")

@@ -12,7 +12,8 @@ from langneurons.stage import Stage
 
 def run(context) -> None:
     from langneurons.finetune.lm_task import LM_TASK
-    from langneurons.report.claims import claims_options, evaluate_claims, write_claims
+    from langneurons.report.claims import (claims_options, evaluate_claims, learning_targets, load_grids,
+                                           write_claims, write_targets)
 
     config = context.config
     models = list(config.evaluation.models) if config.evaluation is not None else []
@@ -23,6 +24,9 @@ def run(context) -> None:
     def compute(directory: Path) -> None:
         write_claims(evaluate_claims(context.run_dir, config.claims, runs, models, reference_model=reference),
                      directory)
+        if config.claims.learning_targets:
+            write_targets(learning_targets(context.run_dir, load_grids(context.run_dir, models), config.claims),
+                          directory)
 
     upstream = {name: record.product for name, record in context.records.items()
                 if name.startswith(("identify/", "ppxc/", "direction_ppxc/", "evaluate/", "lm_eval_ppl/"))
@@ -64,6 +68,29 @@ def _power(run_dir: Path) -> list[Block]:
                        f"n per language needed for ±{margin:g} point", "available per language", "budget"], table)]
 
 
+def _targets(run_dir: Path) -> list[Block]:
+    """The learning-targets table (claims/targets.json), where the config states targets."""
+    path = run_dir / "claims" / "targets.json"
+    rows = read_json(path) if path.exists() else []
+    if not rows:
+        return []
+
+    def score(r) -> str:
+        if r["score"] is None:
+            return "–"
+        return f"{r['score']:.1f}" + ("" if r["ci_low"] is None else f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]")
+
+    table = [[r["model"], f"{r['task']} {r['language']} {r['metric']}", f"{r['target']:g}", score(r), str(r["n"]),
+              r["status"], r["interval"], r["note"] or "–"] for r in rows]
+    return [("h3", "Learning targets"),
+            ("p", "The score each fine-tuned model was meant to reach on the source language's test set (the "
+                  "config's claims.learning_targets), its 95% interval (accuracy: Wilson) and whether the point "
+                  "estimate reaches it; where it does not, what the dev learning curve and the learning-rate search "
+                  "show (claims/targets.csv)."),
+            ("table", ["model", "score", "target", "measured [95% CI]", "n", "status", "interval vs target",
+                       "learning curve (where missed)"], table)]
+
+
 def claims_section(run_dir: Path, manifest: dict) -> list[Block]:
     path = run_dir / "claims" / "claims.json"
     if "claims" not in manifest.get("stages", {}) or not path.exists():
@@ -98,7 +125,8 @@ def claims_section(run_dir: Path, manifest: dict) -> list[Block]:
                   "bound is below +margin and contradicted when its lower bound is above it; the largest gain "
                   "excluded is that upper bound."),
             ("table", ["claim (source)", "measured", "estimate [95% CI]", "largest gain excluded", "n", "p",
-                       "verdict"], rows)] + _power(run_dir)
+                       "verdict"], rows)] + _targets(run_dir) + _power(run_dir)
 
 
-CLAIMS = Stage("claims", "claims", run, report=claims_section, published=("claims/claims.*", "claims/power.*"), report_first=True)
+CLAIMS = Stage("claims", "claims", run, report=claims_section,
+               published=("claims/claims.*", "claims/power.*", "claims/targets.*"), report_first=True)

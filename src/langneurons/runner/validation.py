@@ -170,6 +170,7 @@ def validate(config) -> None:
             if len(pair) != 2:
                 raise LangNeuronsError(f"claims.related_pairs[{i}] must name two languages, got {list(pair)}")
             _languages(pair, f"claims.related_pairs[{i}]")  # pairs outside the PPXC languages are skipped
+        _validate_learning_targets(claims.learning_targets, evaluation)
     _check_tasks(config.tasks)
     if evaluation is not None:
         _at_least(evaluation.batch_size, 1, "evaluation.batch_size")
@@ -332,3 +333,23 @@ def validate_directions(config, neuron_sets: list[str]) -> None:
         for language in steering.options.languages:
             if language not in have:
                 raise LangNeuronsError(f"steering.directions: {entry.name!r} has no direction for {language!r}")
+
+
+def _validate_learning_targets(targets, evaluation) -> None:
+    """Each of ``claims.learning_targets`` names an evaluated model (or a seeded run's base name), a
+    task it is evaluated on, and a score in (0, 100]."""
+    from langneurons.report.claims import run_seed
+
+    models = set(evaluation.models) if evaluation is not None else set()
+    bases = models | {run_seed(name)[0] for name in models}
+    tasks = set(evaluation.tasks) if evaluation is not None else set()
+    for i, target in enumerate(targets):
+        where = f"claims.learning_targets[{i}]"
+        if target.model not in bases:
+            raise LangNeuronsError(f"{where}: model {brief(target.model)} is not evaluated "
+                                   f"(evaluation.models: {', '.join(sorted(models)) or 'none'})")
+        if target.task not in tasks:
+            raise LangNeuronsError(f"{where}: task {brief(target.task)} is not evaluated "
+                                   f"(evaluation.tasks: {', '.join(sorted(tasks)) or 'none'})")
+        if not 0 < target.score <= 100:
+            raise LangNeuronsError(f"{where}: score must be a percentage in (0, 100], got {brief(target.score)}")
