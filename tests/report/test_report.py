@@ -177,6 +177,15 @@ def test_intervals_resting_on_too_few_units_are_shown_as_unavailable(run_dir):
     assert "No strength-sweep figure: each action was run at a single strength" in markdown
 
 
+def _report_with_claims(run_dir) -> str:
+    """The Markdown report of ``run_dir`` once its manifest lists a computed claims stage."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["stages"]["claims"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
+    manifest["stage_order"].append("claims")
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    return write_report(run_dir)[0].read_text()
+
+
 def test_claims_section_states_the_largest_excluded_gain_and_the_power_of_the_headline_comparisons(run_dir):
     from langneurons.evaluate.evaluation import GridResult
     from langneurons.report.claims import ClaimsConfig, interventions, write_claims
@@ -190,11 +199,7 @@ def test_claims_section_states_the_largest_excluded_gain_and_the_power_of_the_he
                    for (l, c), values in flags.items() for i, f in enumerate(values)]
     claim = interventions({"ft": GridResult("ft", [], predictions)}, ClaimsConfig(bootstrap_resamples=200))
     write_claims([claim], run_dir / "claims")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    manifest["stages"]["claims"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
-    manifest["stage_order"].append("claims")
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    markdown = write_report(run_dir)[0].read_text()
+    markdown = _report_with_claims(run_dir)
     assert "| claim (source) | measured | estimate [95% CI] | largest gain excluded | n | p | verdict |" in markdown
     bound = f"{claim.ci_high:+.3f}" if abs(claim.ci_high) < 10 else f"{claim.ci_high:+.1f}"
     assert f"| {bound} points | 100 examples (fr) |" in markdown
@@ -272,11 +277,7 @@ def test_the_claims_section_lists_learning_targets_met_or_missed_with_the_learni
                    for i in range(100)]
     config = ClaimsConfig(learning_targets=(LearningTarget("ft", 60.0),))
     write_targets(learning_targets(run_dir, {"ft": GridResult("ft", [], predictions)}, config), run_dir / "claims")
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    manifest["stages"]["claims"] = {"status": "computed", "seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0}
-    manifest["stage_order"].append("claims")
-    (run_dir / "manifest.json").write_text(json.dumps(manifest))
-    markdown = write_report(run_dir)[0].read_text()
+    markdown = _report_with_claims(run_dir)
     assert "### Learning targets" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| ft |"))
     assert "| xnli en accuracy | 60 | 45.0 [35.6, 54.8] | 100 | missed | below |" in row
