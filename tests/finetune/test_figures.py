@@ -43,5 +43,10 @@ def test_the_report_table_shows_the_kept_dev_score_and_the_dev_chosen_learning_r
         "33.0 → 50.0 (n=9); kept step 2: 50.0"
     search = {"candidates": [1e-4, 1e-3], "dev_scores": [40.0, 55.5], "steps": 30}
     assert _learning_rate({"config": {"learning_rate": 1e-3}, "lr_search": search}) == \
-        "0.001 (dev, 30 steps: 0.0001: 40.0, 0.001: 55.5)"
+        "0.001 (dev, 30 steps: 0.0001: 40.0, 0.001: 55.5; the grid's largest: a better rate may lie above it)"
+    search = {"candidates": [1e-4, 3e-4, 1e-3], "dev_scores": [40.0, 50.0, 45.0], "steps": 30}
+    assert _learning_rate({"config": {"learning_rate": 3e-4}, "lr_search": search}) == \
+        "0.0003 (dev, 30 steps: 0.0001: 40.0, 0.0003: 50.0, 0.001: 45.0)"  # inside the grid: nothing to add
+    assert _learning_rate({"config": {"learning_rate": 1e-4}, "lr_search": search}).endswith(
+        "; the grid's smallest: a better rate may lie below it)")
     assert _learning_rate({"config": {"learning_rate": 2e-4}}) == "0.0002"
