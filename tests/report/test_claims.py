@@ -539,3 +539,34 @@ def test_subnetwork_claim_on_too_few_units_has_no_interval_and_no_verdict(tmp_pa
     assert claim.estimate == pytest.approx(0.3) and claim.units == 4
     assert (claim.ci_low, claim.ci_high, claim.p_value, claim.verdict) == (None, None, None, TOO_FEW_UNITS)
     assert claim.largest_gain_excluded is None and "n/a (4 units < 20)" in claim.measure
+
+
+def test_runs_whose_learning_rate_lies_at_the_edge_of_the_search_grid_are_named_in_the_measure(tmp_path):
+    import json
+
+    from langneurons.report.claims import evaluate_claims, learning_rate_edges
+
+    def finetune_record(name, rate, candidates=(1e-4, 3e-4, 1e-3)):
+        folder = tmp_path / "finetune" / name
+        folder.mkdir(parents=True)
+        search = {"candidates": list(candidates), "chosen": rate, "dev_scores": [1.0] * len(candidates), "steps": 20}
+        (folder / "langneurons_finetune.json").write_text(json.dumps({"config": {"learning_rate": rate},
+                                                                      "lr_search": search}))
+
+    finetune_record("hi-lape-rows", 1e-4)
+    finetune_record("hi-random-rows", 1e-3)
+    finetune_record("hi-lora", 3e-4)
+    finetune_record("ur-lape-rows", 1e-3, candidates=(1e-3,))  # one candidate: no grid, no edge
+    assert learning_rate_edges(tmp_path) == {"hi-lape-rows": "smallest", "hi-random-rows": "largest"}
+    _perplexity_files(tmp_path)
+    (claim,) = [c for c in evaluate_claims(tmp_path, CONFIG) if c.id == "subnetwork"]
+    assert claim.measure.endswith("; learning rate at its grid's edge, a better one may lie beyond: "
+                                  "hi-lape-rows (smallest), hi-random-rows (largest)")
+    base = [True] * 200 + [False] * 300
+    grids = {name: _grid(name, {("fr", "baseline"): base, ("en", "baseline"): [True] * 100})
+             for name in ("lape", "random", "other")}
+    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "other": ("xnli", "none")}
+    assert "grid's edge" not in neuron_lora(grids, runs, CONFIG).measure
+    measure = neuron_lora(grids, runs, CONFIG, edges={"random": "largest", "other": "smallest"}).measure
+    assert measure.endswith("; learning rate at its grid's edge, a better one may lie beyond: other (smallest), "
+                            "random (largest)")  # both decisive comparisons: vs random and vs plain LoRA

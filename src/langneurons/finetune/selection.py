@@ -160,3 +160,16 @@ class EarlyStopping:
         path = Path(folder) / BEST_PARAMETERS
         if path.is_file():
             self.best_parameters = load_file(str(path))
+
+
+EDGE_SIDE = {"largest": "above", "smallest": "below"}
+
+
+def learning_rate_edge(meta: dict) -> str | None:
+    """``"largest"`` / ``"smallest"`` when a run's learning-rate search (``langneurons_finetune.json``
+    metadata) chose the largest / smallest of two or more candidates (the search did not bracket
+    its optimum), else None."""
+    search, rate = meta.get("lr_search"), (meta.get("config") or {}).get("learning_rate")
+    if not search or rate is None or len(search["candidates"]) < 2:
+        return None
+    return "largest" if rate == max(search["candidates"]) else "smallest" if rate == min(search["candidates"]) else None

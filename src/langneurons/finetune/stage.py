@@ -236,10 +236,10 @@ def _learning_rate(meta: dict) -> str:
     tried = ", ".join(f"{r:g}: {s:.1f}" + ("" if loss is None else f" / {loss:.3f} nats")
                       for r, s, loss in zip(search["candidates"], search["dev_scores"], losses))
     by = "" if "selection" not in search else f"; by {search['selection']}"
-    candidates = search["candidates"]
-    edge = ("" if len(candidates) < 2 else "; the grid's largest: a better rate may lie above it"
-            if rate == max(candidates) else "; the grid's smallest: a better rate may lie below it"
-            if rate == min(candidates) else "")
+    from langneurons.finetune.selection import EDGE_SIDE, learning_rate_edge
+
+    edge = learning_rate_edge(meta)
+    edge = "" if edge is None else f"; the grid's {edge}: a better rate may lie {EDGE_SIDE[edge]} it"
     return f"{rate:g} (dev, {search['steps']} steps: {tried}{by}{edge})"
 
 

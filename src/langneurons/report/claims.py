@@ -911,14 +911,15 @@ def _same_seed(references: dict, seed):
     return next(iter(references.values())) if len(references) == 1 else None
 
 
-def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, available: dict | None = None
-                ) -> ClaimResult | None:
+def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, available: dict | None = None,
+                edges: dict | None = None) -> ClaimResult | None:
     """Mondal et al. 2025: neuron-specific LoRA transfers no better than random-neuron or plain LoRA.
 
     ``runs``: fine-tuning run name -> (task, neuron mode). Several seeds of a run (``seeds``: run
     name -> (base name, seed), or names ``<base>@<seed>``) are pooled: each seed's neuron-LoRA
     model is paired with the reference of the same seed (or the reference's only run) by
-    (language, seed, example); the spread of the per-seed estimates is in the measure."""
+    (language, seed, example); the spread of the per-seed estimates is in the measure, and so are
+    the compared runs whose learning rate lies at its grid's edge (``edges``, :func:`learning_rate_edges`)."""
     groups: dict[tuple[str, str], dict] = {}
     bases = {}
     for name, (task, mode) in runs.items():
@@ -987,6 +988,9 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
                for label, names in ((headline["model"], headline["runs"]),
                                     (headline["reference"], headline["reference_runs"]))]
     others = "; ".join(parts + [e["note"] for e in english])
+    compared = sorted({name for r in decisive for name in (*r["runs"], *r["reference_runs"])}
+                      | ({capacity["capacity_control"]} if capacity["capacity_control"] else set()))
+    others += _edge_text(compared, edges)
     if verdict == SUPPORTED and not english[0]["learned"]:
         verdict = INCONCLUSIVE  # the neuron-LoRA model itself did not learn: no gain over anything is expected
         others += f"; model did not learn the task: {english[0]['note']}"
@@ -1045,7 +1049,8 @@ def load_perplexities(directory) -> dict[str, PerplexityUnits]:
     return by_name
 
 
-def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict | None = None) -> ClaimResult | None:
+def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict | None = None,
+                           edges: dict | None = None) -> ClaimResult | None:
     """Gurgurov et al. 2025 (arXiv 2510.13580): training a language's LAPE neurons' own weights on
     its text lowers its perplexity more than training random rows or LoRA with as many parameters.
 
@@ -1054,8 +1059,9 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
     and comparator C the advantage is NLL/token(C) - NLL/token(LAPE rows) on the target's held-out
     units (> 0: LAPE rows better); the claim pools the mean over target languages, bootstrapped
     over units (resampled per language, the same units for every model). ``grids``: evaluation
-    results by model name, for the tuned models' zero-shot XNLI on their target (context). With
-    fewer than MIN_RESAMPLING_UNITS units in a target language: no intervals, no verdict."""
+    results by model name, for the tuned models' zero-shot XNLI on their target (context). ``edges``:
+    tuned models whose learning rate lies at its grid's edge (:func:`learning_rate_edges`), named in
+    the measure. With fewer than MIN_RESAMPLING_UNITS units in a target language: no intervals, no verdict."""
     from langneurons.evaluate.metrics import resampling_interval
 
     baselines = [p for p in perplexities.values() if p.role == "baseline"]
@@ -1143,7 +1149,8 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
         measure=f"{learn_text}target-language NLL (nats/token) on held-out text, {role} minus LAPE rows "
                 f"(> 0: LAPE rows better), mean over {', '.join(targets)}; {others + '; ' if others else ''}"
                 f"gain over the untuned model: {tuned}; trainable parameters: {params_text}"
-                f"{' (unequal)' if unequal else ''}{xnli_text}",
+                f"{' (unequal)' if unequal else ''}{xnli_text}"
+                f"{_edge_text(sorted(p.model for p in perplexities.values() if p.role != 'baseline'), edges)}",
         estimate=headline["estimate"], ci_low=headline["ci_low"], ci_high=headline["ci_high"], unit="nats/token",
         n=f"{len(targets)} languages x {units} held-out units ({tokens} tokens)",
         test="paired bootstrap over held-out units (every model on the same resampled units)",
@@ -1173,6 +1180,25 @@ def _zero_shot_xnli(grids: dict, baseline, arms: dict, targets: Sequence[str], c
 
 
 # ---------------------------------------------------------------------------------- a run
+
+
+def learning_rate_edges(run_dir) -> dict[str, str]:
+    """The fine-tuning runs of ``run_dir`` whose learning rate was chosen at the edge of its search
+    grid: run name -> ``"largest"`` / ``"smallest"`` (:func:`~langneurons.finetune.selection.learning_rate_edge`)."""
+    from langneurons.finetune.selection import learning_rate_edge
+
+    edges = {}
+    for path in sorted((Path(run_dir) / "finetune").glob("*/langneurons_finetune.json")):
+        edge = learning_rate_edge(json.loads(path.read_text(encoding="utf-8")))
+        if edge is not None:
+            edges[path.parent.name] = edge
+    return edges
+
+
+def _edge_text(names: Sequence[str], edges: dict | None) -> str:
+    """The measure's note on ``names`` whose learning rate lies at its grid's edge ('' when none)."""
+    chosen = [f"{name} ({edges[name]})" for name in names if edges and name in edges]
+    return ("; learning rate at its grid's edge, a better one may lie beyond: " + ", ".join(chosen)) if chosen else ""
 
 
 def load_grids(run_dir, models: Sequence[str]) -> dict:
@@ -1223,12 +1249,13 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
             claims.append(related_languages(lape_ppxc, lape, config))
     grids = load_grids(run_dir, models)
     claims.append(interventions(grids, config, reference_model, available) if grids else None)
-    claims.append(neuron_lora(grids, finetune_runs or {}, config, seeds, available) if grids else None)
+    edges = learning_rate_edges(run_dir)
+    claims.append(neuron_lora(grids, finetune_runs or {}, config, seeds, available, edges) if grids else None)
     perplexities = load_perplexities(run_dir / "lm_eval_ppl")
     if perplexities:
         scored = {**grids, **{name: GridResult.load(run_dir / "evaluate" / name) for name in perplexities
                               if name not in grids and (run_dir / "evaluate" / name / "scores.json").exists()}}
-        claims.append(subnetwork_enhancement(perplexities, config, scored))
+        claims.append(subnetwork_enhancement(perplexities, config, scored, edges))
     own = ppxc(config.own_set)
     if own is not None:
         claims.append(own_threshold(own, ppxc(config.pooled_set), config))
