@@ -541,10 +541,11 @@ def test_subnetwork_claim_on_too_few_units_has_no_interval_and_no_verdict(tmp_pa
     assert claim.largest_gain_excluded is None and "n/a (4 units < 20)" in claim.measure
 
 
-def test_runs_whose_learning_rate_lies_at_the_edge_of_the_search_grid_are_named_in_the_measure(tmp_path):
+def test_runs_whose_learning_rate_lies_at_the_edge_of_the_search_grid_are_named_and_cannot_lose_a_verdict(tmp_path):
     import json
 
-    from langneurons.report.claims import evaluate_claims, learning_rate_edges
+    from langneurons.report.claims import (AT_GRID_EDGE, evaluate_claims, learning_rate_edges, load_perplexities,
+                                           subnetwork_enhancement)
 
     def finetune_record(name, rate, candidates=(1e-4, 3e-4, 1e-3)):
         folder = tmp_path / "finetune" / name
@@ -559,14 +560,32 @@ def test_runs_whose_learning_rate_lies_at_the_edge_of_the_search_grid_are_named_
     finetune_record("ur-lape-rows", 1e-3, candidates=(1e-3,))  # one candidate: no grid, no edge
     assert learning_rate_edges(tmp_path) == {"hi-lape-rows": "smallest", "hi-random-rows": "largest"}
     _perplexity_files(tmp_path)
+    # LAPE rows beat both comparators (SUBNETWORK), but random rows, the losing arm, chose its grid's largest rate
     (claim,) = [c for c in evaluate_claims(tmp_path, CONFIG) if c.id == "subnetwork"]
-    assert claim.measure.endswith("; learning rate at its grid's edge, a better one may lie beyond: "
-                                  "hi-lape-rows (smallest), hi-random-rows (largest)")
+    assert claim.verdict == AT_GRID_EDGE
+    assert "; learning rate at its grid's edge, a better one may lie beyond: hi-lape-rows (smallest), " \
+           "hi-random-rows (largest); not called supported: the losing arm's learning rate lies at its grid's edge " \
+           "(hi-random-rows (largest))" in claim.measure
+    perplexities = load_perplexities(tmp_path / "lm_eval_ppl")
+    assert subnetwork_enhancement(perplexities, CONFIG, edges={"hi-lape-rows": "smallest"}).verdict == SUPPORTED
+    worse = {l: dict(columns, **{"lape-rows": columns["random-rows"], "random-rows": columns["lape-rows"]})
+             for l, columns in SUBNETWORK.items()}  # now random rows beat the LAPE rows
+    _perplexity_files(tmp_path / "worse", worse)
+    swapped = load_perplexities(tmp_path / "worse" / "lm_eval_ppl")
+    assert subnetwork_enhancement(swapped, CONFIG, edges={"hi-random-rows": "largest"}).verdict == CONTRADICTED
+    assert subnetwork_enhancement(swapped, CONFIG, edges={"ur-lape-rows": "smallest"}).verdict == AT_GRID_EDGE
+    # neuron LoRA: a null result needs a neuron-LoRA arm tuned inside its grid; a gain, references tuned inside theirs
     base = [True] * 200 + [False] * 300
     grids = {name: _grid(name, {("fr", "baseline"): base, ("en", "baseline"): [True] * 100})
-             for name in ("lape", "random", "other")}
-    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "other": ("xnli", "none")}
+             for name in ("lape", "random", "other", "all")}
+    grids["all"] = _grid("all", {("fr", "baseline"): [True] * 250 + [False] * 250})
+    runs = {"lape": ("xnli", "languages"), "random": ("xnli", "random"), "other": ("xnli", "none"),
+            "all": ("xnli", "all")}
     assert "grid's edge" not in neuron_lora(grids, runs, CONFIG).measure
-    measure = neuron_lora(grids, runs, CONFIG, edges={"random": "largest", "other": "smallest"}).measure
-    assert measure.endswith("; learning rate at its grid's edge, a better one may lie beyond: other (smallest), "
-                            "random (largest)")  # both decisive comparisons: vs random and vs plain LoRA
+    claim = neuron_lora(grids, runs, CONFIG, edges={"random": "largest", "other": "smallest"})
+    assert claim.verdict == SUPPORTED and claim.measure.endswith(
+        "; learning rate at its grid's edge, a better one may lie beyond: other (smallest), random (largest)")
+    assert neuron_lora(grids, runs, CONFIG, edges={"lape": "smallest"}).verdict == AT_GRID_EDGE
+    grids["lape"] = _grid("lape", {("fr", "baseline"): [True] * 400 + [False] * 100, ("en", "baseline"): [True] * 100})
+    assert neuron_lora(grids, runs, CONFIG, edges={"lape": "smallest"}).verdict == CONTRADICTED
+    assert neuron_lora(grids, runs, CONFIG, edges={"random": "largest"}).verdict == AT_GRID_EDGE

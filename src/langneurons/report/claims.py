@@ -47,6 +47,9 @@ from langneurons.languages import flores_code
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 TOO_FEW_UNITS = "inconclusive (too few units)"  # = langneurons.evaluate.metrics.TOO_FEW_UNITS
+AT_GRID_EDGE = "inconclusive (learning rate at its grid's edge)"
+"""The verdict of a comparison the interval settles but whose losing arm chose its learning rate at
+the edge of its search grid: better tuned, it might not lose (:func:`_edge_guard`)."""
 
 
 @dataclass(frozen=True)
@@ -991,6 +994,10 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
     compared = sorted({name for r in decisive for name in (*r["runs"], *r["reference_runs"])}
                       | ({capacity["capacity_control"]} if capacity["capacity_control"] else set()))
     others += _edge_text(compared, edges)
+    verdict, guard = _edge_guard(verdict, {
+        SUPPORTED: sorted({name for r in decisive for name in r["runs"]}),  # the neuron LoRA that showed no gain
+        CONTRADICTED: sorted({name for r in decisive for name in r["reference_runs"]})}, edges)
+    others += guard
     if verdict == SUPPORTED and not english[0]["learned"]:
         verdict = INCONCLUSIVE  # the neuron-LoRA model itself did not learn: no gain over anything is expected
         others += f"; model did not learn the task: {english[0]['note']}"
@@ -1006,7 +1013,8 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
         rule=f"supported: upper bounds vs random and vs plain LoRA < +{margin:g}, the neuron-LoRA model learned the "
              f"task ({config.source_language} score's interval above chance + {margin:g}) and the "
              "matched-module control (LoRA on every MLP neuron's same weights) learned it too (target-language "
-             f"accuracy above chance); contradicted: a lower bound > +{margin:g}; largest gain excluded: the larger "
+             f"accuracy above chance); contradicted: a lower bound > +{margin:g}; neither where the arm that comes off "
+             "worse chose its learning rate at its grid's edge; largest gain excluded: the larger "
              "upper bound (vs random, vs plain LoRA); seeds pooled, paired by (language, seed, example)",
         details=rows + [capacity] + english, power=power, units=min(r["n"] for r in decisive),
         largest_gain_excluded=None if too_few else max(r["delta_ci_high"] for r in decisive),
@@ -1142,6 +1150,10 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
                 f"{x['role']} {x['delta']:+.1f} {_row_span(x)}" for x in xnli)
     learn_text = ("" if learned or too_few
                   else "LAPE rows did not learn (no significant perplexity gain over the untuned model); ")
+    arms = sorted(p.model for p in perplexities.values() if p.role != "baseline")
+    verdict, guard = _edge_guard(verdict, {
+        SUPPORTED: sorted(by_target[l].model for by_target in comparators.values() for l in targets),
+        CONTRADICTED: sorted(lape[l].model for l in targets)}, edges)
     return _too_few(ClaimResult(
         id="subnetwork", claim="Training a language's LAPE neurons' own weights on its text improves that language "
                                "more than training random rows or LoRA with as many trainable parameters",
@@ -1149,15 +1161,15 @@ def subnetwork_enhancement(perplexities: dict, config: ClaimsConfig, grids: dict
         measure=f"{learn_text}target-language NLL (nats/token) on held-out text, {role} minus LAPE rows "
                 f"(> 0: LAPE rows better), mean over {', '.join(targets)}; {others + '; ' if others else ''}"
                 f"gain over the untuned model: {tuned}; trainable parameters: {params_text}"
-                f"{' (unequal)' if unequal else ''}{xnli_text}"
-                f"{_edge_text(sorted(p.model for p in perplexities.values() if p.role != 'baseline'), edges)}",
+                f"{' (unequal)' if unequal else ''}{xnli_text}{_edge_text(arms, edges)}{guard}",
         estimate=headline["estimate"], ci_low=headline["ci_low"], ci_high=headline["ci_high"], unit="nats/token",
         n=f"{len(targets)} languages x {units} held-out units ({tokens} tokens)",
         test="paired bootstrap over held-out units (every model on the same resampled units)",
         p_value=headline["p_value"], verdict=verdict,
         rule=f"supported: the LAPE-rows advantage over random rows and over LoRA both have lower bound > "
              f"+{margin:g} nats/token; contradicted: one has upper bound < +{margin:g} while LAPE rows did learn "
-             "(gain over the untuned model > 0); largest gain excluded: the smaller upper bound",
+             "(gain over the untuned model > 0); neither where the arm that comes off worse chose its learning rate "
+             "at its grid's edge; largest gain excluded: the smaller upper bound",
         details=details, units=fewest,
         largest_gain_excluded=None if too_few else min(a["ci_high"] for a in advantages.values()),
     ))
@@ -1199,6 +1211,16 @@ def _edge_text(names: Sequence[str], edges: dict | None) -> str:
     """The measure's note on ``names`` whose learning rate lies at its grid's edge ('' when none)."""
     chosen = [f"{name} ({edges[name]})" for name in names if edges and name in edges]
     return ("; learning rate at its grid's edge, a better one may lie beyond: " + ", ".join(chosen)) if chosen else ""
+
+
+def _edge_guard(verdict: str, losing: dict[str, Sequence[str]], edges: dict | None) -> tuple[str, str]:
+    """``verdict`` unless the arm it goes against (``losing``: verdict -> the runs that come off
+    worse under it) chose a learning rate at its grid's edge; then :data:`AT_GRID_EDGE` and why."""
+    at_edge = [f"{name} ({edges[name]})" for name in losing.get(verdict, ()) if edges and name in edges]
+    if not at_edge:
+        return verdict, ""
+    return AT_GRID_EDGE, (f"; not called {verdict}: the losing arm's learning rate lies at its grid's edge "
+                          f"({', '.join(at_edge)}), so better tuned it might not lose (widen the grid)")
 
 
 def load_grids(run_dir, models: Sequence[str]) -> dict:
