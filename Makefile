@@ -49,7 +49,7 @@ transfer-seeds: install
 	$(BIN)/langneurons publish runs/transfer-seeds --name gemma-3-270m-transfer-seeds --readme README.md
 
 ## Language subnetwork enhancement (Gurgurov et al. 2025) on hi and ur: LAPE rows vs random rows vs
-## equal-size LoRA on held-out FLORES text; about 70 min.
+## equal-size LoRA on held-out FLORES text; about 130 min (6-point learning-rate grids; the first run, 3 points: 86 min).
 subnetwork: install
 	$(BIN)/langneurons run src/langneurons/data/configs/subnetwork.yaml --data $(DATA) --run-dir runs/subnetwork $(REUSE_STATISTICS)
 	$(BIN)/langneurons publish runs/subnetwork --name gemma-3-270m-subnetwork --readme README.md
