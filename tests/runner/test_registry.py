@@ -29,6 +29,7 @@ DIRECTIONS_PUBLISHED = {  # issue 19's directional PPXC, added with the registry
     "direction_ppxc/*/ppxc.json", "direction_ppxc/*/ppxc.csv", "direction_ppxc/*/ppxc_specificity.csv",
     "direction_ppxc/*/ppxc.png", "direction_ppxc/*/ppxc.svg",
 }
+TARGETS_PUBLISHED = {"claims/targets.*"}  # issue 18's learning targets, a table of the claims stage
 
 
 def test_every_stage_section_is_a_field_of_the_experiment_config_and_names_are_unique():
@@ -49,7 +50,8 @@ def test_the_runner_order_and_the_report_order():
 
 def test_the_published_files_are_those_published_before_the_registry():
     patterns = registry.published_patterns()
-    assert len(patterns) == len(set(patterns)) and set(patterns) == PUBLISHED_BEFORE_THE_REGISTRY | DIRECTIONS_PUBLISHED
+    assert len(patterns) == len(set(patterns)) and set(patterns) == (
+        PUBLISHED_BEFORE_THE_REGISTRY | DIRECTIONS_PUBLISHED | TARGETS_PUBLISHED)
 
 
 @dataclass(frozen=True)
