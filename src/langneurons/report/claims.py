@@ -782,16 +782,17 @@ def learning_targets(run_dir, grids: dict, config: ClaimsConfig) -> list[dict]:
         names = sorted(name for name in grids if name == target.model or run_seed(name)[0] == target.model)
         base = {"task": target.task, "language": config.source_language, "metric": _metric(target.task),
                 "target": target.score}
+
+        def unevaluated(model: str, note: str) -> dict:
+            return {"model": model, **base, "score": None, "ci_low": None, "ci_high": None, "n": 0,
+                    "status": "not evaluated", "interval": "–", "note": note}
+
         if not names:
-            rows.append({"model": target.model, **base, "score": None, "ci_low": None, "ci_high": None, "n": 0,
-                         "status": "not evaluated", "interval": "–",
-                         "note": f"no evaluation of {target.model} in this run"})
-            continue
+            rows.append(unevaluated(target.model, f"no evaluation of {target.model} in this run"))
         for name in names:
             score = english_score(grids[name].records(target.task, config.source_language), target.task, config, name)
             if "score" not in score:
-                rows.append({"model": name, **base, "score": None, "ci_low": None, "ci_high": None, "n": 0,
-                             "status": "not evaluated", "interval": "–", "note": score["note"]})
+                rows.append(unevaluated(name, score["note"]))
                 continue
             met = score["score"] >= target.score
             low, high = score["ci_low"], score["ci_high"]
@@ -1207,16 +1208,21 @@ def learning_rate_edges(run_dir) -> dict[str, str]:
     return edges
 
 
+def _at_edge(names: Sequence[str], edges: dict | None) -> list[str]:
+    """``names`` whose learning rate lies at its grid's edge, each as ``name (largest|smallest)``."""
+    return [f"{name} ({edges[name]})" for name in names if edges and name in edges]
+
+
 def _edge_text(names: Sequence[str], edges: dict | None) -> str:
     """The measure's note on ``names`` whose learning rate lies at its grid's edge ('' when none)."""
-    chosen = [f"{name} ({edges[name]})" for name in names if edges and name in edges]
+    chosen = _at_edge(names, edges)
     return ("; learning rate at its grid's edge, a better one may lie beyond: " + ", ".join(chosen)) if chosen else ""
 
 
 def _edge_guard(verdict: str, losing: dict[str, Sequence[str]], edges: dict | None) -> tuple[str, str]:
     """``verdict`` unless the arm it goes against (``losing``: verdict -> the runs that come off
     worse under it) chose a learning rate at its grid's edge; then :data:`AT_GRID_EDGE` and why."""
-    at_edge = [f"{name} ({edges[name]})" for name in losing.get(verdict, ()) if edges and name in edges]
+    at_edge = _at_edge(losing.get(verdict, ()), edges)
     if not at_edge:
         return verdict, ""
     return AT_GRID_EDGE, (f"; not called {verdict}: the losing arm's learning rate lies at its grid's edge "
@@ -1233,7 +1239,7 @@ def load_grids(run_dir, models: Sequence[str]) -> dict:
 
 def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = None,
                     models: Sequence[str] = (), reference_model=None, seeds: dict | None = None,
-                    available: dict | None = None) -> list[ClaimResult]:
+                    available: dict | None = None, grids: dict | None = None) -> list[ClaimResult]:
     """Every claim the run directory has artefacts for (see the module docstring).
 
     finetune_runs: run name -> (task, neuron mode); models: the evaluated models (``evaluate/<model>``);
@@ -1241,7 +1247,8 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
     decided (the evaluation's ``reference``); seeds: run name -> (base name, seed) for seed
     replicates (names ``<base>@<seed>`` are recognised without it); available: task -> test
     examples per language for the power table (default :data:`TEST_POOL_PER_LANGUAGE`).
-    ``lm_eval_ppl/<model>/perplexity.json`` (:class:`PerplexityUnits`) feed the subnetwork claim."""
+    ``lm_eval_ppl/<model>/perplexity.json`` (:class:`PerplexityUnits`) feed the subnetwork claim.
+    grids: the evaluation grids of ``models`` when the caller has loaded them (:func:`load_grids`)."""
     from langneurons.evaluate.evaluation import GridResult
     from langneurons.identify.neuron_set import NeuronSet
     from langneurons.intervene.ppxc import PPXCResult
@@ -1269,7 +1276,7 @@ def evaluate_claims(run_dir, config: ClaimsConfig, finetune_runs: dict | None = 
         claims.append(ppxc_specificity(lape_ppxc, config))
         if lape is not None:
             claims.append(related_languages(lape_ppxc, lape, config))
-    grids = load_grids(run_dir, models)
+    grids = load_grids(run_dir, models) if grids is None else grids
     claims.append(interventions(grids, config, reference_model, available) if grids else None)
     edges = learning_rate_edges(run_dir)
     claims.append(neuron_lora(grids, finetune_runs or {}, config, seeds, available, edges) if grids else None)

@@ -22,11 +22,11 @@ def run(context) -> None:
     reference = config.evaluation.reference if config.evaluation is not None else None
 
     def compute(directory: Path) -> None:
-        write_claims(evaluate_claims(context.run_dir, config.claims, runs, models, reference_model=reference),
-                     directory)
+        grids = load_grids(context.run_dir, models)  # read once, for the claims and the learning targets
+        write_claims(evaluate_claims(context.run_dir, config.claims, runs, models, reference_model=reference,
+                                     grids=grids), directory)
         if config.claims.learning_targets:
-            write_targets(learning_targets(context.run_dir, load_grids(context.run_dir, models), config.claims),
-                          directory)
+            write_targets(learning_targets(context.run_dir, grids, config.claims), directory)
 
     upstream = {name: record.product for name, record in context.records.items()
                 if name.startswith(("identify/", "ppxc/", "direction_ppxc/", "evaluate/", "lm_eval_ppl/"))
@@ -68,7 +68,7 @@ def _power(run_dir: Path) -> list[Block]:
                        f"n per language needed for ±{margin:g} point", "available per language", "budget"], table)]
 
 
-def _targets(run_dir: Path) -> list[Block]:
+def _learning_targets_section(run_dir: Path) -> list[Block]:
     """The learning-targets table (claims/targets.json), where the config states targets."""
     path = run_dir / "claims" / "targets.json"
     rows = read_json(path) if path.exists() else []
@@ -125,7 +125,7 @@ def claims_section(run_dir: Path, manifest: dict) -> list[Block]:
                   "bound is below +margin and contradicted when its lower bound is above it; the largest gain "
                   "excluded is that upper bound."),
             ("table", ["claim (source)", "measured", "estimate [95% CI]", "largest gain excluded", "n", "p",
-                       "verdict"], rows)] + _targets(run_dir) + _power(run_dir)
+                       "verdict"], rows)] + _learning_targets_section(run_dir) + _power(run_dir)
 
 
 CLAIMS = Stage("claims", "claims", run, report=claims_section,
