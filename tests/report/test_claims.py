@@ -252,6 +252,10 @@ def test_a_significant_neuron_lora_gain_below_the_margin_supports_the_claim():
     grids["lape"] = _grid("lape", {("fr", "baseline"): better, ("en", "baseline"): [True] * 34 + [False] * 66})
     claim = neuron_lora(grids, runs, CONFIG)
     assert claim.verdict == INCONCLUSIVE and "model did not learn the task: lape en accuracy 34.0" in claim.measure
+    # ... and its learning rate at a grid edge does not hide that: not learning is the more basic reason
+    claim = neuron_lora(grids, runs, CONFIG, edges={"lape": "largest"})
+    assert claim.verdict == INCONCLUSIVE and "model did not learn the task: lape en accuracy 34.0" in claim.measure
+    assert "a better one may lie beyond: lape (largest)" in claim.measure
 
 
 def test_neuron_lora_seeds_are_pooled_paired_by_seed_and_their_spread_is_reported():

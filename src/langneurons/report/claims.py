@@ -995,13 +995,15 @@ def neuron_lora(grids: dict, runs: dict, config: ClaimsConfig, seeds=None, avail
     compared = sorted({name for r in decisive for name in (*r["runs"], *r["reference_runs"])}
                       | ({capacity["capacity_control"]} if capacity["capacity_control"] else set()))
     others += _edge_text(compared, edges)
+    if verdict == SUPPORTED and not english[0]["learned"]:
+        # the neuron-LoRA model itself did not learn: no gain over anything is expected, whatever its
+        # learning rate (checked before the grid-edge guard: the more basic of the two reasons)
+        verdict = INCONCLUSIVE
+        others += f"; model did not learn the task: {english[0]['note']}"
     verdict, guard = _edge_guard(verdict, {
         SUPPORTED: sorted({name for r in decisive for name in r["runs"]}),  # the neuron LoRA that showed no gain
         CONTRADICTED: sorted({name for r in decisive for name in r["reference_runs"]})}, edges)
     others += guard
-    if verdict == SUPPORTED and not english[0]["learned"]:
-        verdict = INCONCLUSIVE  # the neuron-LoRA model itself did not learn: no gain over anything is expected
-        others += f"; model did not learn the task: {english[0]['note']}"
     seeds_text = f", {len(headline['runs'])} seeds pooled" if headline["seed_deltas"] else ""
     return _too_few(ClaimResult(
         id="neuron-lora", claim="Neuron-specific LoRA does not transfer better than random-neuron LoRA or plain LoRA",
