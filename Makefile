@@ -43,8 +43,8 @@ transfer: install
 	$(BIN)/langneurons run src/langneurons/data/configs/transfer.yaml --data $(DATA) --run-dir runs/transfer $(REUSE_STATISTICS)
 	$(BIN)/langneurons publish runs/transfer --name gemma-3-270m-transfer --readme README.md
 
-## Neuron LoRA vs random-neuron LoRA, 3 seeds each, with the all-MLP-rows control; about 130 min with its own
-## statistics pass (110 min with another run's).
+## Neuron LoRA vs random-neuron LoRA, 3 seeds each, with the all-MLP-rows control; planned at 130 min with its own
+## statistics pass (110 min with another run's), measured 92 min on 2026-12-08 (manifest).
 transfer-seeds: install
 	$(BIN)/langneurons run src/langneurons/data/configs/transfer-seeds.yaml --data $(DATA) --run-dir runs/transfer-seeds $(REUSE_STATISTICS)
 	$(BIN)/langneurons publish runs/transfer-seeds --name gemma-3-270m-transfer-seeds --readme README.md
